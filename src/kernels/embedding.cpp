@@ -1,0 +1,33 @@
+#include "kernels/embedding.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace parallama::kernels {
+
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    std::memcpy(out + n * C, table + static_cast<int64_t>(tokens[n]) * C, C * sizeof(float));
+}
+
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
+                        int64_t C) {
+  // Repeated tokens hit the same row, so threads own column ranges rather than rows.
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = (C + nt - 1) / nt, c0 = std::min<int64_t>(C, t * chunk),
+                  c1 = std::min<int64_t>(C, c0 + chunk);
+    for (int64_t n = 0; n < N; ++n) {
+      float* d = dtable + static_cast<int64_t>(tokens[n]) * C;
+      const float* g = dout + n * C;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) d[c] += g[c];
+    }
+  }
+}
+
+}  // namespace parallama::kernels

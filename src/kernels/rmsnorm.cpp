@@ -1,0 +1,59 @@
+#include "kernels/rmsnorm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace parallama::kernels {
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C,
+                     float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xr = x + n * C;
+    float* o = out + n * C;
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    const float r = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
+    rstd[n] = r;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) o[c] = xr[c] * r * w[c];
+  }
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+  const float beta = accumulate_dx ? 1.0f : 0.0f;
+#pragma omp parallel
+  {
+    // dx: rows split across threads.
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xr = x + n * C;
+      const float* g = dout + n * C;
+      float* d = dx + n * C;
+      const float r = rstd[n];
+      float dot = 0.0f;  // Σ dout·w·x
+#pragma omp simd reduction(+ : dot)
+      for (int64_t c = 0; c < C; ++c) dot += g[c] * w[c] * xr[c];
+      const float k = dot * r * r * r / static_cast<float>(C);
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) d[c] = beta * d[c] + g[c] * w[c] * r - xr[c] * k;
+    }
+    // dw: columns split across threads, rows summed in order (deterministic, race-free).
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = (C + nt - 1) / nt, c0 = std::min<int64_t>(C, t * chunk),
+                  c1 = std::min<int64_t>(C, c0 + chunk);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xr = x + n * C;
+      const float* g = dout + n * C;
+      const float r = rstd[n];
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) dw[c] += g[c] * xr[c] * r;
+    }
+  }
+}
+
+}  // namespace parallama::kernels

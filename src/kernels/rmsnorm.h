@@ -1,0 +1,15 @@
+#pragma once
+// RMSNorm: out = x · rsqrt(mean(x²) + eps) · w.
+#include <cstdint>
+
+namespace parallama::kernels {
+
+// out (N, C), rstd (N) saved for backward; x (N, C), w (C)
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C,
+                     float eps);
+
+// dx (N, C) = (or += when accumulate_dx); dw (C) +=; dout (N, C), x (N, C), w (C), rstd (N)
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t C, bool accumulate_dx = false);
+
+}  // namespace parallama::kernels

@@ -1,0 +1,97 @@
+#include "model/config.h"
+
+#include <limits>
+
+#include "tensor/error.h"
+
+namespace parallama {
+
+namespace {
+
+LlamaConfig make(const char* name, int dim, int layers, int heads, int kv_heads, int ffn, int vocab,
+                 int seq, float theta, bool tied, bool shape_only) {
+  LlamaConfig c;
+  c.name = name;
+  c.dim = dim;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv_heads;
+  c.ffn_dim = ffn;
+  c.vocab_size = vocab;
+  c.max_seq_len = seq;
+  c.rope_theta = theta;
+  c.tie_embeddings = tied;
+  c.shape_only = shape_only;
+  return c;
+}
+
+std::vector<LlamaConfig> presets() {
+  return {
+      // Small enough for exhaustive tests; grouped-query attention (2 KV heads for 4 heads).
+      make("tiny", 48, 2, 4, 2, 80, 101, 16, 10000.0f, false, false),
+      make("kjv-small", 288, 6, 6, 6, 768, 4096, 256, 10000.0f, true, false),
+      make("bench15m", 288, 6, 6, 6, 768, 32000, 256, 10000.0f, false, false),
+      // Published shapes, for sizing and layout planning.
+      make("llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, false, true),
+      make("llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, false, true),
+      make("llama3.2-1b", 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0f, true, true),
+  };
+}
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw Error("invalid model shape: " + msg);
+}
+
+}  // namespace
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> out;
+  for (const auto& c : presets()) out.push_back(c.name);
+  return out;
+}
+
+LlamaConfig llama_preset(const std::string& name) {
+  std::string known;
+  for (const auto& c : presets()) {
+    if (c.name == name) return c;
+    known += (known.empty() ? "" : ", ") + c.name;
+  }
+  throw Error("unknown model preset '" + name + "' (known: " + known + ")");
+}
+
+void LlamaConfig::validate() const {
+  auto s = [](int v) { return std::to_string(v); };
+  require(dim > 0, "dim must be positive, got " + s(dim));
+  require(n_layers > 0, "n_layers must be positive, got " + s(n_layers));
+  require(n_heads > 0, "n_heads must be positive, got " + s(n_heads));
+  require(n_kv_heads > 0, "n_kv_heads must be positive, got " + s(n_kv_heads));
+  require(ffn_dim > 0, "ffn_dim must be positive, got " + s(ffn_dim));
+  require(vocab_size > 0, "vocab_size must be positive, got " + s(vocab_size));
+  require(max_seq_len > 0, "max_seq_len must be positive, got " + s(max_seq_len));
+  require(dim % n_heads == 0,
+          "dim " + s(dim) + " is not divisible by n_heads " + s(n_heads) + "; choose n_heads dividing dim");
+  require(n_heads % n_kv_heads == 0, "n_heads " + s(n_heads) + " is not a multiple of n_kv_heads " +
+                                         s(n_kv_heads) + "; each KV head must serve a whole group of heads");
+  require(head_dim() % 2 == 0, "head dim " + s(head_dim()) + " (dim / n_heads) must be even for rotary embeddings");
+  require(norm_eps > 0.0f, "norm_eps must be positive");
+  require(rope_theta > 1.0f, "rope_theta must be greater than 1");
+  // Tensors are indexed with 32-bit ints in places; keep every tensor below 2^31 elements.
+  const int64_t big = std::numeric_limits<int32_t>::max();
+  require(int64_t(vocab_size) * dim < big, "vocab_size * dim exceeds 2^31 elements");
+  require(int64_t(ffn_dim) * dim < big, "ffn_dim * dim exceeds 2^31 elements");
+}
+
+int64_t LlamaConfig::num_matmul_params() const {
+  const int64_t C = dim, F = ffn_dim;
+  const int64_t per_layer = C * (q_dim() + 2 * int64_t(kv_dim())) + int64_t(q_dim()) * C + 3 * C * F;
+  return n_layers * per_layer + int64_t(vocab_size) * C;
+}
+
+int64_t LlamaConfig::num_params() const {
+  const int64_t C = dim;
+  const int64_t norms = int64_t(n_layers) * 2 * C + C;
+  const int64_t embed = int64_t(vocab_size) * C;
+  return num_matmul_params() + norms + (tie_embeddings ? 0 : embed);
+}
+
+}  // namespace parallama

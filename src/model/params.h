@@ -1,0 +1,81 @@
+#pragma once
+// Params: every named tensor of a ModelShard carved out of ONE flat fp32 buffer, with Hugging
+// Face Llama names. The same layout describes gradients and optimizer moments, so gradient
+// buckets, optimizer shards and checkpoint tensors are all offsets into a flat buffer.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/shard.h"
+#include "io/safetensors.h"
+#include "tensor/arena.h"
+#include "tensor/tensor.h"
+
+namespace parallama {
+
+enum class ParamKind { Embedding, Norm, Matrix };
+
+struct ParamSpec {
+  std::string name;    // HF name, e.g. model.layers.3.self_attn.q_proj.weight
+  ParamKind kind;
+  Shape shape;         // local shape on this shard
+  Shape full_shape;    // shape in the whole model
+  int split_axis = -1; // tensor-parallel split: -1 replicated, 0 rows, 1 columns
+  int64_t offset = 0;  // in floats, into the flat buffer
+  int64_t numel = 0;
+  float init_std = 0;  // 0: initialised to ones (norm weights)
+  bool weight_decay() const { return kind == ParamKind::Matrix; }
+};
+
+class ParamLayout {
+ public:
+  ParamLayout(const LlamaConfig& config, const ModelShard& shard);
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  int64_t total() const { return total_; }
+  const ParamSpec& find(const std::string& name) const;  // throws Error if absent
+  const LlamaConfig& config() const { return config_; }
+  const ModelShard& shard() const { return shard_; }
+
+ private:
+  LlamaConfig config_;
+  ModelShard shard_;
+  std::vector<ParamSpec> specs_;
+  int64_t total_ = 0;
+};
+
+// A flat fp32 buffer laid out by a ParamLayout: parameters, gradients or optimizer moments.
+class ParamBuffer {
+ public:
+  explicit ParamBuffer(const ParamLayout& layout) : layout_(&layout), buf_(layout.total()) {}
+  float* data() { return buf_.data(); }
+  const float* data() const { return buf_.data(); }
+  int64_t size() const { return layout_->total(); }
+  const ParamLayout& layout() const { return *layout_; }
+  float* at(const ParamSpec& s) { return buf_.data() + s.offset; }
+  const float* at(const ParamSpec& s) const { return buf_.data() + s.offset; }
+  float* at(const std::string& name) { return at(layout_->find(name)); }
+  void zero() { buf_.zero(); }
+
+  // The one visitor: init, save, load, optimizer and gradient reduction walk tensors this way.
+  void visit(const std::function<void(const ParamSpec&, float*)>& fn);
+  void visit(const std::function<void(const ParamSpec&, const float*)>& fn) const;
+
+ private:
+  const ParamLayout* layout_;
+  Buffer buf_;
+};
+
+// Seeded deterministic initialisation; each element depends only on (seed, name, global index),
+// so a tensor-parallel slice gets exactly the values of the same region of the whole tensor.
+void init_params(ParamBuffer& params, uint64_t seed);
+
+// Whole tensors by HF name (with an optional prefix, e.g. "exp_avg."), into or out of a
+// safetensors file. Loading checks every shape and names the file and tensor on a mismatch.
+void add_params(io::SafeTensorsWriter& w, const ParamBuffer& params, const std::string& prefix = "");
+void read_params(const io::SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix = "");
+void save_params(const ParamBuffer& params, const std::string& path);
+void load_params(ParamBuffer& params, const std::string& path);
+
+}  // namespace parallama

@@ -1,0 +1,61 @@
+#include "optim/optimizer.h"
+
+#include <cmath>
+
+#include "tensor/error.h"
+
+namespace parallama {
+
+void OptimConfig::validate() const {
+  if (name != "adamw" && name != "sgd")
+    throw Error("unknown optimizer '" + name + "' (choose adamw or sgd)");
+  if (!(lr >= 0.0f) || !std::isfinite(lr)) throw Error("optim.lr must be a non-negative number");
+  if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+    throw Error("optim.beta1 and optim.beta2 must lie in [0, 1)");
+  if (!(eps > 0.0f)) throw Error("optim.eps must be positive");
+  if (!(weight_decay >= 0.0f)) throw Error("optim.weight_decay must be non-negative");
+  if (!(momentum >= 0.0f && momentum < 1.0f)) throw Error("optim.momentum must lie in [0, 1)");
+  if (!(dampening >= 0.0f && dampening <= 1.0f)) throw Error("optim.dampening must lie in [0, 1]");
+}
+
+Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg) : cfg_(cfg), m_(layout) {
+  cfg.validate();
+  if (cfg.name == "adamw") v_.emplace(layout);
+}
+
+void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr) {
+  ++step_;
+  for (const ParamSpec& s : params.layout().specs()) {
+    const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
+    if (v_) {
+      const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_};
+      kernels::adamw_update(params.at(s), m_.at(s), v_->at(s), grads.at(s), s.numel, h);
+    } else {
+      const kernels::SGDHyper h{lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, step_ == 1};
+      kernels::sgd_update(params.at(s), m_.at(s), grads.at(s), s.numel, h);
+    }
+  }
+}
+
+void Optimizer::save(const std::string& path) const {
+  io::SafeTensorsWriter w;
+  add_params(w, m_, v_ ? "exp_avg." : "momentum.");
+  if (v_) add_params(w, *v_, "exp_avg_sq.");
+  w.set_metadata({{"optimizer", cfg_.name}, {"step", std::to_string(step_)}});
+  w.write(path);
+}
+
+void Optimizer::load(const std::string& path) {
+  io::SafeTensorsReader r(path);
+  const auto& meta = r.metadata();
+  auto it = meta.find("optimizer");
+  if (it == meta.end() || it->second != cfg_.name)
+    throw Error(path + ": optimizer state is not for '" + cfg_.name + "'");
+  read_params(r, m_, v_ ? "exp_avg." : "momentum.");
+  if (v_) read_params(r, *v_, "exp_avg_sq.");
+  it = meta.find("step");
+  if (it == meta.end()) throw Error(path + ": optimizer state has no step count");
+  step_ = std::stoll(it->second);
+}
+
+}  // namespace parallama

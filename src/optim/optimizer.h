@@ -1,0 +1,42 @@
+#pragma once
+// Optimizers over flat parameter buffers: the moments share the parameters' layout, so a ZeRO
+// shard or a checkpoint tensor of optimizer state is the same offset as the parameter's.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "kernels/optim.h"
+#include "model/params.h"
+
+namespace parallama {
+
+struct OptimConfig {
+  std::string name = "adamw";  // adamw | sgd
+  float lr = 3e-4f;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.1f;  // applied to matrices only (not norms, not the embedding)
+  float momentum = 0.9f, dampening = 0.0f;
+  bool nesterov = false;
+  void validate() const;
+};
+
+class Optimizer {
+ public:
+  Optimizer(const ParamLayout& layout, const OptimConfig& cfg);
+  // One update of every parameter with learning rate lr (the schedule lives with the trainer).
+  void step(ParamBuffer& params, const ParamBuffer& grads, float lr);
+  int64_t steps_taken() const { return step_; }
+  void set_steps_taken(int64_t s) { step_ = s; }
+  // State tensors under prefixes "exp_avg." / "exp_avg_sq." (AdamW) or "momentum." (SGD).
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+  const OptimConfig& config() const { return cfg_; }
+
+ private:
+  OptimConfig cfg_;
+  ParamBuffer m_;                 // first moment (AdamW) or momentum buffer (SGD)
+  std::optional<ParamBuffer> v_;  // second moment (AdamW only)
+  int64_t step_ = 0;
+};
+
+}  // namespace parallama

@@ -1,0 +1,51 @@
+#pragma once
+// The run configuration: a TOML file, then command-line overrides (--section.key value), read
+// strictly: an unknown key or a value of the wrong type is an error before any work is done.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/config.h"
+#include "optim/optimizer.h"
+
+namespace parallama {
+
+struct TrainConfig {
+  int batch_size = 8;      // sequences per micro-batch (B)
+  int seq_len = 256;       // tokens per sequence (T)
+  int64_t steps = 200;     // optimizer steps
+  uint64_t seed = 1337;    // parameter init and data order
+  int threads = 0;         // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
+  int log_every = 10;      // steps between log lines when not on a terminal
+  std::string out_dir = "runs/default";
+};
+
+struct DataConfig {
+  std::string text;  // a UTF-8 text file, read as bytes for now (ids 0..255)
+};
+
+struct BenchConfig {
+  int steps = 10;   // timed steps
+  int warmup = 2;   // untimed steps first
+};
+
+struct RunConfig {
+  LlamaConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  BenchConfig bench;
+  void validate() const;
+};
+
+using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.lr", "3e-4")
+
+// Reads `path` (may be empty: defaults and overrides only). Throws Error with one line naming the
+// file and key for anything wrong.
+RunConfig load_run_config(const std::string& path, const Overrides& overrides);
+
+// Splits leftover command-line words "--a.b v" / "--a.b=v" into overrides; throws Error otherwise.
+Overrides parse_overrides(const std::vector<std::string>& args);
+
+}  // namespace parallama

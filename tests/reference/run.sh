@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Usage: run.sh DUMP_BIN PYTHON REFERENCE_DIR OUT_DIR
+set -euo pipefail
+rm -rf "$4"
+"$1" "$4"
+"$2" "$3/check_llama.py" "$4"

@@ -1,0 +1,129 @@
+// SwiGLU, fused softmax cross-entropy and the optimizer updates.
+#include <gtest/gtest.h>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/optim.h"
+#include "kernels/reference.h"
+#include "kernels/swiglu.h"
+#include "test_util.h"
+
+namespace parallama {
+using namespace test;
+
+TEST(SwiGLU, FastMatchesReference) {
+  const int64_t N = 7, F = 13;
+  auto gu = randn(N * 2 * F, 50, 3.0f), dy = randn(N * F, 51);
+  std::vector<float> y(N * F), dgu(N * 2 * F);
+  kernels::swiglu_forward(y.data(), gu.data(), N, F);
+  kernels::swiglu_backward(dgu.data(), dy.data(), gu.data(), N, F);
+  auto gud = to_double(gu), dyd = to_double(dy);
+  std::vector<double> yr(N * F), dgur(N * 2 * F);
+  ref::swiglu_forward(yr.data(), gud.data(), N, F);
+  ref::swiglu_backward(dgur.data(), dyd.data(), gud.data(), N, F);
+  EXPECT_LT(rel_err(y, yr), 1e-6);
+  EXPECT_LT(rel_err(dgu, dgur), 1e-6);
+}
+
+TEST(SwiGLU, ReferenceBackwardMatchesFiniteDifferences) {
+  const int64_t N = 3, F = 5;
+  auto gu = to_double(randn(N * 2 * F, 52, 2.0f)), r = to_double(randn(N * F, 53));
+  std::vector<double> y(N * F), dgu(N * 2 * F);
+  auto loss = [&] {
+    ref::swiglu_forward(y.data(), gu.data(), N, F);
+    return dot(y, r);
+  };
+  ref::swiglu_backward(dgu.data(), r.data(), gu.data(), N, F);
+  EXPECT_LT(rel_err(dgu, numeric_grad(gu, loss)), 1e-7);
+}
+
+TEST(CrossEntropy, FastMatchesReferenceWithIgnoreIndex) {
+  const int64_t N = 9, V = 17;
+  auto logits = randn(N * V, 60, 4.0f);
+  std::vector<int32_t> tgt = {3, kernels::kIgnoreIndex, 16, 0, 5, 5, kernels::kIgnoreIndex, 9, 1};
+  std::vector<float> loss(N), stats(2 * N);
+  kernels::cross_entropy_forward(loss.data(), stats.data(), logits.data(), tgt.data(), N, V);
+  auto ld = to_double(logits);
+  std::vector<double> lr(N), dr(N * V);
+  ref::cross_entropy_forward(lr.data(), ld.data(), tgt.data(), N, V);
+  EXPECT_LT(rel_err(loss, lr), 1e-6);
+  EXPECT_EQ(loss[1], 0.0f);
+  // backward in place over the logits
+  std::vector<float> d = logits;
+  kernels::cross_entropy_backward(d.data(), d.data(), stats.data(), tgt.data(), 0.125f, N, V);
+  ref::cross_entropy_backward(dr.data(), ld.data(), tgt.data(), 0.125, N, V);
+  EXPECT_LT(rel_err(d, dr), 1e-6);
+  for (int64_t v = 0; v < V; ++v) EXPECT_EQ(d[1 * V + v], 0.0f);  // ignored row: no gradient
+}
+
+TEST(CrossEntropy, StableForHugeLogits) {
+  const int64_t N = 2, V = 5;
+  std::vector<float> logits = {1000, 999, 998, -1000, 0, -3e4f, -3e4f + 1, -3e4f, -3e4f, -3e4f};
+  std::vector<int32_t> tgt = {0, 1};
+  std::vector<float> loss(N), stats(2 * N);
+  kernels::cross_entropy_forward(loss.data(), stats.data(), logits.data(), tgt.data(), N, V);
+  // log-softmax is shift invariant: the same as logits {0, -1, -2, -2000, -1000}
+  const double expect0 = std::log(1 + std::exp(-1.0) + std::exp(-2.0));
+  EXPECT_NEAR(loss[0], expect0, 1e-5);
+  EXPECT_NEAR(loss[1], std::log(1 + 4 * std::exp(-1.0)), 1e-3);
+  std::vector<float> d = logits;
+  kernels::cross_entropy_backward(d.data(), d.data(), stats.data(), tgt.data(), 1.0f, N, V);
+  for (float x : d) EXPECT_TRUE(std::isfinite(x));
+}
+
+TEST(CrossEntropy, ReferenceBackwardMatchesFiniteDifferences) {
+  const int64_t N = 3, V = 6;
+  auto logits = to_double(randn(N * V, 61, 2.0f));
+  std::vector<int32_t> tgt = {2, kernels::kIgnoreIndex, 5};
+  std::vector<double> loss(N), d(N * V);
+  auto f = [&] {
+    ref::cross_entropy_forward(loss.data(), logits.data(), tgt.data(), N, V);
+    return 0.5 * (loss[0] + loss[1] + loss[2]);
+  };
+  ref::cross_entropy_backward(d.data(), logits.data(), tgt.data(), 0.5, N, V);
+  EXPECT_LT(rel_err(d, numeric_grad(logits, f)), 1e-7);
+}
+
+TEST(AdamW, FastMatchesReferenceOverSteps) {
+  const int64_t n = 1001;
+  auto p = randn(n, 70), p2 = p;
+  std::vector<float> m(n, 0), v(n, 0), m2(n, 0), v2(n, 0);
+  for (int step = 1; step <= 3; ++step) {
+    auto g = randn(n, 71 + step);
+    kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+    ref::adamw_update(p2.data(), m2.data(), v2.data(), g.data(), n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+  }
+  EXPECT_LT(rel_err(p, p2), 1e-6);
+  EXPECT_LT(rel_err(m, m2), 1e-6);
+  EXPECT_LT(rel_err(v, v2), 1e-6);
+}
+
+TEST(AdamW, FirstStepIsSignStepAndDecayIsDecoupled) {
+  // After one step m̂ = g and v̂ = g², so the update is lr·g/(|g|+eps) ≈ lr·sign(g), whatever |g|;
+  // decoupled decay shrinks p by lr·wd·p independently of the gradient.
+  std::vector<float> p = {1.0f, -2.0f, 0.5f}, g = {1e-3f, -50.0f, 7.0f}, m(3, 0), v(3, 0);
+  kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), 3, {0.1f, 0.9f, 0.999f, 1e-8f, 0.5f, 1});
+  EXPECT_NEAR(p[0], 1.0f * (1 - 0.05f) - 0.1f, 1e-5);
+  EXPECT_NEAR(p[1], -2.0f * (1 - 0.05f) + 0.1f, 1e-5);
+  EXPECT_NEAR(p[2], 0.5f * (1 - 0.05f) - 0.1f, 1e-5);
+}
+
+TEST(SGD, MomentumNesterovAndDecayMatchReference) {
+  const int64_t n = 777;
+  for (bool nesterov : {false, true}) {
+    auto p = randn(n, 80), p2 = p;
+    std::vector<float> b(n, 0), b2(n, 0);
+    for (int step = 1; step <= 4; ++step) {
+      auto g = randn(n, 81 + step);
+      kernels::sgd_update(p.data(), b.data(), g.data(), n, {0.05f, 0.9f, 0.1f, 0.01f, nesterov, step == 1});
+      ref::sgd_update(p2.data(), b2.data(), g.data(), n, 0.05, 0.9, 0.1, 0.01, nesterov, step == 1);
+    }
+    EXPECT_LT(rel_err(p, p2), 1e-6);
+    EXPECT_LT(rel_err(b, b2), 1e-6);
+  }
+  // Plain SGD by hand: p ← p − lr·(g + wd·p)
+  std::vector<float> p = {1.0f}, b = {0.0f}, g = {2.0f};
+  kernels::sgd_update(p.data(), b.data(), g.data(), 1, {0.1f, 0.0f, 0.0f, 0.5f, false, true});
+  EXPECT_NEAR(p[0], 1.0f - 0.1f * (2.0f + 0.5f), 1e-6);
+}
+
+}  // namespace parallama
