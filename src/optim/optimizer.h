@@ -17,6 +17,8 @@ struct OptimConfig {
   float weight_decay = 0.1f;  // applied to matrices only (not norms, not the embedding)
   float momentum = 0.9f, dampening = 0.0f;
   bool nesterov = false;
+  int64_t warmup_steps = 0;  // linear warmup, then cosine decay to min_lr
+  float min_lr = 0.0f;
   void validate() const;
 };
 

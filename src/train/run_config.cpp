@@ -66,6 +66,51 @@ class Reader {
   std::set<std::string> seen_;
 };
 
+// The one list of configuration keys: reading, checking for unknown keys, and writing the config
+// into checkpoints all walk it. (model.preset is read first: it sets the defaults of [model].)
+template <class F>
+void for_each_field(RunConfig& c, F&& f) {
+  LlamaConfig& m = c.model;
+  f("model", "dim", m.dim);
+  f("model", "n_layers", m.n_layers);
+  f("model", "n_heads", m.n_heads);
+  f("model", "n_kv_heads", m.n_kv_heads);
+  f("model", "ffn_dim", m.ffn_dim);
+  f("model", "vocab_size", m.vocab_size);
+  f("model", "max_seq_len", m.max_seq_len);
+  f("model", "norm_eps", m.norm_eps);
+  f("model", "rope_theta", m.rope_theta);
+  f("model", "tie_embeddings", m.tie_embeddings);
+  TrainConfig& t = c.train;
+  f("train", "batch_size", t.batch_size);
+  f("train", "seq_len", t.seq_len);
+  f("train", "micro_batches", t.micro_batches);
+  f("train", "steps", t.steps);
+  f("train", "seed", t.seed);
+  f("train", "threads", t.threads);
+  f("train", "grad_clip", t.grad_clip);
+  f("train", "log_every", t.log_every);
+  f("train", "val_every", t.val_every);
+  f("train", "val_batches", t.val_batches);
+  f("train", "ckpt_every", t.ckpt_every);
+  f("train", "out_dir", t.out_dir);
+  OptimConfig& o = c.optim;
+  f("optim", "name", o.name);
+  f("optim", "lr", o.lr);
+  f("optim", "min_lr", o.min_lr);
+  f("optim", "warmup_steps", o.warmup_steps);
+  f("optim", "beta1", o.beta1);
+  f("optim", "beta2", o.beta2);
+  f("optim", "eps", o.eps);
+  f("optim", "weight_decay", o.weight_decay);
+  f("optim", "momentum", o.momentum);
+  f("optim", "dampening", o.dampening);
+  f("optim", "nesterov", o.nesterov);
+  f("data", "dir", c.data.dir);
+  f("bench", "steps", c.bench.steps);
+  f("bench", "warmup", c.bench.warmup);
+}
+
 }  // namespace
 
 Overrides parse_overrides(const std::vector<std::string>& args) {
@@ -123,38 +168,7 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides) {
   std::string preset = "tiny";
   r.get("model", "preset", preset);
   c.model = llama_preset(preset);
-  LlamaConfig& m = c.model;
-  r.get("model", "dim", m.dim);
-  r.get("model", "n_layers", m.n_layers);
-  r.get("model", "n_heads", m.n_heads);
-  r.get("model", "n_kv_heads", m.n_kv_heads);
-  r.get("model", "ffn_dim", m.ffn_dim);
-  r.get("model", "vocab_size", m.vocab_size);
-  r.get("model", "max_seq_len", m.max_seq_len);
-  r.get("model", "norm_eps", m.norm_eps);
-  r.get("model", "rope_theta", m.rope_theta);
-  r.get("model", "tie_embeddings", m.tie_embeddings);
-  TrainConfig& t = c.train;
-  r.get("train", "batch_size", t.batch_size);
-  r.get("train", "seq_len", t.seq_len);
-  r.get("train", "steps", t.steps);
-  r.get("train", "seed", t.seed);
-  r.get("train", "threads", t.threads);
-  r.get("train", "log_every", t.log_every);
-  r.get("train", "out_dir", t.out_dir);
-  OptimConfig& o = c.optim;
-  r.get("optim", "name", o.name);
-  r.get("optim", "lr", o.lr);
-  r.get("optim", "beta1", o.beta1);
-  r.get("optim", "beta2", o.beta2);
-  r.get("optim", "eps", o.eps);
-  r.get("optim", "weight_decay", o.weight_decay);
-  r.get("optim", "momentum", o.momentum);
-  r.get("optim", "dampening", o.dampening);
-  r.get("optim", "nesterov", o.nesterov);
-  r.get("data", "text", c.data.text);
-  r.get("bench", "steps", c.bench.steps);
-  r.get("bench", "warmup", c.bench.warmup);
+  for_each_field(c, [&](const char* sec, const char* key, auto& field) { r.get(sec, key, field); });
   r.check_unknown();
   try {
     c.validate();
@@ -162,6 +176,30 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides) {
     throw Error(source + ": " + e.what());
   }
   return c;
+}
+
+nlohmann::json config_to_json(const RunConfig& c) {
+  nlohmann::json j;
+  j["model"]["preset"] = c.model.name;
+  RunConfig copy = c;
+  for_each_field(copy, [&](const char* sec, const char* key, auto& field) { j[sec][key] = field; });
+  return j;
+}
+
+RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
+  Overrides o;
+  try {
+    for (const auto& [sec, table] : j.items())
+      for (const auto& [key, value] : table.items())
+        o.emplace_back(sec + "." + key, value.is_string() ? value.get<std::string>() : value.dump());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": config is not a table of sections");
+  }
+  try {
+    return load_run_config("", o);
+  } catch (const Error& e) {
+    throw Error(source + ": " + e.what());
+  }
 }
 
 void RunConfig::validate() const {
@@ -175,6 +213,13 @@ void RunConfig::validate() const {
   if (train.steps < 0) throw Error("train.steps must be non-negative");
   if (train.threads < 0) throw Error("train.threads must be non-negative (0 = all cores)");
   if (train.log_every < 1) throw Error("train.log_every must be at least 1");
+  if (train.micro_batches < 1) throw Error("train.micro_batches must be at least 1");
+  if (train.val_every < 0 || train.ckpt_every < 0 || train.val_batches < 0)
+    throw Error("train.val_every, train.val_batches and train.ckpt_every must be non-negative");
+  if (!(train.grad_clip >= 0.0f)) throw Error("train.grad_clip must be non-negative (0 = off)");
+  if (optim.warmup_steps < 0) throw Error("optim.warmup_steps must be non-negative");
+  if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))
+    throw Error("optim.min_lr must lie between 0 and optim.lr");
   if (bench.steps < 1 || bench.warmup < 0) throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");
 }
 

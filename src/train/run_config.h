@@ -1,6 +1,8 @@
 #pragma once
 // The run configuration: a TOML file, then command-line overrides (--section.key value), read
 // strictly: an unknown key or a value of the wrong type is an error before any work is done.
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -12,17 +14,22 @@
 namespace parallama {
 
 struct TrainConfig {
-  int batch_size = 8;      // sequences per micro-batch (B)
-  int seq_len = 256;       // tokens per sequence (T)
-  int64_t steps = 200;     // optimizer steps
-  uint64_t seed = 1337;    // parameter init and data order
-  int threads = 0;         // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
-  int log_every = 10;      // steps between log lines when not on a terminal
+  int batch_size = 8;        // sequences per micro-batch (B)
+  int seq_len = 256;         // tokens per sequence (T)
+  int micro_batches = 1;     // gradient accumulation: micro-batches per optimizer step
+  int64_t steps = 200;       // optimizer steps
+  uint64_t seed = 1337;      // parameter init and data order
+  int threads = 0;           // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
+  float grad_clip = 1.0f;    // global-norm clipping; 0 = off
+  int log_every = 10;        // steps between log lines when not on a terminal
+  int val_every = 50;        // steps between validation losses; 0 = only at the end
+  int val_batches = 8;       // micro-batches of validation data per measurement
+  int ckpt_every = 100;      // steps between checkpoints; 0 = only at the end
   std::string out_dir = "runs/default";
 };
 
 struct DataConfig {
-  std::string text;  // a UTF-8 text file, read as bytes for now (ids 0..255)
+  std::string dir;  // made by `parallama prepare`: train.bin, val.bin, tokenizer.model
 };
 
 struct BenchConfig {
@@ -44,6 +51,10 @@ using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.
 // Reads `path` (may be empty: defaults and overrides only). Throws Error with one line naming the
 // file and key for anything wrong.
 RunConfig load_run_config(const std::string& path, const Overrides& overrides);
+
+// Every key with its value, as nested JSON ({"model": {...}, ...}), for trainer.json; and back.
+nlohmann::json config_to_json(const RunConfig& c);
+RunConfig config_from_json(const nlohmann::json& j, const std::string& source);
 
 // Splits leftover command-line words "--a.b v" / "--a.b=v" into overrides; throws Error otherwise.
 Overrides parse_overrides(const std::vector<std::string>& args);

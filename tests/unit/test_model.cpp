@@ -27,10 +27,12 @@ TEST(Config, PresetsHaveTheirPublishedShapes) {
   const auto tiny = llama_preset("tiny");
   EXPECT_LT(tiny.n_kv_heads, tiny.n_heads);  // grouped-query attention in tests
   const auto k = llama_preset("kjv-small");
-  EXPECT_EQ(k.dim, 288), EXPECT_EQ(k.n_layers, 6), EXPECT_EQ(k.n_heads, 6);
-  EXPECT_EQ(k.ffn_dim, 768), EXPECT_EQ(k.vocab_size, 4096), EXPECT_EQ(k.max_seq_len, 256);
+  EXPECT_EQ(std::vector<int>({k.dim, k.n_layers, k.n_heads, k.ffn_dim, k.vocab_size, k.max_seq_len}),
+            std::vector<int>({288, 6, 6, 768, 4096, 256}));
   const auto b = llama_preset("bench15m");
-  EXPECT_EQ(b.vocab_size, 32000), EXPECT_EQ(b.n_kv_heads, 6), EXPECT_FALSE(b.tie_embeddings);
+  EXPECT_EQ(std::vector<int>({b.dim, b.n_layers, b.n_heads, b.n_kv_heads, b.ffn_dim, b.vocab_size, b.max_seq_len}),
+            std::vector<int>({288, 6, 6, 6, 768, 32000, 256}));
+  EXPECT_FALSE(b.tie_embeddings);
   // Published parameter counts: Llama 2 7B 6.74 B, Llama 3 8B 8.03 B, Llama 3.2 1B 1.24 B.
   EXPECT_EQ(llama_preset("llama2-7b").num_params(), 6738415616);
   EXPECT_EQ(llama_preset("llama3-8b").num_params(), 8030261248);
@@ -158,7 +160,9 @@ TEST(Llama, CausalEarlierLogitsIgnoreLaterTokens) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t v = 0; v < V; ++v) {
       const float x = before[t * V + v], y = model.logits()[t * V + v];
-      if (t < 6) ASSERT_EQ(x, y) << "position " << t;
+      if (t < 6) {
+        ASSERT_EQ(x, y) << "position " << t;
+      }
       // row 1 is another sequence: untouched everywhere
       ASSERT_EQ(before[(T + t) * V + v], model.logits()[(T + t) * V + v]);
     }

@@ -1,0 +1,55 @@
+#include "data/loader.h"
+
+#include <numeric>
+#include <random>
+#include <string>
+
+#include "tensor/error.h"
+
+namespace parallama {
+
+DataLoader::DataLoader(const std::vector<int32_t>& tokens, int64_t T, uint64_t seed, int rank, int world)
+    : tokens_(tokens), T_(T), num_samples_(0), seed_(seed), rank_(rank), world_(world) {
+  if (T < 1) throw Error("sequence length must be positive");
+  if (world < 1 || rank < 0 || rank >= world) throw Error("invalid data-parallel rank " + std::to_string(rank));
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  num_samples_ = n > T ? (n - 1) / T : 0;
+  if (num_samples_ == 0)
+    throw Error("the data holds " + std::to_string(n) + " tokens, fewer than one sequence of " +
+                std::to_string(T + 1));
+}
+
+int64_t DataLoader::sample_at(int64_t g) {
+  const int64_t epoch = g / num_samples_, i = g % num_samples_;
+  Perm& slot = cache_[epoch & 1];
+  if (slot.epoch != epoch) {
+    // Fisher-Yates with a fixed generator and unbiased bounded draws: the same order on every
+    // platform and standard library.
+    std::mt19937_64 rng(seed_ * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
+    slot.order.resize(num_samples_);
+    std::iota(slot.order.begin(), slot.order.end(), int64_t{0});
+    for (int64_t j = num_samples_ - 1; j > 0; --j) {
+      const uint64_t range = static_cast<uint64_t>(j) + 1;
+      const uint64_t limit = UINT64_MAX - UINT64_MAX % range;
+      uint64_t r;
+      do r = rng();
+      while (r >= limit);
+      std::swap(slot.order[j], slot.order[r % range]);
+    }
+    slot.epoch = epoch;
+  }
+  return slot.order[i];
+}
+
+void DataLoader::micro_batch(int k, int64_t B, int32_t* tokens, int32_t* targets) {
+  const int64_t first = position_ + (static_cast<int64_t>(k) * world_ + rank_) * B;
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t* src = tokens_.data() + sample_at(first + b) * T_;
+    for (int64_t t = 0; t < T_; ++t) {
+      tokens[b * T_ + t] = src[t];
+      targets[b * T_ + t] = src[t + 1];
+    }
+  }
+}
+
+}  // namespace parallama

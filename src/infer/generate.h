@@ -1,0 +1,45 @@
+#pragma once
+// Token-by-token generation with a KV cache over a whole-model shard.
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "model/params.h"
+#include "tensor/arena.h"
+
+namespace parallama {
+
+struct SampleConfig {
+  float temperature = 0.8f;  // 0 = greedy
+  float top_p = 0.95f;       // nucleus sampling: smallest set of tokens with this probability mass
+  uint64_t seed = 1;
+  int max_tokens = 200;
+};
+
+class Generator {
+ public:
+  Generator(const ParamLayout& layout, const ParamBuffer& params);
+  // Feeds one token at the next position and returns the logits (V) for the position after it.
+  const float* feed(int32_t token);
+  int64_t position() const { return pos_; }
+  void reset() { pos_ = 0; }
+  // Feeds the prompt, then samples until max_tokens or eos; returns the new ids (without eos).
+  std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const SampleConfig& sc,
+                                int32_t eos_id);
+
+ private:
+  int32_t sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng);
+
+  const LlamaConfig& cfg_;
+  const ParamBuffer& params_;
+  int64_t C_, H_, KVH_, D_, F_, V_, QKV_, maxT_;
+  int64_t pos_ = 0;
+  std::vector<int64_t> off_;  // per layer: ln1, wqkv, wo, ln2, wgu, wdown
+  int64_t off_embed_, off_norm_, off_head_;
+  Arena arena_;
+  float *x_, *xn_, *qkv_, *att_, *atty_, *gu_, *act_, *logits_, *rstd_, *cos_, *sin_;
+  std::vector<float*> kcache_, vcache_;  // per layer (maxT, KVH·D)
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+}  // namespace parallama

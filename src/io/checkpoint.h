@@ -1,0 +1,40 @@
+#pragma once
+// Checkpoint directories: model.safetensors (whole tensors, HF Llama names),
+// optimizer.safetensors, and trainer.json (step, data position, RNG state, config, layout and
+// checksums of the two tensor files). A checkpoint is written into a temporary directory and
+// renamed into place, so a crash never leaves a half checkpoint that looks complete.
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "model/params.h"
+#include "optim/optimizer.h"
+
+namespace parallama {
+
+struct CheckpointState {
+  int64_t step = 0;           // optimizer steps completed
+  int64_t data_position = 0;  // global sample index of the next batch
+  nlohmann::json extra;       // config, layout, RNG state, last losses: recorded as given
+  std::vector<std::string> copy_files;  // copied in as they are (e.g. the tokenizer model)
+};
+
+// Writes dir (replacing an older checkpoint of the same name only once the new one is complete)
+// and returns the checksums recorded.
+void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
+                     const CheckpointState& state);
+
+// Reads trainer.json, verifies both checksums, then loads the tensors (every shape checked).
+// Throws Error naming the file that is missing, corrupt, truncated or for another model.
+CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim);
+
+// Only the model weights (checksum verified), for generation and evaluation.
+void load_checkpoint_model(const std::string& dir, ParamBuffer& params);
+
+// Just trainer.json, parsed and checked (for reading the config before building the model).
+nlohmann::json read_trainer_json(const std::string& dir);
+
+// FNV-1a 64 of a file's bytes, as 16 hex digits.
+std::string file_checksum(const std::string& path);
+
+}  // namespace parallama

@@ -1,0 +1,35 @@
+#include "optim/schedule.h"
+
+#include <cmath>
+
+namespace parallama {
+
+float lr_at(int64_t step, float lr, float min_lr, int64_t warmup, int64_t total) {
+  if (warmup > 0 && step <= warmup) return lr * static_cast<float>(step) / static_cast<float>(warmup);
+  if (step >= total) return min_lr;
+  const double progress = static_cast<double>(step - warmup) / static_cast<double>(total - warmup);
+  return static_cast<float>(min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress)));
+}
+
+double grad_norm(const ParamBuffer& grads) {
+  double total = 0.0;
+  grads.visit([&](const ParamSpec& s, const float* g) {
+    double ss = 0.0;
+#pragma omp parallel for simd reduction(+ : ss) schedule(static)
+    for (int64_t i = 0; i < s.numel; ++i) ss += static_cast<double>(g[i]) * g[i];
+    total += ss;
+  });
+  return std::sqrt(total);
+}
+
+float clip_grads(ParamBuffer& grads, double norm, float max_norm) {
+  if (max_norm <= 0.0f || !(norm > max_norm)) return 1.0f;
+  const float scale = static_cast<float>(max_norm / norm);
+  float* g = grads.data();
+  const int64_t n = grads.size();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) g[i] *= scale;
+  return scale;
+}
+
+}  // namespace parallama

@@ -1,0 +1,20 @@
+#pragma once
+// Learning-rate schedule and global-norm gradient clipping.
+#include <cstdint>
+
+#include "model/params.h"
+
+namespace parallama {
+
+// Linear warmup from lr/warmup to lr over `warmup` steps, then cosine decay to min_lr at
+// `total` steps (and min_lr after). Steps count from 1.
+float lr_at(int64_t step, float lr, float min_lr, int64_t warmup, int64_t total);
+
+// The L2 norm of all gradients, accumulated in double in a fixed order.
+double grad_norm(const ParamBuffer& grads);
+
+// Scales every gradient by max_norm / norm when norm > max_norm (max_norm ≤ 0: no clipping).
+// Returns the factor applied.
+float clip_grads(ParamBuffer& grads, double norm, float max_norm);
+
+}  // namespace parallama
