@@ -61,19 +61,23 @@ void prepare(const PrepareOptions& opt) {
   const Tokenizer tok(model_path);
 
   // Lines go in blocks of 64; the blocks where ⌊(i+1)·f⌋ > ⌊i·f⌋ are validation, which spreads the
-  // validation set evenly over the corpus.
+  // validation set evenly over the corpus. A text too short for that gives its last block.
+  const size_t block = 64, blocks = (lines.size() + block - 1) / block;
+  std::vector<bool> is_val(blocks);
+  bool any = false;
+  for (size_t b = 0; b < blocks; ++b)
+    any |= is_val[b] = std::floor((b + 1) * opt.val_fraction) > std::floor(b * opt.val_fraction);
+  if (!any && blocks >= 2) is_val[blocks - 1] = true;
   std::vector<int32_t> train, val;
-  const size_t block = 64;
-  for (size_t first = 0, b = 0; first < lines.size(); first += block, ++b) {
-    const bool is_val = std::floor((b + 1) * opt.val_fraction) > std::floor(b * opt.val_fraction);
-    auto& dst = is_val ? val : train;
-    for (size_t i = first; i < std::min(lines.size(), first + block); ++i) {
+  for (size_t b = 0; b < blocks; ++b) {
+    auto& dst = is_val[b] ? val : train;
+    for (size_t i = b * block; i < std::min(lines.size(), (b + 1) * block); ++i) {
       dst.push_back(tok.bos_id());
       const auto ids = tok.encode(lines[i]);
       dst.insert(dst.end(), ids.begin(), ids.end());
     }
   }
-  if (val.empty()) throw Error("prepare: the text is too short for a validation split; add text or raise --val-fraction");
+  if (val.empty()) throw Error("prepare: the text has fewer than 128 lines, too few to hold some out for validation");
   const uint64_t vocab = static_cast<uint64_t>(tok.vocab_size());
   write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, vocab, tok.hash());
   write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, vocab, tok.hash());
