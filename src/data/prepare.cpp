@@ -81,14 +81,24 @@ void prepare(const PrepareOptions& opt) {
   const uint64_t vocab = static_cast<uint64_t>(tok.vocab_size());
   write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, vocab, tok.hash());
   write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, vocab, tok.hash());
+  // The unigram baseline: cross-entropy of the validation tokens under the training tokens'
+  // frequencies (add-one smoothed), in nats. A model that learned anything beats it.
+  std::vector<double> counts(vocab, 1.0);
+  for (int32_t t : train) counts[t] += 1.0;
+  const double total = static_cast<double>(train.size()) + static_cast<double>(vocab);
+  double nll = 0.0;
+  for (int32_t t : val) nll -= std::log(counts[t] / total);
+  const double unigram = nll / static_cast<double>(val.size());
   char hash[17];
   std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(tok.hash()));
   const nlohmann::json meta = {{"vocab_size", vocab}, {"tokenizer_hash", hash},
                                {"train_tokens", train.size()}, {"val_tokens", val.size()},
-                               {"val_fraction", opt.val_fraction}, {"inputs", inputs}};
+                               {"val_fraction", opt.val_fraction},
+                               {"unigram_val_loss", std::round(unigram * 1e6) / 1e6}, {"inputs", inputs}};
   std::ofstream(fs::path(opt.out_dir) / "meta.json") << meta.dump(1) << "\n";
-  std::printf("wrote %s: vocab %llu, %zu train tokens, %zu validation tokens\n", opt.out_dir.c_str(),
-              static_cast<unsigned long long>(vocab), train.size(), val.size());
+  std::printf("wrote %s: vocab %llu, %zu train tokens, %zu validation tokens; unigram baseline "
+              "validation loss %.4f\n", opt.out_dir.c_str(), static_cast<unsigned long long>(vocab),
+              train.size(), val.size(), unigram);
 }
 
 }  // namespace parallama
