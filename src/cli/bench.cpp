@@ -27,8 +27,10 @@ double seconds_since(Clock::time_point t0) {
 double measure_gemm_peak() {
   const int64_t n = 2048;
   Buffer a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i) a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
-  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  for (int64_t i = 0; i < n * n; ++i)
+    a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
+  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(),
+                n);  // warm-up
   double best = 0.0;
   const auto start = Clock::now();
   for (int rep = 0; rep < 20 && (rep < 3 || seconds_since(start) < 2.0); ++rep) {
@@ -78,14 +80,25 @@ int run_bench(const RunConfig& cfg, bool json) {
   std::printf("MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d threads)\n",
               100.0 * gflops / peak, peak, threads);
   if (json) {
-    nlohmann::json j = {{"framework", "parallama"}, {"model", m.name},
-                        {"params", m.num_params()}, {"matmul_params", m.num_matmul_params()},
-                        {"batch_size", B}, {"seq_len", T}, {"threads", threads}, {"ranks", 1},
-                        {"steps", cfg.bench.steps}, {"warmup", cfg.bench.warmup},
-                        {"median_step_s", median}, {"min_step_s", times.front()},
-                        {"max_step_s", times.back()}, {"tokens_per_s", tokens_per_s},
-                        {"gflops", gflops}, {"flop_formula", formula}, {"peak_gflops", peak},
-                        {"mfu", gflops / peak}, {"loss", loss},
+    nlohmann::json j = {{"framework", "parallama"},
+                        {"model", m.name},
+                        {"params", m.num_params()},
+                        {"matmul_params", m.num_matmul_params()},
+                        {"batch_size", B},
+                        {"seq_len", T},
+                        {"threads", threads},
+                        {"ranks", 1},
+                        {"steps", cfg.bench.steps},
+                        {"warmup", cfg.bench.warmup},
+                        {"median_step_s", median},
+                        {"min_step_s", times.front()},
+                        {"max_step_s", times.back()},
+                        {"tokens_per_s", tokens_per_s},
+                        {"gflops", gflops},
+                        {"flop_formula", formula},
+                        {"peak_gflops", peak},
+                        {"mfu", gflops / peak},
+                        {"loss", loss},
                         {"activation_bytes", st.model.activation_bytes()}};
     std::printf("%s\n", j.dump().c_str());
   }

@@ -8,9 +8,10 @@ namespace parallama {
 int run_info(const RunConfig& cfg) {
   const LlamaConfig& m = cfg.model;
   std::printf("model %s%s\n", m.name.c_str(), m.shape_only ? " (shape only)" : "");
-  std::printf("  dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn %d, vocab %d, max seq %d\n",
-              m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim(), m.ffn_dim, m.vocab_size,
-              m.max_seq_len);
+  std::printf(
+      "  dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn %d, vocab %d, max seq %d\n",
+      m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim(), m.ffn_dim, m.vocab_size,
+      m.max_seq_len);
   std::printf("  rope theta %g, norm eps %g, output head %s\n", m.rope_theta, m.norm_eps,
               m.tie_embeddings ? "tied to the embedding" : "separate");
   std::printf("  parameters: %lld (%.3f B), in matmuls: %lld\n",

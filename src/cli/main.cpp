@@ -25,18 +25,22 @@ int main(int argc, char** argv) {
     return sub;
   };
   PrepareOptions prep;
-  CLI::App* prepare_cmd = app.add_subcommand("prepare", "train a BPE tokenizer and write token shards");
-  prepare_cmd->add_option("--text", prep.texts, "UTF-8 text files (one document per line)")->required();
+  CLI::App* prepare_cmd =
+      app.add_subcommand("prepare", "train a BPE tokenizer and write token shards");
+  prepare_cmd->add_option("--text", prep.texts, "UTF-8 text files (one document per line)")
+      ->required();
   prepare_cmd->add_option("--vocab", prep.vocab_size, "vocabulary size of the tokenizer to train");
   prepare_cmd->add_option("--out", prep.out_dir, "output directory")->required();
   prepare_cmd->add_option("--tokenizer", prep.tokenizer, "reuse this sentencepiece model");
-  prepare_cmd->add_option("--val-fraction", prep.val_fraction, "share of the text held out for validation");
+  prepare_cmd->add_option("--val-fraction", prep.val_fraction,
+                          "share of the text held out for validation");
 
   TrainOptions topt;
   CLI::App* train_cmd = with_config("train", "train a model");
   train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
   train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint");
-  CLI::App* bench_cmd = with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
+  CLI::App* bench_cmd =
+      with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
   bench_cmd->add_flag("--json", json, "also print the results as one JSON object on the last line");
   CLI::App* info_cmd = with_config("info", "print a model's shape and parameter count");
 
@@ -50,7 +54,8 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass");
   gen_cmd->add_option("--seed", sc.seed, "sampling seed");
   gen_cmd->add_option("--max-tokens", sc.max_tokens, "tokens to generate at most");
-  CLI::App* eval_cmd = app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
+  CLI::App* eval_cmd =
+      app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
   eval_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
   eval_cmd->add_option("--data", data, "token shard (e.g. data/kjv/val.bin)")->required();
   eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)");

@@ -8,10 +8,12 @@
 
 namespace parallama {
 
-DataLoader::DataLoader(const std::vector<int32_t>& tokens, int64_t T, uint64_t seed, int rank, int world)
+DataLoader::DataLoader(const std::vector<int32_t>& tokens, int64_t T, uint64_t seed, int rank,
+                       int world)
     : tokens_(tokens), T_(T), num_samples_(0), seed_(seed), rank_(rank), world_(world) {
   if (T < 1) throw Error("sequence length must be positive");
-  if (world < 1 || rank < 0 || rank >= world) throw Error("invalid data-parallel rank " + std::to_string(rank));
+  if (world < 1 || rank < 0 || rank >= world)
+    throw Error("invalid data-parallel rank " + std::to_string(rank));
   const int64_t n = static_cast<int64_t>(tokens.size());
   num_samples_ = n > T ? (n - 1) / T : 0;
   if (num_samples_ == 0)

@@ -38,7 +38,8 @@ void prepare(const PrepareOptions& opt) {
       ++count;
     }
     if (count == 0) throw Error("text file '" + path + "' is empty");
-    inputs.push_back({{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}});
+    inputs.push_back(
+        {{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}});
   }
 
   fs::create_directories(opt.out_dir);
@@ -52,8 +53,8 @@ void prepare(const PrepareOptions& opt) {
     std::printf("training a %d-token BPE tokenizer on %zu lines\n", opt.vocab_size, lines.size());
     model_bytes = Tokenizer::train(lines, opt.vocab_size);
   }
-  const bool same_file = !opt.tokenizer.empty() && fs::exists(model_path) &&
-                         fs::equivalent(opt.tokenizer, model_path);
+  const bool same_file =
+      !opt.tokenizer.empty() && fs::exists(model_path) && fs::equivalent(opt.tokenizer, model_path);
   if (!same_file) {
     std::ofstream(model_path + ".tmp", std::ios::binary) << model_bytes;
     fs::rename(model_path + ".tmp", model_path);
@@ -77,7 +78,9 @@ void prepare(const PrepareOptions& opt) {
       dst.insert(dst.end(), ids.begin(), ids.end());
     }
   }
-  if (val.empty()) throw Error("prepare: the text has fewer than 128 lines, too few to hold some out for validation");
+  if (val.empty())
+    throw Error(
+        "prepare: the text has fewer than 128 lines, too few to hold some out for validation");
   const uint64_t vocab = static_cast<uint64_t>(tok.vocab_size());
   write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, vocab, tok.hash());
   write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, vocab, tok.hash());
@@ -91,14 +94,19 @@ void prepare(const PrepareOptions& opt) {
   const double unigram = nll / static_cast<double>(val.size());
   char hash[17];
   std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(tok.hash()));
-  const nlohmann::json meta = {{"vocab_size", vocab}, {"tokenizer_hash", hash},
-                               {"train_tokens", train.size()}, {"val_tokens", val.size()},
+  const nlohmann::json meta = {{"vocab_size", vocab},
+                               {"tokenizer_hash", hash},
+                               {"train_tokens", train.size()},
+                               {"val_tokens", val.size()},
                                {"val_fraction", opt.val_fraction},
-                               {"unigram_val_loss", std::round(unigram * 1e6) / 1e6}, {"inputs", inputs}};
+                               {"unigram_val_loss", std::round(unigram * 1e6) / 1e6},
+                               {"inputs", inputs}};
   std::ofstream(fs::path(opt.out_dir) / "meta.json") << meta.dump(1) << "\n";
-  std::printf("wrote %s: vocab %llu, %zu train tokens, %zu validation tokens; unigram baseline "
-              "validation loss %.4f\n", opt.out_dir.c_str(), static_cast<unsigned long long>(vocab),
-              train.size(), val.size(), unigram);
+  std::printf(
+      "wrote %s: vocab %llu, %zu train tokens, %zu validation tokens; unigram baseline "
+      "validation loss %.4f\n",
+      opt.out_dir.c_str(), static_cast<unsigned long long>(vocab), train.size(), val.size(),
+      unigram);
 }
 
 }  // namespace parallama

@@ -9,7 +9,7 @@ struct PrepareOptions {
   std::vector<std::string> texts;  // UTF-8 text files; each non-empty line is one document
   int vocab_size = 4096;
   std::string out_dir;
-  std::string tokenizer;      // reuse this model instead of training one
+  std::string tokenizer;  // reuse this model instead of training one
   double val_fraction = 0.05;
 };
 

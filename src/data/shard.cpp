@@ -78,15 +78,18 @@ TokenShard read_shard(const std::string& path) {
   s.header.tokenizer_hash = get<uint64_t>(head + 32);
   const uint32_t w = s.header.token_bytes;
   if (w != 2 && w != 4) throw Error(path + ": token width " + std::to_string(w) + " is not 2 or 4");
-  if (s.header.token_count > (size - kHeaderBytes) / w || kHeaderBytes + s.header.token_count * w != size)
-    throw Error(path + ": header says " + std::to_string(s.header.token_count) + " tokens but the file holds " +
-                std::to_string((size - kHeaderBytes) / w) + " (truncated or corrupt)");
+  if (s.header.token_count > (size - kHeaderBytes) / w ||
+      kHeaderBytes + s.header.token_count * w != size)
+    throw Error(path + ": header says " + std::to_string(s.header.token_count) +
+                " tokens but the file holds " + std::to_string((size - kHeaderBytes) / w) +
+                " (truncated or corrupt)");
   std::vector<char> raw(s.header.token_count * w);
   f.read(raw.data(), static_cast<std::streamsize>(raw.size()));
   if (!f) throw Error(path + ": read failed");
   s.tokens.resize(s.header.token_count);
   for (uint64_t i = 0; i < s.header.token_count; ++i) {
-    const uint32_t v = w == 2 ? get<uint16_t>(raw.data() + 2 * i) : get<uint32_t>(raw.data() + 4 * i);
+    const uint32_t v =
+        w == 2 ? get<uint16_t>(raw.data() + 2 * i) : get<uint32_t>(raw.data() + 4 * i);
     if (v >= s.header.vocab_size)
       throw Error(path + ": token " + std::to_string(i) + " has id " + std::to_string(v) +
                   " outside the vocabulary of " + std::to_string(s.header.vocab_size));

@@ -44,7 +44,10 @@ std::string Tokenizer::train(const std::vector<std::string>& sentences, int voca
       {"normalization_rule_name", "identity"},
       {"remove_extra_whitespaces", "false"},
       {"split_digits", "true"},
-      {"unk_id", "0"}, {"bos_id", "1"}, {"eos_id", "2"}, {"pad_id", "-1"},
+      {"unk_id", "0"},
+      {"bos_id", "1"},
+      {"eos_id", "2"},
+      {"pad_id", "-1"},
       {"num_threads", "1"},  // deterministic merges: the same inputs give the same model bytes
       {"input_sentence_size", "0"},
       {"shuffle_input_sentence", "false"},
@@ -84,6 +87,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
-int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int Tokenizer::vocab_size() const {
+  return sp_->GetPieceSize();
+}
 
 }  // namespace parallama

@@ -25,8 +25,9 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params)
   off_head_ = cfg_.tie_embeddings ? off_embed_ : layout.find("lm_head.weight").offset;
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* n : {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.o_proj.weight",
-                          "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"})
+    for (const char* n :
+         {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.o_proj.weight",
+          "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"})
       off_.push_back(layout.find(p + n).offset);
   }
   auto plan = [&](auto&& take) {
@@ -34,17 +35,23 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params)
     gu_ = take(2 * F_), act_ = take(F_), logits_ = take(V_), rstd_ = take(1);
     cos_ = take(maxT_ * D_ / 2), sin_ = take(maxT_ * D_ / 2);
     kcache_.assign(cfg_.n_layers, nullptr), vcache_.assign(cfg_.n_layers, nullptr);
-    for (int l = 0; l < cfg_.n_layers; ++l) kcache_[l] = take(maxT_ * KVH_ * D_), vcache_[l] = take(maxT_ * KVH_ * D_);
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      kcache_[l] = take(maxT_ * KVH_ * D_), vcache_[l] = take(maxT_ * KVH_ * D_);
   };
-  plan([&](int64_t n) { arena_.reserve(n); return nullptr; });
+  plan([&](int64_t n) {
+    arena_.reserve(n);
+    return nullptr;
+  });
   arena_.commit();
   plan([&](int64_t n) { return arena_.take(n); });
   rope_table(cos_, sin_, maxT_, D_, cfg_.rope_theta);
 }
 
 const float* Generator::feed(int32_t token) {
-  if (pos_ >= maxT_) throw Error("context is full: max_seq_len " + std::to_string(maxT_) + " tokens");
-  if (token < 0 || token >= V_) throw Error("token id " + std::to_string(token) + " outside the vocabulary");
+  if (pos_ >= maxT_)
+    throw Error("context is full: max_seq_len " + std::to_string(maxT_) + " tokens");
+  if (token < 0 || token >= V_)
+    throw Error("token id " + std::to_string(token) + " outside the vocabulary");
   const float* W = params_.data();
   const int64_t HD = H_ * D_, KVD = KVH_ * D_, group = H_ / KVH_, half = D_ / 2;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
@@ -90,7 +97,8 @@ const float* Generator::feed(int32_t token) {
 }
 
 int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng) {
-  if (sc.temperature <= 0.0f) return static_cast<int32_t>(std::max_element(logits, logits + V_) - logits);
+  if (sc.temperature <= 0.0f)
+    return static_cast<int32_t>(std::max_element(logits, logits + V_) - logits);
   const float mx = *std::max_element(logits, logits + V_);
   cand_.resize(V_);
   double sum = 0.0;
@@ -99,7 +107,9 @@ int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19
     cand_[v] = {p, static_cast<int32_t>(v)};
     sum += p;
   }
-  std::sort(cand_.begin(), cand_.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  std::sort(cand_.begin(), cand_.end(), [](auto& a, auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
   double mass = 0.0;
   size_t keep = 0;
   while (keep < cand_.size() && (keep == 0 || mass < sc.top_p * sum)) mass += cand_[keep++].first;
@@ -114,8 +124,8 @@ std::vector<int32_t> Generator::generate(const std::vector<int32_t>& prompt, con
                                          int32_t eos_id) {
   if (prompt.empty()) throw Error("the prompt must hold at least one token");
   if (static_cast<int64_t>(prompt.size()) >= maxT_)
-    throw Error("the prompt has " + std::to_string(prompt.size()) + " tokens; the model's context is " +
-                std::to_string(maxT_));
+    throw Error("the prompt has " + std::to_string(prompt.size()) +
+                " tokens; the model's context is " + std::to_string(maxT_));
   reset();
   std::mt19937_64 rng(sc.seed);
   const float* logits = nullptr;

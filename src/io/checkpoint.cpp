@@ -44,7 +44,8 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
   fs::create_directories(parent);
-  const fs::path tmp = parent / ("." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid()));
+  const fs::path tmp =
+      parent / ("." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   save_params(params, (tmp / "model.safetensors").string());
@@ -54,12 +55,15 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   j["format"] = kFormat;
   j["step"] = state.step;
   j["data_position"] = state.data_position;
-  j["checksums"] = {{"model.safetensors", file_checksum((tmp / "model.safetensors").string())},
-                    {"optimizer.safetensors", file_checksum((tmp / "optimizer.safetensors").string())}};
-  write_text(tmp / "trainer.json", j.dump(1) + "\n");  // written last: its presence marks completeness
+  j["checksums"] = {
+      {"model.safetensors", file_checksum((tmp / "model.safetensors").string())},
+      {"optimizer.safetensors", file_checksum((tmp / "optimizer.safetensors").string())}};
+  write_text(tmp / "trainer.json",
+             j.dump(1) + "\n");  // written last: its presence marks completeness
   ::sync();
   if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
-    const fs::path old = parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
+    const fs::path old =
+        parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
     fs::remove_all(old);
     fs::rename(final_dir, old);
     fs::rename(tmp, final_dir);

@@ -13,9 +13,9 @@
 namespace parallama {
 
 struct CheckpointState {
-  int64_t step = 0;           // optimizer steps completed
-  int64_t data_position = 0;  // global sample index of the next batch
-  nlohmann::json extra;       // config, layout, RNG state, last losses: recorded as given
+  int64_t step = 0;                     // optimizer steps completed
+  int64_t data_position = 0;            // global sample index of the next batch
+  nlohmann::json extra;                 // config, layout, RNG state, last losses: recorded as given
   std::vector<std::string> copy_files;  // copied in as they are (e.g. the tokenizer model)
 };
 

@@ -7,7 +7,8 @@
 
 namespace parallama::kernels {
 
-void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t C) {
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N,
+                       int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
     std::memcpy(out + n * C, table + static_cast<int64_t>(tokens[n]) * C, C * sizeof(float));

@@ -11,11 +11,12 @@ namespace parallama::kernels {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, a, lda,
-                                b, ldb, beta, c, ldc);
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, a, lda, b,
+                                ldb, beta, c, ldc);
   if (st != dnnl_success)
     throw Error("oneDNN sgemm failed with status " + std::to_string(static_cast<int>(st)) +
-                " for M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+                " for M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                " K=" + std::to_string(K));
 }
 
 void linear_forward(float* y, const float* x, const float* w, int64_t N, int64_t I, int64_t O) {

@@ -46,8 +46,8 @@ void rmsnorm_forward(S* out, S* rstd, const S* x, const S* w, int64_t N, int64_t
 }
 // dx (N, C) =; dw (C) +=
 template <class S>
-void rmsnorm_backward(S* dx, S* dw, const S* dout, const S* x, const S* w, const S* rstd,
-                      int64_t N, int64_t C) {
+void rmsnorm_backward(S* dx, S* dw, const S* dout, const S* x, const S* w, const S* rstd, int64_t N,
+                      int64_t C) {
   for (int64_t n = 0; n < N; ++n) {
     const S r = rstd[n];
     S dot = 0;
@@ -109,9 +109,13 @@ void attention_forward(S* out, S* att, const S* q, const S* k, const S* v, int64
         S* p = att + ((b * H + h) * T + t) * T;
         S mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j < T; ++j) {
-          if (j > t) { p[j] = 0; continue; }
+          if (j > t) {
+            p[j] = 0;
+            continue;
+          }
           S s = 0;
-          for (int64_t i = 0; i < D; ++i) s += q[((b * T + t) * H + h) * D + i] * k[((b * T + j) * KVH + g) * D + i];
+          for (int64_t i = 0; i < D; ++i)
+            s += q[((b * T + t) * H + h) * D + i] * k[((b * T + j) * KVH + g) * D + i];
           p[j] = s * scale;
           mx = std::max(mx, p[j]);
         }
@@ -179,9 +183,13 @@ void swiglu_backward(S* dgu, const S* dout, const S* gu, int64_t N, int64_t F) {
 
 // losses (N), logits (N, V), targets (N) with -100 ignored
 template <class S>
-void cross_entropy_forward(S* losses, const S* logits, const int32_t* targets, int64_t N, int64_t V) {
+void cross_entropy_forward(S* losses, const S* logits, const int32_t* targets, int64_t N,
+                           int64_t V) {
   for (int64_t n = 0; n < N; ++n) {
-    if (targets[n] == -100) { losses[n] = 0; continue; }
+    if (targets[n] == -100) {
+      losses[n] = 0;
+      continue;
+    }
     S mx = -INFINITY, sum = 0;
     for (int64_t v = 0; v < V; ++v) mx = std::max(mx, logits[n * V + v]);
     for (int64_t v = 0; v < V; ++v) sum += std::exp(logits[n * V + v] - mx);

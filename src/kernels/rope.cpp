@@ -9,7 +9,8 @@ void rope_table(float* cos, float* sin, int64_t T, int64_t D, float theta, int64
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < half; ++i) {
       // Same arithmetic as the reference: inv_freq in fp32, angle = position · inv_freq.
-      const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(D));
+      const float inv_freq =
+          1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(D));
       const float angle = static_cast<float>(pos0 + t) * inv_freq;
       cos[t * half + i] = std::cos(angle);
       sin[t * half + i] = std::sin(angle);

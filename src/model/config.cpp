@@ -68,11 +68,13 @@ void LlamaConfig::validate() const {
   require(ffn_dim > 0, "ffn_dim must be positive, got " + s(ffn_dim));
   require(vocab_size > 0, "vocab_size must be positive, got " + s(vocab_size));
   require(max_seq_len > 0, "max_seq_len must be positive, got " + s(max_seq_len));
-  require(dim % n_heads == 0,
-          "dim " + s(dim) + " is not divisible by n_heads " + s(n_heads) + "; choose n_heads dividing dim");
+  require(dim % n_heads == 0, "dim " + s(dim) + " is not divisible by n_heads " + s(n_heads) +
+                                  "; choose n_heads dividing dim");
   require(n_heads % n_kv_heads == 0, "n_heads " + s(n_heads) + " is not a multiple of n_kv_heads " +
-                                         s(n_kv_heads) + "; each KV head must serve a whole group of heads");
-  require(head_dim() % 2 == 0, "head dim " + s(head_dim()) + " (dim / n_heads) must be even for rotary embeddings");
+                                         s(n_kv_heads) +
+                                         "; each KV head must serve a whole group of heads");
+  require(head_dim() % 2 == 0,
+          "head dim " + s(head_dim()) + " (dim / n_heads) must be even for rotary embeddings");
   require(norm_eps > 0.0f, "norm_eps must be positive");
   require(rope_theta > 1.0f, "rope_theta must be greater than 1");
   // Tensors are indexed with 32-bit ints in places; keep every tensor below 2^31 elements.
@@ -83,7 +85,8 @@ void LlamaConfig::validate() const {
 
 int64_t LlamaConfig::num_matmul_params() const {
   const int64_t C = dim, F = ffn_dim;
-  const int64_t per_layer = C * (q_dim() + 2 * int64_t(kv_dim())) + int64_t(q_dim()) * C + 3 * C * F;
+  const int64_t per_layer =
+      C * (q_dim() + 2 * int64_t(kv_dim())) + int64_t(q_dim()) * C + 3 * C * F;
   return n_layers * per_layer + int64_t(vocab_size) * C;
 }
 

@@ -16,13 +16,16 @@ namespace parallama {
 
 using namespace kernels;
 
-Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T) : cfg_(layout.config()), B_(B), T_(T) {
+Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T)
+    : cfg_(layout.config()), B_(B), T_(T) {
   const ModelShard& shard = layout.shard();
   if (!shard.is_whole(cfg_))
-    throw Error("this build runs whole-model shards only; pipeline and tensor-parallel layouts "
-                "are not available yet (use --pp 1 --tp 1)");
+    throw Error(
+        "this build runs whole-model shards only; pipeline and tensor-parallel layouts "
+        "are not available yet (use --pp 1 --tp 1)");
   if (cfg_.shape_only)
-    throw Error("preset '" + cfg_.name + "' is a published shape for sizing only and is not "
+    throw Error("preset '" + cfg_.name +
+                "' is a published shape for sizing only and is not "
                 "trained here; pick tiny, kjv-small or bench15m");
   if (B <= 0 || T <= 0) throw Error("batch size and sequence length must be positive");
   if (T > cfg_.max_seq_len)
@@ -68,7 +71,10 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T) : cfg_(layout.conf
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
   };
-  plan([&](int64_t n) { arena_.reserve(n); return nullptr; });
+  plan([&](int64_t n) {
+    arena_.reserve(n);
+    return nullptr;
+  });
   arena_.commit();
   plan([&](int64_t n) { return arena_.take(n); });
   rope_table(cos_, sin_, T_, D_, cfg_.rope_theta);
@@ -82,8 +88,8 @@ void Llama::check_ids(const int32_t* ids, bool targets) const {
     if (targets && id == kIgnoreIndex) continue;
     if (id < 0 || id >= V_)
       throw Error(std::string(targets ? "target" : "token") + " id " + std::to_string(id) +
-                  " at batch row " + std::to_string(n / T_) + ", position " + std::to_string(n % T_) +
-                  " is outside the vocabulary [0, " + std::to_string(V_) +
+                  " at batch row " + std::to_string(n / T_) + ", position " +
+                  std::to_string(n % T_) + " is outside the vocabulary [0, " + std::to_string(V_) +
                   "); the data was made with another tokenizer or vocab_size is too small");
   }
 }
@@ -135,7 +141,8 @@ void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_s
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
   const int L = cfg_.n_layers;
 
-  cross_entropy_backward(logits_, logits_, ce_stats_, targets_.data(), grad_scale, N_, V_);  // in place
+  cross_entropy_backward(logits_, logits_, ce_stats_, targets_.data(), grad_scale, N_,
+                         V_);  // in place
   linear_backward(dln_, G + off_head_, logits_, lnf_, W + off_head_, N_, C_, V_);
   rmsnorm_backward(dres_, G + off_norm_, dln_, res_[L], W + off_norm_, rstdf_, N_, C_);
   for (int l = L - 1; l >= 0; --l) {

@@ -15,8 +15,9 @@ void ModelShard::validate(const LlamaConfig& c) const {
   if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size)
     throw Error("invalid model shard: tensor-parallel rank " + s(tp_rank) + " of " + s(tp_size));
   if (c.n_heads % tp_size || c.n_kv_heads % tp_size || c.ffn_dim % tp_size)
-    throw Error("invalid model shard: tensor-parallel size " + s(tp_size) + " must divide n_heads " +
-                s(c.n_heads) + ", n_kv_heads " + s(c.n_kv_heads) + " and ffn_dim " + s(c.ffn_dim));
+    throw Error("invalid model shard: tensor-parallel size " + s(tp_size) +
+                " must divide n_heads " + s(c.n_heads) + ", n_kv_heads " + s(c.n_kv_heads) +
+                " and ffn_dim " + s(c.ffn_dim));
 }
 
 ParamLayout::ParamLayout(const LlamaConfig& config, const ModelShard& shard)
@@ -133,7 +134,8 @@ void read_params(const io::SafeTensorsReader& r, ParamBuffer& params, const std:
   if (params.layout().shard().tp_size != 1)
     throw Error("loading into a tensor-parallel slice is not supported yet; load the whole model");
   if (params.layout().config().tie_embeddings && r.has(prefix + "lm_head.weight"))
-    throw Error(r.path() + ": holds lm_head.weight but this model ties the head to the embedding "
+    throw Error(r.path() +
+                ": holds lm_head.weight but this model ties the head to the embedding "
                 "(set model.tie_embeddings = false to load it)");
   params.visit([&](const ParamSpec& s, float* p) { r.read_f32(prefix + s.name, p, s.shape); });
 }

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "model/config.h"
 #include "model/shard.h"
-#include "io/safetensors.h"
 #include "tensor/arena.h"
 #include "tensor/tensor.h"
 
@@ -18,12 +18,12 @@ namespace parallama {
 enum class ParamKind { Embedding, Norm, Matrix };
 
 struct ParamSpec {
-  std::string name;    // HF name, e.g. model.layers.3.self_attn.q_proj.weight
+  std::string name;  // HF name, e.g. model.layers.3.self_attn.q_proj.weight
   ParamKind kind;
-  Shape shape;         // local shape on this shard
-  Shape full_shape;    // shape in the whole model
-  int split_axis = -1; // tensor-parallel split: -1 replicated, 0 rows, 1 columns
-  int64_t offset = 0;  // in floats, into the flat buffer
+  Shape shape;          // local shape on this shard
+  Shape full_shape;     // shape in the whole model
+  int split_axis = -1;  // tensor-parallel split: -1 replicated, 0 rows, 1 columns
+  int64_t offset = 0;   // in floats, into the flat buffer
   int64_t numel = 0;
   float init_std = 0;  // 0: initialised to ones (norm weights)
   bool weight_decay() const { return kind == ParamKind::Matrix; }
@@ -73,8 +73,10 @@ void init_params(ParamBuffer& params, uint64_t seed);
 
 // Whole tensors by HF name (with an optional prefix, e.g. "exp_avg."), into or out of a
 // safetensors file. Loading checks every shape and names the file and tensor on a mismatch.
-void add_params(io::SafeTensorsWriter& w, const ParamBuffer& params, const std::string& prefix = "");
-void read_params(const io::SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix = "");
+void add_params(io::SafeTensorsWriter& w, const ParamBuffer& params,
+                const std::string& prefix = "");
+void read_params(const io::SafeTensorsReader& r, ParamBuffer& params,
+                 const std::string& prefix = "");
 void save_params(const ParamBuffer& params, const std::string& path);
 void load_params(ParamBuffer& params, const std::string& path);
 

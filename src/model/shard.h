@@ -14,10 +14,13 @@ struct ModelShard {
   int tp_rank = 0;
   int tp_size = 1;
 
-  static ModelShard whole(const LlamaConfig& c) { return ModelShard{0, c.n_layers, true, true, 0, 1}; }
+  static ModelShard whole(const LlamaConfig& c) {
+    return ModelShard{0, c.n_layers, true, true, 0, 1};
+  }
 
   bool is_whole(const LlamaConfig& c) const {
-    return first_layer == 0 && last_layer == c.n_layers && has_embedding && has_head && tp_size == 1;
+    return first_layer == 0 && last_layer == c.n_layers && has_embedding && has_head &&
+           tp_size == 1;
   }
   int num_layers() const { return last_layer - first_layer; }
   // Local (tensor-parallel) sizes.

@@ -5,7 +5,8 @@
 namespace parallama {
 
 float lr_at(int64_t step, float lr, float min_lr, int64_t warmup, int64_t total) {
-  if (warmup > 0 && step <= warmup) return lr * static_cast<float>(step) / static_cast<float>(warmup);
+  if (warmup > 0 && step <= warmup)
+    return lr * static_cast<float>(step) / static_cast<float>(warmup);
   if (step >= total) return min_lr;
   const double progress = static_cast<double>(step - warmup) / static_cast<double>(total - warmup);
   return static_cast<float>(min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress)));

@@ -44,9 +44,14 @@ class Buffer {
 // once, then take() hands out the same sequence of pointers.
 class Arena {
  public:
-  static size_t round(size_t n) { return (n + kAlign / sizeof(float) - 1) / (kAlign / sizeof(float)) * (kAlign / sizeof(float)); }
+  static size_t round(size_t n) {
+    return (n + kAlign / sizeof(float) - 1) / (kAlign / sizeof(float)) * (kAlign / sizeof(float));
+  }
   void reserve(size_t n) { total_ += round(n); }
-  void commit() { buf_.resize(total_); next_ = 0; }
+  void commit() {
+    buf_.resize(total_);
+    next_ = 0;
+  }
   float* take(size_t n) {
     float* p = buf_.data() + next_;
     next_ += round(n);

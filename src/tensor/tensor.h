@@ -9,8 +9,12 @@ namespace parallama {
 
 enum class DType { F32, BF16 };
 
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
-inline const char* dtype_name(DType t) { return t == DType::F32 ? "F32" : "BF16"; }
+inline size_t dtype_size(DType t) {
+  return t == DType::F32 ? 4 : 2;
+}
+inline const char* dtype_name(DType t) {
+  return t == DType::F32 ? "F32" : "BF16";
+}
 
 using Shape = std::vector<int64_t>;
 

@@ -14,14 +14,21 @@ namespace parallama {
 std::string format_duration(double s) {
   char buf[32];
   const long t = static_cast<long>(s + 0.5);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%lds", t);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
   return buf;
 }
 
-Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resume_step, int log_every)
-    : total_(total_steps), first_step_(resume_step), log_every_(log_every), tty_(isatty(STDOUT_FILENO)),
+Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resume_step,
+                   int log_every)
+    : total_(total_steps),
+      first_step_(resume_step),
+      log_every_(log_every),
+      tty_(isatty(STDOUT_FILENO)),
       start_(std::chrono::steady_clock::now()) {
   std::filesystem::create_directories(run_dir);
   const std::string path = run_dir + "/metrics.jsonl";
@@ -30,7 +37,8 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
     std::ifstream in(path);
     for (std::string line; std::getline(in, line);) {
       try {
-        if (nlohmann::json::parse(line).value("step", int64_t{0}) <= resume_step) keep.push_back(line);
+        if (nlohmann::json::parse(line).value("step", int64_t{0}) <= resume_step)
+          keep.push_back(line);
       } catch (const nlohmann::json::exception&) {  // a torn last line from a crash: dropped
       }
     }

@@ -30,13 +30,17 @@ class Reader {
       if (!n->is_integer()) fail(full, "must be an integer");
       const int64_t v = n->as_integer()->get();
       if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
-          (v > 0 && static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())))
+          (v > 0 &&
+           static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())))
         fail(full, "is out of range");
       out = static_cast<T>(v);
     } else if constexpr (std::is_floating_point_v<T>) {
-      if (n->is_integer()) out = static_cast<T>(n->as_integer()->get());
-      else if (n->is_floating_point()) out = static_cast<T>(n->as_floating_point()->get());
-      else fail(full, "must be a number");
+      if (n->is_integer())
+        out = static_cast<T>(n->as_integer()->get());
+      else if (n->is_floating_point())
+        out = static_cast<T>(n->as_floating_point()->get());
+      else
+        fail(full, "must be a number");
     } else {
       if (!n->is_string()) fail(full, "must be a string");
       out = n->as_string()->get();
@@ -191,7 +195,8 @@ RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   try {
     for (const auto& [sec, table] : j.items())
       for (const auto& [key, value] : table.items())
-        o.emplace_back(sec + "." + key, value.is_string() ? value.get<std::string>() : value.dump());
+        o.emplace_back(sec + "." + key,
+                       value.is_string() ? value.get<std::string>() : value.dump());
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": config is not a table of sections");
   }
@@ -220,7 +225,8 @@ void RunConfig::validate() const {
   if (optim.warmup_steps < 0) throw Error("optim.warmup_steps must be non-negative");
   if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))
     throw Error("optim.min_lr must lie between 0 and optim.lr");
-  if (bench.steps < 1 || bench.warmup < 0) throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");
+  if (bench.steps < 1 || bench.warmup < 0)
+    throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");
 }
 
 }  // namespace parallama

@@ -14,17 +14,17 @@
 namespace parallama {
 
 struct TrainConfig {
-  int batch_size = 8;        // sequences per micro-batch (B)
-  int seq_len = 256;         // tokens per sequence (T)
-  int micro_batches = 1;     // gradient accumulation: micro-batches per optimizer step
-  int64_t steps = 200;       // optimizer steps
-  uint64_t seed = 1337;      // parameter init and data order
-  int threads = 0;           // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
-  float grad_clip = 1.0f;    // global-norm clipping; 0 = off
-  int log_every = 10;        // steps between log lines when not on a terminal
-  int val_every = 50;        // steps between validation losses; 0 = only at the end
-  int val_batches = 8;       // micro-batches of validation data per measurement
-  int ckpt_every = 100;      // steps between checkpoints; 0 = only at the end
+  int batch_size = 8;      // sequences per micro-batch (B)
+  int seq_len = 256;       // tokens per sequence (T)
+  int micro_batches = 1;   // gradient accumulation: micro-batches per optimizer step
+  int64_t steps = 200;     // optimizer steps
+  uint64_t seed = 1337;    // parameter init and data order
+  int threads = 0;         // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
+  float grad_clip = 1.0f;  // global-norm clipping; 0 = off
+  int log_every = 10;      // steps between log lines when not on a terminal
+  int val_every = 50;      // steps between validation losses; 0 = only at the end
+  int val_batches = 8;     // micro-batches of validation data per measurement
+  int ckpt_every = 100;    // steps between checkpoints; 0 = only at the end
   std::string out_dir = "runs/default";
 };
 
@@ -33,8 +33,8 @@ struct DataConfig {
 };
 
 struct BenchConfig {
-  int steps = 10;   // timed steps
-  int warmup = 2;   // untimed steps first
+  int steps = 10;  // timed steps
+  int warmup = 2;  // untimed steps first
 };
 
 struct RunConfig {

@@ -27,8 +27,8 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
   std::vector<int32_t> in(B * T), tgt(B * T);
   double sum = 0.0;
   int64_t count = 0;
-  for (int64_t first = 0, batches = 0; first < samples && (max_batches <= 0 || batches < max_batches);
-       first += B, ++batches) {
+  for (int64_t first = 0, batches = 0;
+       first < samples && (max_batches <= 0 || batches < max_batches); first += B, ++batches) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) {
         const bool real = first + b < samples;
@@ -46,7 +46,8 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
 namespace {
 
 TokenShard load_split(const std::string& dir, const char* name, const LlamaConfig& m) {
-  if (dir.empty()) throw Error("no training data: set data.dir to a folder made by `parallama prepare`");
+  if (dir.empty())
+    throw Error("no training data: set data.dir to a folder made by `parallama prepare`");
   TokenShard s = read_shard((fs::path(dir) / name).string());
   if (s.header.vocab_size > static_cast<uint64_t>(m.vocab_size))
     throw Error(s.path + ": made with a vocabulary of " + std::to_string(s.header.vocab_size) +
@@ -68,9 +69,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
   DataLoader loader(train_data.tokens, T, tc.seed, rank, world);
   const int64_t global = B * K * world;
   if (global > loader.num_samples())
-    throw Error("a global batch of " + std::to_string(global) + " sequences (batch_size × micro_batches) " +
-                "is larger than the " + std::to_string(loader.num_samples()) + " sequences of " +
-                std::to_string(T + 1) + " tokens in " + train_data.path);
+    throw Error("a global batch of " + std::to_string(global) +
+                " sequences (batch_size × micro_batches) " + "is larger than the " +
+                std::to_string(loader.num_samples()) + " sequences of " + std::to_string(T + 1) +
+                " tokens in " + train_data.path);
   if (static_cast<int64_t>(val_data.tokens.size()) <= T)
     throw Error(val_data.path + ": fewer than " + std::to_string(T + 1) + " tokens for validation");
   nlohmann::json resume_json;
@@ -81,7 +83,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
       throw Error(opt.resume + ": the checkpoint is of another model (" +
                   config_to_json(old)["model"].dump() + ")");
     if (resume_json.value("tokenizer_hash", uint64_t{0}) != train_data.header.tokenizer_hash)
-      throw Error(opt.resume + ": the checkpoint was trained with another tokenizer than " + cfg.data.dir);
+      throw Error(opt.resume + ": the checkpoint was trained with another tokenizer than " +
+                  cfg.data.dir);
   }
 
   const int threads = configure_threads(tc.threads);
@@ -94,10 +97,12 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
   }
   Progress progress(tc.out_dir, tc.steps, step, tc.log_every);
   char head[256];
-  std::snprintf(head, sizeof head, "%s %s: %.2fM parameters, %lld train tokens, batch %lld x %lld x %lld, %d threads",
-                step ? "resuming" : "training", cfg.model.name.c_str(), cfg.model.num_params() / 1e6,
-                static_cast<long long>(train_data.tokens.size()), static_cast<long long>(K),
-                static_cast<long long>(B), static_cast<long long>(T), threads);
+  std::snprintf(head, sizeof head,
+                "%s %s: %.2fM parameters, %lld train tokens, batch %lld x %lld x %lld, %d threads",
+                step ? "resuming" : "training", cfg.model.name.c_str(),
+                cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
+                static_cast<long long>(K), static_cast<long long>(B), static_cast<long long>(T),
+                threads);
   progress.message(head + (step ? " from step " + std::to_string(step) : std::string()));
 
   std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
@@ -144,7 +149,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
     loader.advance(global);
 
     const double dt = progress.elapsed() - t0;
-    nlohmann::json j = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+    nlohmann::json j = {{"step", step},
+                        {"loss", loss},
+                        {"lr", lr},
+                        {"grad_norm", norm},
                         {"tokens_per_s", static_cast<double>(K * B * T) / dt}};
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches).loss;

@@ -8,8 +8,8 @@
 namespace parallama {
 
 struct TrainOptions {
-  std::string resume;    // a checkpoint directory to continue from ("" = start fresh)
-  int64_t stop_at = 0;   // stop after this step with a checkpoint (0 = run to train.steps)
+  std::string resume;   // a checkpoint directory to continue from ("" = start fresh)
+  int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
 };
 
 // Returns the process exit code. Throws Error for anything a user must fix.

@@ -39,16 +39,27 @@ int main(int argc, char** argv) {
   oc.name = "adamw", oc.lr = 1e-3f, oc.beta1 = 0.9f, oc.beta2 = 0.95f, oc.eps = 1e-8f;
   oc.weight_decay = 0.1f;
   nlohmann::json j;
-  j["config"] = {{"dim", cfg.dim}, {"n_layers", cfg.n_layers}, {"n_heads", cfg.n_heads},
-                 {"n_kv_heads", cfg.n_kv_heads}, {"ffn_dim", cfg.ffn_dim},
-                 {"vocab_size", cfg.vocab_size}, {"norm_eps", cfg.norm_eps},
-                 {"rope_theta", cfg.rope_theta}, {"tie_embeddings", cfg.tie_embeddings}};
+  j["config"] = {{"dim", cfg.dim},
+                 {"n_layers", cfg.n_layers},
+                 {"n_heads", cfg.n_heads},
+                 {"n_kv_heads", cfg.n_kv_heads},
+                 {"ffn_dim", cfg.ffn_dim},
+                 {"vocab_size", cfg.vocab_size},
+                 {"norm_eps", cfg.norm_eps},
+                 {"rope_theta", cfg.rope_theta},
+                 {"tie_embeddings", cfg.tie_embeddings}};
   for (int64_t b = 0; b < B; ++b) {
-    j["tokens"].push_back(std::vector<int32_t>(tokens.begin() + b * T, tokens.begin() + (b + 1) * T));
-    j["targets"].push_back(std::vector<int32_t>(targets.begin() + b * T, targets.begin() + (b + 1) * T));
+    j["tokens"].push_back(
+        std::vector<int32_t>(tokens.begin() + b * T, tokens.begin() + (b + 1) * T));
+    j["targets"].push_back(
+        std::vector<int32_t>(targets.begin() + b * T, targets.begin() + (b + 1) * T));
   }
-  j["adamw"] = {{"lr", oc.lr}, {"beta1", oc.beta1}, {"beta2", oc.beta2}, {"eps", oc.eps},
-                {"weight_decay", oc.weight_decay}, {"steps", 3}};
+  j["adamw"] = {{"lr", oc.lr},
+                {"beta1", oc.beta1},
+                {"beta2", oc.beta2},
+                {"eps", oc.eps},
+                {"weight_decay", oc.weight_decay},
+                {"steps", 3}};
   std::ofstream(dir + "/batch.json") << j.dump(1) << "\n";
 
   Llama model(layout, B, T);

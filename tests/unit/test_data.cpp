@@ -15,7 +15,9 @@ namespace parallama {
 
 namespace fs = std::filesystem;
 
-static std::string tmp(const std::string& name) { return (fs::temp_directory_path() / name).string(); }
+static std::string tmp(const std::string& name) {
+  return (fs::temp_directory_path() / name).string();
+}
 
 template <class F>
 std::string error_of(F f) {
@@ -41,12 +43,17 @@ TEST(Shard, RoundTripBothWidthsAndRefusesDamage) {
     EXPECT_EQ(fs::file_size(path), 64 + toks.size() * s.header.token_bytes);
     fs::resize_file(path, fs::file_size(path) - 1);  // truncated
     EXPECT_NE(error_of([&] { read_shard(path); }).find("truncated"), std::string::npos);
-    std::ofstream(path, std::ios::binary) << "not a shard at all, just some text padding it out to 64 bytes......";
+    std::ofstream(path, std::ios::binary)
+        << "not a shard at all, just some text padding it out to 64 bytes......";
     EXPECT_NE(error_of([&] { read_shard(path); }).find("bad magic"), std::string::npos);
     fs::remove(path);
   }
-  EXPECT_NE(error_of([] { write_shard(tmp("x.bin"), {5, 300}, 300, 0); }).find("outside"), std::string::npos);
-  EXPECT_NE(error_of([] { read_shard("/nonexistent/x.bin"); }).find("cannot read"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              write_shard(tmp("x.bin"), {5, 300}, 300, 0);
+            }).find("outside"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { read_shard("/nonexistent/x.bin"); }).find("cannot read"),
+            std::string::npos);
 }
 
 TEST(Tokenizer, TrainingIsDeterministicAndLossless) {
@@ -65,7 +72,8 @@ TEST(Tokenizer, TrainingIsDeterministicAndLossless) {
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
   EXPECT_LT(tok.encode("And the LORD spake unto Moses").size(), 15u);  // merges were learned
   fs::remove(path);
-  EXPECT_NE(error_of([] { Tokenizer("/nonexistent/tok.model"); }).find("cannot read"), std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer("/nonexistent/tok.model"); }).find("cannot read"),
+            std::string::npos);
 }
 
 TEST(Loader, EachEpochVisitsEverySampleOnceInASeededOrder) {
@@ -75,15 +83,17 @@ TEST(Loader, EachEpochVisitsEverySampleOnceInASeededOrder) {
   DataLoader a(toks, T, 7, 0, 1), b(toks, T, 7, 0, 1), c(toks, T, 8, 0, 1);
   ASSERT_EQ(a.num_samples(), 100);
   std::vector<int64_t> e0, e1;
-  for (int64_t g = 0; g < 100; ++g) e0.push_back(a.sample_at(g)), e1.push_back(a.sample_at(100 + g));
+  for (int64_t g = 0; g < 100; ++g)
+    e0.push_back(a.sample_at(g)), e1.push_back(a.sample_at(100 + g));
   std::set<int64_t> s0(e0.begin(), e0.end()), s1(e1.begin(), e1.end());
   EXPECT_EQ(s0.size(), 100u);
   EXPECT_EQ(s1.size(), 100u);
   EXPECT_NE(e0, e1);  // a new order each epoch
   int same = 0, differs = 0;
-  for (int64_t g = 0; g < 100; ++g) same += b.sample_at(g) == e0[g], differs += c.sample_at(g) != e0[g];
-  EXPECT_EQ(same, 100);   // same seed, same order
-  EXPECT_GT(differs, 90); // another seed, another order
+  for (int64_t g = 0; g < 100; ++g)
+    same += b.sample_at(g) == e0[g], differs += c.sample_at(g) != e0[g];
+  EXPECT_EQ(same, 100);    // same seed, same order
+  EXPECT_GT(differs, 90);  // another seed, another order
   // Inputs and targets are the window shifted by one.
   std::vector<int32_t> in(2 * T), tgt(2 * T);
   a.micro_batch(0, 2, in.data(), tgt.data());
@@ -118,7 +128,8 @@ TEST(Loader, GlobalBatchIsTheSameWhateverTheRankCount) {
 
 TEST(Loader, RefusesDataShorterThanOneSequence) {
   std::vector<int32_t> toks(10);
-  EXPECT_NE(error_of([&] { DataLoader(toks, 10, 1, 0, 1); }).find("fewer than one sequence"), std::string::npos);
+  EXPECT_NE(error_of([&] { DataLoader(toks, 10, 1, 0, 1); }).find("fewer than one sequence"),
+            std::string::npos);
 }
 
 }  // namespace parallama

@@ -37,7 +37,8 @@ TEST(Rope, FastMatchesReferenceStridedAndInverts) {
   std::vector<double> got(dense.size());
   for (int64_t r = 0; r < B * T; ++r) {
     for (int64_t i = 0; i < NH * D; ++i) got[r * NH * D + i] = y[r * ld + i];
-    for (int64_t i = NH * D; i < ld; ++i) EXPECT_EQ(y[r * ld + i], x[r * ld + i]);  // padding untouched
+    for (int64_t i = NH * D; i < ld; ++i)
+      EXPECT_EQ(y[r * ld + i], x[r * ld + i]);  // padding untouched
   }
   EXPECT_LT(rel_err(got, dense), 1e-6);
   kernels::rope_backward(y.data(), cs.data(), sn.data(), B, T, NH, D, ld);  // a rotation's inverse
@@ -86,7 +87,8 @@ TEST(Attention, FastMatchesReferenceGroupedQuery) {
   std::vector<float> out(B * T * H * D), att(B * H * T * T);
   kernels::attention_forward(out.data(), att.data(), p.qp(), p.kp(), p.vp(), p.dims());
   std::vector<double> outr(out.size()), attr(att.size());
-  ref::attention_forward(outr.data(), attr.data(), p.q.data(), p.k.data(), p.v.data(), B, T, H, KVH, D);
+  ref::attention_forward(outr.data(), attr.data(), p.q.data(), p.k.data(), p.v.data(), B, T, H, KVH,
+                         D);
   EXPECT_LT(rel_err(out, outr), 1e-6);
   EXPECT_LT(rel_err(att, attr), 1e-6);
   // causal: no probability on future positions; rows sum to one

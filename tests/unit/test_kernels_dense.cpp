@@ -32,7 +32,8 @@ TEST(Linear, FastMatchesReference) {
 
 TEST(Linear, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, I = 5, O = 4;
-  auto x = to_double(randn(N * I, 4)), w = to_double(randn(O * I, 5)), r = to_double(randn(N * O, 6));
+  auto x = to_double(randn(N * I, 4)), w = to_double(randn(O * I, 5)),
+       r = to_double(randn(N * O, 6));
   std::vector<double> y(N * O), dx(N * I), dw(O * I, 0.0);
   auto loss = [&] {
     ref::linear_forward(y.data(), x.data(), w.data(), N, I, O);
@@ -65,7 +66,8 @@ TEST(RMSNorm, FastMatchesReference) {
 
 TEST(RMSNorm, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, C = 7;
-  auto x = to_double(randn(N * C, 10)), w = to_double(randn(C, 11)), r = to_double(randn(N * C, 12));
+  auto x = to_double(randn(N * C, 10)), w = to_double(randn(C, 11)),
+       r = to_double(randn(N * C, 12));
   std::vector<double> y(N * C), rstd(N), dx(N * C), dw(C, 0.0);
   auto loss = [&] {
     ref::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5);

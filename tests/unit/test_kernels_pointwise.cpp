@@ -89,8 +89,10 @@ TEST(AdamW, FastMatchesReferenceOverSteps) {
   std::vector<float> m(n, 0), v(n, 0), m2(n, 0), v2(n, 0);
   for (int step = 1; step <= 3; ++step) {
     auto g = randn(n, 71 + step);
-    kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
-    ref::adamw_update(p2.data(), m2.data(), v2.data(), g.data(), n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+    kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), n,
+                          {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+    ref::adamw_update(p2.data(), m2.data(), v2.data(), g.data(), n, 1e-2, 0.9, 0.95, 1e-8, 0.1,
+                      step);
   }
   EXPECT_LT(rel_err(p, p2), 1e-6);
   EXPECT_LT(rel_err(m, m2), 1e-6);
@@ -101,7 +103,8 @@ TEST(AdamW, FirstStepIsSignStepAndDecayIsDecoupled) {
   // After one step m̂ = g and v̂ = g², so the update is lr·g/(|g|+eps) ≈ lr·sign(g), whatever |g|;
   // decoupled decay shrinks p by lr·wd·p independently of the gradient.
   std::vector<float> p = {1.0f, -2.0f, 0.5f}, g = {1e-3f, -50.0f, 7.0f}, m(3, 0), v(3, 0);
-  kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), 3, {0.1f, 0.9f, 0.999f, 1e-8f, 0.5f, 1});
+  kernels::adamw_update(p.data(), m.data(), v.data(), g.data(), 3,
+                        {0.1f, 0.9f, 0.999f, 1e-8f, 0.5f, 1});
   EXPECT_NEAR(p[0], 1.0f * (1 - 0.05f) - 0.1f, 1e-5);
   EXPECT_NEAR(p[1], -2.0f * (1 - 0.05f) + 0.1f, 1e-5);
   EXPECT_NEAR(p[2], 0.5f * (1 - 0.05f) - 0.1f, 1e-5);
@@ -114,7 +117,8 @@ TEST(SGD, MomentumNesterovAndDecayMatchReference) {
     std::vector<float> b(n, 0), b2(n, 0);
     for (int step = 1; step <= 4; ++step) {
       auto g = randn(n, 81 + step);
-      kernels::sgd_update(p.data(), b.data(), g.data(), n, {0.05f, 0.9f, 0.1f, 0.01f, nesterov, step == 1});
+      kernels::sgd_update(p.data(), b.data(), g.data(), n,
+                          {0.05f, 0.9f, 0.1f, 0.01f, nesterov, step == 1});
       ref::sgd_update(p2.data(), b2.data(), g.data(), n, 0.05, 0.9, 0.1, 0.01, nesterov, step == 1);
     }
     EXPECT_LT(rel_err(p, p2), 1e-6);

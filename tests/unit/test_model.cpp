@@ -27,10 +27,12 @@ TEST(Config, PresetsHaveTheirPublishedShapes) {
   const auto tiny = llama_preset("tiny");
   EXPECT_LT(tiny.n_kv_heads, tiny.n_heads);  // grouped-query attention in tests
   const auto k = llama_preset("kjv-small");
-  EXPECT_EQ(std::vector<int>({k.dim, k.n_layers, k.n_heads, k.ffn_dim, k.vocab_size, k.max_seq_len}),
-            std::vector<int>({288, 6, 6, 768, 4096, 256}));
+  EXPECT_EQ(
+      std::vector<int>({k.dim, k.n_layers, k.n_heads, k.ffn_dim, k.vocab_size, k.max_seq_len}),
+      std::vector<int>({288, 6, 6, 768, 4096, 256}));
   const auto b = llama_preset("bench15m");
-  EXPECT_EQ(std::vector<int>({b.dim, b.n_layers, b.n_heads, b.n_kv_heads, b.ffn_dim, b.vocab_size, b.max_seq_len}),
+  EXPECT_EQ(std::vector<int>({b.dim, b.n_layers, b.n_heads, b.n_kv_heads, b.ffn_dim, b.vocab_size,
+                              b.max_seq_len}),
             std::vector<int>({288, 6, 6, 6, 768, 32000, 256}));
   EXPECT_FALSE(b.tie_embeddings);
   // Published parameter counts: Llama 2 7B 6.74 B, Llama 3 8B 8.03 B, Llama 3.2 1B 1.24 B.
@@ -71,11 +73,11 @@ TEST(Params, LayoutUsesHuggingFaceNamesAndCoversTheBuffer) {
   }
   EXPECT_LE(end, layout.total());
   EXPECT_EQ(count, c.num_params());
-  for (const char* n : {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                        "model.layers.1.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
-                        "model.layers.0.input_layernorm.weight",
-                        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight",
-                        "lm_head.weight"})
+  for (const char* n :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+        "model.norm.weight", "lm_head.weight"})
     EXPECT_TRUE(names.count(n)) << n;
   EXPECT_EQ(layout.find("model.layers.0.self_attn.k_proj.weight").shape, (Shape{24, 48}));
   auto tied = c;
@@ -86,10 +88,14 @@ TEST(Params, LayoutUsesHuggingFaceNamesAndCoversTheBuffer) {
 
 TEST(Params, ShardFieldsAreValidated) {
   const auto c = llama_preset("tiny");  // 2 layers, 4 heads, 2 kv heads, ffn 80
-  EXPECT_NE(error_of([&] { ModelShard{1, 1, true, true, 0, 1}.validate(c); }).find("layer range"), std::string::npos);
-  EXPECT_NE(error_of([&] { ModelShard{0, 3, true, true, 0, 1}.validate(c); }).find("layer range"), std::string::npos);
-  EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 0, 4}.validate(c); }).find("must divide"), std::string::npos);
-  EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 2, 2}.validate(c); }).find("rank"), std::string::npos);
+  EXPECT_NE(error_of([&] { ModelShard{1, 1, true, true, 0, 1}.validate(c); }).find("layer range"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ModelShard{0, 3, true, true, 0, 1}.validate(c); }).find("layer range"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 0, 4}.validate(c); }).find("must divide"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 2, 2}.validate(c); }).find("rank"),
+            std::string::npos);
   // A valid pipeline stage with a tensor-parallel slice: only its layers, sliced shapes.
   ParamLayout stage(c, ModelShard{1, 2, false, true, 1, 2});
   EXPECT_EQ(stage.find("model.layers.1.self_attn.q_proj.weight").shape, (Shape{24, 48}));
@@ -108,7 +114,8 @@ TEST(Params, InitIsSeededDeterministicAndSliceConsistent) {
   EXPECT_TRUE(std::equal(a.data(), a.data() + a.size(), b.data()));
   EXPECT_FALSE(std::equal(a.data(), a.data() + a.size(), d.data()));
   EXPECT_EQ(a.at("model.norm.weight")[7], 1.0f);
-  // Tensor-parallel rank 1 of 2 holds exactly rows 24..47 of q_proj and columns 40..79 of down_proj.
+  // Tensor-parallel rank 1 of 2 holds exactly rows 24..47 of q_proj and columns 40..79 of
+  // down_proj.
   const float* q = a.at("model.layers.1.self_attn.q_proj.weight");
   const float* qh = h.at("model.layers.1.self_attn.q_proj.weight");
   for (int i = 0; i < 24 * 48; ++i) ASSERT_EQ(qh[i], q[24 * 48 + i]);
@@ -128,7 +135,8 @@ TEST(Params, SaveLoadRoundTripAndRefuseAnotherModel) {
   ParamLayout layout(c, ModelShard::whole(c));
   ParamBuffer a(layout), b(layout);
   init_params(a, 9);
-  const auto path = (std::filesystem::temp_directory_path() / "parallama_params_test.safetensors").string();
+  const auto path =
+      (std::filesystem::temp_directory_path() / "parallama_params_test.safetensors").string();
   save_params(a, path);
   load_params(b, path);
   EXPECT_TRUE(std::equal(a.data(), a.data() + a.size(), b.data()));
@@ -136,7 +144,8 @@ TEST(Params, SaveLoadRoundTripAndRefuseAnotherModel) {
   other.ffn_dim = 96;
   ParamLayout ol(other, ModelShard::whole(other));
   ParamBuffer ob(ol);
-  EXPECT_NE(error_of([&] { load_params(ob, path); }).find("mlp.gate_proj.weight"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_params(ob, path); }).find("mlp.gate_proj.weight"),
+            std::string::npos);
   std::filesystem::remove(path);
 }
 
@@ -178,9 +187,12 @@ TEST(Llama, IgnoredTargetsAndVocabularyChecks) {
   EXPECT_EQ(model.valid_targets(), 4);
   EXPECT_NEAR(loss, std::log(double(V)), 0.1);  // near-uniform at init
   tok[3] = int32_t(V);
-  EXPECT_NE(error_of([&] { model.forward(m.params, tok.data(), tgt.data()); }).find("outside the vocabulary"),
+  EXPECT_NE(error_of([&] {
+              model.forward(m.params, tok.data(), tgt.data());
+            }).find("outside the vocabulary"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { Llama(m.layout, 1, m.cfg.max_seq_len + 1); }).find("max_seq_len"), std::string::npos);
+  EXPECT_NE(error_of([&] { Llama(m.layout, 1, m.cfg.max_seq_len + 1); }).find("max_seq_len"),
+            std::string::npos);
 }
 
 TEST(Llama, GradientMatchesFiniteDifferenceOnAFewWeights) {
@@ -190,11 +202,13 @@ TEST(Llama, GradientMatchesFiniteDifferenceOnAFewWeights) {
   const int64_t B = 2, T = 6;
   Llama model(m.layout, B, T);
   std::vector<int32_t> tok(B * T), tgt(B * T);
-  for (int64_t i = 0; i < B * T; ++i) tok[i] = int32_t((i * 13 + 1) % 101), tgt[i] = int32_t((i * 7 + 3) % 101);
+  for (int64_t i = 0; i < B * T; ++i)
+    tok[i] = int32_t((i * 13 + 1) % 101), tgt[i] = int32_t((i * 7 + 3) % 101);
   model.forward(m.params, tok.data(), tgt.data());
   model.backward(m.params, m.grads, 1.0f / model.valid_targets());
-  for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
-                           "model.layers.0.input_layernorm.weight", "model.embed_tokens.weight"}) {
+  for (const char* name :
+       {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
+        "model.layers.0.input_layernorm.weight", "model.embed_tokens.weight"}) {
     const auto& s = m.layout.find(name);
     // the largest gradient entry of the tensor
     int64_t k = 0;

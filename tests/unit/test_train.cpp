@@ -9,8 +9,8 @@
 #include "model/llama.h"
 #include "optim/schedule.h"
 #include "tensor/error.h"
-#include "train/run_config.h"
 #include "test_util.h"
+#include "train/run_config.h"
 
 namespace parallama {
 
@@ -27,16 +27,27 @@ std::string error_of(F f) {
 }
 
 TEST(RunConfig, OverridesAreTypedAndUnknownKeysRefused) {
-  const auto c = load_run_config("", parse_overrides({"--model.preset", "kjv-small", "--optim.lr=3e-4",
-                                                      "--train.steps", "7", "--data.dir", "some/where"}));
+  const auto c =
+      load_run_config("", parse_overrides({"--model.preset", "kjv-small", "--optim.lr=3e-4",
+                                           "--train.steps", "7", "--data.dir", "some/where"}));
   EXPECT_EQ(c.model.dim, 288);
   EXPECT_FLOAT_EQ(c.optim.lr, 3e-4f);
   EXPECT_EQ(c.train.steps, 7);
   EXPECT_EQ(c.data.dir, "some/where");
-  EXPECT_NE(error_of([] { load_run_config("", {{"train.bach_size", "4"}}); }).find("unknown key 'train.bach_size'"), std::string::npos);
-  EXPECT_NE(error_of([] { load_run_config("", {{"train.batch_size", "\"4\""}}); }).find("must be an integer"), std::string::npos);
-  EXPECT_NE(error_of([] { load_run_config("", {{"model.dim", "50"}}); }).find("not divisible"), std::string::npos);
-  EXPECT_NE(error_of([] { parse_overrides({"stray"}); }).find("unexpected argument"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"train.bach_size", "4"}});
+            }).find("unknown key 'train.bach_size'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"train.batch_size", "\"4\""}});
+            }).find("must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"model.dim", "50"}});
+            }).find("not divisible"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_overrides({"stray"}); }).find("unexpected argument"),
+            std::string::npos);
   // The config written into checkpoints reads back to the same values.
   const auto back = config_from_json(config_to_json(c), "test");
   EXPECT_EQ(config_to_json(back), config_to_json(c));
@@ -62,7 +73,8 @@ TEST(Clip, GlobalNormOverAllTensors) {
   Tiny m;
   double expect = 0;
   m.grads.visit([&](const ParamSpec& s, float* g) {
-    for (int64_t i = 0; i < s.numel; ++i) g[i] = 0.01f * float((i % 7) - 3), expect += double(g[i]) * g[i];
+    for (int64_t i = 0; i < s.numel; ++i)
+      g[i] = 0.01f * float((i % 7) - 3), expect += double(g[i]) * g[i];
   });
   const double norm = grad_norm(m.grads);
   EXPECT_NEAR(norm, std::sqrt(expect), 1e-9 * norm);
@@ -75,12 +87,15 @@ TEST(Checkpoint, RoundTripAndCorruptFilesAreNamed) {
   Tiny m;
   OptimConfig oc;
   Optimizer opt(m.layout, oc);
-  m.grads.visit([](const ParamSpec& s, float* g) { for (int64_t i = 0; i < s.numel; ++i) g[i] = 1e-3f * float(i % 5); });
+  m.grads.visit([](const ParamSpec& s, float* g) {
+    for (int64_t i = 0; i < s.numel; ++i) g[i] = 1e-3f * float(i % 5);
+  });
   opt.step(m.params, m.grads, 1e-3f);
   const auto dir = (fs::temp_directory_path() / "parallama_ckpt_test" / "step-1").string();
   fs::remove_all(fs::path(dir).parent_path());
   save_checkpoint(dir, m.params, opt, {1, 96, {{"note", "x"}}, {}});
-  for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))  // no temporary left behind
+  for (const auto& e :
+       fs::directory_iterator(fs::path(dir).parent_path()))  // no temporary left behind
     EXPECT_EQ(e.path().filename().string()[0] != '.', true) << e.path();
   Tiny m2;
   Optimizer opt2(m2.layout, oc);
@@ -95,13 +110,20 @@ TEST(Checkpoint, RoundTripAndCorruptFilesAreNamed) {
     f.seekp(-5, std::ios::end);
     f.put('\x7f');
   }
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("optimizer.safetensors: checksum"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir, m2.params, opt2);
+            }).find("optimizer.safetensors: checksum"),
+            std::string::npos);
   fs::resize_file(dir + "/model.safetensors", 100);
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("model.safetensors"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("model.safetensors"),
+            std::string::npos);
   std::ofstream(dir + "/trainer.json") << "{\"step\": 1,";
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("trainer.json: corrupt"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("trainer.json: corrupt"),
+            std::string::npos);
   fs::remove(dir + "/trainer.json");
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("not a complete checkpoint"), std::string::npos);
+  EXPECT_NE(
+      error_of([&] { load_checkpoint(dir, m2.params, opt2); }).find("not a complete checkpoint"),
+      std::string::npos);
   fs::remove_all(fs::path(dir).parent_path());
 }
 
