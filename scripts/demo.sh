@@ -10,7 +10,7 @@ bin=./build/parallama
 mkdir -p data
 # The text of every verse, without its reference ("Ge1:1 ").
 [ -s data/kjv.txt ] || bible -f gen1:1-rev22:21 | sed -E 's/^[^ ]+ //' > data/kjv.txt
-[ -s data/kjv/train.bin ] || $bin prepare --text data/kjv.txt --vocab 4096 --out data/kjv
+$bin prepare --text data/kjv.txt --vocab 4096 --out data/kjv
 $bin train --config configs/kjv-small.toml "$@"
 run=runs/kjv-small
 ckpt=$run/$(cat $run/latest)

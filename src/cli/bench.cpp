@@ -1,5 +1,8 @@
 // `parallama bench`: training steps on random tokens; median step time, tokens/s, GFLOP/s and
 // MFU against the fp32 GEMM peak of oneDNN measured on this machine with the same threads.
+// Under mpirun with --dp N: per-rank and global tokens/s, scaling efficiency against the same
+// ranks computing alone, and the gradient communication time and the share of it hidden
+// behind backward.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -10,7 +13,9 @@
 
 #include "cli/commands.h"
 #include "kernels/matmul.h"
+#include "parallel/data_parallel.h"
 #include "tensor/arena.h"
+#include "tensor/error.h"
 #include "train/step.h"
 
 namespace parallama {
@@ -27,10 +32,8 @@ double seconds_since(Clock::time_point t0) {
 double measure_gemm_peak() {
   const int64_t n = 2048;
   Buffer a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i)
-    a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
-  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(),
-                n);  // warm-up
+  for (int64_t i = 0; i < n * n; ++i) a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
+  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
   double best = 0.0;
   const auto start = Clock::now();
   for (int rep = 0; rep < 20 && (rep < 3 || seconds_since(start) < 2.0); ++rep) {
@@ -41,67 +44,112 @@ double measure_gemm_peak() {
   return best;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<double> gather(comm::Group& g, double x) {
+  std::vector<double> all(g.size());
+  g.all_gather(&x, all.data(), std::vector<int64_t>(g.size(), 1), comm::DataType::F64);
+  return all;
+}
+
 }  // namespace
 
-int run_bench(const RunConfig& cfg, bool json) {
+int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
+  const int world = dp.size();
+  if (cfg.parallel.dp != world)
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(world) +
+                " processes started (launch with mpirun -np " + std::to_string(cfg.parallel.dp) + ")");
   const int threads = configure_threads(cfg.train.threads);
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, V = cfg.model.vocab_size;
   TrainState st(cfg);
-  std::mt19937_64 rng(cfg.train.seed);
+  GradReducer reducer(dp, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
+  std::mt19937_64 rng(cfg.train.seed + static_cast<uint64_t>(dp.rank()));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
   std::vector<int32_t> tokens(B * T), targets(B * T);
   for (auto& x : tokens) x = tok(rng);
   for (auto& x : targets) x = tok(rng);
+  const float scale = 1.0f / static_cast<float>(B * T * world);
 
-  std::vector<double> times;
+  // Phase 1 (several ranks only): every rank computes alone, no communication, all at once.
+  std::vector<double> alone;
+  if (world > 1) {
+    dp.barrier();
+    for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
+      const auto t0 = Clock::now();
+      st.step(tokens.data(), targets.data(), cfg.optim.lr);
+      if (s >= cfg.bench.warmup) alone.push_back(seconds_since(t0));
+    }
+  }
+  // Phase 2: data-parallel steps with bucketed, overlapped gradient all-reduce.
+  std::vector<double> times, comm, exposed;
   float loss = 0.0f;
+  dp.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
     const auto t0 = Clock::now();
-    loss = st.step(tokens.data(), targets.data(), cfg.optim.lr);
-    if (s >= cfg.bench.warmup) times.push_back(seconds_since(t0));
+    st.grads.zero();
+    loss = st.model.forward(st.params, tokens.data(), targets.data());
+    reducer.begin();
+    st.model.backward(st.params, st.grads, scale, [&](int64_t off) { reducer.ready_from(off); });
+    const ReduceStats rs = reducer.finish();
+    st.optim.step(st.params, st.grads, cfg.optim.lr);
+    if (s >= cfg.bench.warmup) {
+      times.push_back(seconds_since(t0));
+      comm.push_back(rs.comm_s);
+      exposed.push_back(rs.exposed_s);
+    }
   }
-  std::sort(times.begin(), times.end());
-  const double median = times[times.size() / 2];
-  const double peak = measure_gemm_peak();
+  const double my_median = median(times);
+  const auto medians = gather(dp, my_median);
+  const double step_s = *std::max_element(medians.begin(), medians.end());  // the slowest sets the pace
+  const double peak = dp.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
 
   const LlamaConfig& m = cfg.model;
   const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
                                  12.0 * m.n_layers * static_cast<double>(T) * m.dim;
-  const double tokens_per_s = static_cast<double>(B * T) / median;
-  const double gflops = flops_per_token * static_cast<double>(B * T) / median / 1e9;
+  const double tokens_per_s = static_cast<double>(world * B * T) / step_s;
+  const double gflops = flops_per_token * static_cast<double>(world * B * T) / step_s / 1e9;
   const char* formula = "6*N + 12*L*T*C per token (N = matmul parameters incl. output head)";
-
-  std::printf("model %s: %.2fM parameters (%.2fM in matmuls), batch %lld x %lld, %d threads\n",
-              m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6,
+  std::printf("model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) x batch %lld x %lld, %d thread(s) per rank\n",
+              m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world,
               static_cast<long long>(B), static_cast<long long>(T), threads);
-  std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n",
-              median, times.front(), times.back(), cfg.bench.steps, cfg.bench.warmup, loss);
+  std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n", step_s,
+              *std::min_element(times.begin(), times.end()), *std::max_element(times.begin(), times.end()),
+              cfg.bench.steps, cfg.bench.warmup, loss);
   std::printf("throughput: %.0f tokens/s, %.1f GFLOP/s [%s]\n", tokens_per_s, gflops, formula);
-  std::printf("MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d threads)\n",
-              100.0 * gflops / peak, peak, threads);
-  if (json) {
-    nlohmann::json j = {{"framework", "parallama"},
-                        {"model", m.name},
-                        {"params", m.num_params()},
-                        {"matmul_params", m.num_matmul_params()},
-                        {"batch_size", B},
-                        {"seq_len", T},
-                        {"threads", threads},
-                        {"ranks", 1},
-                        {"steps", cfg.bench.steps},
-                        {"warmup", cfg.bench.warmup},
-                        {"median_step_s", median},
-                        {"min_step_s", times.front()},
-                        {"max_step_s", times.back()},
-                        {"tokens_per_s", tokens_per_s},
-                        {"gflops", gflops},
-                        {"flop_formula", formula},
-                        {"peak_gflops", peak},
-                        {"mfu", gflops / peak},
-                        {"loss", loss},
-                        {"activation_bytes", st.model.activation_bytes()}};
-    std::printf("%s\n", j.dump().c_str());
+  std::printf("MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d rank(s) x %d thread(s))\n",
+              100.0 * gflops / peak, peak, world, threads);
+  nlohmann::json j = {{"framework", "parallama"}, {"model", m.name}, {"params", m.num_params()},
+                      {"matmul_params", m.num_matmul_params()}, {"batch_size", B}, {"seq_len", T},
+                      {"threads", threads}, {"ranks", world}, {"steps", cfg.bench.steps},
+                      {"warmup", cfg.bench.warmup}, {"median_step_s", step_s},
+                      {"tokens_per_s", tokens_per_s}, {"gflops", gflops}, {"flop_formula", formula},
+                      {"peak_gflops", peak}, {"mfu", gflops / peak}, {"loss", loss},
+                      {"activation_bytes", st.model.activation_bytes()}};
+  if (world > 1) {
+    const auto per_rank = gather(dp, static_cast<double>(B * T) / my_median);
+    const auto alone_rate = gather(dp, static_cast<double>(B * T) / median(alone));
+    double alone_total = 0;
+    for (double r : alone_rate) alone_total += r;
+    const double c = dp.sum(median(comm)) / world, e = dp.sum(median(exposed)) / world;
+    const double hidden = c > 0 ? std::clamp(1.0 - e / c, 0.0, 1.0) : 0.0;
+    for (int r = 0; r < world; ++r)
+      std::printf("rank %d: %.0f tokens/s (alone %.0f)\n", r, per_rank[r], alone_rate[r]);
+    std::printf("scaling efficiency %.1f%% (global tokens/s over the sum of the ranks computing alone)\n",
+                100.0 * tokens_per_s / alone_total);
+    std::printf("gradient all-reduce: %.4f s per step in %zu buckets, %.4f s exposed, %.0f%% hidden behind backward\n",
+                c, reducer.num_buckets(), e, 100.0 * hidden);
+    j["per_rank_tokens_per_s"] = per_rank;
+    j["alone_tokens_per_s"] = alone_rate;
+    j["scaling_efficiency"] = tokens_per_s / alone_total;
+    j["comm_s"] = c;
+    j["comm_exposed_s"] = e;
+    j["comm_hidden_fraction"] = hidden;
+    j["buckets"] = reducer.num_buckets();
   }
+  if (json) std::printf("%s\n", j.dump().c_str());
   return 0;
 }
 

@@ -2,12 +2,13 @@
 // Subcommands of the parallama program.
 #include <string>
 
+#include "comm/group.h"
 #include "infer/generate.h"
 #include "train/run_config.h"
 
 namespace parallama {
 
-int run_bench(const RunConfig& cfg, bool json);
+int run_bench(const RunConfig& cfg, bool json, comm::Group dp);
 int run_info(const RunConfig& cfg);
 int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc);
 int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches);

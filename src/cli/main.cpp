@@ -5,13 +5,30 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "comm/mpi/mpi_backend.h"
 #include "data/prepare.h"
 #include "tensor/error.h"
 #include "train/plot.h"
 #include "train/trainer.h"
 
+namespace {
+
+// One line on stderr (rank 0 plainly, other ranks naming themselves); in a job of several
+// processes, every process then ends, so that none waits forever for this one.
+int fail(parallama::comm::Group& world, int code, const std::string& line) {
+  if (world.rank() == 0) std::fprintf(stderr, "%s\n", line.c_str());
+  else std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
+  if (world.size() > 1) parallama::comm::mpi_abort(code);
+  return code;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace parallama;
+  // Under an MPI launcher every process joins the world group; otherwise the group of one.
+  comm::Group world = comm::launched_by_mpi() ? comm::mpi_world() : comm::Group();
+  if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 3;  // rank 0 reports
   CLI::App app{"parallama: train LLaMA-family language models"};
   app.require_subcommand(1);
   std::string config;
@@ -36,12 +53,15 @@ int main(int argc, char** argv) {
                           "share of the text held out for validation");
 
   TrainOptions topt;
+  int dp = 0;
   CLI::App* train_cmd = with_config("train", "train a model");
+  train_cmd->add_option("--dp", dp, "data-parallel ranks (= processes; same as --parallel.dp)");
   train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
   train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint");
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
   bench_cmd->add_flag("--json", json, "also print the results as one JSON object on the last line");
+  bench_cmd->add_option("--dp", dp, "data-parallel ranks (= processes; same as --parallel.dp)");
   CLI::App* info_cmd = with_config("info", "print a model's shape and parameter count");
 
   std::string ckpt, prompt, data, run_dir;
@@ -73,16 +93,17 @@ int main(int argc, char** argv) {
     if (sub == gen_cmd) return run_generate(ckpt, prompt, sc);
     if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches);
     if (sub == plot_cmd) return std::printf("wrote %s\n", plot_losses(run_dir).c_str()), 0;
-    const RunConfig cfg = load_run_config(config, parse_overrides(sub->remaining()));
-    if (sub == train_cmd) return train(cfg, topt);
-    if (sub == bench_cmd) return run_bench(cfg, json);
+    Overrides ov = parse_overrides(sub->remaining());
+    if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
+    const RunConfig cfg = load_run_config(config, ov);
+    world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
+    if (sub == train_cmd) return train(cfg, topt, world);
+    if (sub == bench_cmd) return run_bench(cfg, json, world);
     if (sub == info_cmd) return run_info(cfg);
   } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
+    return fail(world, 2, "error: " + std::string(e.what()));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "internal error: %s\n", e.what());
-    return 3;
+    return fail(world, 3, "internal error: " + std::string(e.what()));
   }
   return 1;
 }

@@ -134,7 +134,11 @@ float Llama::forward(const ParamBuffer& params, const int32_t* tokens, const int
   return valid_ ? static_cast<float>(loss_sum_ / valid_) : 0.0f;
 }
 
-void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale) {
+void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale,
+                     const std::function<void(int64_t)>& on_final) {
+  auto final_from = [&](int64_t offset) {
+    if (on_final) on_final(offset);
+  };
   const float* W = params.data();
   float* G = grads.data();
   const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
@@ -145,6 +149,9 @@ void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_s
                          V_);  // in place
   linear_backward(dln_, G + off_head_, logits_, lnf_, W + off_head_, N_, C_, V_);
   rmsnorm_backward(dres_, G + off_norm_, dln_, res_[L], W + off_norm_, rstdf_, N_, C_);
+  // With a tied head the embedding (offset 0) is still to be completed; the layout keeps the
+  // final norm and an untied head after every layer.
+  final_from(off_norm_);
   for (int l = L - 1; l >= 0; --l) {
     const LayerActs& a = acts_[l];
     const LayerParams& p = lp_[l];
@@ -161,8 +168,10 @@ void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_s
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     linear_backward(dln_, G + p.wqkv, dqkv_, a.ln1, W + p.wqkv, N_, C_, QKV_);
     rmsnorm_backward(dres_, G + p.ln1, dln_, res_[l], W + p.ln1, a.rstd1, N_, C_, true);
+    final_from(p.ln1);
   }
   embedding_backward(G + off_embed_, dres_, tokens_.data(), N_, C_);
+  final_from(0);
 }
 
 }  // namespace parallama

@@ -2,6 +2,7 @@
 // The LLaMA forward and backward pass over a ModelShard. All activations are allocated once, at
 // construction, for a fixed micro-batch (B, T); a training step allocates nothing.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/params.h"
@@ -22,7 +23,11 @@ class Llama {
   // grads += ∂(Σ losses · grad_scale)/∂params, for the batch of the last forward. Use
   // grad_scale = 1 / valid_targets() for the gradient of the mean loss; gradient accumulation
   // over micro-batches passes 1 / (valid targets of all of them).
-  void backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale);
+  // on_final(offset), when given, is called as soon as every gradient at flat offsets >= offset
+  // is final (after the head, after each layer, after the embedding): data parallelism starts
+  // reducing those while backward goes on.
+  void backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale,
+                const std::function<void(int64_t)>& on_final = {});
 
   // (B, T, V) logits of the last forward; overwritten by backward.
   const float* logits() const { return logits_; }

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "comm/mpi/mpi_backend.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -28,7 +29,8 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
     : total_(total_steps),
       first_step_(resume_step),
       log_every_(log_every),
-      tty_(isatty(STDOUT_FILENO)),
+      // MPI launchers hand processes a pseudo-terminal even when mpirun's own output is a pipe.
+      tty_(isatty(STDOUT_FILENO) && !comm::launched_by_mpi()),
       start_(std::chrono::steady_clock::now()) {
   std::filesystem::create_directories(run_dir);
   const std::string path = run_dir + "/metrics.jsonl";

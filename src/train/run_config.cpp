@@ -111,6 +111,10 @@ void for_each_field(RunConfig& c, F&& f) {
   f("optim", "dampening", o.dampening);
   f("optim", "nesterov", o.nesterov);
   f("data", "dir", c.data.dir);
+  f("parallel", "dp", c.parallel.dp);
+  f("parallel", "bucket_mb", c.parallel.bucket_mb);
+  f("parallel", "check_collectives", c.parallel.check_collectives);
+  f("parallel", "timeout_s", c.parallel.timeout_s);
   f("bench", "steps", c.bench.steps);
   f("bench", "warmup", c.bench.warmup);
 }
@@ -225,6 +229,9 @@ void RunConfig::validate() const {
   if (optim.warmup_steps < 0) throw Error("optim.warmup_steps must be non-negative");
   if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))
     throw Error("optim.min_lr must lie between 0 and optim.lr");
+  if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
+  if (!(parallel.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
+  if (!(parallel.timeout_s > 0)) throw Error("parallel.timeout_s must be positive");
   if (bench.steps < 1 || bench.warmup < 0)
     throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");
 }

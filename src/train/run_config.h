@@ -32,6 +32,13 @@ struct DataConfig {
   std::string dir;  // made by `parallama prepare`: train.bin, val.bin, tokenizer.model
 };
 
+struct ParallelConfig {
+  int dp = 1;                      // data-parallel ranks: must equal the number of processes
+  double bucket_mb = 4.0;          // gradient all-reduce bucket size
+  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
+  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
+};
+
 struct BenchConfig {
   int steps = 10;  // timed steps
   int warmup = 2;  // untimed steps first
@@ -42,6 +49,7 @@ struct RunConfig {
   TrainConfig train;
   OptimConfig optim;
   DataConfig data;
+  ParallelConfig parallel;
   BenchConfig bench;
   void validate() const;
 };

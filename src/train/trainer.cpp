@@ -1,16 +1,20 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "data/loader.h"
 #include "data/shard.h"
+#include "data/tokenizer.h"
 #include "io/checkpoint.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
+#include "parallel/data_parallel.h"
 #include "tensor/error.h"
 #include "train/metrics.h"
 #include "train/step.h"
@@ -19,8 +23,10 @@ namespace fs = std::filesystem;
 
 namespace parallama {
 
+using Clock = std::chrono::steady_clock;
+
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
-                    int64_t max_batches) {
+                    int64_t max_batches, comm::Group& group) {
   const int64_t B = model.batch(), T = model.seq_len();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t samples = n > T ? (n - 1) / T : 0;
@@ -40,7 +46,21 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
     sum += model.loss_sum();
     count += model.valid_targets();
   }
+  sum = group.sum(sum);
+  count = group.sum(count);
   return {count ? sum / static_cast<double>(count) : 0.0, count};
+}
+
+void check_same_params(const ParamBuffer& params, comm::Group& group) {
+  const uint64_t mine = fnv1a64(params.data(), static_cast<size_t>(params.size()) * sizeof(float));
+  std::vector<uint64_t> all(group.size());
+  group.all_gather(&mine, all.data(), std::vector<int64_t>(group.size(), 1), comm::DataType::U64);
+  std::string differ;
+  for (int r = 1; r < group.size(); ++r)
+    if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  if (!differ.empty())
+    throw Error("parameters of ranks " + differ + " differ from rank 0's at start-up (checksum); "
+                "every rank must start from the same seed or checkpoint");
 }
 
 namespace {
@@ -57,10 +77,13 @@ TokenShard load_split(const std::string& dir, const char* name, const LlamaConfi
 
 }  // namespace
 
-int train(const RunConfig& cfg, const TrainOptions& opt) {
+int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
-  const int world = 1, rank = 0;
+  const int world = dp.size(), rank = dp.rank();
+  if (cfg.parallel.dp != world)
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(world) +
+                " processes started (launch with mpirun -np " + std::to_string(cfg.parallel.dp) + ")");
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
@@ -95,15 +118,23 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
     step = cs.step;
     loader.set_position(cs.data_position);
   }
-  Progress progress(tc.out_dir, tc.steps, step, tc.log_every);
+  check_same_params(st.params, dp);
+  GradReducer reducer(dp, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
+  // Only rank 0 reports and writes.
+  std::optional<Progress> progress;
+  if (rank == 0) progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
+  auto say = [&](const std::string& line) {
+    if (progress) progress->message(line);
+  };
   char head[256];
   std::snprintf(head, sizeof head,
-                "%s %s: %.2fM parameters, %lld train tokens, batch %lld x %lld x %lld, %d threads",
+                "%s %s: %.2fM parameters, %lld train tokens, %d rank(s) x %lld micro-batch(es) x "
+                "%lld x %lld, %d thread(s) per rank",
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
-                static_cast<long long>(K), static_cast<long long>(B), static_cast<long long>(T),
-                threads);
-  progress.message(head + (step ? " from step " + std::to_string(step) : std::string()));
+                world, static_cast<long long>(K), static_cast<long long>(B),
+                static_cast<long long>(T), threads);
+  say(head + (step ? " from step " + std::to_string(step) : std::string()));
 
   std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
   auto save = [&](int64_t at, double last_loss) {
@@ -118,27 +149,39 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
                 {"tokenizer_hash", train_data.header.tokenizer_hash}};
     cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
+    if (rank != 0) return;
     save_checkpoint(dir, st.params, st.optim, cs);
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
-    progress.message("checkpoint " + dir);
+    say("checkpoint " + dir);
   };
 
   const int64_t last = opt.stop_at > 0 ? std::min(opt.stop_at, tc.steps) : tc.steps;
   for (++step; step <= last; ++step) {
-    const auto t0 = progress.elapsed();
+    const auto t0 = Clock::now();
     int64_t valid = 0;
     for (int k = 0; k < K; ++k) {
       loader.micro_batch(k, B, tokens.data() + k * B * T, targets.data() + k * B * T);
       for (int64_t i = 0; i < B * T; ++i) valid += targets[k * B * T + i] != kernels::kIgnoreIndex;
     }
+    // Every rank scales by the global count of targets, so the summed gradients are those of
+    // the global mean loss, whatever each rank holds.
+    valid = dp.sum(valid);
     st.grads.zero();
     double loss_sum = 0.0;
+    ReduceStats rs;
     for (int k = 0; k < K; ++k) {
       st.model.forward(st.params, tokens.data() + k * B * T, targets.data() + k * B * T);
       loss_sum += st.model.loss_sum();
-      st.model.backward(st.params, st.grads, 1.0f / static_cast<float>(valid));
+      const float scale = 1.0f / static_cast<float>(valid);
+      if (k + 1 < K) {
+        st.model.backward(st.params, st.grads, scale);  // accumulate locally
+      } else {
+        reducer.begin();
+        st.model.backward(st.params, st.grads, scale, [&](int64_t off) { reducer.ready_from(off); });
+        rs = reducer.finish();
+      }
     }
-    const double loss = loss_sum / static_cast<double>(valid);
+    const double loss = dp.sum(loss_sum) / static_cast<double>(valid);
     if (!std::isfinite(loss))
       throw Error("loss became " + std::to_string(loss) + " at step " + std::to_string(step) +
                   "; lower optim.lr or set train.grad_clip");
@@ -148,20 +191,25 @@ int train(const RunConfig& cfg, const TrainOptions& opt) {
     st.optim.step(st.params, st.grads, lr);
     loader.advance(global);
 
-    const double dt = progress.elapsed() - t0;
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     nlohmann::json j = {{"step", step},
                         {"loss", loss},
                         {"lr", lr},
                         {"grad_norm", norm},
-                        {"tokens_per_s", static_cast<double>(K * B * T) / dt}};
-    if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
-      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches).loss;
+                        {"tokens_per_s", static_cast<double>(global * T) / dt}};
+    if (world > 1) {
+      j["comm_s"] = rs.comm_s;
+      j["comm_exposed_s"] = rs.exposed_s;
+      j["bytes_reduced"] = rs.bytes;
+    }
+    if ((tc.val_every > 0 && step % tc.val_every == 0) || step == last) {
+      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches, dp).loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());
-      progress.message(line);
+      say(line);
     }
-    progress.step(j, K * B * T);
+    if (progress) progress->step(j, global * T);
     if ((tc.ckpt_every > 0 && step % tc.ckpt_every == 0) || step == last) save(step, loss);
   }
   return 0;

@@ -2,7 +2,9 @@
 // The training loop: data, micro-batches with gradient accumulation, clipping, schedule,
 // validation, checkpoints, resume.
 #include <string>
+#include <vector>
 
+#include "comm/group.h"
 #include "train/run_config.h"
 
 namespace parallama {
@@ -12,19 +14,23 @@ struct TrainOptions {
   int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
 };
 
-// Returns the process exit code. Throws Error for anything a user must fix.
-int train(const RunConfig& cfg, const TrainOptions& opt);
+// Trains on the data-parallel group `dp` (size 1: one process). Only rank 0 writes logs,
+// metrics and checkpoints. Returns the exit code; throws Error for anything a user must fix.
+int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp);
 
-// Mean loss of a model over every sample of a token file, in order (the last partial batch is
-// padded with ignored targets). Used by validation and `parallama eval`.
+// Mean loss over the samples of a token file, in order (the last partial batch is padded with
+// ignored targets), at most max_batches batches (0 = all). Batches are shared round-robin over
+// the group and the result is the global mean. Used by validation and `parallama eval`.
 struct EvalResult {
   double loss = 0.0;
   int64_t tokens = 0;
 };
 class Llama;
 class ParamBuffer;
-class DataLoader;
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
-                    int64_t max_batches);
+                    int64_t max_batches, comm::Group& group);
+
+// Throws Error naming the ranks whose parameters differ from rank 0's.
+void check_same_params(const ParamBuffer& params, comm::Group& group);
 
 }  // namespace parallama

@@ -1,0 +1,194 @@
+#include "comm/group.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "comm/self/self_backend.h"
+#include "tensor/error.h"
+
+namespace parallama::comm {
+
+namespace {
+
+constexpr int kStampTag = 32001;  // reserved for collective checks
+
+using Clock = std::chrono::steady_clock;
+
+struct Stamp {
+  uint64_t seq;
+  int64_t op;
+  int64_t count;
+};
+
+// Polls until done or the deadline; returns false at the deadline.
+bool poll(PendingOp& op, Clock::time_point deadline) {
+  for (int spins = 0;; ++spins) {
+    if (op.test()) return true;
+    if ((spins & 63) == 63) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+  }
+}
+
+}  // namespace
+
+struct GroupState {
+  Options opt;
+  uint64_t seq = 0;
+  int rank = 0;
+};
+
+size_t type_size(DataType t) {
+  switch (t) {
+    case DataType::F32: return 4;
+    case DataType::F64: return 8;
+    case DataType::I64: return 8;
+    case DataType::U64: return 8;
+    case DataType::Byte: return 1;
+  }
+  return 1;
+}
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::AllReduce: return "all_reduce";
+    case Op::ReduceScatter: return "reduce_scatter";
+    case Op::AllGather: return "all_gather";
+    case Op::Broadcast: return "broadcast";
+    case Op::Send: return "send";
+    case Op::Recv: return "recv";
+    case Op::Barrier: return "barrier";
+  }
+  return "?";
+}
+
+std::vector<int64_t> even_counts(int64_t n, int parts) {
+  std::vector<int64_t> c(parts, n / parts);
+  for (int i = 0; i < n % parts; ++i) ++c[i];
+  return c;
+}
+
+Request::Request(std::unique_ptr<PendingOp> op, std::shared_ptr<GroupState> st, Op kind, uint64_t seq)
+    : op_(std::move(op)), st_(std::move(st)), kind_(kind), seq_(seq) {}
+Request::Request(Request&&) noexcept = default;
+Request& Request::operator=(Request&&) noexcept = default;
+Request::~Request() = default;
+
+bool Request::test() {
+  if (op_ && op_->test()) op_.reset();
+  return !op_;
+}
+
+void Request::wait() {
+  if (!op_) return;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(st_->opt.timeout_s));
+  if (!poll(*op_, deadline))
+    throw Error("rank " + std::to_string(st_->rank) + ": " + op_name(kind_) + " #" + std::to_string(seq_) +
+                " did not complete within " + std::to_string(static_cast<int>(st_->opt.timeout_s)) +
+                " s: another rank died, hangs, or called a different collective " +
+                "(set parallel.check_collectives = true to find which)");
+  op_.reset();
+}
+
+Group::Group() : Group(std::make_shared<SelfBackend>()) {}
+
+Group::Group(std::shared_ptr<Backend> backend, Options opt)
+    : be_(std::move(backend)), st_(std::make_shared<GroupState>()) {
+  st_->opt = opt;
+  st_->rank = be_->rank();
+}
+
+int Group::rank() const { return be_->rank(); }
+int Group::size() const { return be_->size(); }
+std::string Group::backend_name() const { return be_->name(); }
+Group Group::split(int color, int key) const { return Group(be_->split(color, key), st_->opt); }
+void Group::set_options(const Options& o) { st_->opt = o; }
+const Options& Group::options() const { return st_->opt; }
+uint64_t Group::collectives_issued() const { return st_->seq; }
+
+uint64_t Group::stamp(Op op, int64_t count) {
+  const uint64_t seq = st_->seq++;
+  if (!st_->opt.check_collectives || size() == 1) return seq;
+  const Stamp mine{seq, static_cast<int64_t>(op), count};
+  const int n = size(), me = rank();
+  std::vector<Stamp> theirs(n);
+  std::vector<std::unique_ptr<PendingOp>> sends, recvs(n);
+  for (int r = 0; r < n; ++r) {
+    if (r == me) continue;
+    sends.push_back(be_->send(&mine, sizeof mine, r, kStampTag));
+    recvs[r] = be_->recv(&theirs[r], sizeof(Stamp), r, kStampTag);
+  }
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(st_->opt.timeout_s));
+  std::string missing;
+  for (int r = 0; r < n; ++r)
+    if (recvs[r] && !poll(*recvs[r], deadline)) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+  if (!missing.empty())
+    throw Error("rank " + std::to_string(me) + ": " + op_name(op) + " #" + std::to_string(seq) +
+                ": ranks " + missing + " never arrived within " +
+                std::to_string(static_cast<int>(st_->opt.timeout_s)) + " s (dead or stuck elsewhere)");
+  for (auto& s : sends) poll(*s, deadline);
+  for (int r = 0; r < n; ++r) {
+    if (r == me) continue;
+    const Stamp& t = theirs[r];
+    if (t.seq != seq || t.op != mine.op || t.count != count) {
+      const int lo = std::min(me, r), hi = std::max(me, r);
+      const Stamp& a = lo == me ? mine : t;
+      const Stamp& b = lo == me ? t : mine;
+      auto desc = [](const Stamp& s) {
+        return std::string(op_name(static_cast<Op>(s.op))) + " #" + std::to_string(s.seq) + " (" +
+               std::to_string(s.count) + " elements)";
+      };
+      throw Error("collective mismatch: rank " + std::to_string(lo) + " called " + desc(a) + " but rank " +
+                  std::to_string(hi) + " called " + desc(b));
+    }
+  }
+  return seq;
+}
+
+Request Group::iall_reduce(void* data, int64_t count, DataType t) {
+  const uint64_t s = stamp(Op::AllReduce, count);
+  return Request(be_->all_reduce(data, count, t), st_, Op::AllReduce, s);
+}
+Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t) {
+  if (static_cast<int>(counts.size()) != size()) throw Error("reduce_scatter: one count per rank needed");
+  int64_t total = 0;
+  for (auto c : counts) total += c;
+  const uint64_t s = stamp(Op::ReduceScatter, total);
+  return Request(be_->reduce_scatter(in, out, counts, t), st_, Op::ReduceScatter, s);
+}
+Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t) {
+  if (static_cast<int>(counts.size()) != size()) throw Error("all_gather: one count per rank needed");
+  int64_t total = 0;
+  for (auto c : counts) total += c;
+  const uint64_t s = stamp(Op::AllGather, total);
+  return Request(be_->all_gather(in, out, counts, t), st_, Op::AllGather, s);
+}
+Request Group::ibroadcast(void* data, int64_t count, int root, DataType t) {
+  const uint64_t s = stamp(Op::Broadcast, count);
+  return Request(be_->broadcast(data, count, t, root), st_, Op::Broadcast, s);
+}
+Request Group::isend(const void* data, int64_t bytes, int peer, int tag) {
+  return Request(be_->send(data, bytes, peer, tag), st_, Op::Send, 0);
+}
+Request Group::irecv(void* data, int64_t bytes, int peer, int tag) {
+  return Request(be_->recv(data, bytes, peer, tag), st_, Op::Recv, 0);
+}
+Request Group::ibarrier() {
+  const uint64_t s = stamp(Op::Barrier, 0);
+  return Request(be_->barrier(), st_, Op::Barrier, s);
+}
+
+double Group::sum(double v) {
+  all_reduce(&v, 1, DataType::F64);
+  return v;
+}
+int64_t Group::sum(int64_t v) {
+  all_reduce(&v, 1, DataType::I64);
+  return v;
+}
+
+}  // namespace parallama::comm

@@ -1,0 +1,121 @@
+#pragma once
+// comm::Group: a small value type (rank, size, split) whose collectives take the group
+// explicitly; there is no global communicator. Backends live in their own folders: self/ (size
+// 1, every collective a no-op) and mpi/. Every operation has a non-blocking form returning a
+// Request; the blocking form is the non-blocking one waited on.
+//
+// Checking: with check_collectives on, every collective first exchanges a stamp (sequence
+// number, operation, element count) with every other rank and throws an Error naming the first
+// mismatch by rank and operation. Every wait has a deadline (timeout_s): instead of hanging, it
+// throws an Error naming the operation (and, when checking, the ranks that never arrived).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace parallama::comm {
+
+enum class DataType { F32, F64, I64, U64, Byte };
+size_t type_size(DataType t);
+enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
+const char* op_name(Op op);
+
+// A non-blocking operation in flight, from a backend.
+class PendingOp {
+ public:
+  virtual ~PendingOp() = default;
+  virtual bool test() = 0;  // true once complete
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::shared_ptr<Backend> split(int color, int key) = 0;
+  // Sum in place.
+  virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) = 0;
+  // in: sum of counts; out: counts[rank]. Sum.
+  virtual std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
+                                                    const std::vector<int64_t>& counts, DataType t) = 0;
+  // in: counts[rank]; out: sum of counts, rank after rank.
+  virtual std::unique_ptr<PendingOp> all_gather(const void* in, void* out,
+                                                const std::vector<int64_t>& counts, DataType t) = 0;
+  virtual std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DataType t, int root) = 0;
+  virtual std::unique_ptr<PendingOp> send(const void* data, int64_t bytes, int peer, int tag) = 0;
+  virtual std::unique_ptr<PendingOp> recv(void* data, int64_t bytes, int peer, int tag) = 0;
+  virtual std::unique_ptr<PendingOp> barrier() = 0;
+  virtual std::string name() const = 0;
+};
+
+struct GroupState;  // sequence numbers and settings shared by copies of one Group
+
+class Request {
+ public:
+  Request() = default;
+  Request(std::unique_ptr<PendingOp> op, std::shared_ptr<GroupState> st, Op kind, uint64_t seq);
+  Request(Request&&) noexcept;
+  Request& operator=(Request&&) noexcept;
+  ~Request();
+  void wait();  // throws Error at the group's deadline
+  bool test();
+  bool done() const { return !op_; }
+
+ private:
+  std::unique_ptr<PendingOp> op_;
+  std::shared_ptr<GroupState> st_;
+  Op kind_ = Op::Barrier;
+  uint64_t seq_ = 0;
+};
+
+struct Options {
+  bool check_collectives = false;
+  double timeout_s = 300.0;
+};
+
+class Group {
+ public:
+  Group();  // the size-1 group
+  explicit Group(std::shared_ptr<Backend> backend, Options opt = {});
+  int rank() const;
+  int size() const;
+  std::string backend_name() const;
+  Group split(int color, int key) const;
+  void set_options(const Options& o);
+  const Options& options() const;
+  uint64_t collectives_issued() const;
+
+  Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32);
+  Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32);
+  Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32);
+  Request ibroadcast(void* data, int64_t count, int root, DataType t = DataType::F32);
+  Request isend(const void* data, int64_t bytes, int peer, int tag = 0);
+  Request irecv(void* data, int64_t bytes, int peer, int tag = 0);
+  Request ibarrier();
+
+  void all_reduce(void* data, int64_t count, DataType t = DataType::F32) { iall_reduce(data, count, t).wait(); }
+  void reduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32) {
+    ireduce_scatter(in, out, counts, t).wait();
+  }
+  void all_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32) {
+    iall_gather(in, out, counts, t).wait();
+  }
+  void broadcast(void* data, int64_t count, int root, DataType t = DataType::F32) { ibroadcast(data, count, root, t).wait(); }
+  void send(const void* data, int64_t bytes, int peer, int tag = 0) { isend(data, bytes, peer, tag).wait(); }
+  void recv(void* data, int64_t bytes, int peer, int tag = 0) { irecv(data, bytes, peer, tag).wait(); }
+  void barrier() { ibarrier().wait(); }
+
+  // Convenience: sum of one value over the group.
+  double sum(double v);
+  int64_t sum(int64_t v);
+
+ private:
+  uint64_t stamp(Op op, int64_t count);  // sequence number; checks agreement when enabled
+  std::shared_ptr<Backend> be_;
+  std::shared_ptr<GroupState> st_;
+};
+
+// Even split of n elements over `parts` (the first n % parts get one more).
+std::vector<int64_t> even_counts(int64_t n, int parts);
+
+}  // namespace parallama::comm

@@ -1,0 +1,165 @@
+#include "comm/mpi/mpi_backend.h"
+
+#include <mpi.h>
+
+#include <climits>
+#include <cstdlib>
+#include <numeric>
+
+#include "tensor/error.h"
+
+namespace parallama::comm {
+
+namespace {
+
+MPI_Datatype mpi_type(DataType t) {
+  switch (t) {
+    case DataType::F32: return MPI_FLOAT;
+    case DataType::F64: return MPI_DOUBLE;
+    case DataType::I64: return MPI_INT64_T;
+    case DataType::U64: return MPI_UINT64_T;
+    case DataType::Byte: return MPI_BYTE;
+  }
+  return MPI_BYTE;
+}
+
+int to_int(int64_t n, const char* what) {
+  if (n < 0 || n > INT_MAX) throw Error(std::string(what) + ": count " + std::to_string(n) + " exceeds the MPI limit");
+  return static_cast<int>(n);
+}
+
+void check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw Error(std::string(what) + " failed: " + std::string(msg, len));
+  }
+}
+
+struct MpiOp : PendingOp {
+  MPI_Request req = MPI_REQUEST_NULL;
+  std::vector<int> counts, displs;  // kept alive while the operation runs
+  bool test() override {
+    int flag = 0;
+    check(MPI_Test(&req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    return flag != 0;
+  }
+};
+
+class MpiBackend : public Backend {
+ public:
+  explicit MpiBackend(MPI_Comm comm) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    // Errors come back as codes (turned into Error), not as an abort deep inside MPI.
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  std::shared_ptr<Backend> split(int color, int key) override {
+    MPI_Comm sub;
+    check(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
+    return std::make_shared<MpiBackend>(sub);
+  }
+
+  std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) override {
+    auto op = std::make_unique<MpiOp>();
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t), MPI_SUM, comm_, &op->req),
+          "MPI_Iallreduce");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out, const std::vector<int64_t>& c,
+                                            DataType t) override {
+    auto op = std::make_unique<MpiOp>();
+    for (auto n : c) op->counts.push_back(to_int(n, "reduce_scatter"));
+    check(MPI_Ireduce_scatter(in == out ? MPI_IN_PLACE : in, out, op->counts.data(), mpi_type(t), MPI_SUM, comm_,
+                              &op->req),
+          "MPI_Ireduce_scatter");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> all_gather(const void* in, void* out, const std::vector<int64_t>& c,
+                                        DataType t) override {
+    auto op = std::make_unique<MpiOp>();
+    for (auto n : c) op->counts.push_back(to_int(n, "all_gather"));
+    op->displs.assign(c.size(), 0);
+    std::partial_sum(op->counts.begin(), op->counts.end() - 1, op->displs.begin() + 1);
+    const char* mine = static_cast<const char*>(out) + static_cast<size_t>(op->displs[rank_]) * type_size(t);
+    check(MPI_Iallgatherv(in == mine ? MPI_IN_PLACE : in, op->counts[rank_], mpi_type(t), out, op->counts.data(),
+                          op->displs.data(), mpi_type(t), comm_, &op->req),
+          "MPI_Iallgatherv");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DataType t, int root) override {
+    auto op = std::make_unique<MpiOp>();
+    check(MPI_Ibcast(data, to_int(count, "broadcast"), mpi_type(t), root, comm_, &op->req), "MPI_Ibcast");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> send(const void* data, int64_t bytes, int peer, int tag) override {
+    auto op = std::make_unique<MpiOp>();
+    check(MPI_Isend(data, to_int(bytes, "send"), MPI_BYTE, peer, tag, comm_, &op->req), "MPI_Isend");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> recv(void* data, int64_t bytes, int peer, int tag) override {
+    auto op = std::make_unique<MpiOp>();
+    check(MPI_Irecv(data, to_int(bytes, "recv"), MPI_BYTE, peer, tag, comm_, &op->req), "MPI_Irecv");
+    return op;
+  }
+
+  std::unique_ptr<PendingOp> barrier() override {
+    auto op = std::make_unique<MpiOp>();
+    check(MPI_Ibarrier(comm_, &op->req), "MPI_Ibarrier");
+    return op;
+  }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+void finalize_at_exit() {
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) MPI_Finalize();
+}
+
+}  // namespace
+
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+int local_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
+}
+
+Group mpi_world(const Options& opt) {
+  int inited = 0;
+  MPI_Initialized(&inited);
+  if (!inited) {
+    int provided = 0;
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    std::atexit(finalize_at_exit);
+  }
+  return Group(std::make_shared<MpiBackend>(MPI_COMM_WORLD), opt);
+}
+
+void mpi_abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace parallama::comm
