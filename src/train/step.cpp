@@ -2,6 +2,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
+#include "comm/mpi/mpi_backend.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -37,6 +42,11 @@ float TrainState::step(const int32_t* tokens, const int32_t* targets, float lr) 
 }
 
 int configure_threads(int threads) {
+  if (threads == 0 && !std::getenv("OMP_NUM_THREADS")) {
+    // Share the machine's cores among the ranks placed on it.
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, cores / comm::local_ranks());
+  }
   if (threads > 0) omp_set_num_threads(threads);
   return omp_get_max_threads();
 }

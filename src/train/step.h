@@ -22,7 +22,8 @@ class TrainState {
   Llama model;
 };
 
-// Sets the OpenMP thread count (0 leaves the default) and returns the count in use.
+// Sets the OpenMP thread count and returns the count in use. 0: OMP_NUM_THREADS if set, else
+// the machine's cores divided by the ranks started on this machine.
 int configure_threads(int threads);
 
 }  // namespace parallama
