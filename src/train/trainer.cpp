@@ -26,15 +26,15 @@ namespace parallama {
 using Clock = std::chrono::steady_clock;
 
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
-                    int64_t max_batches, comm::Group& group) {
+                    int64_t max_samples, comm::Group& group) {
   const int64_t B = model.batch(), T = model.seq_len();
   const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t samples = n > T ? (n - 1) / T : 0;
+  int64_t samples = n > T ? (n - 1) / T : 0;
+  if (max_samples > 0) samples = std::min(samples, max_samples);
   std::vector<int32_t> in(B * T), tgt(B * T);
   double sum = 0.0;
   int64_t count = 0;
-  for (int64_t first = 0, batches = 0;
-       first < samples && (max_batches <= 0 || batches < max_batches); first += B, ++batches) {
+  for (int64_t first = 0, batches = 0; first < samples; first += B, ++batches) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) {
         const bool real = first + b < samples;
@@ -202,8 +202,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
       j["comm_exposed_s"] = rs.exposed_s;
       j["bytes_reduced"] = rs.bytes;
     }
-    if ((tc.val_every > 0 && step % tc.val_every == 0) || step == last) {
-      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches, dp).loss;
+    if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
+      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global, dp).loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());

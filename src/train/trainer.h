@@ -18,9 +18,10 @@ struct TrainOptions {
 // metrics and checkpoints. Returns the exit code; throws Error for anything a user must fix.
 int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp);
 
-// Mean loss over the samples of a token file, in order (the last partial batch is padded with
-// ignored targets), at most max_batches batches (0 = all). Batches are shared round-robin over
-// the group and the result is the global mean. Used by validation and `parallama eval`.
+// Mean loss over the first max_samples sequences of a token file (0 = all), in order; the last
+// partial batch is padded with ignored targets. Batches are shared round-robin over the group,
+// so every layout evaluates the same sequences; the result is the global mean. Used by
+// validation and `parallama eval`.
 struct EvalResult {
   double loss = 0.0;
   int64_t tokens = 0;
@@ -28,7 +29,7 @@ struct EvalResult {
 class Llama;
 class ParamBuffer;
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
-                    int64_t max_batches, comm::Group& group);
+                    int64_t max_samples, comm::Group& group);
 
 // Throws Error naming the ranks whose parameters differ from rank 0's.
 void check_same_params(const ParamBuffer& params, comm::Group& group);

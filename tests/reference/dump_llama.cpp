@@ -16,13 +16,14 @@
 using namespace parallama;
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: dump_llama OUT_DIR\n");
+  if (argc < 2 || argc > 3 || (argc == 3 && std::string(argv[2]) != "tied")) {
+    std::fprintf(stderr, "usage: dump_llama OUT_DIR [tied]\n");
     return 2;
   }
   const std::string dir = argv[1];
   std::filesystem::create_directories(dir);
-  const LlamaConfig cfg = llama_preset("tiny");
+  LlamaConfig cfg = llama_preset("tiny");
+  cfg.tie_embeddings = argc == 3;  // the output head shares the embedding (as Llama 3.2)
   const int64_t B = 3, T = 11, V = cfg.vocab_size;  // odd sizes on purpose
   ParamLayout layout(cfg, ModelShard::whole(cfg));
   ParamBuffer params(layout), grads(layout);

@@ -1,0 +1,119 @@
+// comm::Group collectives at any number of ranks (run under mpirun -np 1..4 by ctest): sums,
+// uneven reduce-scatter and all-gather, broadcast, send/recv, barrier, non-blocking requests,
+// split, and the collective check that names the first mismatch instead of hanging.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "comm/mpi/mpi_backend.h"
+#include "tensor/error.h"
+
+namespace parallama::comm {
+
+static Group* world;
+
+TEST(Comm, AllReduceSumsOddCountsAndTypes) {
+  const int n = world->size(), r = world->rank();
+  std::vector<float> x(1001);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(r + 1) * float(i % 13);
+  world->all_reduce(x.data(), int64_t(x.size()));
+  const float ranks_sum = float(n * (n + 1) / 2);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], ranks_sum * float(i % 13));
+  EXPECT_EQ(world->sum(int64_t(r)), int64_t(n * (n - 1) / 2));
+  EXPECT_DOUBLE_EQ(world->sum(0.5 * r), 0.25 * n * (n - 1));
+}
+
+TEST(Comm, ReduceScatterAndAllGatherWithUnevenCounts) {
+  const int n = world->size(), r = world->rank();
+  for (int64_t total : {int64_t(10), int64_t(7), int64_t(n > 1 ? n - 1 : 1)}) {  // some ranks get 0
+    const auto counts = even_counts(total, n);
+    std::vector<float> full(total);
+    for (int64_t i = 0; i < total; ++i) full[i] = float(i + 100 * r);
+    const int64_t first = std::accumulate(counts.begin(), counts.begin() + r, int64_t(0));
+    std::vector<float> mine(std::max<int64_t>(1, counts[r]));
+    world->reduce_scatter(full.data(), mine.data(), counts);
+    for (int64_t i = 0; i < counts[r]; ++i)
+      ASSERT_EQ(mine[i], float(n * (first + i) + 100 * n * (n - 1) / 2)) << "total " << total;
+    std::vector<float> gathered(total, -1.0f);
+    world->all_gather(mine.data(), gathered.data(), counts);
+    for (int64_t i = 0; i < total; ++i) ASSERT_EQ(gathered[i], float(n * i + 100 * n * (n - 1) / 2));
+  }
+}
+
+TEST(Comm, BroadcastFromTheLastRank) {
+  const int root = world->size() - 1;
+  std::vector<double> x(37, world->rank() == root ? 3.25 : -1.0);
+  world->broadcast(x.data(), 37, root, DataType::F64);
+  for (double v : x) ASSERT_EQ(v, 3.25);
+}
+
+TEST(Comm, SendRecvAroundARing) {
+  const int n = world->size(), r = world->rank();
+  if (n == 1) GTEST_SKIP() << "a ring needs two ranks";
+  int64_t out = 1000 + r, in = -1;
+  Request s = world->isend(&out, sizeof out, (r + 1) % n, 5);
+  world->recv(&in, sizeof in, (r + n - 1) % n, 5);
+  s.wait();
+  EXPECT_EQ(in, 1000 + (r + n - 1) % n);
+  world->barrier();
+}
+
+TEST(Comm, NonBlockingRequestsCompleteInAnyOrder) {
+  const int n = world->size();
+  std::vector<std::vector<float>> bufs(4, std::vector<float>(257, 1.0f));
+  std::vector<Request> reqs;
+  for (auto& b : bufs) reqs.push_back(world->iall_reduce(b.data(), 257));
+  for (size_t i = reqs.size(); i-- > 0;) reqs[i].wait();
+  for (auto& b : bufs) ASSERT_EQ(b[256], float(n));
+}
+
+TEST(Comm, SplitMakesIndependentGroups) {
+  const int r = world->rank();
+  Group sub = world->split(r % 2, r);
+  const int expect = (world->size() + (r % 2 == 0 ? 1 : 0)) / 2;
+  EXPECT_EQ(sub.size(), expect);
+  EXPECT_EQ(sub.rank(), r / 2);
+  EXPECT_EQ(sub.sum(int64_t(r)), [&] {
+    int64_t s = 0;
+    for (int i = r % 2; i < world->size(); i += 2) s += i;
+    return s;
+  }());
+}
+
+TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
+  const int n = world->size(), r = world->rank();
+  if (n == 1) GTEST_SKIP() << "a mismatch needs two ranks";
+  Group g = world->split(0, r);
+  g.set_options({true, 30.0});
+  float x = 1.0f;
+  g.all_reduce(&x, 1);  // agreeing ranks pass the check
+  EXPECT_EQ(x, float(n));
+  std::string msg;
+  try {
+    if (r == 1) g.broadcast(&x, 1, 0);  // rank 1 goes its own way
+    else g.all_reduce(&x, 1);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("collective mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("broadcast #1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("all_reduce #1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+  g.barrier();  // the check threw before any rank started the real collective: still in step
+}
+
+}  // namespace parallama::comm
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  parallama::comm::Group w = parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world()
+                                                                : parallama::comm::Group();
+  parallama::comm::world = &w;
+  if (w.rank() != 0) {  // one report, from rank 0; every rank's result counts in the exit code
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const int rc = RUN_ALL_TESTS();
+  const int64_t failed = w.sum(int64_t(rc != 0));
+  return failed ? 1 : 0;
+}
