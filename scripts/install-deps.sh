@@ -9,6 +9,7 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev   # configs, JSON, command line
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and micro-benchmarks
   python3 python3-torch python3-numpy          # the independent PyTorch reference and peer benchmark
+  libopenblas0-pthread                         # BLAS for that PyTorch (else it falls back to the slow reference BLAS)
   bible-kjv                                    # the default corpus
 )
 missing=()

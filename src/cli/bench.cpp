@@ -32,8 +32,10 @@ double seconds_since(Clock::time_point t0) {
 double measure_gemm_peak() {
   const int64_t n = 2048;
   Buffer a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i) a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
-  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  for (int64_t i = 0; i < n * n; ++i)
+    a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
+  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(),
+                n);  // warm-up
   double best = 0.0;
   const auto start = Clock::now();
   for (int rep = 0; rep < 20 && (rep < 3 || seconds_since(start) < 2.0); ++rep) {
@@ -60,8 +62,9 @@ std::vector<double> gather(comm::Group& g, double x) {
 int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
   const int world = dp.size();
   if (cfg.parallel.dp != world)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(world) +
-                " processes started (launch with mpirun -np " + std::to_string(cfg.parallel.dp) + ")");
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
+                std::to_string(world) + " processes started (launch with mpirun -np " +
+                std::to_string(cfg.parallel.dp) + ")");
   const int threads = configure_threads(cfg.train.threads);
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, V = cfg.model.vocab_size;
   TrainState st(cfg);
@@ -103,8 +106,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
   }
   const double my_median = median(times);
   const auto medians = gather(dp, my_median);
-  const double step_s = *std::max_element(medians.begin(), medians.end());  // the slowest sets the pace
-  const double peak = dp.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
+  const double step_s =
+      *std::max_element(medians.begin(), medians.end());  // the slowest sets the pace
+  const double peak =
+      dp.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
 
   const LlamaConfig& m = cfg.model;
   const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
@@ -112,21 +117,37 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
   const double tokens_per_s = static_cast<double>(world * B * T) / step_s;
   const double gflops = flops_per_token * static_cast<double>(world * B * T) / step_s / 1e9;
   const char* formula = "6*N + 12*L*T*C per token (N = matmul parameters incl. output head)";
-  std::printf("model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) x batch %lld x %lld, %d thread(s) per rank\n",
-              m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world,
-              static_cast<long long>(B), static_cast<long long>(T), threads);
-  std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n", step_s,
-              *std::min_element(times.begin(), times.end()), *std::max_element(times.begin(), times.end()),
-              cfg.bench.steps, cfg.bench.warmup, loss);
+  std::printf(
+      "model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) x batch %lld x %lld, %d thread(s) "
+      "per rank\n",
+      m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world,
+      static_cast<long long>(B), static_cast<long long>(T), threads);
+  std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n",
+              step_s, *std::min_element(times.begin(), times.end()),
+              *std::max_element(times.begin(), times.end()), cfg.bench.steps, cfg.bench.warmup,
+              loss);
   std::printf("throughput: %.0f tokens/s, %.1f GFLOP/s [%s]\n", tokens_per_s, gflops, formula);
-  std::printf("MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d rank(s) x %d thread(s))\n",
-              100.0 * gflops / peak, peak, world, threads);
-  nlohmann::json j = {{"framework", "parallama"}, {"model", m.name}, {"params", m.num_params()},
-                      {"matmul_params", m.num_matmul_params()}, {"batch_size", B}, {"seq_len", T},
-                      {"threads", threads}, {"ranks", world}, {"steps", cfg.bench.steps},
-                      {"warmup", cfg.bench.warmup}, {"median_step_s", step_s},
-                      {"tokens_per_s", tokens_per_s}, {"gflops", gflops}, {"flop_formula", formula},
-                      {"peak_gflops", peak}, {"mfu", gflops / peak}, {"loss", loss},
+  std::printf(
+      "MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d rank(s) x %d "
+      "thread(s))\n",
+      100.0 * gflops / peak, peak, world, threads);
+  nlohmann::json j = {{"framework", "parallama"},
+                      {"model", m.name},
+                      {"params", m.num_params()},
+                      {"matmul_params", m.num_matmul_params()},
+                      {"batch_size", B},
+                      {"seq_len", T},
+                      {"threads", threads},
+                      {"ranks", world},
+                      {"steps", cfg.bench.steps},
+                      {"warmup", cfg.bench.warmup},
+                      {"median_step_s", step_s},
+                      {"tokens_per_s", tokens_per_s},
+                      {"gflops", gflops},
+                      {"flop_formula", formula},
+                      {"peak_gflops", peak},
+                      {"mfu", gflops / peak},
+                      {"loss", loss},
                       {"activation_bytes", st.model.activation_bytes()}};
   if (world > 1) {
     const auto per_rank = gather(dp, static_cast<double>(B * T) / my_median);
@@ -137,10 +158,13 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
     const double hidden = c > 0 ? std::clamp(1.0 - e / c, 0.0, 1.0) : 0.0;
     for (int r = 0; r < world; ++r)
       std::printf("rank %d: %.0f tokens/s (alone %.0f)\n", r, per_rank[r], alone_rate[r]);
-    std::printf("scaling efficiency %.1f%% (global tokens/s over the sum of the ranks computing alone)\n",
-                100.0 * tokens_per_s / alone_total);
-    std::printf("gradient all-reduce: %.4f s per step in %zu buckets, %.4f s exposed, %.0f%% hidden behind backward\n",
-                c, reducer.num_buckets(), e, 100.0 * hidden);
+    std::printf(
+        "scaling efficiency %.1f%% (global tokens/s over the sum of the ranks computing alone)\n",
+        100.0 * tokens_per_s / alone_total);
+    std::printf(
+        "gradient all-reduce: %.4f s per step in %zu buckets, %.4f s exposed, %.0f%% hidden behind "
+        "backward\n",
+        c, reducer.num_buckets(), e, 100.0 * hidden);
     j["per_rank_tokens_per_s"] = per_rank;
     j["alone_tokens_per_s"] = alone_rate;
     j["scaling_efficiency"] = tokens_per_s / alone_total;

@@ -60,7 +60,8 @@ int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batch
     throw Error(data + ": fewer than " + std::to_string(T + 1) + " tokens");
   Llama model(m.layout, m.cfg.train.batch_size, T);
   comm::Group one;
-  const EvalResult r = evaluate(model, m.params, shard.tokens, max_batches * m.cfg.train.batch_size, one);
+  const EvalResult r =
+      evaluate(model, m.params, shard.tokens, max_batches * m.cfg.train.batch_size, one);
   std::printf("loss %.4f perplexity %.3f over %lld tokens\n", r.loss, std::exp(r.loss),
               static_cast<long long>(r.tokens));
   return 0;

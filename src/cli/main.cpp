@@ -16,8 +16,10 @@ namespace {
 // One line on stderr (rank 0 plainly, other ranks naming themselves); in a job of several
 // processes, every process then ends, so that none waits forever for this one.
 int fail(parallama::comm::Group& world, int code, const std::string& line) {
-  if (world.rank() == 0) std::fprintf(stderr, "%s\n", line.c_str());
-  else std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
+  if (world.rank() == 0)
+    std::fprintf(stderr, "%s\n", line.c_str());
+  else
+    std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
   if (world.size() > 1) parallama::comm::mpi_abort(code);
   return code;
 }

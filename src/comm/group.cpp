@@ -42,24 +42,36 @@ struct GroupState {
 
 size_t type_size(DataType t) {
   switch (t) {
-    case DataType::F32: return 4;
-    case DataType::F64: return 8;
-    case DataType::I64: return 8;
-    case DataType::U64: return 8;
-    case DataType::Byte: return 1;
+    case DataType::F32:
+      return 4;
+    case DataType::F64:
+      return 8;
+    case DataType::I64:
+      return 8;
+    case DataType::U64:
+      return 8;
+    case DataType::Byte:
+      return 1;
   }
   return 1;
 }
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::AllReduce: return "all_reduce";
-    case Op::ReduceScatter: return "reduce_scatter";
-    case Op::AllGather: return "all_gather";
-    case Op::Broadcast: return "broadcast";
-    case Op::Send: return "send";
-    case Op::Recv: return "recv";
-    case Op::Barrier: return "barrier";
+    case Op::AllReduce:
+      return "all_reduce";
+    case Op::ReduceScatter:
+      return "reduce_scatter";
+    case Op::AllGather:
+      return "all_gather";
+    case Op::Broadcast:
+      return "broadcast";
+    case Op::Send:
+      return "send";
+    case Op::Recv:
+      return "recv";
+    case Op::Barrier:
+      return "barrier";
   }
   return "?";
 }
@@ -70,7 +82,8 @@ std::vector<int64_t> even_counts(int64_t n, int parts) {
   return c;
 }
 
-Request::Request(std::unique_ptr<PendingOp> op, std::shared_ptr<GroupState> st, Op kind, uint64_t seq)
+Request::Request(std::unique_ptr<PendingOp> op, std::shared_ptr<GroupState> st, Op kind,
+                 uint64_t seq)
     : op_(std::move(op)), st_(std::move(st)), kind_(kind), seq_(seq) {}
 Request::Request(Request&&) noexcept = default;
 Request& Request::operator=(Request&&) noexcept = default;
@@ -86,8 +99,9 @@ void Request::wait() {
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(st_->opt.timeout_s));
   if (!poll(*op_, deadline))
-    throw Error("rank " + std::to_string(st_->rank) + ": " + op_name(kind_) + " #" + std::to_string(seq_) +
-                " did not complete within " + std::to_string(static_cast<int>(st_->opt.timeout_s)) +
+    throw Error("rank " + std::to_string(st_->rank) + ": " + op_name(kind_) + " #" +
+                std::to_string(seq_) + " did not complete within " +
+                std::to_string(static_cast<int>(st_->opt.timeout_s)) +
                 " s: another rank died, hangs, or called a different collective " +
                 "(set parallel.check_collectives = true to find which)");
   op_.reset();
@@ -101,13 +115,27 @@ Group::Group(std::shared_ptr<Backend> backend, Options opt)
   st_->rank = be_->rank();
 }
 
-int Group::rank() const { return be_->rank(); }
-int Group::size() const { return be_->size(); }
-std::string Group::backend_name() const { return be_->name(); }
-Group Group::split(int color, int key) const { return Group(be_->split(color, key), st_->opt); }
-void Group::set_options(const Options& o) { st_->opt = o; }
-const Options& Group::options() const { return st_->opt; }
-uint64_t Group::collectives_issued() const { return st_->seq; }
+int Group::rank() const {
+  return be_->rank();
+}
+int Group::size() const {
+  return be_->size();
+}
+std::string Group::backend_name() const {
+  return be_->name();
+}
+Group Group::split(int color, int key) const {
+  return Group(be_->split(color, key), st_->opt);
+}
+void Group::set_options(const Options& o) {
+  st_->opt = o;
+}
+const Options& Group::options() const {
+  return st_->opt;
+}
+uint64_t Group::collectives_issued() const {
+  return st_->seq;
+}
 
 uint64_t Group::stamp(Op op, int64_t count) {
   const uint64_t seq = st_->seq++;
@@ -125,11 +153,13 @@ uint64_t Group::stamp(Op op, int64_t count) {
                                            std::chrono::duration<double>(st_->opt.timeout_s));
   std::string missing;
   for (int r = 0; r < n; ++r)
-    if (recvs[r] && !poll(*recvs[r], deadline)) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    if (recvs[r] && !poll(*recvs[r], deadline))
+      missing += (missing.empty() ? "" : ", ") + std::to_string(r);
   if (!missing.empty())
     throw Error("rank " + std::to_string(me) + ": " + op_name(op) + " #" + std::to_string(seq) +
                 ": ranks " + missing + " never arrived within " +
-                std::to_string(static_cast<int>(st_->opt.timeout_s)) + " s (dead or stuck elsewhere)");
+                std::to_string(static_cast<int>(st_->opt.timeout_s)) +
+                " s (dead or stuck elsewhere)");
   for (auto& s : sends) poll(*s, deadline);
   for (int r = 0; r < n; ++r) {
     if (r == me) continue;
@@ -142,8 +172,8 @@ uint64_t Group::stamp(Op op, int64_t count) {
         return std::string(op_name(static_cast<Op>(s.op))) + " #" + std::to_string(s.seq) + " (" +
                std::to_string(s.count) + " elements)";
       };
-      throw Error("collective mismatch: rank " + std::to_string(lo) + " called " + desc(a) + " but rank " +
-                  std::to_string(hi) + " called " + desc(b));
+      throw Error("collective mismatch: rank " + std::to_string(lo) + " called " + desc(a) +
+                  " but rank " + std::to_string(hi) + " called " + desc(b));
     }
   }
   return seq;
@@ -153,15 +183,19 @@ Request Group::iall_reduce(void* data, int64_t count, DataType t) {
   const uint64_t s = stamp(Op::AllReduce, count);
   return Request(be_->all_reduce(data, count, t), st_, Op::AllReduce, s);
 }
-Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t) {
-  if (static_cast<int>(counts.size()) != size()) throw Error("reduce_scatter: one count per rank needed");
+Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
+                               DataType t) {
+  if (static_cast<int>(counts.size()) != size())
+    throw Error("reduce_scatter: one count per rank needed");
   int64_t total = 0;
   for (auto c : counts) total += c;
   const uint64_t s = stamp(Op::ReduceScatter, total);
   return Request(be_->reduce_scatter(in, out, counts, t), st_, Op::ReduceScatter, s);
 }
-Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t) {
-  if (static_cast<int>(counts.size()) != size()) throw Error("all_gather: one count per rank needed");
+Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
+                           DataType t) {
+  if (static_cast<int>(counts.size()) != size())
+    throw Error("all_gather: one count per rank needed");
   int64_t total = 0;
   for (auto c : counts) total += c;
   const uint64_t s = stamp(Op::AllGather, total);

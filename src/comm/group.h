@@ -37,7 +37,8 @@ class Backend {
   virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) = 0;
   // in: sum of counts; out: counts[rank]. Sum.
   virtual std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
-                                                    const std::vector<int64_t>& counts, DataType t) = 0;
+                                                    const std::vector<int64_t>& counts,
+                                                    DataType t) = 0;
   // in: counts[rank]; out: sum of counts, rank after rank.
   virtual std::unique_ptr<PendingOp> all_gather(const void* in, void* out,
                                                 const std::vector<int64_t>& counts, DataType t) = 0;
@@ -86,23 +87,35 @@ class Group {
   uint64_t collectives_issued() const;
 
   Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32);
-  Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32);
-  Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32);
+  Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
+                          DataType t = DataType::F32);
+  Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
+                      DataType t = DataType::F32);
   Request ibroadcast(void* data, int64_t count, int root, DataType t = DataType::F32);
   Request isend(const void* data, int64_t bytes, int peer, int tag = 0);
   Request irecv(void* data, int64_t bytes, int peer, int tag = 0);
   Request ibarrier();
 
-  void all_reduce(void* data, int64_t count, DataType t = DataType::F32) { iall_reduce(data, count, t).wait(); }
-  void reduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32) {
+  void all_reduce(void* data, int64_t count, DataType t = DataType::F32) {
+    iall_reduce(data, count, t).wait();
+  }
+  void reduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
+                      DataType t = DataType::F32) {
     ireduce_scatter(in, out, counts, t).wait();
   }
-  void all_gather(const void* in, void* out, const std::vector<int64_t>& counts, DataType t = DataType::F32) {
+  void all_gather(const void* in, void* out, const std::vector<int64_t>& counts,
+                  DataType t = DataType::F32) {
     iall_gather(in, out, counts, t).wait();
   }
-  void broadcast(void* data, int64_t count, int root, DataType t = DataType::F32) { ibroadcast(data, count, root, t).wait(); }
-  void send(const void* data, int64_t bytes, int peer, int tag = 0) { isend(data, bytes, peer, tag).wait(); }
-  void recv(void* data, int64_t bytes, int peer, int tag = 0) { irecv(data, bytes, peer, tag).wait(); }
+  void broadcast(void* data, int64_t count, int root, DataType t = DataType::F32) {
+    ibroadcast(data, count, root, t).wait();
+  }
+  void send(const void* data, int64_t bytes, int peer, int tag = 0) {
+    isend(data, bytes, peer, tag).wait();
+  }
+  void recv(void* data, int64_t bytes, int peer, int tag = 0) {
+    irecv(data, bytes, peer, tag).wait();
+  }
   void barrier() { ibarrier().wait(); }
 
   // Convenience: sum of one value over the group.

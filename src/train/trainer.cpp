@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "data/loader.h"
 #include "data/shard.h"
@@ -59,7 +59,8 @@ void check_same_params(const ParamBuffer& params, comm::Group& group) {
   for (int r = 1; r < group.size(); ++r)
     if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
   if (!differ.empty())
-    throw Error("parameters of ranks " + differ + " differ from rank 0's at start-up (checksum); "
+    throw Error("parameters of ranks " + differ +
+                " differ from rank 0's at start-up (checksum); "
                 "every rank must start from the same seed or checkpoint");
 }
 
@@ -82,8 +83,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
   const int world = dp.size(), rank = dp.rank();
   if (cfg.parallel.dp != world)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(world) +
-                " processes started (launch with mpirun -np " + std::to_string(cfg.parallel.dp) + ")");
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
+                std::to_string(world) + " processes started (launch with mpirun -np " +
+                std::to_string(cfg.parallel.dp) + ")");
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
@@ -177,7 +179,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
         st.model.backward(st.params, st.grads, scale);  // accumulate locally
       } else {
         reducer.begin();
-        st.model.backward(st.params, st.grads, scale, [&](int64_t off) { reducer.ready_from(off); });
+        st.model.backward(st.params, st.grads, scale,
+                          [&](int64_t off) { reducer.ready_from(off); });
         rs = reducer.finish();
       }
     }
@@ -203,7 +206,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
       j["bytes_reduced"] = rs.bytes;
     }
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
-      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global, dp).loss;
+      j["val_loss"] =
+          evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global, dp).loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());

@@ -36,7 +36,8 @@ TEST(Comm, ReduceScatterAndAllGatherWithUnevenCounts) {
       ASSERT_EQ(mine[i], float(n * (first + i) + 100 * n * (n - 1) / 2)) << "total " << total;
     std::vector<float> gathered(total, -1.0f);
     world->all_gather(mine.data(), gathered.data(), counts);
-    for (int64_t i = 0; i < total; ++i) ASSERT_EQ(gathered[i], float(n * i + 100 * n * (n - 1) / 2));
+    for (int64_t i = 0; i < total; ++i)
+      ASSERT_EQ(gathered[i], float(n * i + 100 * n * (n - 1) / 2));
   }
 }
 
@@ -90,8 +91,10 @@ TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
   EXPECT_EQ(x, float(n));
   std::string msg;
   try {
-    if (r == 1) g.broadcast(&x, 1, 0);  // rank 1 goes its own way
-    else g.all_reduce(&x, 1);
+    if (r == 1)
+      g.broadcast(&x, 1, 0);  // rank 1 goes its own way
+    else
+      g.all_reduce(&x, 1);
   } catch (const Error& e) {
     msg = e.what();
   }
@@ -106,8 +109,8 @@ TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  parallama::comm::Group w = parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world()
-                                                                : parallama::comm::Group();
+  parallama::comm::Group w =
+      parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world() : parallama::comm::Group();
   parallama::comm::world = &w;
   if (w.rank() != 0) {  // one report, from rank 0; every rank's result counts in the exit code
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -1,6 +1,8 @@
 // Token shards, the tokenizer, and the data loader.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -13,20 +15,12 @@
 
 namespace parallama {
 
+using test::error_of;
+
 namespace fs = std::filesystem;
 
 static std::string tmp(const std::string& name) {
   return (fs::temp_directory_path() / name).string();
-}
-
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Shard, RoundTripBothWidthsAndRefusesDamage) {

@@ -13,15 +13,7 @@
 
 namespace parallama {
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Config, PresetsHaveTheirPublishedShapes) {
   const auto tiny = llama_preset("tiny");

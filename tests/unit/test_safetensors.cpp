@@ -1,7 +1,9 @@
 // safetensors reader and writer: round trips, layout of written files, and one test per kind of
 // malformed file, each built byte by byte and required to fail with a specific one-line Error.
 #include <gtest/gtest.h>
+
 #include <unistd.h>
+#include "test_util.h"
 
 #include <cmath>
 #include <cstring>
@@ -19,6 +21,7 @@ namespace parallama::io {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -110,16 +113,6 @@ class SafeTensors : public ::testing::Test {
 
   fs::path dir_;
 };
-
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // --- Round trips -------------------------------------------------------------------------------
 

@@ -14,17 +14,9 @@
 
 namespace parallama {
 
-namespace fs = std::filesystem;
+using test::error_of;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+namespace fs = std::filesystem;
 
 TEST(RunConfig, OverridesAreTypedAndUnknownKeysRefused) {
   const auto c =

@@ -14,17 +14,23 @@ namespace {
 
 MPI_Datatype mpi_type(DataType t) {
   switch (t) {
-    case DataType::F32: return MPI_FLOAT;
-    case DataType::F64: return MPI_DOUBLE;
-    case DataType::I64: return MPI_INT64_T;
-    case DataType::U64: return MPI_UINT64_T;
-    case DataType::Byte: return MPI_BYTE;
+    case DataType::F32:
+      return MPI_FLOAT;
+    case DataType::F64:
+      return MPI_DOUBLE;
+    case DataType::I64:
+      return MPI_INT64_T;
+    case DataType::U64:
+      return MPI_UINT64_T;
+    case DataType::Byte:
+      return MPI_BYTE;
   }
   return MPI_BYTE;
 }
 
 int to_int(int64_t n, const char* what) {
-  if (n < 0 || n > INT_MAX) throw Error(std::string(what) + ": count " + std::to_string(n) + " exceeds the MPI limit");
+  if (n < 0 || n > INT_MAX)
+    throw Error(std::string(what) + ": count " + std::to_string(n) + " exceeds the MPI limit");
   return static_cast<int>(n);
 }
 
@@ -67,17 +73,18 @@ class MpiBackend : public Backend {
 
   std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) override {
     auto op = std::make_unique<MpiOp>();
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t), MPI_SUM, comm_, &op->req),
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t), MPI_SUM,
+                         comm_, &op->req),
           "MPI_Iallreduce");
     return op;
   }
 
-  std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out, const std::vector<int64_t>& c,
-                                            DataType t) override {
+  std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
+                                            const std::vector<int64_t>& c, DataType t) override {
     auto op = std::make_unique<MpiOp>();
     for (auto n : c) op->counts.push_back(to_int(n, "reduce_scatter"));
-    check(MPI_Ireduce_scatter(in == out ? MPI_IN_PLACE : in, out, op->counts.data(), mpi_type(t), MPI_SUM, comm_,
-                              &op->req),
+    check(MPI_Ireduce_scatter(in == out ? MPI_IN_PLACE : in, out, op->counts.data(), mpi_type(t),
+                              MPI_SUM, comm_, &op->req),
           "MPI_Ireduce_scatter");
     return op;
   }
@@ -88,28 +95,32 @@ class MpiBackend : public Backend {
     for (auto n : c) op->counts.push_back(to_int(n, "all_gather"));
     op->displs.assign(c.size(), 0);
     std::partial_sum(op->counts.begin(), op->counts.end() - 1, op->displs.begin() + 1);
-    const char* mine = static_cast<const char*>(out) + static_cast<size_t>(op->displs[rank_]) * type_size(t);
-    check(MPI_Iallgatherv(in == mine ? MPI_IN_PLACE : in, op->counts[rank_], mpi_type(t), out, op->counts.data(),
-                          op->displs.data(), mpi_type(t), comm_, &op->req),
+    const char* mine =
+        static_cast<const char*>(out) + static_cast<size_t>(op->displs[rank_]) * type_size(t);
+    check(MPI_Iallgatherv(in == mine ? MPI_IN_PLACE : in, op->counts[rank_], mpi_type(t), out,
+                          op->counts.data(), op->displs.data(), mpi_type(t), comm_, &op->req),
           "MPI_Iallgatherv");
     return op;
   }
 
   std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DataType t, int root) override {
     auto op = std::make_unique<MpiOp>();
-    check(MPI_Ibcast(data, to_int(count, "broadcast"), mpi_type(t), root, comm_, &op->req), "MPI_Ibcast");
+    check(MPI_Ibcast(data, to_int(count, "broadcast"), mpi_type(t), root, comm_, &op->req),
+          "MPI_Ibcast");
     return op;
   }
 
   std::unique_ptr<PendingOp> send(const void* data, int64_t bytes, int peer, int tag) override {
     auto op = std::make_unique<MpiOp>();
-    check(MPI_Isend(data, to_int(bytes, "send"), MPI_BYTE, peer, tag, comm_, &op->req), "MPI_Isend");
+    check(MPI_Isend(data, to_int(bytes, "send"), MPI_BYTE, peer, tag, comm_, &op->req),
+          "MPI_Isend");
     return op;
   }
 
   std::unique_ptr<PendingOp> recv(void* data, int64_t bytes, int peer, int tag) override {
     auto op = std::make_unique<MpiOp>();
-    check(MPI_Irecv(data, to_int(bytes, "recv"), MPI_BYTE, peer, tag, comm_, &op->req), "MPI_Irecv");
+    check(MPI_Irecv(data, to_int(bytes, "recv"), MPI_BYTE, peer, tag, comm_, &op->req),
+          "MPI_Irecv");
     return op;
   }
 

@@ -12,7 +12,9 @@ struct Done : PendingOp {
 };
 }  // namespace
 
-std::unique_ptr<PendingOp> SelfBackend::done() { return std::make_unique<Done>(); }
+std::unique_ptr<PendingOp> SelfBackend::done() {
+  return std::make_unique<Done>();
+}
 
 std::unique_ptr<PendingOp> SelfBackend::reduce_scatter(const void* in, void* out,
                                                        const std::vector<int64_t>& c, DataType t) {
