@@ -34,10 +34,15 @@ bool poll(PendingOp& op, Clock::time_point deadline) {
 
 }  // namespace
 
+struct Traffic {
+  double sent = 0, received = 0;
+};
+
 struct GroupState {
   Options opt;
   uint64_t seq = 0;
   int rank = 0;
+  std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();  // shared with split groups
 };
 
 size_t type_size(DataType t) {
@@ -125,7 +130,15 @@ std::string Group::backend_name() const {
   return be_->name();
 }
 Group Group::split(int color, int key) const {
-  return Group(be_->split(color, key), st_->opt);
+  Group g(be_->split(color, key), st_->opt);
+  g.st_->traffic = st_->traffic;
+  return g;
+}
+int64_t Group::bytes_sent() const { return static_cast<int64_t>(st_->traffic->sent); }
+int64_t Group::bytes_received() const { return static_cast<int64_t>(st_->traffic->received); }
+void Group::count(double sent, double received) {
+  st_->traffic->sent += sent;
+  st_->traffic->received += received;
 }
 void Group::set_options(const Options& o) {
   st_->opt = o;
@@ -181,6 +194,8 @@ uint64_t Group::stamp(Op op, int64_t count) {
 
 Request Group::iall_reduce(void* data, int64_t count, DataType t) {
   const uint64_t s = stamp(Op::AllReduce, count);
+  const double n = size(), b = static_cast<double>(count * type_size(t));
+  this->count(2 * (n - 1) / n * b, 2 * (n - 1) / n * b);
   return Request(be_->all_reduce(data, count, t), st_, Op::AllReduce, s);
 }
 Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
@@ -190,6 +205,8 @@ Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int6
   int64_t total = 0;
   for (auto c : counts) total += c;
   const uint64_t s = stamp(Op::ReduceScatter, total);
+  const double n = size(), b = static_cast<double>(total * type_size(t));
+  this->count((n - 1) / n * b, (n - 1) / n * b);
   return Request(be_->reduce_scatter(in, out, counts, t), st_, Op::ReduceScatter, s);
 }
 Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
@@ -199,16 +216,23 @@ Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>
   int64_t total = 0;
   for (auto c : counts) total += c;
   const uint64_t s = stamp(Op::AllGather, total);
+  const double n = size(), b = static_cast<double>(total * type_size(t));
+  this->count((n - 1) / n * b, (n - 1) / n * b);
   return Request(be_->all_gather(in, out, counts, t), st_, Op::AllGather, s);
 }
 Request Group::ibroadcast(void* data, int64_t count, int root, DataType t) {
   const uint64_t s = stamp(Op::Broadcast, count);
+  const double b = size() > 1 ? static_cast<double>(count * type_size(t)) : 0.0;
+  if (rank() == root) this->count(b, 0);
+  else this->count(0, b);
   return Request(be_->broadcast(data, count, t, root), st_, Op::Broadcast, s);
 }
 Request Group::isend(const void* data, int64_t bytes, int peer, int tag) {
+  count(static_cast<double>(bytes), 0);
   return Request(be_->send(data, bytes, peer, tag), st_, Op::Send, 0);
 }
 Request Group::irecv(void* data, int64_t bytes, int peer, int tag) {
+  count(0, static_cast<double>(bytes));
   return Request(be_->recv(data, bytes, peer, tag), st_, Op::Recv, 0);
 }
 Request Group::ibarrier() {

@@ -85,6 +85,12 @@ class Group {
   void set_options(const Options& o);
   const Options& options() const;
   uint64_t collectives_issued() const;
+  // Bytes this process sent and received through this group and every group split from it or
+  // from the same parent. Collectives count what a ring algorithm moves per rank: all-reduce
+  // 2(n-1)/n of the buffer each way, reduce-scatter and all-gather (n-1)/n of the whole;
+  // broadcast the buffer (sent by the root, received by the others); send/recv exactly.
+  int64_t bytes_sent() const;
+  int64_t bytes_received() const;
 
   Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32);
   Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
@@ -124,6 +130,7 @@ class Group {
 
  private:
   uint64_t stamp(Op op, int64_t count);  // sequence number; checks agreement when enabled
+  void count(double sent, double received);
   std::shared_ptr<Backend> be_;
   std::shared_ptr<GroupState> st_;
 };

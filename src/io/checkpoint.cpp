@@ -121,9 +121,6 @@ CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Opt
   s.step = j["step"].get<int64_t>();
   s.data_position = j["data_position"].get<int64_t>();
   s.extra = j;
-  if (optim.steps_taken() != s.step)
-    throw Error(dir + ": optimizer state is at step " + std::to_string(optim.steps_taken()) +
-                " but trainer.json says " + std::to_string(s.step));
   return s;
 }
 

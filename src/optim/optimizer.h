@@ -25,8 +25,12 @@ struct OptimConfig {
 class Optimizer {
  public:
   Optimizer(const ParamLayout& layout, const OptimConfig& cfg);
-  // One update of every parameter with learning rate lr (the schedule lives with the trainer).
-  void step(ParamBuffer& params, const ParamBuffer& grads, float lr);
+  // One update with learning rate lr (the schedule lives with the trainer) of the parameters at
+  // flat offsets [lo, hi) (hi < 0: to the end), e.g. the slice a parameter server owns.
+  void step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo = 0, int64_t hi = -1);
+  // The state, shaped like the parameters: exp_avg (or the momentum buffer) and exp_avg_sq.
+  ParamBuffer& state(int i) { return i == 0 ? m_ : *v_; }
+  int num_states() const { return v_ ? 2 : 1; }
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
   // State tensors under prefixes "exp_avg." / "exp_avg_sq." (AdamW) or "momentum." (SGD).

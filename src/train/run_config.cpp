@@ -115,6 +115,15 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
+  f("parallel", "sync", c.parallel.sync);
+  f("ps", "servers", c.parallel.ps_servers);
+  f("ps", "max-staleness", c.parallel.ps_max_staleness);
+  f("ps", "slow-rank", c.parallel.ps_slow_rank);
+  f("ps", "slow-ms", c.parallel.ps_slow_ms);
+  f("local", "period", c.parallel.local_period);
+  f("diloco", "inner-steps", c.parallel.diloco_inner_steps);
+  f("diloco", "outer-lr", c.parallel.diloco_outer_lr);
+  f("diloco", "outer-momentum", c.parallel.diloco_outer_momentum);
   f("bench", "steps", c.bench.steps);
   f("bench", "warmup", c.bench.warmup);
 }
@@ -230,6 +239,15 @@ void RunConfig::validate() const {
   if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))
     throw Error("optim.min_lr must lie between 0 and optim.lr");
   if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
+  const auto& p = parallel;
+  if (p.sync != "allreduce" && p.sync != "ps" && p.sync != "ps-async" && p.sync != "local" && p.sync != "diloco")
+    throw Error("unknown --sync '" + p.sync + "' (choose allreduce, ps, ps-async, local or diloco)");
+  if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
+  if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
+  if (p.local_period < 1 || p.diloco_inner_steps < 1)
+    throw Error("local.period and diloco.inner-steps must be at least 1");
+  if (!(p.diloco_outer_lr > 0) || !(p.diloco_outer_momentum >= 0 && p.diloco_outer_momentum < 1))
+    throw Error("diloco.outer-lr must be positive and diloco.outer-momentum in [0, 1)");
   if (!(parallel.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
   if (!(parallel.timeout_s > 0)) throw Error("parallel.timeout_s must be positive");
   if (bench.steps < 1 || bench.warmup < 0)

@@ -14,7 +14,7 @@
 #include "io/checkpoint.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
-#include "parallel/data_parallel.h"
+#include "parallel/sync.h"
 #include "tensor/error.h"
 #include "train/metrics.h"
 #include "train/step.h"
@@ -78,21 +78,37 @@ TokenShard load_split(const std::string& dir, const char* name, const LlamaConfi
 
 }  // namespace
 
-int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
+// Every rank's bytes sent and received per step, gathered at the end (rank 0 prints them).
+static nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t steps) {
+  const double mine[2] = {static_cast<double>(world.bytes_sent()), static_cast<double>(world.bytes_received())};
+  std::vector<double> all(2 * world.size());
+  world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), comm::DataType::F64);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < world.size(); ++r)
+    ranks.push_back({{"rank", r},
+                     {"role", r < roles.num_workers ? "worker" : "server"},
+                     {"bytes_sent_per_step", all[2 * r] / static_cast<double>(std::max<int64_t>(steps, 1))},
+                     {"bytes_received_per_step", all[2 * r + 1] / static_cast<double>(std::max<int64_t>(steps, 1))}});
+  return ranks;
+}
+
+int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
-  const int world = dp.size(), rank = dp.rank();
-  if (cfg.parallel.dp != world)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
-                std::to_string(world) + " processes started (launch with mpirun -np " +
-                std::to_string(cfg.parallel.dp) + ")");
+  Roles roles = make_roles(world, cfg);
+  const int workers = roles.num_workers, rank = world.rank();
+  const bool async = cfg.parallel.sync == "ps-async";
+  if (cfg.parallel.dp != workers)
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(workers) +
+                " worker processes started (launch with mpirun -np " +
+                std::to_string(cfg.parallel.dp + roles.num_servers) + ")");
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
   if (train_data.header.tokenizer_hash != val_data.header.tokenizer_hash)
     throw Error(cfg.data.dir + ": train.bin and val.bin were made with different tokenizers");
-  DataLoader loader(train_data.tokens, T, tc.seed, rank, world);
-  const int64_t global = B * K * world;
+  DataLoader loader(train_data.tokens, T, tc.seed, roles.server ? 0 : rank, workers);
+  const int64_t global = B * K * workers;
   if (global > loader.num_samples())
     throw Error("a global batch of " + std::to_string(global) +
                 " sequences (batch_size × micro_batches) " + "is larger than the " +
@@ -120,8 +136,20 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
     step = cs.step;
     loader.set_position(cs.data_position);
   }
-  check_same_params(st.params, dp);
-  GradReducer reducer(dp, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
+  check_same_params(st.params, world);
+  const int64_t last = opt.stop_at > 0 ? std::min(opt.stop_at, tc.steps) : tc.steps;
+  // ps-async workers are never at the same step: its one checkpoint is written at the end.
+  auto is_checkpoint = [&](int64_t s) {
+    return s == last || (!async && tc.ckpt_every > 0 && s % tc.ckpt_every == 0);
+  };
+  if (roles.server) {
+    run_parameter_server(cfg, roles, st, {step + 1, last, is_checkpoint});
+    traffic_summary(world, roles, last - step);
+    return 0;
+  }
+  auto sync = make_synchronizer(cfg, roles, st);
+  comm::Group& dp = roles.workers;
+  comm::Group alone;
   // Only rank 0 reports and writes.
   std::optional<Progress> progress;
   if (rank == 0) progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
@@ -131,11 +159,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
   char head[256];
   std::snprintf(head, sizeof head,
                 "%s %s: %.2fM parameters, %lld train tokens, %d rank(s) x %lld micro-batch(es) x "
-                "%lld x %lld, %d thread(s) per rank",
+                "%lld x %lld, %d thread(s) per rank, --sync %s",
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
-                world, static_cast<long long>(K), static_cast<long long>(B),
-                static_cast<long long>(T), threads);
+                workers, static_cast<long long>(K), static_cast<long long>(B),
+                static_cast<long long>(T), threads, cfg.parallel.sync.c_str());
   say(head + (step ? " from step " + std::to_string(step) : std::string()));
 
   std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
@@ -144,20 +172,22 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
     cs.step = at;
     cs.data_position = loader.position();
     cs.extra = {{"config", config_to_json(cfg)},
-                {"layout", {{"dp", world}, {"tp", 1}, {"pp", 1}}},
+                {"layout", {{"dp", workers}, {"tp", 1}, {"pp", 1}, {"sync", cfg.parallel.sync}}},
                 {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
                 {"epoch", loader.epoch()},
                 {"loss", last_loss},
                 {"tokenizer_hash", train_data.header.tokenizer_hash}};
     cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
+    sync->gather_state(st, at);
     if (rank != 0) return;
     save_checkpoint(dir, st.params, st.optim, cs);
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
     say("checkpoint " + dir);
   };
 
-  const int64_t last = opt.stop_at > 0 ? std::min(opt.stop_at, tc.steps) : tc.steps;
+  const int64_t first_step = step + 1;
+  int64_t sent0 = world.bytes_sent(), received0 = world.bytes_received();
   for (++step; step <= last; ++step) {
     const auto t0 = Clock::now();
     int64_t valid = 0;
@@ -167,10 +197,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
     }
     // Every rank scales by the global count of targets, so the summed gradients are those of
     // the global mean loss, whatever each rank holds.
-    valid = dp.sum(valid);
+    if (sync->global_batch()) valid = dp.sum(valid);
     st.grads.zero();
     double loss_sum = 0.0;
-    ReduceStats rs;
     for (int k = 0; k < K; ++k) {
       st.model.forward(st.params, tokens.data() + k * B * T, targets.data() + k * B * T);
       loss_sum += st.model.loss_sum();
@@ -178,20 +207,19 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
       if (k + 1 < K) {
         st.model.backward(st.params, st.grads, scale);  // accumulate locally
       } else {
-        reducer.begin();
-        st.model.backward(st.params, st.grads, scale,
-                          [&](int64_t off) { reducer.ready_from(off); });
-        rs = reducer.finish();
+        sync->before_last_backward();
+        st.model.backward(st.params, st.grads, scale, sync->hook());
       }
     }
-    const double loss = dp.sum(loss_sum) / static_cast<double>(valid);
+    // The global mean when workers share a batch; otherwise this worker's own.
+    if (sync->global_batch()) loss_sum = dp.sum(loss_sum);
+    const double loss = loss_sum / static_cast<double>(valid);
     if (!std::isfinite(loss))
       throw Error("loss became " + std::to_string(loss) + " at step " + std::to_string(step) +
                   "; lower optim.lr or set train.grad_clip");
-    const double norm = grad_norm(st.grads);
-    clip_grads(st.grads, norm, tc.grad_clip);
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, tc.steps);
-    st.optim.step(st.params, st.grads, lr);
+    const SyncStep upd = sync->update(st, lr, step);
+    const double norm = upd.grad_norm;
     loader.advance(global);
 
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -200,21 +228,35 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp) {
                         {"lr", lr},
                         {"grad_norm", norm},
                         {"tokens_per_s", static_cast<double>(global * T) / dt}};
-    if (world > 1) {
-      j["comm_s"] = rs.comm_s;
-      j["comm_exposed_s"] = rs.exposed_s;
-      j["bytes_reduced"] = rs.bytes;
-    }
+    j.update(upd.extra);
+    j["bytes_sent"] = world.bytes_sent() - sent0;
+    j["bytes_received"] = world.bytes_received() - received0;
+    sent0 = world.bytes_sent(), received0 = world.bytes_received();
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       j["val_loss"] =
-          evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global, dp).loss;
+          evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global,
+                                sync->global_batch() ? dp : alone)
+                           .loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());
       say(line);
     }
     if (progress) progress->step(j, global * T);
-    if ((tc.ckpt_every > 0 && step % tc.ckpt_every == 0) || step == last) save(step, loss);
+    if (is_checkpoint(step)) save(step, loss);
+  }
+  const nlohmann::json traffic = traffic_summary(world, roles, last - first_step + 1);
+  if (rank == 0 && last >= first_step) {
+    for (const auto& r : traffic) {
+      char line[160];
+      std::snprintf(line, sizeof line, "rank %d (%s): %.3f MB sent, %.3f MB received per step",
+                    r["rank"].get<int>(), r["role"].get<std::string>().c_str(),
+                    r["bytes_sent_per_step"].get<double>() / 1e6, r["bytes_received_per_step"].get<double>() / 1e6);
+      say(line);
+    }
+    std::ofstream(fs::path(tc.out_dir) / "summary.json")
+        << nlohmann::json{{"sync", cfg.parallel.sync}, {"steps", last - first_step + 1}, {"ranks", traffic}}.dump(1)
+        << "\n";
   }
   return 0;
 }

@@ -14,9 +14,10 @@ struct TrainOptions {
   int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
 };
 
-// Trains on the data-parallel group `dp` (size 1: one process). Only rank 0 writes logs,
+// Trains on the processes of `world` (size 1: one process) with the --sync strategy of the
+// config; with a parameter server the last ranks serve. Only rank 0 writes logs,
 // metrics and checkpoints. Returns the exit code; throws Error for anything a user must fix.
-int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group dp);
+int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world);
 
 // Mean loss over the first max_samples sequences of a token file (0 = all), in order; the last
 // partial batch is padded with ignored targets. Batches are shared round-robin over the group,

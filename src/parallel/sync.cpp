@@ -1,0 +1,161 @@
+#include "parallel/sync.h"
+
+#include <chrono>
+#include <thread>
+
+#include "optim/schedule.h"
+#include "parallel/ps_protocol.h"
+#include "tensor/error.h"
+
+namespace parallama {
+
+Roles make_roles(comm::Group world, const RunConfig& cfg) {
+  Roles r;
+  r.world = world;
+  r.num_servers = cfg.parallel.servers();
+  r.num_workers = world.size() - r.num_servers;
+  if (r.num_workers < 1)
+    throw Error("--sync " + cfg.parallel.sync + " with " + std::to_string(r.num_servers) +
+                " servers needs more than " + std::to_string(world.size()) + " processes");
+  r.server = world.rank() >= r.num_workers;
+  comm::Group mine = world.split(r.server ? 1 : 0, world.rank());
+  r.workers = mine;  // for a server: the group of the servers
+  return r;
+}
+
+std::pair<int64_t, int64_t> server_slice(int64_t total, int servers, int s) {
+  const auto counts = comm::even_counts(total, servers);
+  int64_t lo = 0;
+  for (int i = 0; i < s; ++i) lo += counts[i];
+  return {lo, lo + counts[s]};
+}
+
+namespace {
+
+class AllReduceSync : public Synchronizer {
+ public:
+  AllReduceSync(const RunConfig& cfg, Roles& r, TrainState& st)
+      : cfg_(cfg), reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20))) {}
+  void before_last_backward() override { reducer_.begin(); }
+  std::function<void(int64_t)> hook() override {
+    return [this](int64_t off) { reducer_.ready_from(off); };
+  }
+  SyncStep update(TrainState& st, float lr, int64_t) override {
+    const ReduceStats rs = reducer_.finish();
+    SyncStep out;
+    out.grad_norm = grad_norm(st.grads);
+    clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+    st.optim.step(st.params, st.grads, lr);
+    if (rs.buckets) out.extra = {{"comm_s", rs.comm_s}, {"comm_exposed_s", rs.exposed_s}};
+    return out;
+  }
+
+ private:
+  const RunConfig& cfg_;
+  GradReducer reducer_;
+};
+
+// Local SGD and DiLoCo: every worker steps on its own gradients; replicas meet every H steps.
+class LocalSync : public Synchronizer {
+ public:
+  LocalSync(const RunConfig& cfg, Roles& r, TrainState& st, bool diloco)
+      : cfg_(cfg), workers_(r.workers), diloco_(diloco) {
+    if (diloco_) {  // the outer parameters start as the initial ones; outer momentum at zero
+      outer_.assign(st.params.data(), st.params.data() + st.params.size());
+      momentum_.assign(st.params.size(), 0.0f);
+    }
+  }
+  bool global_batch() const override { return false; }
+  SyncStep update(TrainState& st, float lr, int64_t step) override {
+    SyncStep out;
+    out.grad_norm = grad_norm(st.grads);
+    clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+    st.optim.step(st.params, st.grads, lr);
+    const int period = diloco_ ? cfg_.parallel.diloco_inner_steps : cfg_.parallel.local_period;
+    if (step % period != 0 || workers_.size() == 1) return out;
+    float* p = st.params.data();
+    const int64_t n = st.params.size();
+    workers_.all_reduce(p, n);
+    const float inv = 1.0f / static_cast<float>(workers_.size());
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] *= inv;
+    out.extra["synced"] = true;
+    if (!diloco_) return out;
+    // Outer step: the averaged change is a pseudo-gradient for Nesterov SGD on the outer copy.
+    const float mu = cfg_.parallel.diloco_outer_momentum, olr = cfg_.parallel.diloco_outer_lr;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const float delta = outer_[i] - p[i];
+      momentum_[i] = mu * momentum_[i] + delta;
+      outer_[i] -= olr * (delta + mu * momentum_[i]);
+      p[i] = outer_[i];
+    }
+    return out;
+  }
+
+ private:
+  const RunConfig& cfg_;
+  comm::Group workers_;
+  bool diloco_;
+  std::vector<float> outer_, momentum_;
+};
+
+// The worker side of both parameter-server strategies.
+class PsWorker : public Synchronizer {
+ public:
+  PsWorker(const RunConfig& cfg, Roles& r, TrainState& st, bool async)
+      : cfg_(cfg), roles_(r), async_(async), version_(r.num_servers, 0) {
+    (void)st;
+  }
+  bool global_batch() const override { return !async_; }
+  SyncStep update(TrainState& st, float, int64_t step) override {
+    SyncStep out;
+    if (async_) {  // each push is applied alone: the worker clips its own gradient
+      out.grad_norm = grad_norm(st.grads);
+      clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+      if (roles_.world.rank() == cfg_.parallel.ps_slow_rank)
+        std::this_thread::sleep_for(std::chrono::milliseconds(cfg_.parallel.ps_slow_ms));
+    }
+    const int S = roles_.num_servers;
+    std::vector<ps::PushHead> push(S);
+    std::vector<ps::PullHead> pull(S);
+    std::vector<comm::Request> reqs;
+    for (int s = 0; s < S; ++s) {
+      const auto [lo, hi] = server_slice(st.params.size(), S, s);
+      const int peer = roles_.num_workers + s;
+      push[s] = {step, version_[s]};
+      reqs.push_back(roles_.world.isend(&push[s], sizeof(ps::PushHead), peer, ps::kPushHead));
+      reqs.push_back(roles_.world.isend(st.grads.data() + lo, (hi - lo) * 4, peer, ps::kPushData));
+      reqs.push_back(roles_.world.irecv(&pull[s], sizeof(ps::PullHead), peer, ps::kPullHead));
+      reqs.push_back(roles_.world.irecv(st.params.data() + lo, (hi - lo) * 4, peer, ps::kPullData));
+    }
+    for (auto& r : reqs) r.wait();
+    for (int s = 0; s < S; ++s) version_[s] = pull[s].version;
+    if (!async_) out.grad_norm = pull[0].grad_norm;
+    else
+      out.extra = {{"staleness_max", pull[0].staleness_max}, {"staleness_mean", pull[0].staleness_mean},
+                   {"lead_max", pull[0].lead_max}};
+    return out;
+  }
+  void gather_state(TrainState& st, int64_t) override {
+    if (roles_.world.rank() != 0) return;
+    ps::receive_state(roles_, st);
+  }
+
+ private:
+  const RunConfig& cfg_;
+  Roles& roles_;
+  bool async_;
+  std::vector<int64_t> version_;
+};
+
+}  // namespace
+
+std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles, TrainState& st) {
+  const std::string& s = cfg.parallel.sync;
+  if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
+  if (s == "local" || s == "diloco") return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");
+  return std::make_unique<PsWorker>(cfg, roles, st, s == "ps-async");
+}
+
+}  // namespace parallama

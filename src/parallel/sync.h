@@ -1,0 +1,66 @@
+#pragma once
+// Gradient synchronization strategies, chosen with --sync:
+//   allreduce  synchronous SGD: gradients summed by bucketed all-reduce overlapping backward
+//   ps         parameter server: the last ps.servers ranks own contiguous slices of the flat
+//              parameters and their optimizer state; workers push gradients, pull parameters
+//   ps-async   the same, each push applied on arrival; a worker may run at most
+//              ps.max-staleness steps ahead of the slowest
+//   local      local SGD: every worker steps alone, parameters averaged every local.period steps
+//   diloco     inner AdamW for diloco.inner-steps, then an outer Nesterov SGD step on the
+//              averaged parameter change
+#include <functional>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/group.h"
+#include "parallel/data_parallel.h"
+#include "train/run_config.h"
+#include "train/step.h"
+
+namespace parallama {
+
+// Who does what. Servers are the last ranks of the world.
+struct Roles {
+  comm::Group world, workers;
+  bool server = false;
+  int num_workers = 1, num_servers = 0;
+};
+Roles make_roles(comm::Group world, const RunConfig& cfg);
+
+// The slice [lo, hi) of the flat buffer that server s owns.
+std::pair<int64_t, int64_t> server_slice(int64_t total, int servers, int s);
+
+struct SyncStep {
+  double grad_norm = 0;
+  nlohmann::json extra = nlohmann::json::object();  // strategy-specific metrics
+};
+
+class Synchronizer {
+ public:
+  virtual ~Synchronizer() = default;
+  // true: gradients are summed over workers, so backward scales by 1 / (targets of all
+  // workers) and the loss is the global mean; false: each worker uses its own mean.
+  virtual bool global_batch() const { return true; }
+  // Called around the backward pass of the last micro-batch; the hook sees finished gradients.
+  virtual void before_last_backward() {}
+  virtual std::function<void(int64_t)> hook() { return {}; }
+  // After backward: synchronize, clip, update with learning rate lr.
+  virtual SyncStep update(TrainState& st, float lr, int64_t step) = 0;
+  // Before rank 0 writes a checkpoint of this step: bring the optimizer state home.
+  virtual void gather_state(TrainState&, int64_t) {}
+  // Whether gather_state will be called at this step (servers must send at the same steps).
+  virtual void finish(TrainState&) {}
+};
+
+std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles, TrainState& st);
+
+// The server side of ps and ps-async: runs until the workers are done. Checkpoint steps (for
+// sending the optimizer state to rank 0) are those of the workers' schedule.
+struct ServerSchedule {
+  int64_t first_step, last_step;
+  std::function<bool(int64_t)> is_checkpoint;
+};
+void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st, const ServerSchedule& sched);
+
+}  // namespace parallama
