@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# One of 2 data-parallel ranks is killed (kill -9) in the middle of training. No rank may hang:
-# the job must end with a non-zero code within 30 s, with a message naming the failure, and the
-# last completed checkpoint must still load.
+# A rank is killed (kill -9) in the middle of training: a data-parallel worker, and the server
+# of a parameter-server job. No rank may hang: the job must end with a non-zero code within
+# 30 s, with a message naming the failure, and the last completed checkpoint must still load.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
+kill_rank() {  # kill_rank NP RANK ARGS...
+local np=$1 victim_rank=$2; shift 2
+rm -rf run
 set +e
-mpirun --oversubscribe -np 2 "$bin" train --config "$src/configs/tiny.toml" --data.dir data \
-  --model.vocab_size 400 --dp 2 --train.batch_size 2 --train.steps 100000 --train.ckpt_every 20 \
-  --train.val_every 0 --parallel.timeout_s 10 --train.out_dir run > out.txt 2> err.txt &
+mpirun --oversubscribe -np "$np" "$bin" train --config "$src/configs/tiny.toml" --data.dir data \
+  --model.vocab_size 400 --train.batch_size 2 --train.steps 100000 --train.ckpt_every 20 \
+  --train.val_every 0 --parallel.timeout_s 10 --train.out_dir run "$@" > out.txt 2> err.txt &
 job=$!
 set -e
 for _ in $(seq 600); do [ -d run/step-40 ] && break; sleep 0.1; done
 [ -d run/step-40 ] || fail "training did not reach step 40"
 victim=""
 for p in $(pgrep -f "parallama train"); do
-  tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+  tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim_rank" && victim=$p
 done
-[ -n "$victim" ] || fail "rank 1 not found"
+[ -n "$victim" ] || fail "rank $victim_rank not found"
 killed_at=$(date +%s.%N)
 kill -9 "$victim"
 set +e
@@ -31,4 +34,7 @@ sleep 1
 ! pgrep -f "parallama train" > /dev/null || fail "processes left running"
 last=run/$(cat run/latest)
 "$bin" eval --ckpt "$last" --data data/val.bin --batches 2 | grep -q perplexity || fail "$last does not load"
-echo "rank killed: job ended with code $rc after ${took}s; $last loads"
+echo "rank $victim_rank of $np killed ($*): job ended with code $rc after ${took}s; $last loads"
+}
+kill_rank 2 1 --dp 2
+kill_rank 3 2 --dp 2 --parallel.sync ps
