@@ -134,8 +134,12 @@ Group Group::split(int color, int key) const {
   g.st_->traffic = st_->traffic;
   return g;
 }
-int64_t Group::bytes_sent() const { return static_cast<int64_t>(st_->traffic->sent); }
-int64_t Group::bytes_received() const { return static_cast<int64_t>(st_->traffic->received); }
+int64_t Group::bytes_sent() const {
+  return static_cast<int64_t>(st_->traffic->sent);
+}
+int64_t Group::bytes_received() const {
+  return static_cast<int64_t>(st_->traffic->received);
+}
 void Group::count(double sent, double received) {
   st_->traffic->sent += sent;
   st_->traffic->received += received;
@@ -223,8 +227,10 @@ Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>
 Request Group::ibroadcast(void* data, int64_t count, int root, DataType t) {
   const uint64_t s = stamp(Op::Broadcast, count);
   const double b = size() > 1 ? static_cast<double>(count * type_size(t)) : 0.0;
-  if (rank() == root) this->count(b, 0);
-  else this->count(0, b);
+  if (rank() == root)
+    this->count(b, 0);
+  else
+    this->count(0, b);
   return Request(be_->broadcast(data, count, t, root), st_, Op::Broadcast, s);
 }
 Request Group::isend(const void* data, int64_t bytes, int peer, int tag) {

@@ -24,7 +24,8 @@ Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg) : cfg_(c
   if (cfg.name == "adamw") v_.emplace(layout);
 }
 
-void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo, int64_t hi) {
+void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo,
+                     int64_t hi) {
   if (hi < 0) hi = params.size();
   ++step_;
   for (const ParamSpec& s : params.layout().specs()) {
@@ -33,7 +34,8 @@ void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, in
     const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
     if (v_) {
       const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_};
-      kernels::adamw_update(params.data() + a, m_.data() + a, v_->data() + a, grads.data() + a, b - a, h);
+      kernels::adamw_update(params.data() + a, m_.data() + a, v_->data() + a, grads.data() + a,
+                            b - a, h);
     } else {
       const kernels::SGDHyper h{lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, step_ == 1};
       kernels::sgd_update(params.data() + a, m_.data() + a, grads.data() + a, b - a, h);

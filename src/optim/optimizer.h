@@ -27,7 +27,8 @@ class Optimizer {
   Optimizer(const ParamLayout& layout, const OptimConfig& cfg);
   // One update with learning rate lr (the schedule lives with the trainer) of the parameters at
   // flat offsets [lo, hi) (hi < 0: to the end), e.g. the slice a parameter server owns.
-  void step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo = 0, int64_t hi = -1);
+  void step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo = 0,
+            int64_t hi = -1);
   // The state, shaped like the parameters: exp_avg (or the momentum buffer) and exp_avg_sq.
   ParamBuffer& state(int i) { return i == 0 ? m_ : *v_; }
   int num_states() const { return v_ ? 2 : 1; }

@@ -44,7 +44,8 @@ void reply(Roles& r, TrainState& st, int w, const ps::PullHead& head, int64_t lo
 
 // Synchronous: every step, the sum of all workers' gradients, clipped by the global norm
 // (summed over the servers), one optimizer step, the new slice back to every worker.
-void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched, int64_t lo, int64_t hi) {
+void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched,
+                int64_t lo, int64_t hi) {
   const int W = r.num_workers;
   const int64_t n = hi - lo;
   std::vector<float> buf(static_cast<size_t>(W) * std::max<int64_t>(n, 1));
@@ -70,7 +71,8 @@ void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSche
       const float scale = static_cast<float>(cfg.train.grad_clip / norm);
       for (int64_t i = 0; i < n; ++i) g[i] *= scale;
     }
-    const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
+    const float lr =
+        lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
     st.optim.step(st.params, st.grads, lr, lo, hi);
     ++version;
     const ps::PullHead head{version, norm, 0, 0, 0};
@@ -81,15 +83,16 @@ void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSche
 
 // Asynchronous: each push is applied when it arrives. A worker's next parameters are held back
 // while it is more than max-staleness steps ahead of the slowest worker.
-void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched, int64_t lo,
-                 int64_t hi) {
+void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched,
+                 int64_t lo, int64_t hi) {
   const int W = r.num_workers;
   const int64_t n = hi - lo, S = cfg.parallel.ps_max_staleness;
   std::vector<ps::PushHead> heads(W);
   std::vector<comm::Request> head_req(W);
   std::vector<int64_t> done(W, sched.first_step - 1);  // pushes completed per worker
-  std::vector<bool> waiting(W, false);                  // applied, reply not sent yet
-  for (int w = 0; w < W; ++w) head_req[w] = r.world.irecv(&heads[w], sizeof(ps::PushHead), w, ps::kPushHead);
+  std::vector<bool> waiting(W, false);                 // applied, reply not sent yet
+  for (int w = 0; w < W; ++w)
+    head_req[w] = r.world.irecv(&heads[w], sizeof(ps::PushHead), w, ps::kPushHead);
   int64_t version = 0, updates = 0, stale_max = 0, lead_max = 0;
   double stale_sum = 0;
   auto last_progress = Clock::now();
@@ -109,7 +112,8 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
       ++updates;
       // The schedule advances one step per round of W updates.
       const int64_t as_step = (updates + W - 1) / W + (sched.first_step - 1);
-      const float lr = lr_at(as_step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
+      const float lr =
+          lr_at(as_step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
       st.optim.step(st.params, st.grads, lr, lo, hi);
       ++version;
       done[w] = heads[w].step;
@@ -124,7 +128,8 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
       const int64_t lead = done[w] - slowest;
       if (lead > S && done[w] < sched.last_step) continue;  // too far ahead: hold its parameters
       lead_max = std::max(lead_max, done[w] < sched.last_step ? lead : 0);
-      const ps::PullHead head{version, 0, static_cast<double>(stale_max), stale_sum / static_cast<double>(updates),
+      const ps::PullHead head{version, 0, static_cast<double>(stale_max),
+                              stale_sum / static_cast<double>(updates),
                               static_cast<double>(lead_max)};
       reply(r, st, w, head, lo, hi);
       waiting[w] = false;
@@ -133,9 +138,12 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
     if (progress) {
       last_progress = Clock::now();
     } else {
-      if (std::chrono::duration<double>(Clock::now() - last_progress).count() > cfg.parallel.timeout_s)
-        throw Error("parameter server " + std::to_string(r.world.rank()) + ": no worker pushed a gradient for " +
-                    std::to_string(static_cast<int>(cfg.parallel.timeout_s)) + " s (a worker died or hangs)");
+      if (std::chrono::duration<double>(Clock::now() - last_progress).count() >
+          cfg.parallel.timeout_s)
+        throw Error("parameter server " + std::to_string(r.world.rank()) +
+                    ": no worker pushed a gradient for " +
+                    std::to_string(static_cast<int>(cfg.parallel.timeout_s)) +
+                    " s (a worker died or hangs)");
       std::this_thread::yield();
     }
   }
@@ -144,11 +152,14 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
 
 }  // namespace
 
-void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st, const ServerSchedule& sched) {
+void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st,
+                          const ServerSchedule& sched) {
   const int s = roles.world.rank() - roles.num_workers;
   const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);
-  if (cfg.parallel.sync == "ps") serve_sync(cfg, roles, st, sched, lo, hi);
-  else serve_async(cfg, roles, st, sched, lo, hi);
+  if (cfg.parallel.sync == "ps")
+    serve_sync(cfg, roles, st, sched, lo, hi);
+  else
+    serve_async(cfg, roles, st, sched, lo, hi);
 }
 
 }  // namespace parallama

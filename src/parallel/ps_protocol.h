@@ -6,19 +6,26 @@
 
 namespace parallama::ps {
 
-enum Tag : int { kPushHead = 101, kPushData = 102, kPullHead = 103, kPullData = 104, kStateHead = 105, kStateData = 106 };
+enum Tag : int {
+  kPushHead = 101,
+  kPushData = 102,
+  kPullHead = 103,
+  kPullData = 104,
+  kStateHead = 105,
+  kStateData = 106
+};
 
-struct PushHead {  // worker -> server, followed by the gradient slice
+struct PushHead {   // worker -> server, followed by the gradient slice
   int64_t step;     // the worker's step (1-based)
   int64_t version;  // the server's parameter version the gradient was computed on
 };
 
 struct PullHead {  // server -> worker, followed by the parameter slice
   int64_t version;
-  double grad_norm;        // ps: the global gradient norm (before clipping)
-  double staleness_max;    // ps-async: versions applied between a worker's pull and its push
+  double grad_norm;      // ps: the global gradient norm (before clipping)
+  double staleness_max;  // ps-async: versions applied between a worker's pull and its push
   double staleness_mean;
-  double lead_max;         // ps-async: most steps any worker was let run ahead of the slowest
+  double lead_max;  // ps-async: most steps any worker was let run ahead of the slowest
 };
 
 // Rank 0 receives every server's slice of the optimizer state (and its step count) before

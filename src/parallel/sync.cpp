@@ -35,7 +35,8 @@ namespace {
 class AllReduceSync : public Synchronizer {
  public:
   AllReduceSync(const RunConfig& cfg, Roles& r, TrainState& st)
-      : cfg_(cfg), reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20))) {}
+      : cfg_(cfg),
+        reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20))) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
@@ -131,9 +132,11 @@ class PsWorker : public Synchronizer {
     }
     for (auto& r : reqs) r.wait();
     for (int s = 0; s < S; ++s) version_[s] = pull[s].version;
-    if (!async_) out.grad_norm = pull[0].grad_norm;
+    if (!async_)
+      out.grad_norm = pull[0].grad_norm;
     else
-      out.extra = {{"staleness_max", pull[0].staleness_max}, {"staleness_mean", pull[0].staleness_mean},
+      out.extra = {{"staleness_max", pull[0].staleness_max},
+                   {"staleness_mean", pull[0].staleness_mean},
                    {"lead_max", pull[0].lead_max}};
     return out;
   }
@@ -151,10 +154,12 @@ class PsWorker : public Synchronizer {
 
 }  // namespace
 
-std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles, TrainState& st) {
+std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles,
+                                                TrainState& st) {
   const std::string& s = cfg.parallel.sync;
   if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
-  if (s == "local" || s == "diloco") return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");
+  if (s == "local" || s == "diloco")
+    return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");
   return std::make_unique<PsWorker>(cfg, roles, st, s == "ps-async");
 }
 

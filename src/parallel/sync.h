@@ -61,6 +61,7 @@ struct ServerSchedule {
   int64_t first_step, last_step;
   std::function<bool(int64_t)> is_checkpoint;
 };
-void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st, const ServerSchedule& sched);
+void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st,
+                          const ServerSchedule& sched);
 
 }  // namespace parallama

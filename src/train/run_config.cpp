@@ -240,8 +240,10 @@ void RunConfig::validate() const {
     throw Error("optim.min_lr must lie between 0 and optim.lr");
   if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
   const auto& p = parallel;
-  if (p.sync != "allreduce" && p.sync != "ps" && p.sync != "ps-async" && p.sync != "local" && p.sync != "diloco")
-    throw Error("unknown --sync '" + p.sync + "' (choose allreduce, ps, ps-async, local or diloco)");
+  if (p.sync != "allreduce" && p.sync != "ps" && p.sync != "ps-async" && p.sync != "local" &&
+      p.sync != "diloco")
+    throw Error("unknown --sync '" + p.sync +
+                "' (choose allreduce, ps, ps-async, local or diloco)");
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
   if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
   if (p.local_period < 1 || p.diloco_inner_steps < 1)

@@ -80,15 +80,18 @@ TokenShard load_split(const std::string& dir, const char* name, const LlamaConfi
 
 // Every rank's bytes sent and received per step, gathered at the end (rank 0 prints them).
 static nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t steps) {
-  const double mine[2] = {static_cast<double>(world.bytes_sent()), static_cast<double>(world.bytes_received())};
+  const double mine[2] = {static_cast<double>(world.bytes_sent()),
+                          static_cast<double>(world.bytes_received())};
   std::vector<double> all(2 * world.size());
   world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), comm::DataType::F64);
   nlohmann::json ranks = nlohmann::json::array();
   for (int r = 0; r < world.size(); ++r)
-    ranks.push_back({{"rank", r},
-                     {"role", r < roles.num_workers ? "worker" : "server"},
-                     {"bytes_sent_per_step", all[2 * r] / static_cast<double>(std::max<int64_t>(steps, 1))},
-                     {"bytes_received_per_step", all[2 * r + 1] / static_cast<double>(std::max<int64_t>(steps, 1))}});
+    ranks.push_back(
+        {{"rank", r},
+         {"role", r < roles.num_workers ? "worker" : "server"},
+         {"bytes_sent_per_step", all[2 * r] / static_cast<double>(std::max<int64_t>(steps, 1))},
+         {"bytes_received_per_step",
+          all[2 * r + 1] / static_cast<double>(std::max<int64_t>(steps, 1))}});
   return ranks;
 }
 
@@ -99,8 +102,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const int workers = roles.num_workers, rank = world.rank();
   const bool async = cfg.parallel.sync == "ps-async";
   if (cfg.parallel.dp != workers)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " + std::to_string(workers) +
-                " worker processes started (launch with mpirun -np " +
+    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
+                std::to_string(workers) + " worker processes started (launch with mpirun -np " +
                 std::to_string(cfg.parallel.dp + roles.num_servers) + ")");
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
@@ -233,10 +236,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     j["bytes_received"] = world.bytes_received() - received0;
     sent0 = world.bytes_sent(), received0 = world.bytes_received();
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
-      j["val_loss"] =
-          evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global,
-                                sync->global_batch() ? dp : alone)
-                           .loss;
+      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global,
+                               sync->global_batch() ? dp : alone)
+                          .loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());
@@ -251,11 +253,15 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       char line[160];
       std::snprintf(line, sizeof line, "rank %d (%s): %.3f MB sent, %.3f MB received per step",
                     r["rank"].get<int>(), r["role"].get<std::string>().c_str(),
-                    r["bytes_sent_per_step"].get<double>() / 1e6, r["bytes_received_per_step"].get<double>() / 1e6);
+                    r["bytes_sent_per_step"].get<double>() / 1e6,
+                    r["bytes_received_per_step"].get<double>() / 1e6);
       say(line);
     }
     std::ofstream(fs::path(tc.out_dir) / "summary.json")
-        << nlohmann::json{{"sync", cfg.parallel.sync}, {"steps", last - first_step + 1}, {"ranks", traffic}}.dump(1)
+        << nlohmann::json{{"sync", cfg.parallel.sync},
+                          {"steps", last - first_step + 1},
+                          {"ranks", traffic}}
+               .dump(1)
         << "\n";
   }
   return 0;
