@@ -55,10 +55,8 @@ ReduceStats GradReducer::finish() {
   if (group_.size() == 1) return s;
   ready_from(0);
   const double t0 = now();
-  for (auto& b : buckets_) {
+  for (auto& b : buckets_)
     if (!b.done) b.req.wait(), b.done = true, t_last_done_ = now();
-    s.bytes += (b.end - b.begin) * static_cast<int64_t>(sizeof(float));
-  }
   s.exposed_s = now() - t0;
   s.comm_s = t_last_done_ - t_first_;
   s.buckets = static_cast<int>(buckets_.size());

@@ -14,7 +14,6 @@ namespace parallama {
 struct ReduceStats {
   double comm_s = 0;     // from the first bucket's launch to the last bucket's completion
   double exposed_s = 0;  // time spent waiting for communication after backward finished
-  int64_t bytes = 0;     // payload all-reduced this step
   int buckets = 0;
 };
 

@@ -104,10 +104,8 @@ class LocalSync : public Synchronizer {
 // The worker side of both parameter-server strategies.
 class PsWorker : public Synchronizer {
  public:
-  PsWorker(const RunConfig& cfg, Roles& r, TrainState& st, bool async)
-      : cfg_(cfg), roles_(r), async_(async), version_(r.num_servers, 0) {
-    (void)st;
-  }
+  PsWorker(const RunConfig& cfg, Roles& r, bool async)
+      : cfg_(cfg), roles_(r), async_(async), version_(r.num_servers, 0) {}
   bool global_batch() const override { return !async_; }
   SyncStep update(TrainState& st, float, int64_t step) override {
     SyncStep out;
@@ -160,7 +158,7 @@ std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& rol
   if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
   if (s == "local" || s == "diloco")
     return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");
-  return std::make_unique<PsWorker>(cfg, roles, st, s == "ps-async");
+  return std::make_unique<PsWorker>(cfg, roles, s == "ps-async");
 }
 
 }  // namespace parallama

@@ -47,10 +47,9 @@ class Synchronizer {
   virtual std::function<void(int64_t)> hook() { return {}; }
   // After backward: synchronize, clip, update with learning rate lr.
   virtual SyncStep update(TrainState& st, float lr, int64_t step) = 0;
-  // Before rank 0 writes a checkpoint of this step: bring the optimizer state home.
+  // Before rank 0 writes a checkpoint of this step: bring the optimizer state home (the
+  // servers send it at the same steps).
   virtual void gather_state(TrainState&, int64_t) {}
-  // Whether gather_state will be called at this step (servers must send at the same steps).
-  virtual void finish(TrainState&) {}
 };
 
 std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles, TrainState& st);

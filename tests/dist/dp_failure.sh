@@ -15,8 +15,13 @@ job=$!
 set -e
 for _ in $(seq 600); do [ -d run/step-40 ] && break; sleep 0.1; done
 [ -d run/step-40 ] || fail "training did not reach step 40"
-victim=""
+# This job's ranks: parallama processes running in this test's directory.
+ranks=""
 for p in $(pgrep -f "parallama train"); do
+  [ "$(readlink /proc/$p/cwd)" = "$PWD" ] && ranks="$ranks $p"
+done
+victim=""
+for p in $ranks; do
   tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim_rank" && victim=$p
 done
 [ -n "$victim" ] || fail "rank $victim_rank not found"
@@ -31,7 +36,10 @@ took=$(/usr/bin/python3 -c "import time; print(f'{time.time() - $killed_at:.1f}'
 /usr/bin/python3 -c "import sys; sys.exit(0 if $took < 30 else 1)" || fail "job took ${took}s to end"
 grep -Eq "signal 9|Killed|did not complete|never arrived" err.txt out.txt || fail "no message naming the failure: $(tail -5 err.txt)"
 sleep 1
-! pgrep -f "parallama train" > /dev/null || fail "processes left running"
+for p in $ranks; do  # gone, or a zombie waiting to be reaped (not running)
+  state=$(awk '{print $3}' /proc/$p/stat 2> /dev/null || true)
+  [ -z "$state" ] || [ "$state" = Z ] || fail "rank process $p left running (state $state)"
+done
 last=run/$(cat run/latest)
 "$bin" eval --ckpt "$last" --data data/val.bin --batches 2 | grep -q perplexity || fail "$last does not load"
 echo "rank $victim_rank of $np killed ($*): job ended with code $rc after ${took}s; $last loads"
