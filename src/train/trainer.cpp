@@ -248,7 +248,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (is_checkpoint(step)) save(step, loss);
   }
   const nlohmann::json traffic = traffic_summary(world, roles, last - first_step + 1);
-  if (rank == 0 && last >= first_step) {
+  if (rank == 0 && last >= first_step && world.size() > 1) {
     for (const auto& r : traffic) {
       char line[160];
       std::snprintf(line, sizeof line, "rank %d (%s): %.3f MB sent, %.3f MB received per step",
