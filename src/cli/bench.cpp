@@ -61,10 +61,8 @@ std::vector<double> gather(comm::Group& g, double x) {
 
 int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
   const int world = dp.size();
-  if (cfg.parallel.dp != world)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
-                std::to_string(world) + " processes started (launch with mpirun -np " +
-                std::to_string(cfg.parallel.dp) + ")");
+  if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
+  cfg.check_processes(world);
   const int threads = configure_threads(cfg.train.threads);
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, V = cfg.model.vocab_size;
   TrainState st(cfg);

@@ -56,8 +56,11 @@ int main(int argc, char** argv) {
 
   TrainOptions topt;
   int dp = 0;
+  std::string sync_flag;
   CLI::App* train_cmd = with_config("train", "train a model");
   train_cmd->add_option("--dp", dp, "data-parallel ranks (= processes; same as --parallel.dp)");
+  train_cmd->add_option("--sync", sync_flag,
+                        "allreduce, ps, ps-async, local or diloco (same as --parallel.sync)");
   train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
   train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint");
   CLI::App* bench_cmd =
@@ -97,6 +100,7 @@ int main(int argc, char** argv) {
     if (sub == plot_cmd) return std::printf("wrote %s\n", plot_losses(run_dir).c_str()), 0;
     Overrides ov = parse_overrides(sub->remaining());
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
+    if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
     const RunConfig cfg = load_run_config(config, ov);
     world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
     if (sub == train_cmd) return train(cfg, topt, world);

@@ -202,26 +202,25 @@ Request Group::iall_reduce(void* data, int64_t count, DataType t) {
   this->count(2 * (n - 1) / n * b, 2 * (n - 1) / n * b);
   return Request(be_->all_reduce(data, count, t), st_, Op::AllReduce, s);
 }
-Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
-                               DataType t) {
+uint64_t Group::begin_sharded(Op op, const std::vector<int64_t>& counts, DataType t) {
   if (static_cast<int>(counts.size()) != size())
-    throw Error("reduce_scatter: one count per rank needed");
+    throw Error(std::string(op_name(op)) + ": one count per rank needed");
   int64_t total = 0;
   for (auto c : counts) total += c;
-  const uint64_t s = stamp(Op::ReduceScatter, total);
+  const uint64_t s = stamp(op, total);
   const double n = size(), b = static_cast<double>(total * type_size(t));
-  this->count((n - 1) / n * b, (n - 1) / n * b);
+  count((n - 1) / n * b, (n - 1) / n * b);
+  return s;
+}
+
+Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
+                               DataType t) {
+  const uint64_t s = begin_sharded(Op::ReduceScatter, counts, t);
   return Request(be_->reduce_scatter(in, out, counts, t), st_, Op::ReduceScatter, s);
 }
 Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
                            DataType t) {
-  if (static_cast<int>(counts.size()) != size())
-    throw Error("all_gather: one count per rank needed");
-  int64_t total = 0;
-  for (auto c : counts) total += c;
-  const uint64_t s = stamp(Op::AllGather, total);
-  const double n = size(), b = static_cast<double>(total * type_size(t));
-  this->count((n - 1) / n * b, (n - 1) / n * b);
+  const uint64_t s = begin_sharded(Op::AllGather, counts, t);
   return Request(be_->all_gather(in, out, counts, t), st_, Op::AllGather, s);
 }
 Request Group::ibroadcast(void* data, int64_t count, int root, DataType t) {

@@ -131,6 +131,8 @@ class Group {
  private:
   uint64_t stamp(Op op, int64_t count);  // sequence number; checks agreement when enabled
   void count(double sent, double received);
+  // reduce_scatter / all_gather: checks the counts, stamps, counts the traffic.
+  uint64_t begin_sharded(Op op, const std::vector<int64_t>& counts, DataType t);
   std::shared_ptr<Backend> be_;
   std::shared_ptr<GroupState> st_;
 };

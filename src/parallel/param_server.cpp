@@ -37,7 +37,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void reply(Roles& r, TrainState& st, int w, const ps::PullHead& head, int64_t lo, int64_t hi) {
+void reply(Roles& r, TrainState& st, int w, ps::PullHead head, int64_t lo, int64_t hi) {
+  head.sent = static_cast<double>(r.world.bytes_sent());
+  head.received = static_cast<double>(r.world.bytes_received());
   r.world.send(&head, sizeof head, w, ps::kPullHead);
   r.world.send(st.params.data() + lo, (hi - lo) * 4, w, ps::kPullData);
 }
@@ -75,7 +77,7 @@ void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSche
         lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
     st.optim.step(st.params, st.grads, lr, lo, hi);
     ++version;
-    const ps::PullHead head{version, norm, 0, 0, 0};
+    const ps::PullHead head{version, norm, 0, 0, 0, 0, 0};
     for (int w = 0; w < W; ++w) reply(r, st, w, head, lo, hi);
     if (sched.is_checkpoint(step)) ps::send_state(r, st, lo, hi);
   }
@@ -128,9 +130,13 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
       const int64_t lead = done[w] - slowest;
       if (lead > S && done[w] < sched.last_step) continue;  // too far ahead: hold its parameters
       lead_max = std::max(lead_max, done[w] < sched.last_step ? lead : 0);
-      const ps::PullHead head{version, 0, static_cast<double>(stale_max),
+      const ps::PullHead head{version,
+                              0,
+                              static_cast<double>(stale_max),
                               stale_sum / static_cast<double>(updates),
-                              static_cast<double>(lead_max)};
+                              static_cast<double>(lead_max),
+                              0,
+                              0};
       reply(r, st, w, head, lo, hi);
       waiting[w] = false;
       progress = true;

@@ -25,7 +25,8 @@ struct PullHead {  // server -> worker, followed by the parameter slice
   double grad_norm;      // ps: the global gradient norm (before clipping)
   double staleness_max;  // ps-async: versions applied between a worker's pull and its push
   double staleness_mean;
-  double lead_max;  // ps-async: most steps any worker was let run ahead of the slowest
+  double lead_max;        // ps-async: most steps any worker was let run ahead of the slowest
+  double sent, received;  // the server's bytes so far, for the workers' traffic records
 };
 
 // Rank 0 receives every server's slice of the optimizer state (and its step count) before

@@ -136,6 +136,14 @@ class PsWorker : public Synchronizer {
       out.extra = {{"staleness_max", pull[0].staleness_max},
                    {"staleness_mean", pull[0].staleness_mean},
                    {"lead_max", pull[0].lead_max}};
+    // What each server moved since this worker's last pull, from the counters it reports.
+    auto& servers = out.extra["server_bytes"] = nlohmann::json::array();
+    server_seen_.resize(S, {0.0, 0.0});
+    for (int s = 0; s < S; ++s) {
+      servers.push_back(
+          {pull[s].sent - server_seen_[s].first, pull[s].received - server_seen_[s].second});
+      server_seen_[s] = {pull[s].sent, pull[s].received};
+    }
     return out;
   }
   void gather_state(TrainState& st, int64_t) override {
@@ -148,6 +156,7 @@ class PsWorker : public Synchronizer {
   Roles& roles_;
   bool async_;
   std::vector<int64_t> version_;
+  std::vector<std::pair<double, double>> server_seen_;
 };
 
 }  // namespace

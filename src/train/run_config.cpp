@@ -220,6 +220,16 @@ RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   }
 }
 
+void RunConfig::check_processes(int processes) const {
+  const int servers = parallel.servers();
+  if (parallel.dp + servers != processes)
+    throw Error("--dp " + std::to_string(parallel.dp) +
+                (servers ? " workers and " + std::to_string(servers) + " server(s)" : "") +
+                " need " + std::to_string(parallel.dp + servers) + " processes but " +
+                std::to_string(processes) + " started (launch with mpirun -np " +
+                std::to_string(parallel.dp + servers) + ")");
+}
+
 void RunConfig::validate() const {
   model.validate();
   optim.validate();

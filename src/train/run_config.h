@@ -63,6 +63,8 @@ struct RunConfig {
   ParallelConfig parallel;
   BenchConfig bench;
   void validate() const;
+  // Throws Error unless parallel.dp workers (plus any parameter servers) were started.
+  void check_processes(int processes) const;
 };
 
 using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.lr", "3e-4")

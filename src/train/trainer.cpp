@@ -98,13 +98,10 @@ static nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, in
 int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
+  cfg.check_processes(world.size());
   Roles roles = make_roles(world, cfg);
   const int workers = roles.num_workers, rank = world.rank();
   const bool async = cfg.parallel.sync == "ps-async";
-  if (cfg.parallel.dp != workers)
-    throw Error("--dp " + std::to_string(cfg.parallel.dp) + " does not match the " +
-                std::to_string(workers) + " worker processes started (launch with mpirun -np " +
-                std::to_string(cfg.parallel.dp + roles.num_servers) + ")");
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
@@ -232,9 +229,30 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                         {"grad_norm", norm},
                         {"tokens_per_s", static_cast<double>(global * T) / dt}};
     j.update(upd.extra);
-    j["bytes_sent"] = world.bytes_sent() - sent0;
-    j["bytes_received"] = world.bytes_received() - received0;
+    const double mine[2] = {static_cast<double>(world.bytes_sent() - sent0),
+                            static_cast<double>(world.bytes_received() - received0)};
     sent0 = world.bytes_sent(), received0 = world.bytes_received();
+    j["bytes_sent"] = mine[0], j["bytes_received"] = mine[1];
+    if (world.size() > 1) {  // every rank's bytes of this step (counted in the next one)
+      nlohmann::json per_rank = nlohmann::json::array();
+      std::vector<double> all(mine, mine + 2);
+      if (!async) {  // ps-async workers are never in step: only rank 0's own
+        all.resize(2 * dp.size());
+        dp.all_gather(mine, all.data(), std::vector<int64_t>(dp.size(), 2), comm::DataType::F64);
+      }
+      for (size_t w = 0; w < all.size() / 2; ++w)
+        per_rank.push_back(
+            {{"rank", w}, {"role", "worker"}, {"sent", all[2 * w]}, {"received", all[2 * w + 1]}});
+      if (j.contains("server_bytes")) {
+        for (size_t s = 0; s < j["server_bytes"].size(); ++s)
+          per_rank.push_back({{"rank", workers + static_cast<int>(s)},
+                              {"role", "server"},
+                              {"sent", j["server_bytes"][s][0]},
+                              {"received", j["server_bytes"][s][1]}});
+        j.erase("server_bytes");
+      }
+      j["bytes_per_rank"] = per_rank;
+    }
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global,
                                sync->global_batch() ? dp : alone)

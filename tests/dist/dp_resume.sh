@@ -14,5 +14,5 @@ for out in on2 on1; do
   compare metrics "$out/metrics.jsonl" full/metrics.jsonl --from 8 || fail "$out losses"
   compare params "$out/step-16/model.safetensors" full/step-16/model.safetensors || fail "$out parameters"
 done
-expect_error "does not match the 1 worker processes" "${run[@]}" --dp 2 --train.out_dir x
+expect_error "need 2 processes but 1 started" "${run[@]}" --dp 2 --train.out_dir x
 echo "dp resume across layouts: trajectories agree"

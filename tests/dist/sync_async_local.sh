@@ -16,6 +16,7 @@ assert len(rows) == 40
 assert max(r["lead_max"] for r in rows) <= bound, "a worker ran too far ahead"
 assert max(r["staleness_max"] for r in rows) >= 1, "no staleness at all: not asynchronous"
 assert all("staleness_mean" in r for r in rows)
+assert all([p["role"] for p in r["bytes_per_rank"]] == ["worker", "server"] for r in rows)
 vals = [r["val_loss"] for r in rows if "val_loss" in r]
 assert vals[-1] < vals[0] and rows[-1]["loss"] < rows[0]["loss"] - 0.5, (vals, rows[-1]["loss"])
 PY
@@ -26,6 +27,10 @@ for s in local diloco; do
 import json, sys
 rows = [json.loads(l) for l in open('$s/metrics.jsonl')]
 assert sum(1 for r in rows if r.get('synced')) == 8, 'replicas met every 5 steps'
+assert all(len(r['bytes_per_rank']) == 3 for r in rows)
+# parameter averaging moves the whole model at a sync step, next to nothing otherwise
+big = [r['step'] for r in rows if r['bytes_per_rank'][1]['sent'] > 100000]
+assert big == list(range(5, 41, 5)), big
 assert rows[-1]['loss'] < rows[0]['loss'] - 0.5 and rows[-1]['val_loss'] < rows[9]['val_loss'], rows[-1]
 " || fail "$s"
 done

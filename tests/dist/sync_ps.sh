@@ -8,7 +8,7 @@ run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 
      --train.val_every 6 --train.ckpt_every 6 --optim.warmup_steps 3 --dp 2)
 mpi 2 "${run[@]}" --train.batch_size 2 --train.micro_batches 2 --train.out_dir ar > /dev/null
 mpi 3 "${run[@]}" --train.batch_size 2 --train.micro_batches 2 --parallel.sync ps --ps.servers 1 --train.out_dir ps1 > /dev/null
-mpi 4 "${run[@]}" --train.batch_size 4 --parallel.sync ps --ps.servers 2 --train.out_dir ps2 > /dev/null
+mpi 4 "${run[@]}" --train.batch_size 4 --sync ps --ps.servers 2 --train.out_dir ps2 > /dev/null
 for out in ps1 ps2; do
   compare metrics $out/metrics.jsonl ar/metrics.jsonl || fail "$out losses"
   compare params $out/step-12/model.safetensors ar/step-12/model.safetensors || fail "$out parameters"
@@ -21,9 +21,14 @@ compare metrics ps1r/metrics.jsonl ps1/metrics.jsonl --from 7 --tol 0 || fail "p
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
 assert all(r["bytes_sent"] > 0 and r["bytes_received"] > 0 for r in rows)
+for r in rows:  # every rank, every step: 2 workers, then 2 servers that each saw both workers
+    per = r["bytes_per_rank"]
+    assert [p["role"] for p in per] == ["worker", "worker", "server", "server"], per
+    assert all(p["sent"] > 0 and p["received"] > 0 for p in per), per
+    assert per[2]["received"] >= per[0]["sent"] / 2, per
 s = json.load(open(sys.argv[1] + "/summary.json"))
 assert [r["role"] for r in s["ranks"]] == ["worker", "worker", "server", "server"], s
 assert all(r["bytes_sent_per_step"] > 0 for r in s["ranks"])
 PY
-expect_error "needs more than 1 processes" "${run[@]}" --parallel.sync ps
+expect_error "2 workers and 1 server(s) need 3 processes but 1 started" "${run[@]}" --sync ps
 echo "ps: equal to all-reduce"
