@@ -5,6 +5,7 @@ packages=(
   build-essential cmake g++ clang-format       # toolchain
   libopenmpi-dev openmpi-bin                   # communication between processes
   libdnnl-dev                                  # matrix multiplies (oneDNN)
+  ocl-icd-opencl-dev                           # oneDNN's CMake package looks for OpenCL (only a Recommends)
   libsentencepiece-dev sentencepiece           # tokenizer
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev   # configs, JSON, command line
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and micro-benchmarks

@@ -13,7 +13,8 @@
 
 #include "cli/commands.h"
 #include "kernels/matmul.h"
-#include "parallel/data_parallel.h"
+#include "parallel/mesh.h"
+#include "parallel/sync.h"
 #include "tensor/arena.h"
 #include "tensor/error.h"
 #include "train/step.h"
@@ -59,67 +60,80 @@ std::vector<double> gather(comm::Group& g, double x) {
 
 }  // namespace
 
-int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
-  const int world = dp.size();
+int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
-  cfg.check_processes(world);
+  cfg.check_processes(world_group.size());
+  const MeshShape shape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  Mesh mesh(world_group, shape, cfg.model);
+  comm::Group& dp = mesh.dp;
+  const int world = world_group.size(), replicas = shape.dp;
   const int threads = configure_threads(cfg.train.threads);
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, V = cfg.model.vocab_size;
-  TrainState st(cfg);
-  GradReducer reducer(dp, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
-  std::mt19937_64 rng(cfg.train.seed + static_cast<uint64_t>(dp.rank()));
+  TrainState st(cfg, mesh.shard(), mesh.tp);
+  const SyncConfig sc = sync_config(cfg);
+  Roles roles;
+  roles.world = roles.all_workers = world_group;
+  roles.workers = dp;
+  roles.num_workers = world;
+  auto sync = make_synchronizer(sc, roles, st.replica);
+  // Every replica draws its own batch; the tensor-parallel ranks of a replica share it.
+  std::mt19937_64 rng(cfg.train.seed + static_cast<uint64_t>(mesh.coord().dp));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
   std::vector<int32_t> tokens(B * T), targets(B * T);
   for (auto& x : tokens) x = tok(rng);
   for (auto& x : targets) x = tok(rng);
-  const float scale = 1.0f / static_cast<float>(B * T * world);
+  const int64_t valid = B * T * replicas;
 
-  // Phase 1 (several ranks only): every rank computes alone, no communication, all at once.
+  // Phase 1 (data parallelism only): every rank computes alone, no communication, all at once.
   std::vector<double> alone;
-  if (world > 1) {
-    dp.barrier();
+  if (replicas > 1 && shape.tp == 1) {
+    Roles alone_roles;  // size-1 groups: no communication
+    auto own = make_synchronizer(sc, alone_roles, st.replica);
+    world_group.barrier();
     for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
       const auto t0 = Clock::now();
-      st.step(tokens.data(), targets.data(), cfg.optim.lr);
+      st.forward_backward(tokens.data(), targets.data(), 1, B * T, *own);
+      own->update(st.replica, cfg.optim.lr, s + 1);
       if (s >= cfg.bench.warmup) alone.push_back(seconds_since(t0));
     }
   }
-  // Phase 2: data-parallel steps with bucketed, overlapped gradient all-reduce.
-  std::vector<double> times, comm, exposed;
+  // Phase 2: the parallel steps: bucketed, overlapped gradient all-reduce over the replicas,
+  // tensor-parallel collectives inside the model.
+  std::vector<double> times, comm, exposed, tp_comm, tp_exposed;
   float loss = 0.0f;
-  dp.barrier();
+  world_group.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
     const auto t0 = Clock::now();
-    st.grads.zero();
-    loss = st.model.forward(st.params, tokens.data(), targets.data());
-    reducer.begin();
-    st.model.backward(st.params, st.grads, scale, [&](int64_t off) { reducer.ready_from(off); });
-    const ReduceStats rs = reducer.finish();
-    st.optim.step(st.params, st.grads, cfg.optim.lr);
+    st.model.reset_tp_stats();
+    loss = static_cast<float>(st.forward_backward(tokens.data(), targets.data(), 1, valid, *sync) /
+                              (B * T));
+    const SyncStep upd = sync->update(st.replica, cfg.optim.lr, s + 1);
     if (s >= cfg.bench.warmup) {
       times.push_back(seconds_since(t0));
-      comm.push_back(rs.comm_s);
-      exposed.push_back(rs.exposed_s);
+      comm.push_back(upd.extra.value("comm_s", 0.0));
+      exposed.push_back(upd.extra.value("comm_exposed_s", 0.0));
+      tp_comm.push_back(st.model.tp_stats().comm_s);
+      tp_exposed.push_back(st.model.tp_stats().exposed_s);
     }
   }
   const double my_median = median(times);
-  const auto medians = gather(dp, my_median);
+  const auto medians = gather(world_group, my_median);
   const double step_s =
       *std::max_element(medians.begin(), medians.end());  // the slowest sets the pace
   const double peak =
-      dp.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
+      world_group.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
 
   const LlamaConfig& m = cfg.model;
   const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
                                  12.0 * m.n_layers * static_cast<double>(T) * m.dim;
-  const double tokens_per_s = static_cast<double>(world * B * T) / step_s;
-  const double gflops = flops_per_token * static_cast<double>(world * B * T) / step_s / 1e9;
+  const double tokens_per_s = static_cast<double>(replicas * B * T) / step_s;
+  const double gflops = flops_per_token * static_cast<double>(replicas * B * T) / step_s / 1e9;
   const char* formula = "6*N + 12*L*T*C per token (N = matmul parameters incl. output head)";
   std::printf(
-      "model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) x batch %lld x %lld, %d thread(s) "
-      "per rank\n",
-      m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world,
-      static_cast<long long>(B), static_cast<long long>(T), threads);
+      "model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) (dp %d x tp %d x pp %d) x batch "
+      "%lld x %lld, %d thread(s) per rank\n",
+      m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world, shape.dp, shape.tp,
+      shape.pp, static_cast<long long>(B), static_cast<long long>(T), threads);
   std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n",
               step_s, *std::min_element(times.begin(), times.end()),
               *std::max_element(times.begin(), times.end()), cfg.bench.steps, cfg.bench.warmup,
@@ -137,6 +151,9 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
                       {"seq_len", T},
                       {"threads", threads},
                       {"ranks", world},
+                      {"dp", shape.dp},
+                      {"tp", shape.tp},
+                      {"pp", shape.pp},
                       {"steps", cfg.bench.steps},
                       {"warmup", cfg.bench.warmup},
                       {"median_step_s", step_s},
@@ -147,29 +164,56 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group dp) {
                       {"mfu", gflops / peak},
                       {"loss", loss},
                       {"activation_bytes", st.model.activation_bytes()}};
-  if (world > 1) {
+  // Memory per rank, in bytes: what this rank holds of the model and its training state.
+  const double floats = static_cast<double>(st.params.size()) * sizeof(float);
+  const std::vector<double> mem = {floats, floats, floats * st.optim.num_states(),
+                                   static_cast<double>(st.model.activation_bytes())};
+  const char* mem_names[] = {"parameters", "gradients", "optimizer_state", "activations"};
+  std::printf("bytes per rank:");
+  for (size_t i = 0; i < mem.size(); ++i) {
+    const auto all = gather(world_group, mem[i]);
+    std::printf(" %s %.1f MB%s", mem_names[i], *std::max_element(all.begin(), all.end()) / 1e6,
+                i + 1 < mem.size() ? "," : " (largest rank)\n");
+    j["bytes_per_rank"][mem_names[i]] = all;
+  }
+  if (replicas > 1) {
     const auto per_rank = gather(dp, static_cast<double>(B * T) / my_median);
-    const auto alone_rate = gather(dp, static_cast<double>(B * T) / median(alone));
-    double alone_total = 0;
-    for (double r : alone_rate) alone_total += r;
-    const double c = dp.sum(median(comm)) / world, e = dp.sum(median(exposed)) / world;
+    const double c = world_group.sum(median(comm)) / world;
+    const double e = world_group.sum(median(exposed)) / world;
     const double hidden = c > 0 ? std::clamp(1.0 - e / c, 0.0, 1.0) : 0.0;
-    for (int r = 0; r < world; ++r)
-      std::printf("rank %d: %.0f tokens/s (alone %.0f)\n", r, per_rank[r], alone_rate[r]);
+    if (!alone.empty()) {
+      const auto alone_rate = gather(dp, static_cast<double>(B * T) / median(alone));
+      double alone_total = 0;
+      for (double r : alone_rate) alone_total += r;
+      for (int r = 0; r < replicas; ++r)
+        std::printf("rank %d: %.0f tokens/s (alone %.0f)\n", r, per_rank[r], alone_rate[r]);
+      std::printf(
+          "scaling efficiency %.1f%% (global tokens/s over the sum of the ranks computing "
+          "alone)\n",
+          100.0 * tokens_per_s / alone_total);
+      j["alone_tokens_per_s"] = alone_rate;
+      j["scaling_efficiency"] = tokens_per_s / alone_total;
+    }
     std::printf(
-        "scaling efficiency %.1f%% (global tokens/s over the sum of the ranks computing alone)\n",
-        100.0 * tokens_per_s / alone_total);
-    std::printf(
-        "gradient all-reduce: %.4f s per step in %zu buckets, %.4f s exposed, %.0f%% hidden behind "
-        "backward\n",
-        c, reducer.num_buckets(), e, 100.0 * hidden);
+        "gradient all-reduce: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n", c,
+        e, 100.0 * hidden);
     j["per_rank_tokens_per_s"] = per_rank;
-    j["alone_tokens_per_s"] = alone_rate;
-    j["scaling_efficiency"] = tokens_per_s / alone_total;
     j["comm_s"] = c;
     j["comm_exposed_s"] = e;
     j["comm_hidden_fraction"] = hidden;
-    j["buckets"] = reducer.num_buckets();
+  }
+  if (shape.tp > 1) {
+    const double c = world_group.sum(median(tp_comm)) / world;
+    const double e = world_group.sum(median(tp_exposed)) / world;
+    const double hidden = c > 0 ? std::clamp(1.0 - e / c, 0.0, 1.0) : 0.0;
+    std::printf(
+        "tensor-parallel all-reduces: %.4f s per step, %.4f s exposed, %.0f%% hidden (the "
+        "backward input-gradient sums behind the weight-gradient GEMMs; the forward sums cannot "
+        "hide)\n",
+        c, e, 100.0 * hidden);
+    j["tp_comm_s"] = c;
+    j["tp_comm_exposed_s"] = e;
+    j["tp_comm_hidden_fraction"] = hidden;
   }
   if (json) std::printf("%s\n", j.dump().c_str());
   return 0;

@@ -10,7 +10,10 @@ namespace parallama {
 
 int run_bench(const RunConfig& cfg, bool json, comm::Group dp);
 int run_info(const RunConfig& cfg);
-int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc);
-int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches);
+int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,
+                 comm::Group world, int tp);
+// Under mpirun the processes of `world` share the batches (see evaluate()).
+int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches,
+             comm::Group world, int tp);
 
 }  // namespace parallama

@@ -8,6 +8,7 @@
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
+#include "parallel/mesh.h"
 #include "tensor/error.h"
 #include "train/step.h"
 #include "train/trainer.h"
@@ -18,35 +19,54 @@ namespace parallama {
 
 namespace {
 
+RunConfig checkpoint_config(const std::string& ckpt) {
+  return config_from_json(read_trainer_json(ckpt).at("config"), ckpt + "/trainer.json");
+}
+
+MeshShape layout_of(const comm::Group& world, int tp) {
+  if (tp < 1 || world.size() % tp)
+    throw Error("--tp " + std::to_string(tp) + " must divide the " + std::to_string(world.size()) +
+                " processes started");
+  return {world.size() / tp, tp, 1};
+}
+
+// The checkpoint's model on the mesh of the processes: each tensor-parallel rank loads its slice.
 struct Loaded {
   RunConfig cfg;
+  Mesh mesh;
   ParamLayout layout;
   ParamBuffer params;
-  explicit Loaded(const std::string& ckpt)
-      : cfg(config_from_json(read_trainer_json(ckpt).at("config"), ckpt + "/trainer.json")),
-        layout(cfg.model, ModelShard::whole(cfg.model)),
+  Loaded(const std::string& ckpt, const comm::Group& world, int tp)
+      : cfg(checkpoint_config(ckpt)),
+        mesh(world, layout_of(world, tp), cfg.model),
+        layout(cfg.model, mesh.shard()),
         params(layout) {
     configure_threads(cfg.train.threads);
-    load_checkpoint_model(ckpt, params);
+    load_checkpoint_model(ckpt, params, mesh.tp);
   }
 };
 
 }  // namespace
 
-int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc) {
-  Loaded m(ckpt);
+int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,
+                 comm::Group world, int tp) {
+  if (world.size() != tp)
+    throw Error("generate runs one prompt on --tp ranks: start it with mpirun -np " +
+                std::to_string(tp) + " (or without mpirun for one process)");
+  Loaded m(ckpt, world, tp);
   const Tokenizer tok((fs::path(ckpt) / "tokenizer.model").string());
   std::vector<int32_t> ids = {tok.bos_id()};
   const auto p = tok.encode(prompt);
   ids.insert(ids.end(), p.begin(), p.end());
-  Generator gen(m.layout, m.params);
+  Generator gen(m.layout, m.params, m.mesh.tp);
   const auto out = gen.generate(ids, sc, tok.eos_id());
   std::printf("%s%s\n", prompt.c_str(), tok.decode(out).c_str());
   return 0;
 }
 
-int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches) {
-  Loaded m(ckpt);
+int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches,
+             comm::Group world, int tp) {
+  Loaded m(ckpt, world, tp);
   const TokenShard shard = read_shard(data);
   if (shard.header.vocab_size > static_cast<uint64_t>(m.cfg.model.vocab_size))
     throw Error(data + ": vocabulary " + std::to_string(shard.header.vocab_size) +
@@ -58,12 +78,20 @@ int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batch
   const int64_t T = m.cfg.train.seq_len;
   if (static_cast<int64_t>(shard.tokens.size()) <= T)
     throw Error(data + ": fewer than " + std::to_string(T + 1) + " tokens");
-  Llama model(m.layout, m.cfg.train.batch_size, T);
-  comm::Group one;
+  Llama model(m.layout, m.cfg.train.batch_size, T, m.mesh.tp);
+  // The replicas share the batches; the tensor-parallel ranks of a replica work on the same ones.
   const EvalResult r =
-      evaluate(model, m.params, shard.tokens, max_batches * m.cfg.train.batch_size, one);
-  std::printf("loss %.4f perplexity %.3f over %lld tokens\n", r.loss, std::exp(r.loss),
+      evaluate(model, m.params, shard.tokens, max_batches * m.cfg.train.batch_size, m.mesh.dp);
+  std::printf("loss %.6f perplexity %.4f over %lld tokens\n", r.loss, std::exp(r.loss),
               static_cast<long long>(r.tokens));
+  if (world.size() > 1) {  // each rank's share
+    const int64_t mine[2] = {r.local_batches, r.local_tokens};
+    std::vector<int64_t> all(2 * world.size());
+    world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), comm::DataType::I64);
+    for (int k = 0; k < world.size(); ++k)
+      std::printf("rank %d: %lld batches, %lld tokens\n", k, static_cast<long long>(all[2 * k]),
+                  static_cast<long long>(all[2 * k + 1]));
+  }
   return 0;
 }
 

@@ -1,7 +1,8 @@
-// `parallama info`: a model's shape and parameter count.
+// `parallama info`: a model's shape and parameter count, and with --dp/--tp/--pp the mesh.
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "parallel/mesh.h"
 
 namespace parallama {
 
@@ -17,6 +18,8 @@ int run_info(const RunConfig& cfg) {
   std::printf("  parameters: %lld (%.3f B), in matmuls: %lld\n",
               static_cast<long long>(m.num_params()), m.num_params() / 1e9,
               static_cast<long long>(m.num_matmul_params()));
+  const MeshShape shape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  if (shape.size() > 1) std::printf("%s", describe_mesh(m, shape).c_str());
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // parallama: train LLaMA-family models. One binary; see README.md.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 
@@ -55,10 +56,15 @@ int main(int argc, char** argv) {
                           "share of the text held out for validation");
 
   TrainOptions topt;
-  int dp = 0;
+  int dp = 0, tp = 0, pp = 0;
+  auto add_layout = [&](CLI::App* sub) {
+    sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)");
+    sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)");
+    sub->add_option("--pp", pp, "pipeline stages (same as --parallel.pp); dp·tp·pp = processes");
+  };
   std::string sync_flag;
   CLI::App* train_cmd = with_config("train", "train a model");
-  train_cmd->add_option("--dp", dp, "data-parallel ranks (= processes; same as --parallel.dp)");
+  add_layout(train_cmd);
   train_cmd->add_option("--sync", sync_flag,
                         "allreduce, ps, ps-async, local or diloco (same as --parallel.sync)");
   train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
@@ -66,8 +72,10 @@ int main(int argc, char** argv) {
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
   bench_cmd->add_flag("--json", json, "also print the results as one JSON object on the last line");
-  bench_cmd->add_option("--dp", dp, "data-parallel ranks (= processes; same as --parallel.dp)");
-  CLI::App* info_cmd = with_config("info", "print a model's shape and parameter count");
+  add_layout(bench_cmd);
+  CLI::App* info_cmd =
+      with_config("info", "print a model's shape and parameter count (and the mesh of a layout)");
+  add_layout(info_cmd);
 
   std::string ckpt, prompt, data, run_dir;
   SampleConfig sc;
@@ -79,11 +87,14 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass");
   gen_cmd->add_option("--seed", sc.seed, "sampling seed");
   gen_cmd->add_option("--max-tokens", sc.max_tokens, "tokens to generate at most");
+  gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)");
   CLI::App* eval_cmd =
       app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
   eval_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
   eval_cmd->add_option("--data", data, "token shard (e.g. data/kjv/val.bin)")->required();
   eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)");
+  eval_cmd->add_option("--tp", tp,
+                       "tensor-parallel ranks; the processes / tp replicas share the batches");
   CLI::App* plot_cmd = app.add_subcommand("plot", "write RUN_DIR/loss.svg from metrics.jsonl");
   plot_cmd->add_option("run_dir", run_dir, "training run directory")->required();
 
@@ -95,13 +106,16 @@ int main(int argc, char** argv) {
   try {
     CLI::App* sub = app.get_subcommands().front();
     if (sub == prepare_cmd) return prepare(prep), 0;
-    if (sub == gen_cmd) return run_generate(ckpt, prompt, sc);
-    if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches);
+    if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1));
+    if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches, world, std::max(tp, 1));
     if (sub == plot_cmd) return std::printf("wrote %s\n", plot_losses(run_dir).c_str()), 0;
     Overrides ov = parse_overrides(sub->remaining());
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
+    if (tp > 0) ov.emplace_back("parallel.tp", std::to_string(tp));
+    if (pp > 0) ov.emplace_back("parallel.pp", std::to_string(pp));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
-    const RunConfig cfg = load_run_config(config, ov);
+    const RunConfig cfg =
+        load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run);
     world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
     if (sub == train_cmd) return train(cfg, topt, world);
     if (sub == bench_cmd) return run_bench(cfg, json, world);

@@ -196,11 +196,11 @@ uint64_t Group::stamp(Op op, int64_t count) {
   return seq;
 }
 
-Request Group::iall_reduce(void* data, int64_t count, DataType t) {
+Request Group::iall_reduce(void* data, int64_t count, DataType t, ReduceOp op) {
   const uint64_t s = stamp(Op::AllReduce, count);
   const double n = size(), b = static_cast<double>(count * type_size(t));
   this->count(2 * (n - 1) / n * b, 2 * (n - 1) / n * b);
-  return Request(be_->all_reduce(data, count, t), st_, Op::AllReduce, s);
+  return Request(be_->all_reduce(data, count, t, op), st_, Op::AllReduce, s);
 }
 uint64_t Group::begin_sharded(Op op, const std::vector<int64_t>& counts, DataType t) {
   if (static_cast<int>(counts.size()) != size())

@@ -17,6 +17,7 @@ namespace parallama::comm {
 
 enum class DataType { F32, F64, I64, U64, Byte };
 size_t type_size(DataType t);
+enum class ReduceOp { Sum, Max };
 enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
 const char* op_name(Op op);
 
@@ -33,8 +34,9 @@ class Backend {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::shared_ptr<Backend> split(int color, int key) = 0;
-  // Sum in place.
-  virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) = 0;
+  // Reduces in place (sum or maximum).
+  virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t,
+                                                ReduceOp op) = 0;
   // in: sum of counts; out: counts[rank]. Sum.
   virtual std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
                                                     const std::vector<int64_t>& counts,
@@ -92,7 +94,8 @@ class Group {
   int64_t bytes_sent() const;
   int64_t bytes_received() const;
 
-  Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32);
+  Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32,
+                      ReduceOp op = ReduceOp::Sum);
   Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
                           DataType t = DataType::F32);
   Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
@@ -102,8 +105,9 @@ class Group {
   Request irecv(void* data, int64_t bytes, int peer, int tag = 0);
   Request ibarrier();
 
-  void all_reduce(void* data, int64_t count, DataType t = DataType::F32) {
-    iall_reduce(data, count, t).wait();
+  void all_reduce(void* data, int64_t count, DataType t = DataType::F32,
+                  ReduceOp op = ReduceOp::Sum) {
+    iall_reduce(data, count, t, op).wait();
   }
   void reduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
                       DataType t = DataType::F32) {

@@ -8,14 +8,9 @@
 #include <unordered_map>
 
 #include "tensor/error.h"
+#include "tensor/hash.h"
 
 namespace parallama {
-
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
 
 namespace {
 

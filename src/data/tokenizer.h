@@ -32,6 +32,4 @@ class Tokenizer {
   uint64_t hash_ = 0;
 };
 
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
-
 }  // namespace parallama

@@ -15,11 +15,16 @@ namespace parallama {
 
 using namespace kernels;
 
-Generator::Generator(const ParamLayout& layout, const ParamBuffer& params)
-    : cfg_(layout.config()), params_(params) {
-  if (!layout.shard().is_whole(cfg_)) throw Error("generation runs on whole-model shards only");
-  C_ = cfg_.dim, H_ = cfg_.n_heads, KVH_ = cfg_.n_kv_heads, D_ = cfg_.head_dim();
-  F_ = cfg_.ffn_dim, V_ = cfg_.vocab_size, QKV_ = (H_ + 2 * KVH_) * D_, maxT_ = cfg_.max_seq_len;
+Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp)
+    : cfg_(layout.config()), params_(params), tp_(std::move(tp)) {
+  const ModelShard& sh = layout.shard();
+  if (sh.first_layer != 0 || sh.last_layer != cfg_.n_layers || !sh.has_embedding || !sh.has_head)
+    throw Error("generation runs every layer on each rank (use --pp 1)");
+  if (sh.tp_size != tp_.size() || sh.tp_rank != tp_.rank())
+    throw Error("internal: the shard's tensor-parallel rank does not match its group");
+  C_ = cfg_.dim, H_ = sh.local_heads(cfg_), KVH_ = sh.local_kv_heads(cfg_), D_ = cfg_.head_dim();
+  F_ = sh.local_ffn(cfg_), V_ = sh.local_vocab(cfg_), QKV_ = (H_ + 2 * KVH_) * D_;
+  maxT_ = cfg_.max_seq_len, Vfull_ = cfg_.vocab_size, v0_ = sh.vocab_begin(cfg_);
   off_embed_ = layout.find("model.embed_tokens.weight").offset;
   off_norm_ = layout.find("model.norm.weight").offset;
   off_head_ = cfg_.tie_embeddings ? off_embed_ : layout.find("lm_head.weight").offset;
@@ -32,30 +37,28 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params)
   }
   auto plan = [&](auto&& take) {
     x_ = take(C_), xn_ = take(C_), qkv_ = take(QKV_), att_ = take(maxT_), atty_ = take(H_ * D_);
-    gu_ = take(2 * F_), act_ = take(F_), logits_ = take(V_), rstd_ = take(1);
+    gu_ = take(2 * F_), act_ = take(F_), logits_ = take(Vfull_), local_ = take(V_);
+    rstd_ = take(1);
     cos_ = take(maxT_ * D_ / 2), sin_ = take(maxT_ * D_ / 2);
     kcache_.assign(cfg_.n_layers, nullptr), vcache_.assign(cfg_.n_layers, nullptr);
     for (int l = 0; l < cfg_.n_layers; ++l)
       kcache_[l] = take(maxT_ * KVH_ * D_), vcache_[l] = take(maxT_ * KVH_ * D_);
   };
-  plan([&](int64_t n) {
-    arena_.reserve(n);
-    return nullptr;
-  });
-  arena_.commit();
-  plan([&](int64_t n) { return arena_.take(n); });
+  arena_.plan(plan);
   rope_table(cos_, sin_, maxT_, D_, cfg_.rope_theta);
 }
 
 const float* Generator::feed(int32_t token) {
   if (pos_ >= maxT_)
     throw Error("context is full: max_seq_len " + std::to_string(maxT_) + " tokens");
-  if (token < 0 || token >= V_)
+  if (token < 0 || token >= Vfull_)
     throw Error("token id " + std::to_string(token) + " outside the vocabulary");
   const float* W = params_.data();
   const int64_t HD = H_ * D_, KVD = KVH_ * D_, group = H_ / KVH_, half = D_ / 2;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-  embedding_forward(x_, &token, W + off_embed_, 1, C_);
+  const bool adds_residual = tp_.rank() == 0;  // row-parallel sums count the residual once
+  embedding_forward(x_, &token, W + off_embed_, 1, C_, v0_, V_);
+  tp_.all_reduce(x_, C_);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const int64_t* o = &off_[6 * l];
     rmsnorm_forward(xn_, rstd_, x_, W + o[0], 1, C_, cfg_.norm_eps);
@@ -84,25 +87,31 @@ const float* Generator::feed(int32_t token) {
         for (int64_t i = 0; i < D_; ++i) out[i] += p * v[i];
       }
     }
+    if (!adds_residual) std::fill(x_, x_ + C_, 0.0f);
     gemm(false, true, 1, C_, HD, 1.0f, atty_, HD, W + o[2], HD, 1.0f, x_, C_);  // x += attn · Woᵀ
+    tp_.all_reduce(x_, C_);
     rmsnorm_forward(xn_, rstd_, x_, W + o[3], 1, C_, cfg_.norm_eps);
     linear_forward(gu_, xn_, W + o[4], 1, C_, 2 * F_);
     swiglu_forward(act_, gu_, 1, F_);
+    if (!adds_residual) std::fill(x_, x_ + C_, 0.0f);
     gemm(false, true, 1, C_, F_, 1.0f, act_, F_, W + o[5], F_, 1.0f, x_, C_);  // x += mlp
+    tp_.all_reduce(x_, C_);
   }
   rmsnorm_forward(xn_, rstd_, x_, W + off_norm_, 1, C_, cfg_.norm_eps);
-  linear_forward(logits_, xn_, W + off_head_, 1, C_, V_);
+  linear_forward(local_, xn_, W + off_head_, 1, C_, V_);  // this rank's vocabulary columns
+  tp_.all_gather(local_, logits_, comm::even_counts(Vfull_, tp_.size()));  // as the shards split
   ++pos_;
   return logits_;
 }
 
 int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng) {
+  const int64_t V = Vfull_;
   if (sc.temperature <= 0.0f)
-    return static_cast<int32_t>(std::max_element(logits, logits + V_) - logits);
-  const float mx = *std::max_element(logits, logits + V_);
-  cand_.resize(V_);
+    return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+  const float mx = *std::max_element(logits, logits + V);
+  cand_.resize(V);
   double sum = 0.0;
-  for (int64_t v = 0; v < V_; ++v) {
+  for (int64_t v = 0; v < V; ++v) {
     const float p = std::exp((logits[v] - mx) / sc.temperature);
     cand_[v] = {p, static_cast<int32_t>(v)};
     sum += p;

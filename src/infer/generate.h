@@ -1,9 +1,12 @@
 #pragma once
-// Token-by-token generation with a KV cache over a whole-model shard.
+// Token-by-token generation with a KV cache. Under tensor parallelism every rank of the group
+// runs the same calls on its shard (heads, FFN columns and vocabulary rows split as in training);
+// the logits are gathered whole, so every rank samples the same tokens.
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "comm/group.h"
 #include "model/params.h"
 #include "tensor/arena.h"
 
@@ -18,7 +21,7 @@ struct SampleConfig {
 
 class Generator {
  public:
-  Generator(const ParamLayout& layout, const ParamBuffer& params);
+  Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp = {});
   // Feeds one token at the next position and returns the logits (V) for the position after it.
   const float* feed(int32_t token);
   int64_t position() const { return pos_; }
@@ -32,12 +35,15 @@ class Generator {
 
   const LlamaConfig& cfg_;
   const ParamBuffer& params_;
-  int64_t C_, H_, KVH_, D_, F_, V_, QKV_, maxT_;
+  comm::Group tp_;
+  int64_t C_, H_, KVH_, D_, F_, V_, QKV_, maxT_;  // local: heads, FFN and vocabulary are 1/tp
+  int64_t Vfull_, v0_;
   int64_t pos_ = 0;
   std::vector<int64_t> off_;  // per layer: ln1, wqkv, wo, ln2, wgu, wdown
   int64_t off_embed_, off_norm_, off_head_;
   Arena arena_;
-  float *x_, *xn_, *qkv_, *att_, *atty_, *gu_, *act_, *logits_, *rstd_, *cos_, *sin_;
+  float *x_, *xn_, *qkv_, *att_, *atty_, *gu_, *act_, *logits_ /* (V) */, *local_ /* (V/tp) */;
+  float *rstd_, *cos_, *sin_;
   std::vector<float*> kcache_, vcache_;  // per layer (maxT, KVH·D)
   std::vector<std::pair<float, int32_t>> cand_;
 };

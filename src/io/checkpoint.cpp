@@ -3,12 +3,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
-#include "data/tokenizer.h"
+#include "io/param_io.h"
 #include "tensor/error.h"
+#include "tensor/hash.h"
 
 namespace fs = std::filesystem;
 
@@ -17,6 +18,7 @@ namespace parallama {
 namespace {
 
 constexpr int kFormat = 1;
+constexpr const char* kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
@@ -28,7 +30,7 @@ void write_text(const fs::path& path, const std::string& text) {
 std::string file_checksum(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot read " + path);
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = kFnv1a64Basis;
   std::vector<char> buf(1 << 20);
   while (f) {
     f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
@@ -40,37 +42,59 @@ std::string file_checksum(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state) {
+                     const CheckpointState& state, comm::Group& tp, bool writer) {
+  const int64_t writers = tp.sum(int64_t{writer});
+  if (writers != 1)
+    throw Error("saving " + dir +
+                ": exactly one rank of the tensor-parallel group must write, not " +
+                std::to_string(writers));
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
-  fs::create_directories(parent);
   const fs::path tmp =
       parent / ("." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  save_params(params, (tmp / "model.safetensors").string());
-  optim.save((tmp / "optimizer.safetensors").string());
-  for (const auto& f : state.copy_files) fs::copy_file(f, tmp / fs::path(f).filename());
-  nlohmann::json j = state.extra.is_object() ? state.extra : nlohmann::json::object();
-  j["format"] = kFormat;
-  j["step"] = state.step;
-  j["data_position"] = state.data_position;
-  j["checksums"] = {
-      {"model.safetensors", file_checksum((tmp / "model.safetensors").string())},
-      {"optimizer.safetensors", file_checksum((tmp / "optimizer.safetensors").string())}};
-  write_text(tmp / "trainer.json",
-             j.dump(1) + "\n");  // written last: its presence marks completeness
-  ::sync();
-  if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
-    const fs::path old =
-        parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
-    fs::remove_all(old);
-    fs::rename(final_dir, old);
-    fs::rename(tmp, final_dir);
-    fs::remove_all(old);
-  } else {
-    fs::rename(tmp, final_dir);
+  std::exception_ptr error;
+  if (writer)
+    io::guarded(error, [&] {
+      fs::create_directories(parent);
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+    });
+  io::agree_on_failure(tp, error);
+  try {
+    io::save_params(params, (tmp / "model.safetensors").string(), tp, writer);
+    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, writer);
+  } catch (...) {
+    std::error_code ignored;
+    if (writer) fs::remove_all(tmp, ignored);
+    throw;
   }
+  if (writer)
+    io::guarded(error, [&] {
+      for (const auto& f : state.copy_files) fs::copy_file(f, tmp / fs::path(f).filename());
+      nlohmann::json j = state.extra.is_object() ? state.extra : nlohmann::json::object();
+      j["format"] = kFormat;
+      j["step"] = state.step;
+      j["data_position"] = state.data_position;
+      for (const char* name : kTensorFiles)
+        j["checksums"][name] = file_checksum((tmp / name).string());
+      write_text(tmp / "trainer.json", j.dump(1) + "\n");  // written last: marks completeness
+      ::sync();
+      if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
+        const fs::path old =
+            parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
+        fs::remove_all(old);
+        fs::rename(final_dir, old);
+        fs::rename(tmp, final_dir);
+        fs::remove_all(old);
+      } else {
+        fs::rename(tmp, final_dir);
+      }
+    });
+  if (writer && error) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+  }
+  io::agree_on_failure(tp, error);
 }
 
 nlohmann::json read_trainer_json(const std::string& dir) {
@@ -104,19 +128,34 @@ void verify(const std::string& dir, const nlohmann::json& j, const char* name) {
                 "); the file is corrupt or truncated");
 }
 
-}  // namespace
-
-void load_checkpoint_model(const std::string& dir, ParamBuffer& params) {
-  verify(dir, read_trainer_json(dir), "model.safetensors");
-  load_params(params, (fs::path(dir) / "model.safetensors").string());
+// Reads trainer.json, verifies the first `files` tensor files (file i on rank i % tp.size()), then
+// runs read on every rank; throws on every rank of tp if any of that failed anywhere.
+template <class F>
+nlohmann::json load(const std::string& dir, int files, comm::Group& tp, F&& read) {
+  std::exception_ptr error;
+  nlohmann::json j;
+  io::guarded(error, [&] { j = read_trainer_json(dir); });
+  for (int i = 0; i < files; ++i)
+    if (i % tp.size() == tp.rank()) io::guarded(error, [&] { verify(dir, j, kTensorFiles[i]); });
+  io::agree_on_failure(tp, error);  // no rank reads tensors of a file that failed its checksum
+  io::guarded(error, [&] { read(fs::path(dir)); });
+  io::agree_on_failure(tp, error);
+  return j;
 }
 
-CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim) {
-  const nlohmann::json j = read_trainer_json(dir);
-  verify(dir, j, "model.safetensors");
-  verify(dir, j, "optimizer.safetensors");
-  load_params(params, (fs::path(dir) / "model.safetensors").string());
-  optim.load((fs::path(dir) / "optimizer.safetensors").string());
+}  // namespace
+
+void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp) {
+  load(dir, 1, tp,
+       [&](const fs::path& d) { io::load_params(params, (d / "model.safetensors").string()); });
+}
+
+CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim,
+                                comm::Group& tp) {
+  const nlohmann::json j = load(dir, 2, tp, [&](const fs::path& d) {
+    io::load_params(params, (d / "model.safetensors").string());
+    io::load_optimizer(optim, (d / "optimizer.safetensors").string());
+  });
   CheckpointState s;
   s.step = j["step"].get<int64_t>();
   s.data_position = j["data_position"].get<int64_t>();

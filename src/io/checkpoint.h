@@ -2,11 +2,14 @@
 // Checkpoint directories: model.safetensors (whole tensors, HF Llama names),
 // optimizer.safetensors, and trainer.json (step, data position, RNG state, config, layout and
 // checksums of the two tensor files). A checkpoint is written into a temporary directory and
-// renamed into place, so a crash never leaves a half checkpoint that looks complete.
+// renamed into place, so a crash never leaves a half checkpoint that looks complete. Tensors are
+// stored whole whatever the layout that wrote them, so a checkpoint written by any layout loads
+// into any other.
 #include <nlohmann/json.hpp>
 
 #include <string>
 
+#include "comm/group.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
 
@@ -19,22 +22,29 @@ struct CheckpointState {
   std::vector<std::string> copy_files;  // copied in as they are (e.g. the tokenizer model)
 };
 
-// Writes dir (replacing an older checkpoint of the same name only once the new one is complete)
-// and returns the checksums recorded.
+// Writes dir (replacing an older checkpoint of the same name only once the new one is complete).
+// Collective over tp, the tensor-parallel group of params' shard (a size-1 Group() for a layout
+// without tensor parallelism): every rank of the group calls it, each split tensor is gathered
+// whole from the group one at a time, and only the rank with writer = true (exactly one) creates
+// the directory, writes the files and trainer.json and renames the directory into place. A
+// failure on the writer is thrown on every rank of the group.
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state);
+                     const CheckpointState& state, comm::Group& tp, bool writer);
 
-// Reads trainer.json, verifies both checksums, then loads the tensors (every shape checked).
-// Throws Error naming the file that is missing, corrupt, truncated or for another model.
-CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim);
+// Reads trainer.json, verifies both checksums (the files shared out over the ranks of tp), then
+// loads this rank's slice of every tensor (every shape checked), reading only those bytes; no
+// other communication. Throws Error, on every rank of tp, naming the file that is missing,
+// corrupt, truncated or for another model.
+CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim,
+                                comm::Group& tp);
 
 // Only the model weights (checksum verified), for generation and evaluation.
-void load_checkpoint_model(const std::string& dir, ParamBuffer& params);
+void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp);
 
 // Just trainer.json, parsed and checked (for reading the config before building the model).
 nlohmann::json read_trainer_json(const std::string& dir);
 
-// FNV-1a 64 of a file's bytes, as 16 hex digits.
+// FNV-1a 64 of a file's bytes (read in pieces), as 16 hex digits.
 std::string file_checksum(const std::string& path);
 
 }  // namespace parallama

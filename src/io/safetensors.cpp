@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -28,9 +27,11 @@ using nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // same limit as the reference implementation
 constexpr uint64_t kMaxElements = uint64_t{1} << 62;
 constexpr int kMaxJsonDepth = 16;  // a valid header nests 3 deep; refuse pathological nesting
+constexpr uint64_t kStageElements = uint64_t{1} << 18;  // BF16 read in pieces of 512 KiB
+constexpr size_t kWriteBuffer = size_t{1} << 20;        // the stream writer's buffer
 
 // 'name' with control characters escaped, so messages stay on one line.
-std::string quoted(const std::string& s) {
+std::string quote(const std::string& s) {
   std::string out = "'";
   for (unsigned char c : s) {
     if (c < 0x20 || c == 0x7f) {
@@ -103,33 +104,60 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
          " bytes, too short for a safetensors header (need at least 8)");
   }
 
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(std::string("cannot open for reading: ") + std::strerror(errno));
-  unsigned char prefix[8];
-  if (!in.read(reinterpret_cast<char*>(prefix), 8)) fail("cannot read the 8-byte header length");
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | prefix[i];
-  if (n > kMaxHeaderBytes) {
-    fail("header length " + std::to_string(n) + " is larger than the " +
-         std::to_string(kMaxHeaderBytes) + "-byte limit (corrupt or not a safetensors file?)");
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail(std::string("cannot open for reading: ") + std::strerror(errno));
+  try {
+    unsigned char prefix[8];
+    read_bytes(0, prefix, 8, "the 8-byte header length");
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | prefix[i];
+    if (n > kMaxHeaderBytes) {
+      fail("header length " + std::to_string(n) + " is larger than the " +
+           std::to_string(kMaxHeaderBytes) + "-byte limit (corrupt or not a safetensors file?)");
+    }
+    if (n > size - 8) {
+      fail("header length " + std::to_string(n) + " exceeds file size (" + std::to_string(size) +
+           " bytes; truncated or not a safetensors file?)");
+    }
+    std::vector<char> header(n);
+    note_buffer(n);
+    read_bytes(8, header.data(), n, "the header");
+    data_start_ = 8 + n;
+    data_size_ = size - data_start_;
+    parse_header(header.data(), n);
+    check_layout();
+  } catch (...) {
+    ::close(fd_);
+    fd_ = -1;
+    throw;
   }
-  if (n > size - 8) {
-    fail("header length " + std::to_string(n) + " exceeds file size (" + std::to_string(size) +
-         " bytes; truncated or not a safetensors file?)");
-  }
+}
 
-  bytes_.resize(size);
-  std::memcpy(bytes_.data(), prefix, 8);
-  in.read(bytes_.data() + 8, static_cast<std::streamsize>(size - 8));
-  if (static_cast<uint64_t>(in.gcount()) != size - 8) {
-    fail("read " + std::to_string(in.gcount()) + " of " + std::to_string(size - 8) +
-         " bytes after the header length (file changed while reading?)");
-  }
-  data_start_ = 8 + n;
-  data_size_ = size - data_start_;
+SafeTensorsReader::~SafeTensorsReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
-  parse_header(bytes_.data() + 8, n);
-  check_layout();
+void SafeTensorsReader::read_bytes(uint64_t offset, void* dst, uint64_t n,
+                                   const std::string& what) const {
+  char* p = static_cast<char*>(dst);
+  uint64_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd_, p + done, std::min<uint64_t>(n - done, uint64_t{1} << 30),
+                              static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail("cannot read " + what + ": " + std::strerror(errno));
+    if (r == 0) {
+      fail("read " + std::to_string(done) + " of " + std::to_string(n) + " bytes of " + what +
+           " (file truncated or changed since it was opened?)");
+    }
+    done += static_cast<uint64_t>(r);
+  }
+}
+
+void SafeTensorsReader::note_buffer(uint64_t bytes) const {
+  uint64_t seen = peak_buffer_.load();
+  while (bytes > seen && !peak_buffer_.compare_exchange_weak(seen, bytes)) {
+  }
 }
 
 void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
@@ -141,7 +169,7 @@ void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
     }
     if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
       const auto& key = parsed.get_ref<const std::string&>();
-      if (!seen.insert(key).second) fail("header has duplicate key " + quoted(key));
+      if (!seen.insert(key).second) fail("header has duplicate key " + quote(key));
     }
     return true;
   };
@@ -164,7 +192,7 @@ void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
     }
     for (const auto& [k, v] : value.items()) {
       if (!v.is_string()) {
-        fail("__metadata__ value for key " + quoted(k) + " must be a string, got " + v.type_name());
+        fail("__metadata__ value for key " + quote(k) + " must be a string, got " + v.type_name());
       }
       metadata_[k] = v.get<std::string>();
     }
@@ -172,7 +200,7 @@ void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
 }
 
 void SafeTensorsReader::parse_entry(const std::string& name, const json& entry) {
-  const std::string what = "tensor " + quoted(name);
+  const std::string what = "tensor " + quote(name);
   if (!entry.is_object()) {
     fail(what + ": entry must be a JSON object, got " + entry.type_name());
   }
@@ -186,7 +214,7 @@ void SafeTensorsReader::parse_entry(const std::string& name, const json& entry) 
   if (!dtype.is_string()) fail(what + ": dtype must be a string, got " + dtype.type_name());
   const auto& dtype_s = dtype.get_ref<const std::string&>();
   if (!parse_dtype(dtype_s, &t.dtype)) {
-    fail(what + ": unsupported dtype " + quoted(dtype_s) + " (supported: F32, BF16)");
+    fail(what + ": unsupported dtype " + quote(dtype_s) + " (supported: F32, BF16)");
   }
 
   const json& shape = entry["shape"];
@@ -242,8 +270,8 @@ void SafeTensorsReader::check_layout() {
   for (const TensorInfo& t : tensors_) {
     if (t.begin == t.end) continue;  // empty tensors occupy no bytes
     if (last && t.begin < last->end) {
-      fail("tensors " + quoted(last->name) + " " + range_str(last->begin, last->end) + " and " +
-           quoted(t.name) + " " + range_str(t.begin, t.end) + " overlap");
+      fail("tensors " + quote(last->name) + " " + range_str(last->begin, last->end) + " and " +
+           quote(t.name) + " " + range_str(t.begin, t.end) + " overlap");
     }
     if (!last || t.end > last->end) last = &t;
   }
@@ -253,71 +281,106 @@ void SafeTensorsReader::check_layout() {
 const TensorInfo& SafeTensorsReader::info(const std::string& name) const {
   const auto it = index_.find(name);
   if (it == index_.end()) {
-    fail("no tensor named " + quoted(name) + " (file has " + std::to_string(tensors_.size()) +
+    fail("no tensor named " + quote(name) + " (file has " + std::to_string(tensors_.size()) +
          " tensors)");
   }
   return tensors_[it->second];
 }
 
+void SafeTensorsReader::shape_must_be(const TensorInfo& t, const Shape& expected) const {
+  if (t.shape != expected) {
+    fail("tensor " + quote(t.name) + " has shape " + shape_str(t.shape) + " but expected " +
+         shape_str(expected));
+  }
+}
+
+void SafeTensorsReader::read_elements(const TensorInfo& t, uint64_t first, uint64_t n, float* dst,
+                                      std::vector<uint16_t>& stage) const {
+  const uint64_t at = data_start_ + t.begin + first * dtype_size(t.dtype);
+  const std::string what = "tensor " + quote(t.name);
+  if (t.dtype == DType::F32) {
+    read_bytes(at, dst, n * sizeof(float), what);
+    return;
+  }
+  for (uint64_t i = 0; i < n; i += stage.size()) {
+    const uint64_t m = std::min<uint64_t>(stage.size(), n - i);
+    read_bytes(at + i * sizeof(uint16_t), stage.data(), m * sizeof(uint16_t), what);
+    for (uint64_t j = 0; j < m; ++j) dst[i + j] = bf16_to_float(stage[j]);  // little-endian host
+  }
+}
+
 void SafeTensorsReader::read_f32(const std::string& name, float* dst,
                                  const Shape& expected_shape) const {
   const TensorInfo& t = info(name);
-  if (t.shape != expected_shape) {
-    fail("tensor " + quoted(name) + " has shape " + shape_str(t.shape) + " but expected " +
-         shape_str(expected_shape));
-  }
-  const size_t n = static_cast<size_t>((t.end - t.begin) / dtype_size(t.dtype));
-  const char* src = bytes_.data() + data_start_ + t.begin;
+  shape_must_be(t, expected_shape);
+  const uint64_t n = (t.end - t.begin) / dtype_size(t.dtype);
   if (n == 0) return;
-  if (t.dtype == DType::F32) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return;
+  std::vector<uint16_t> stage(t.dtype == DType::BF16 ? std::min(n, kStageElements) : 0);
+  note_buffer(stage.size() * sizeof(uint16_t));
+  read_elements(t, 0, n, dst, stage);
+}
+
+void SafeTensorsReader::read_f32_slice(const std::string& name, float* dst,
+                                       const Shape& expected_shape, int axis, int64_t begin,
+                                       int64_t count) const {
+  const TensorInfo& t = info(name);
+  shape_must_be(t, expected_shape);
+  const int rank = static_cast<int>(t.shape.size());
+  if (axis < 0 || axis >= rank || begin < 0 || count < 0 || begin + count > t.shape[axis]) {
+    fail("tensor " + quote(name) + " of shape " + shape_str(t.shape) + " has no slice [" +
+         std::to_string(begin) + ", " + std::to_string(begin + count) + ") along axis " +
+         std::to_string(axis));
   }
-  const auto* b = reinterpret_cast<const unsigned char*>(src);
-  for (size_t i = 0; i < n; ++i) {
-    dst[i] = bf16_to_float(static_cast<uint16_t>(b[2 * i] | (b[2 * i + 1] << 8)));
-  }
+  uint64_t outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= static_cast<uint64_t>(t.shape[d]);
+  for (int d = axis + 1; d < rank; ++d) inner *= static_cast<uint64_t>(t.shape[d]);
+  const uint64_t dim = static_cast<uint64_t>(t.shape[axis]), run = count * inner;
+  if (outer == 0 || run == 0) return;
+  std::vector<uint16_t> stage(t.dtype == DType::BF16 ? std::min(run, kStageElements) : 0);
+  note_buffer(stage.size() * sizeof(uint16_t));
+  // One contiguous run of the file per index of the leading dims (one run in all for axis 0).
+  for (uint64_t o = 0; o < outer; ++o)
+    read_elements(t, (o * dim + static_cast<uint64_t>(begin)) * inner, run, dst + o * run, stage);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-void SafeTensorsWriter::add(const std::string& name, const float* data, const Shape& shape,
-                            DType dtype) {
-  const std::string what = "safetensors writer: tensor " + quoted(name);
+namespace {
+
+// Checks one tensor of a file to be written and returns its element count.
+uint64_t check_decl(const std::string& name, const Shape& shape,
+                    const std::map<std::string, size_t>& index) {
+  const std::string what = "safetensors writer: tensor " + quote(name);
   if (name.empty()) throw Error("safetensors writer: tensor name must not be empty");
   if (name == "__metadata__") throw Error(what + ": name is reserved for metadata");
-  if (index_.count(name)) throw Error(what + ": duplicate tensor name");
+  if (index.count(name)) throw Error(what + ": duplicate tensor name");
   uint64_t n = 0;
   if (!checked_numel(shape, &n)) {
     throw Error(what + ": invalid shape " + shape_str(shape) +
                 " (negative dim or more than 2^62 elements)");
   }
-  if (n > 0 && data == nullptr) throw Error(what + ": data is null");
-  index_[name] = entries_.size();
-  entries_.push_back({name, data, shape, dtype, n});
+  return n;
 }
 
-namespace {
+}  // namespace
 
-// Owns a file descriptor for the temporary file; removes the file unless committed.
-class TmpFile {
- public:
-  explicit TmpFile(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot create");
+// The temporary file and its write buffer; removes the file unless committed.
+struct SafeTensorsStreamWriter::Out {
+  explicit Out(std::string p) : path(std::move(p)) {
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail("cannot create");
+    buf.resize(kWriteBuffer);
   }
-  ~TmpFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
+  ~Out() {
+    if (fd >= 0) ::close(fd);
+    if (!committed) ::unlink(path.c_str());
   }
-  TmpFile(const TmpFile&) = delete;
-  TmpFile& operator=(const TmpFile&) = delete;
 
   void write_all(const void* p, size_t n) {
     const char* c = static_cast<const char*>(p);
     while (n > 0) {
-      const ssize_t w = ::write(fd_, c, std::min<size_t>(n, size_t{1} << 30));
+      const ssize_t w = ::write(fd, c, std::min<size_t>(n, size_t{1} << 30));
       if (w < 0 && errno == EINTR) continue;
       if (w == 0) errno = EIO;
       if (w <= 0) fail("write failed");
@@ -325,36 +388,61 @@ class TmpFile {
       n -= static_cast<size_t>(w);
     }
   }
-  void commit(const std::string& final_path) {
-    if (::fsync(fd_) != 0) fail("fsync failed");
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    if (rc != 0) fail("close failed");
-    if (std::rename(path_.c_str(), final_path.c_str()) != 0) {
-      fail("cannot rename to " + final_path);
+  void flush() {
+    write_all(buf.data(), used);
+    used = 0;
+  }
+  void put(const void* p, size_t n) {
+    if (used + n > buf.size()) flush();
+    if (n >= buf.size()) return write_all(p, n);
+    std::memcpy(buf.data() + used, p, n);
+    used += n;
+  }
+  void put_bf16(const float* x, uint64_t n) {
+    while (n > 0) {
+      if (buf.size() - used < sizeof(uint16_t)) flush();
+      const uint64_t m = std::min<uint64_t>(n, (buf.size() - used) / sizeof(uint16_t));
+      for (uint64_t i = 0; i < m; ++i) {
+        const uint16_t h = float_to_bf16(x[i]);
+        std::memcpy(buf.data() + used + i * sizeof(uint16_t), &h, sizeof h);
+      }
+      used += m * sizeof(uint16_t), x += m, n -= m;
     }
-    committed_ = true;
+  }
+  void commit(const std::string& final_path) {
+    flush();
+    if (::fsync(fd) != 0) fail("fsync failed");
+    const int rc = ::close(fd);
+    fd = -1;
+    if (rc != 0) fail("close failed");
+    if (std::rename(path.c_str(), final_path.c_str()) != 0) fail("cannot rename to " + final_path);
+    committed = true;
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(path + ": " + what + ": " + std::strerror(errno));
   }
 
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw Error(path_ + ": " + what + ": " + std::strerror(errno));
-  }
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
+  std::string path;
+  int fd = -1;
+  bool committed = false;
+  std::vector<char> buf;
+  size_t used = 0;
 };
 
-}  // namespace
-
-void SafeTensorsWriter::write(const std::string& path) const {
+SafeTensorsStreamWriter::SafeTensorsStreamWriter(const std::string& path,
+                                                 const std::vector<TensorDecl>& tensors,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(path), decls_(tensors) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const Entry& e : entries_) {
-    const uint64_t bytes = e.numel * dtype_size(e.dtype);
-    header[e.name] = {{"dtype", dtype_name(e.dtype)},
-                      {"shape", e.shape},
+  for (const TensorDecl& d : decls_) {
+    const uint64_t n = check_decl(d.name, d.shape, index_);
+    index_[d.name] = numel_.size();
+    numel_.push_back(n);
+    const uint64_t bytes = n * dtype_size(d.dtype);
+    header[d.name] = {{"dtype", dtype_name(d.dtype)},
+                      {"shape", d.shape},
                       {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
@@ -366,29 +454,67 @@ void SafeTensorsWriter::write(const std::string& path) const {
                 one_line(e.what()));
   }
   text.append((8 - text.size() % 8) % 8, ' ');  // data region starts 8-byte aligned
-
-  std::string prefix(8, '\0');
+  char prefix[8];
   for (int i = 0; i < 8; ++i)
     prefix[i] = static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  TmpFile out(path + ".tmp");
-  out.write_all(prefix.data(), prefix.size());
-  out.write_all(text.data(), text.size());
-  std::vector<uint16_t> buf;
-  for (const Entry& e : entries_) {
-    if (e.numel == 0) continue;
-    if (e.dtype == DType::F32) {
-      out.write_all(e.data, e.numel * sizeof(float));
-      continue;
-    }
-    constexpr uint64_t kChunk = uint64_t{1} << 20;
-    buf.resize(std::min(e.numel, kChunk));
-    for (uint64_t i = 0; i < e.numel; i += kChunk) {
-      const uint64_t m = std::min(kChunk, e.numel - i);
-      for (uint64_t j = 0; j < m; ++j) buf[j] = float_to_bf16(e.data[i + j]);
-      out.write_all(buf.data(), m * sizeof(uint16_t));
-    }
+  out_ = std::make_unique<Out>(path + ".tmp");
+  out_->put(prefix, sizeof prefix);
+  out_->put(text.data(), text.size());
+}
+
+SafeTensorsStreamWriter::~SafeTensorsStreamWriter() = default;
+
+void SafeTensorsStreamWriter::append(const std::string& name, const float* data, int64_t count) {
+  while (cur_ < decls_.size() && written_ == numel_[cur_]) ++cur_, written_ = 0;
+  const auto it = index_.find(name);
+  if (it == index_.end()) throw Error(path_ + ": no tensor " + quote(name) + " was declared");
+  if (count == 0) return;
+  if (!out_) throw Error(path_ + ": append after commit");
+  if (it->second != cur_) {
+    throw Error(path_ + ": tensor " + quote(name) + " written out of order (" +
+                (cur_ < decls_.size() ? "next is " + quote(decls_[cur_].name)
+                                      : std::string("every tensor is complete")) +
+                ")");
   }
-  out.commit(path);
+  if (count < 0 || static_cast<uint64_t>(count) > numel_[cur_] - written_) {
+    throw Error(path_ + ": tensor " + quote(name) + " " + shape_str(decls_[cur_].shape) +
+                " cannot take " + std::to_string(count) + " more elements after " +
+                std::to_string(written_));
+  }
+  if (decls_[cur_].dtype == DType::F32)
+    out_->put(data, static_cast<size_t>(count) * sizeof(float));
+  else
+    out_->put_bf16(data, static_cast<uint64_t>(count));
+  written_ += static_cast<uint64_t>(count);
+}
+
+void SafeTensorsStreamWriter::commit() {
+  if (!out_) throw Error(path_ + ": already committed");
+  while (cur_ < decls_.size() && written_ == numel_[cur_]) ++cur_, written_ = 0;
+  if (cur_ < decls_.size()) {
+    throw Error(path_ + ": tensor " + quote(decls_[cur_].name) + " is incomplete (" +
+                std::to_string(written_) + " of " + std::to_string(numel_[cur_]) +
+                " elements written)");
+  }
+  out_->commit(path_);
+  out_.reset();
+}
+
+void SafeTensorsWriter::add(const std::string& name, const float* data, const Shape& shape,
+                            DType dtype) {
+  const uint64_t n = check_decl(name, shape, index_);
+  if (n > 0 && data == nullptr)
+    throw Error("safetensors writer: tensor " + quote(name) + ": data is null");
+  index_[name] = decls_.size();
+  decls_.push_back({name, shape, dtype});
+  data_.push_back(data);
+}
+
+void SafeTensorsWriter::write(const std::string& path) const {
+  SafeTensorsStreamWriter out(path, decls_, metadata_);
+  for (size_t i = 0; i < decls_.size(); ++i)
+    out.append(decls_[i].name, data_[i], numel(decls_[i].shape));
+  out.commit();
 }
 
 }  // namespace parallama::io

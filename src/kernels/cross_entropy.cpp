@@ -23,7 +23,7 @@ void cross_entropy_forward(float* losses, float* stats, const float* logits, con
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
-                            const int32_t* targets, float dloss, int64_t N, int64_t V) {
+                            const int32_t* targets, float dloss, int64_t N, int64_t V, int64_t v0) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * V;
@@ -35,7 +35,44 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
     const float mx = stats[2 * n], log_sum = stats[2 * n + 1];
 #pragma omp simd
     for (int64_t v = 0; v < V; ++v) d[v] = std::exp((l[v] - mx) - log_sum) * dloss;
-    d[targets[n]] -= dloss;
+    const int64_t t = static_cast<int64_t>(targets[n]) - v0;
+    if (t >= 0 && t < V) d[t] -= dloss;
+  }
+}
+
+void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* l = logits + n * Vl;
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t v = 0; v < Vl; ++v) m = std::fmax(m, l[v]);
+    mx[n] = m;
+  }
+}
+
+void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
+                              const int32_t* targets, int64_t N, int64_t Vl, int64_t v0) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* l = logits + n * Vl;
+    const float m = mx[n];
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t v = 0; v < Vl; ++v) sum += std::exp(l[v] - m);
+    const int64_t t = static_cast<int64_t>(targets[n]) - v0;
+    part[2 * n] = sum;
+    part[2 * n + 1] = targets[n] != kIgnoreIndex && t >= 0 && t < Vl ? l[t] : 0.0f;
+  }
+}
+
+void cross_entropy_finish(float* losses, float* stats, const float* mx, const float* part,
+                          const int32_t* targets, int64_t N) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float log_sum = std::log(part[2 * n]);
+    stats[2 * n] = mx[n];
+    stats[2 * n + 1] = log_sum;
+    losses[n] = targets[n] == kIgnoreIndex ? 0.0f : log_sum + (mx[n] - part[2 * n + 1]);
   }
 }
 

@@ -14,8 +14,23 @@ void cross_entropy_forward(float* losses, float* stats, const float* logits, con
                            int64_t N, int64_t V);
 
 // dlogits (N, V) = (softmax(logits) − onehot(target)) · dloss, 0 for ignored rows.
-// dlogits may be the same memory as logits.
+// dlogits may be the same memory as logits. With a vocabulary-parallel split, logits (N, Vl) are
+// the columns [v0, v0 + Vl) and stats come from cross_entropy_finish.
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
-                            const int32_t* targets, float dloss, int64_t N, int64_t V);
+                            const int32_t* targets, float dloss, int64_t N, int64_t V,
+                            int64_t v0 = 0);
+
+// Vocabulary-parallel cross-entropy in three local steps around two reductions over the ranks
+// that share the vocabulary; no rank ever holds a whole row of logits (N, V):
+//   cross_entropy_local_max   mx (N) = max over this rank's columns      → reduce with max
+//   cross_entropy_local_sums  part (N, 2) = [Σ exp(logit − mx), the target's logit when this
+//                             rank holds its column, else 0]             → reduce with sum
+//   cross_entropy_finish      losses (N) and stats (N, 2) as cross_entropy_forward gives them.
+// logits (N, Vl) hold the columns [v0, v0 + Vl).
+void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl);
+void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
+                              const int32_t* targets, int64_t N, int64_t Vl, int64_t v0);
+void cross_entropy_finish(float* losses, float* stats, const float* mx, const float* part,
+                          const int32_t* targets, int64_t N);
 
 }  // namespace parallama::kernels

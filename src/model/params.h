@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
 #include "model/config.h"
 #include "model/shard.h"
 #include "tensor/arena.h"
@@ -20,10 +19,11 @@ enum class ParamKind { Embedding, Norm, Matrix };
 struct ParamSpec {
   std::string name;  // HF name, e.g. model.layers.3.self_attn.q_proj.weight
   ParamKind kind;
-  Shape shape;          // local shape on this shard
-  Shape full_shape;     // shape in the whole model
-  int split_axis = -1;  // tensor-parallel split: -1 replicated, 0 rows, 1 columns
-  int64_t offset = 0;   // in floats, into the flat buffer
+  Shape shape;               // local shape on this shard
+  Shape full_shape;          // shape in the whole model
+  int split_axis = -1;       // tensor-parallel split: -1 replicated, 0 rows, 1 columns
+  int64_t split_offset = 0;  // where this shard starts along split_axis in the whole tensor
+  int64_t offset = 0;        // in floats, into the flat buffer
   int64_t numel = 0;
   float init_std = 0;  // 0: initialised to ones (norm weights)
   bool weight_decay() const { return kind == ParamKind::Matrix; }
@@ -70,14 +70,5 @@ class ParamBuffer {
 // Seeded deterministic initialisation; each element depends only on (seed, name, global index),
 // so a tensor-parallel slice gets exactly the values of the same region of the whole tensor.
 void init_params(ParamBuffer& params, uint64_t seed);
-
-// Whole tensors by HF name (with an optional prefix, e.g. "exp_avg."), into or out of a
-// safetensors file. Loading checks every shape and names the file and tensor on a mismatch.
-void add_params(io::SafeTensorsWriter& w, const ParamBuffer& params,
-                const std::string& prefix = "");
-void read_params(const io::SafeTensorsReader& r, ParamBuffer& params,
-                 const std::string& prefix = "");
-void save_params(const ParamBuffer& params, const std::string& path);
-void load_params(ParamBuffer& params, const std::string& path);
 
 }  // namespace parallama

@@ -43,25 +43,4 @@ void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, in
   }
 }
 
-void Optimizer::save(const std::string& path) const {
-  io::SafeTensorsWriter w;
-  add_params(w, m_, v_ ? "exp_avg." : "momentum.");
-  if (v_) add_params(w, *v_, "exp_avg_sq.");
-  w.set_metadata({{"optimizer", cfg_.name}, {"step", std::to_string(step_)}});
-  w.write(path);
-}
-
-void Optimizer::load(const std::string& path) {
-  io::SafeTensorsReader r(path);
-  const auto& meta = r.metadata();
-  auto it = meta.find("optimizer");
-  if (it == meta.end() || it->second != cfg_.name)
-    throw Error(path + ": optimizer state is not for '" + cfg_.name + "'");
-  read_params(r, m_, v_ ? "exp_avg." : "momentum.");
-  if (v_) read_params(r, *v_, "exp_avg_sq.");
-  it = meta.find("step");
-  if (it == meta.end()) throw Error(path + ": optimizer state has no step count");
-  step_ = std::stoll(it->second);
-}
-
 }  // namespace parallama

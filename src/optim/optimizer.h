@@ -31,12 +31,14 @@ class Optimizer {
             int64_t hi = -1);
   // The state, shaped like the parameters: exp_avg (or the momentum buffer) and exp_avg_sq.
   ParamBuffer& state(int i) { return i == 0 ? m_ : *v_; }
+  const ParamBuffer& state(int i) const { return i == 0 ? m_ : *v_; }
   int num_states() const { return v_ ? 2 : 1; }
+  // The name of state i, as checkpoints store it: "exp_avg", "exp_avg_sq" (AdamW) or "momentum".
+  const char* state_name(int i) const {
+    return v_ ? (i == 0 ? "exp_avg" : "exp_avg_sq") : "momentum";
+  }
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
-  // State tensors under prefixes "exp_avg." / "exp_avg_sq." (AdamW) or "momentum." (SGD).
-  void save(const std::string& path) const;
-  void load(const std::string& path);
   const OptimConfig& config() const { return cfg_; }
 
  private:

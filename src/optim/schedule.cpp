@@ -13,14 +13,19 @@ float lr_at(int64_t step, float lr, float min_lr, int64_t warmup, int64_t total)
 }
 
 double grad_norm(const ParamBuffer& grads) {
+  return std::sqrt(grad_sq_sum(grads, true));
+}
+
+double grad_sq_sum(const ParamBuffer& grads, bool replicated) {
   double total = 0.0;
   grads.visit([&](const ParamSpec& s, const float* g) {
+    if (s.split_axis < 0 && !replicated) return;
     double ss = 0.0;
 #pragma omp parallel for simd reduction(+ : ss) schedule(static)
     for (int64_t i = 0; i < s.numel; ++i) ss += static_cast<double>(g[i]) * g[i];
     total += ss;
   });
-  return std::sqrt(total);
+  return total;
 }
 
 float clip_grads(ParamBuffer& grads, double norm, float max_norm) {

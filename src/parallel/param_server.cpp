@@ -12,7 +12,7 @@ namespace parallama {
 
 namespace ps {
 
-void receive_state(Roles& roles, TrainState& st) {
+void receive_state(Roles& roles, Replica& st) {
   for (int s = 0; s < roles.num_servers; ++s) {
     const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);
     const int peer = roles.num_workers + s;
@@ -24,7 +24,7 @@ void receive_state(Roles& roles, TrainState& st) {
   }
 }
 
-void send_state(Roles& roles, TrainState& st, int64_t lo, int64_t hi) {
+void send_state(Roles& roles, Replica& st, int64_t lo, int64_t hi) {
   const int64_t steps = st.optim.steps_taken();
   roles.world.send(&steps, sizeof steps, 0, kStateHead);
   for (int i = 0; i < st.optim.num_states(); ++i)
@@ -37,7 +37,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void reply(Roles& r, TrainState& st, int w, ps::PullHead head, int64_t lo, int64_t hi) {
+void reply(Roles& r, Replica& st, int w, ps::PullHead head, int64_t lo, int64_t hi) {
   head.sent = static_cast<double>(r.world.bytes_sent());
   head.received = static_cast<double>(r.world.bytes_received());
   r.world.send(&head, sizeof head, w, ps::kPullHead);
@@ -46,7 +46,7 @@ void reply(Roles& r, TrainState& st, int w, ps::PullHead head, int64_t lo, int64
 
 // Synchronous: every step, the sum of all workers' gradients, clipped by the global norm
 // (summed over the servers), one optimizer step, the new slice back to every worker.
-void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched,
+void serve_sync(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedule& sched,
                 int64_t lo, int64_t hi) {
   const int W = r.num_workers;
   const int64_t n = hi - lo;
@@ -69,12 +69,11 @@ void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSche
       ss += static_cast<double>(sum) * sum;
     }
     const double norm = std::sqrt(r.workers.sum(ss));  // r.workers: the servers' group
-    if (cfg.train.grad_clip > 0 && norm > cfg.train.grad_clip) {
-      const float scale = static_cast<float>(cfg.train.grad_clip / norm);
+    if (cfg.grad_clip > 0 && norm > cfg.grad_clip) {
+      const float scale = static_cast<float>(cfg.grad_clip / norm);
       for (int64_t i = 0; i < n; ++i) g[i] *= scale;
     }
-    const float lr =
-        lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
+    const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.steps);
     st.optim.step(st.params, st.grads, lr, lo, hi);
     ++version;
     const ps::PullHead head{version, norm, 0, 0, 0, 0, 0};
@@ -85,7 +84,7 @@ void serve_sync(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSche
 
 // Asynchronous: each push is applied when it arrives. A worker's next parameters are held back
 // while it is more than max-staleness steps ahead of the slowest worker.
-void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSchedule& sched,
+void serve_async(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedule& sched,
                  int64_t lo, int64_t hi) {
   const int W = r.num_workers;
   const int64_t n = hi - lo, S = cfg.parallel.ps_max_staleness;
@@ -115,7 +114,7 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
       // The schedule advances one step per round of W updates.
       const int64_t as_step = (updates + W - 1) / W + (sched.first_step - 1);
       const float lr =
-          lr_at(as_step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.train.steps);
+          lr_at(as_step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.steps);
       st.optim.step(st.params, st.grads, lr, lo, hi);
       ++version;
       done[w] = heads[w].step;
@@ -158,7 +157,7 @@ void serve_async(const RunConfig& cfg, Roles& r, TrainState& st, const ServerSch
 
 }  // namespace
 
-void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st,
+void run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
                           const ServerSchedule& sched) {
   const int s = roles.world.rank() - roles.num_workers;
   const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);

@@ -31,7 +31,7 @@ struct PullHead {  // server -> worker, followed by the parameter slice
 
 // Rank 0 receives every server's slice of the optimizer state (and its step count) before
 // writing a checkpoint; servers send it at the same steps.
-void receive_state(Roles& roles, TrainState& st);
-void send_state(Roles& roles, TrainState& st, int64_t lo, int64_t hi);
+void receive_state(Roles& roles, Replica& st);
+void send_state(Roles& roles, Replica& st, int64_t lo, int64_t hi);
 
 }  // namespace parallama::ps

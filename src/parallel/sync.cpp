@@ -5,11 +5,12 @@
 
 #include "optim/schedule.h"
 #include "parallel/ps_protocol.h"
+#include "parallel/tensor_parallel.h"
 #include "tensor/error.h"
 
 namespace parallama {
 
-Roles make_roles(comm::Group world, const RunConfig& cfg) {
+Roles make_roles(comm::Group world, const SyncConfig& cfg) {
   Roles r;
   r.world = world;
   r.num_servers = cfg.parallel.servers();
@@ -19,7 +20,7 @@ Roles make_roles(comm::Group world, const RunConfig& cfg) {
                 " servers needs more than " + std::to_string(world.size()) + " processes");
   r.server = world.rank() >= r.num_workers;
   comm::Group mine = world.split(r.server ? 1 : 0, world.rank());
-  r.workers = mine;  // for a server: the group of the servers
+  r.workers = r.all_workers = mine;  // for a server: the group of the servers
   return r;
 }
 
@@ -34,32 +35,33 @@ namespace {
 
 class AllReduceSync : public Synchronizer {
  public:
-  AllReduceSync(const RunConfig& cfg, Roles& r, TrainState& st)
+  AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
         reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20))) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
   }
-  SyncStep update(TrainState& st, float lr, int64_t) override {
+  SyncStep update(Replica& st, float lr, int64_t) override {
     const ReduceStats rs = reducer_.finish();
     SyncStep out;
-    out.grad_norm = grad_norm(st.grads);
-    clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+    out.grad_norm = global_grad_norm(st.grads, st.tp);
+    clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
     st.optim.step(st.params, st.grads, lr);
-    if (rs.buckets) out.extra = {{"comm_s", rs.comm_s}, {"comm_exposed_s", rs.exposed_s}};
+    out.extra["buckets"] = rs.buckets;
+    if (rs.buckets) out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
     return out;
   }
 
  private:
-  const RunConfig& cfg_;
+  const SyncConfig& cfg_;
   GradReducer reducer_;
 };
 
 // Local SGD and DiLoCo: every worker steps on its own gradients; replicas meet every H steps.
 class LocalSync : public Synchronizer {
  public:
-  LocalSync(const RunConfig& cfg, Roles& r, TrainState& st, bool diloco)
+  LocalSync(const SyncConfig& cfg, Roles& r, Replica& st, bool diloco)
       : cfg_(cfg), workers_(r.workers), diloco_(diloco) {
     if (diloco_) {  // the outer parameters start as the initial ones; outer momentum at zero
       outer_.assign(st.params.data(), st.params.data() + st.params.size());
@@ -67,10 +69,10 @@ class LocalSync : public Synchronizer {
     }
   }
   bool global_batch() const override { return false; }
-  SyncStep update(TrainState& st, float lr, int64_t step) override {
+  SyncStep update(Replica& st, float lr, int64_t step) override {
     SyncStep out;
     out.grad_norm = grad_norm(st.grads);
-    clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+    clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
     st.optim.step(st.params, st.grads, lr);
     const int period = diloco_ ? cfg_.parallel.diloco_inner_steps : cfg_.parallel.local_period;
     if (step % period != 0 || workers_.size() == 1) return out;
@@ -95,7 +97,7 @@ class LocalSync : public Synchronizer {
   }
 
  private:
-  const RunConfig& cfg_;
+  const SyncConfig& cfg_;
   comm::Group workers_;
   bool diloco_;
   std::vector<float> outer_, momentum_;
@@ -104,14 +106,14 @@ class LocalSync : public Synchronizer {
 // The worker side of both parameter-server strategies.
 class PsWorker : public Synchronizer {
  public:
-  PsWorker(const RunConfig& cfg, Roles& r, bool async)
+  PsWorker(const SyncConfig& cfg, Roles& r, bool async)
       : cfg_(cfg), roles_(r), async_(async), version_(r.num_servers, 0) {}
   bool global_batch() const override { return !async_; }
-  SyncStep update(TrainState& st, float, int64_t step) override {
+  SyncStep update(Replica& st, float, int64_t step) override {
     SyncStep out;
     if (async_) {  // each push is applied alone: the worker clips its own gradient
       out.grad_norm = grad_norm(st.grads);
-      clip_grads(st.grads, out.grad_norm, cfg_.train.grad_clip);
+      clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
       if (roles_.world.rank() == cfg_.parallel.ps_slow_rank)
         std::this_thread::sleep_for(std::chrono::milliseconds(cfg_.parallel.ps_slow_ms));
     }
@@ -146,13 +148,13 @@ class PsWorker : public Synchronizer {
     }
     return out;
   }
-  void gather_state(TrainState& st, int64_t) override {
+  void gather_state(Replica& st, int64_t) override {
     if (roles_.world.rank() != 0) return;
     ps::receive_state(roles_, st);
   }
 
  private:
-  const RunConfig& cfg_;
+  const SyncConfig& cfg_;
   Roles& roles_;
   bool async_;
   std::vector<int64_t> version_;
@@ -161,8 +163,7 @@ class PsWorker : public Synchronizer {
 
 }  // namespace
 
-std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles,
-                                                TrainState& st) {
+std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st) {
   const std::string& s = cfg.parallel.sync;
   if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
   if (s == "local" || s == "diloco")

@@ -14,19 +14,29 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/group.h"
+#include "optim/optimizer.h"
+#include "parallel/config.h"
 #include "parallel/data_parallel.h"
-#include "train/run_config.h"
-#include "train/step.h"
 
 namespace parallama {
 
-// Who does what. Servers are the last ranks of the world.
+// What a synchronizer works on: this rank's parameters, gradients and optimizer, and the
+// tensor-parallel group over which the parameters are sharded (norms are taken over it).
+struct Replica {
+  ParamBuffer& params;
+  ParamBuffer& grads;
+  Optimizer& optim;
+  comm::Group tp;
+};
+
+// Who does what. Servers are the last ranks of the world. `workers` is the data-parallel group
+// of this rank (the ranks that hold the same part of the model); `all_workers` every worker.
 struct Roles {
-  comm::Group world, workers;
+  comm::Group world, workers, all_workers;
   bool server = false;
   int num_workers = 1, num_servers = 0;
 };
-Roles make_roles(comm::Group world, const RunConfig& cfg);
+Roles make_roles(comm::Group world, const SyncConfig& cfg);
 
 // The slice [lo, hi) of the flat buffer that server s owns.
 std::pair<int64_t, int64_t> server_slice(int64_t total, int servers, int s);
@@ -46,13 +56,13 @@ class Synchronizer {
   virtual void before_last_backward() {}
   virtual std::function<void(int64_t)> hook() { return {}; }
   // After backward: synchronize, clip, update with learning rate lr.
-  virtual SyncStep update(TrainState& st, float lr, int64_t step) = 0;
+  virtual SyncStep update(Replica& st, float lr, int64_t step) = 0;
   // Before rank 0 writes a checkpoint of this step: bring the optimizer state home (the
   // servers send it at the same steps).
-  virtual void gather_state(TrainState&, int64_t) {}
+  virtual void gather_state(Replica&, int64_t) {}
 };
 
-std::unique_ptr<Synchronizer> make_synchronizer(const RunConfig& cfg, Roles& roles, TrainState& st);
+std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st);
 
 // The server side of ps and ps-async: runs until the workers are done. Checkpoint steps (for
 // sending the optimizer state to rank 0) are those of the workers' schedule.
@@ -60,7 +70,7 @@ struct ServerSchedule {
   int64_t first_step, last_step;
   std::function<bool(int64_t)> is_checkpoint;
 };
-void run_parameter_server(const RunConfig& cfg, Roles& roles, TrainState& st,
+void run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
                           const ServerSchedule& sched);
 
 }  // namespace parallama

@@ -59,6 +59,17 @@ class Arena {
     return p;
   }
   size_t floats() const { return total_; }
+  // Runs carve(take) twice: first to size every piece, then, after the one allocation, to hand
+  // out the pointers; carve must ask for the same sizes in the same order both times.
+  template <class Carve>
+  void plan(Carve&& carve) {
+    carve([this](size_t n) -> float* {
+      reserve(n);
+      return nullptr;
+    });
+    commit();
+    carve([this](size_t n) -> float* { return take(n); });
+  }
 
  private:
   Buffer buf_;

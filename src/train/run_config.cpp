@@ -5,6 +5,7 @@
 #include <limits>
 #include <set>
 
+#include "parallel/mesh.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -112,6 +113,8 @@ void for_each_field(RunConfig& c, F&& f) {
   f("optim", "nesterov", o.nesterov);
   f("data", "dir", c.data.dir);
   f("parallel", "dp", c.parallel.dp);
+  f("parallel", "tp", c.parallel.tp);
+  f("parallel", "pp", c.parallel.pp);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
@@ -147,7 +150,7 @@ Overrides parse_overrides(const std::vector<std::string>& args) {
   return out;
 }
 
-RunConfig load_run_config(const std::string& path, const Overrides& overrides) {
+RunConfig load_run_config(const std::string& path, const Overrides& overrides, ConfigUse use) {
   toml::table root;
   const std::string source = path.empty() ? "command line" : path;
   if (!path.empty()) {
@@ -188,7 +191,7 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides) {
   for_each_field(c, [&](const char* sec, const char* key, auto& field) { r.get(sec, key, field); });
   r.check_unknown();
   try {
-    c.validate();
+    c.validate(use);
   } catch (const Error& e) {
     throw Error(source + ": " + e.what());
   }
@@ -222,16 +225,22 @@ RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
 
 void RunConfig::check_processes(int processes) const {
   const int servers = parallel.servers();
-  if (parallel.dp + servers != processes)
-    throw Error("--dp " + std::to_string(parallel.dp) +
-                (servers ? " workers and " + std::to_string(servers) + " server(s)" : "") +
-                " need " + std::to_string(parallel.dp + servers) + " processes but " +
+  const int workers = parallel.dp * parallel.tp * parallel.pp;
+  const std::string layout =
+      parallel.tp * parallel.pp == 1
+          ? "--dp " + std::to_string(parallel.dp)
+          : "--dp " + std::to_string(parallel.dp) + " × --tp " + std::to_string(parallel.tp) +
+                " × --pp " + std::to_string(parallel.pp);
+  if (workers + servers != processes)
+    throw Error(layout + (servers ? " workers and " + std::to_string(servers) + " server(s)" : "") +
+                " need " + std::to_string(workers + servers) + " processes but " +
                 std::to_string(processes) + " started (launch with mpirun -np " +
-                std::to_string(parallel.dp + servers) + ")");
+                std::to_string(workers + servers) + ")");
 }
 
-void RunConfig::validate() const {
+void RunConfig::validate(ConfigUse use) const {
   model.validate();
+  if (use == ConfigUse::model) return;
   optim.validate();
   if (train.batch_size < 1) throw Error("train.batch_size must be at least 1");
   if (train.seq_len < 1) throw Error("train.seq_len must be at least 1");
@@ -250,6 +259,11 @@ void RunConfig::validate() const {
     throw Error("optim.min_lr must lie between 0 and optim.lr");
   if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
   const auto& p = parallel;
+  if (p.tp < 1 || p.pp < 1) throw Error("parallel.tp and parallel.pp must be at least 1");
+  mesh_shard(model, {p.dp, p.tp, p.pp}, {});  // the layout must divide the model
+  if (p.sync != "allreduce" && (p.tp > 1 || p.pp > 1))
+    throw Error("--sync " + p.sync + " replicates whole models; with --tp or --pp above 1 use " +
+                "--sync allreduce");
   if (p.sync != "allreduce" && p.sync != "ps" && p.sync != "ps-async" && p.sync != "local" &&
       p.sync != "diloco")
     throw Error("unknown --sync '" + p.sync +

@@ -10,6 +10,7 @@
 
 #include "model/config.h"
 #include "optim/optimizer.h"
+#include "parallel/config.h"
 
 namespace parallama {
 
@@ -32,28 +33,14 @@ struct DataConfig {
   std::string dir;  // made by `parallama prepare`: train.bin, val.bin, tokenizer.model
 };
 
-struct ParallelConfig {
-  int dp = 1;                      // data-parallel ranks: must equal the number of processes
-  double bucket_mb = 4.0;          // gradient all-reduce bucket size
-  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
-  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
-  // How replicas stay together: allreduce | ps | ps-async | local | diloco
-  std::string sync = "allreduce";
-  int ps_servers = 1;        // ps, ps-async: server ranks (the last ones)
-  int ps_max_staleness = 2;  // ps-async: how many steps a worker may run ahead of the slowest
-  int ps_slow_rank = -1;     // ps-async test aid: this worker sleeps ps_slow_ms every step
-  int ps_slow_ms = 0;
-  int local_period = 8;          // local: steps between parameter averages
-  int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
-  float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
-  float diloco_outer_momentum = 0.9f;
-  int servers() const { return sync == "ps" || sync == "ps-async" ? ps_servers : 0; }
-};
-
 struct BenchConfig {
   int steps = 10;  // timed steps
   int warmup = 2;  // untimed steps first
 };
+
+// What a command uses of the configuration. Every key is always read strictly (name and type);
+// only the sections a command uses are checked for sense: `info` has no training run.
+enum class ConfigUse { model, run };
 
 struct RunConfig {
   LlamaConfig model;
@@ -62,7 +49,7 @@ struct RunConfig {
   DataConfig data;
   ParallelConfig parallel;
   BenchConfig bench;
-  void validate() const;
+  void validate(ConfigUse use = ConfigUse::run) const;
   // Throws Error unless parallel.dp workers (plus any parameter servers) were started.
   void check_processes(int processes) const;
 };
@@ -70,8 +57,10 @@ struct RunConfig {
 using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.lr", "3e-4")
 
 // Reads `path` (may be empty: defaults and overrides only). Throws Error with one line naming the
-// file and key for anything wrong.
-RunConfig load_run_config(const std::string& path, const Overrides& overrides);
+// file and key for an unknown key or a value of the wrong type anywhere, and for a value that
+// makes no sense in the sections that `use` needs.
+RunConfig load_run_config(const std::string& path, const Overrides& overrides,
+                          ConfigUse use = ConfigUse::run);
 
 // Every key with its value, as nested JSON ({"model": {...}, ...}), for trainer.json; and back.
 nlohmann::json config_to_json(const RunConfig& c);

@@ -23,22 +23,46 @@ const LlamaConfig& trainable(const LlamaConfig& c) {
 
 }  // namespace
 
-TrainState::TrainState(const RunConfig& cfg)
-    : layout(trainable(cfg.model), ModelShard::whole(cfg.model)),
+SyncConfig sync_config(const RunConfig& cfg) {
+  SyncConfig s;
+  s.parallel = cfg.parallel;
+  s.grad_clip = cfg.train.grad_clip;
+  s.optim = cfg.optim;
+  s.steps = cfg.train.steps;
+  return s;
+}
+
+TrainState::TrainState(const RunConfig& cfg, const ModelShard& shard, comm::Group tp)
+    : layout(trainable(cfg.model), shard),
       params(layout),
       grads(layout),
       optim(layout, cfg.optim),
-      model(layout, cfg.train.batch_size, cfg.train.seq_len) {
+      model(layout, cfg.train.batch_size, cfg.train.seq_len, tp),
+      replica{params, grads, optim, tp} {
   init_params(params, cfg.train.seed);
 }
 
-float TrainState::step(const int32_t* tokens, const int32_t* targets, float lr) {
+TrainState::TrainState(const RunConfig& cfg)
+    : TrainState(cfg, ModelShard::whole(cfg.model), comm::Group()) {}
+
+double TrainState::forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
+                                    int64_t valid_total, Synchronizer& sync) {
+  const int64_t BT = model.batch() * model.seq_len();
+  // A batch whose targets are all ignored has no loss and no gradient (not a division by zero).
+  const float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
   grads.zero();
-  const float loss = model.forward(params, tokens, targets);
-  const int64_t valid = model.valid_targets();
-  model.backward(params, grads, valid ? 1.0f / static_cast<float>(valid) : 0.0f);
-  optim.step(params, grads, lr);
-  return loss;
+  double loss_sum = 0.0;
+  for (int k = 0; k < micro; ++k) {
+    model.forward(params, tokens + k * BT, targets + k * BT);
+    loss_sum += model.loss_sum();
+    if (k + 1 < micro) {
+      model.backward(params, grads, scale);  // accumulate locally
+    } else {
+      sync.before_last_backward();
+      model.backward(params, grads, scale, sync.hook());
+    }
+  }
+  return loss_sum;
 }
 
 int configure_threads(int threads) {

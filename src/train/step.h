@@ -1,25 +1,41 @@
 #pragma once
-// One training step over a whole-model shard: zero gradients, forward, backward, optimizer.
-// Shared by `train` and `bench` so both measure the same work.
+// One training step, shared by `train` and `bench` so both do and measure the same work: zero
+// the gradients, forward and backward over the micro-batches (the last backward hands finished
+// gradients to the synchronizer), then the synchronizer reduces, clips and updates.
 #include <cstdint>
 #include <memory>
 
 #include "model/llama.h"
 #include "optim/optimizer.h"
+#include "parallel/sync.h"
 #include "train/run_config.h"
 
 namespace parallama {
 
+// The part of a run's configuration that gradient synchronization needs.
+SyncConfig sync_config(const RunConfig& cfg);
+
 class TrainState {
  public:
+  // This rank's part of the model, with the tensor-parallel group it shares it with.
+  TrainState(const RunConfig& cfg, const ModelShard& shard, comm::Group tp);
+  // The whole model in one process.
   explicit TrainState(const RunConfig& cfg);
-  // tokens, targets (B, T). Returns the mean loss of the batch.
-  float step(const int32_t* tokens, const int32_t* targets, float lr);
+  TrainState(const TrainState&) = delete;
+  TrainState& operator=(const TrainState&) = delete;
+
+  // Zeroes the gradients, then runs forward and backward over `micro` micro-batches of (B, T)
+  // laid end to end in tokens and targets (micro · B · T each). The gradients are those of the
+  // mean loss over `valid_total` targets (all of the global batch's). Returns the sum of the
+  // losses of this rank's targets.
+  double forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
+                          int64_t valid_total, Synchronizer& sync);
 
   ParamLayout layout;
   ParamBuffer params, grads;
   Optimizer optim;
   Llama model;
+  Replica replica{params, grads, optim, {}};
 };
 
 // Sets the OpenMP thread count and returns the count in use. 0: OMP_NUM_THREADS if set, else

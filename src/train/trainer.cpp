@@ -14,8 +14,10 @@
 #include "io/checkpoint.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
+#include "parallel/mesh.h"
 #include "parallel/sync.h"
 #include "tensor/error.h"
+#include "tensor/hash.h"
 #include "train/metrics.h"
 #include "train/step.h"
 
@@ -32,9 +34,11 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
   int64_t samples = n > T ? (n - 1) / T : 0;
   if (max_samples > 0) samples = std::min(samples, max_samples);
   std::vector<int32_t> in(B * T), tgt(B * T);
+  EvalResult r;
   double sum = 0.0;
-  int64_t count = 0;
-  for (int64_t first = 0, batches = 0; first < samples; first += B, ++batches) {
+  // Batch b holds sequences [b·B, b·B + B) and belongs to rank b mod size.
+  const int64_t stride = B * group.size();
+  for (int64_t first = B * group.rank(); first < samples; first += stride) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) {
         const bool real = first + b < samples;
@@ -44,11 +48,13 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
       }
     model.forward(params, in.data(), tgt.data());
     sum += model.loss_sum();
-    count += model.valid_targets();
+    r.local_tokens += model.valid_targets();
+    ++r.local_batches;
   }
   sum = group.sum(sum);
-  count = group.sum(count);
-  return {count ? sum / static_cast<double>(count) : 0.0, count};
+  r.tokens = group.sum(r.local_tokens);
+  r.loss = r.tokens ? sum / static_cast<double>(r.tokens) : 0.0;
+  return r;
 }
 
 void check_same_params(const ParamBuffer& params, comm::Group& group) {
@@ -99,15 +105,22 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
   cfg.check_processes(world.size());
-  Roles roles = make_roles(world, cfg);
-  const int workers = roles.num_workers, rank = world.rank();
+  const SyncConfig sc = sync_config(cfg);
+  Roles roles = make_roles(world, sc);
+  // The workers form the dp × tp × pp mesh; each parameter server stands alone.
+  const MeshShape shape =
+      roles.server ? MeshShape{} : MeshShape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  Mesh mesh(roles.server ? comm::Group() : roles.all_workers, shape, cfg.model);
+  if (!roles.server) roles.workers = mesh.dp;
+  const int workers = shape.dp, rank = world.rank();
+  const bool writes = rank == 0;
   const bool async = cfg.parallel.sync == "ps-async";
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
   if (train_data.header.tokenizer_hash != val_data.header.tokenizer_hash)
     throw Error(cfg.data.dir + ": train.bin and val.bin were made with different tokenizers");
-  DataLoader loader(train_data.tokens, T, tc.seed, roles.server ? 0 : rank, workers);
+  DataLoader loader(train_data.tokens, T, tc.seed, mesh.coord().dp, workers);
   const int64_t global = B * K * workers;
   if (global > loader.num_samples())
     throw Error("a global batch of " + std::to_string(global) +
@@ -129,41 +142,43 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   }
 
   const int threads = configure_threads(tc.threads);
-  TrainState st(cfg);
+  TrainState st(cfg, mesh.shard(), mesh.tp);
   int64_t step = 0;
   if (!opt.resume.empty()) {
-    const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim);
+    const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp);
     step = cs.step;
     loader.set_position(cs.data_position);
   }
-  check_same_params(st.params, world);
+  // The same parameters on every copy of this rank's slice (with servers: every rank, tp = 1).
+  check_same_params(st.params, roles.num_servers ? world : mesh.dp);
   const int64_t last = opt.stop_at > 0 ? std::min(opt.stop_at, tc.steps) : tc.steps;
   // ps-async workers are never at the same step: its one checkpoint is written at the end.
   auto is_checkpoint = [&](int64_t s) {
     return s == last || (!async && tc.ckpt_every > 0 && s % tc.ckpt_every == 0);
   };
   if (roles.server) {
-    run_parameter_server(cfg, roles, st, {step + 1, last, is_checkpoint});
+    run_parameter_server(sc, roles, st.replica, {step + 1, last, is_checkpoint});
     traffic_summary(world, roles, last - step);
     return 0;
   }
-  auto sync = make_synchronizer(cfg, roles, st);
+  auto sync = make_synchronizer(sc, roles, st.replica);
   comm::Group& dp = roles.workers;
   comm::Group alone;
   // Only rank 0 reports and writes.
   std::optional<Progress> progress;
-  if (rank == 0) progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
+  if (writes) progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
   auto say = [&](const std::string& line) {
     if (progress) progress->message(line);
   };
   char head[256];
   std::snprintf(head, sizeof head,
                 "%s %s: %.2fM parameters, %lld train tokens, %d rank(s) x %lld micro-batch(es) x "
-                "%lld x %lld, %d thread(s) per rank, --sync %s",
+                "%lld x %lld, %d thread(s) per rank, --sync %s, mesh dp %d x tp %d x pp %d",
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
                 workers, static_cast<long long>(K), static_cast<long long>(B),
-                static_cast<long long>(T), threads, cfg.parallel.sync.c_str());
+                static_cast<long long>(T), threads, cfg.parallel.sync.c_str(), shape.dp, shape.tp,
+                shape.pp);
   say(head + (step ? " from step " + std::to_string(step) : std::string()));
 
   std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
@@ -171,17 +186,21 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     CheckpointState cs;
     cs.step = at;
     cs.data_position = loader.position();
-    cs.extra = {{"config", config_to_json(cfg)},
-                {"layout", {{"dp", workers}, {"tp", 1}, {"pp", 1}, {"sync", cfg.parallel.sync}}},
-                {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
-                {"epoch", loader.epoch()},
-                {"loss", last_loss},
-                {"tokenizer_hash", train_data.header.tokenizer_hash}};
+    cs.extra = {
+        {"config", config_to_json(cfg)},
+        {"layout",
+         {{"dp", shape.dp}, {"tp", shape.tp}, {"pp", shape.pp}, {"sync", cfg.parallel.sync}}},
+        {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
+        {"epoch", loader.epoch()},
+        {"loss", last_loss},
+        {"tokenizer_hash", train_data.header.tokenizer_hash}};
     cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
-    sync->gather_state(st, at);
-    if (rank != 0) return;
-    save_checkpoint(dir, st.params, st.optim, cs);
+    sync->gather_state(st.replica, at);
+    // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them.
+    if (mesh.coord().dp != 0) return;
+    save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, writes);
+    if (!writes) return;
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
     say("checkpoint " + dir);
   };
@@ -198,27 +217,16 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     // Every rank scales by the global count of targets, so the summed gradients are those of
     // the global mean loss, whatever each rank holds.
     if (sync->global_batch()) valid = dp.sum(valid);
-    st.grads.zero();
-    double loss_sum = 0.0;
-    for (int k = 0; k < K; ++k) {
-      st.model.forward(st.params, tokens.data() + k * B * T, targets.data() + k * B * T);
-      loss_sum += st.model.loss_sum();
-      const float scale = 1.0f / static_cast<float>(valid);
-      if (k + 1 < K) {
-        st.model.backward(st.params, st.grads, scale);  // accumulate locally
-      } else {
-        sync->before_last_backward();
-        st.model.backward(st.params, st.grads, scale, sync->hook());
-      }
-    }
+    double loss_sum =
+        st.forward_backward(tokens.data(), targets.data(), static_cast<int>(K), valid, *sync);
     // The global mean when workers share a batch; otherwise this worker's own.
     if (sync->global_batch()) loss_sum = dp.sum(loss_sum);
-    const double loss = loss_sum / static_cast<double>(valid);
+    const double loss = valid ? loss_sum / static_cast<double>(valid) : 0.0;
     if (!std::isfinite(loss))
       throw Error("loss became " + std::to_string(loss) + " at step " + std::to_string(step) +
                   "; lower optim.lr or set train.grad_clip");
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, tc.steps);
-    const SyncStep upd = sync->update(st, lr, step);
+    const SyncStep upd = sync->update(st.replica, lr, step);
     const double norm = upd.grad_norm;
     loader.advance(global);
 
@@ -237,8 +245,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       nlohmann::json per_rank = nlohmann::json::array();
       std::vector<double> all(mine, mine + 2);
       if (!async) {  // ps-async workers are never in step: only rank 0's own
-        all.resize(2 * dp.size());
-        dp.all_gather(mine, all.data(), std::vector<int64_t>(dp.size(), 2), comm::DataType::F64);
+        comm::Group& all_workers = roles.all_workers;
+        all.resize(2 * all_workers.size());
+        all_workers.all_gather(mine, all.data(), std::vector<int64_t>(all_workers.size(), 2),
+                               comm::DataType::F64);
       }
       for (size_t w = 0; w < all.size() / 2; ++w)
         per_rank.push_back(
@@ -266,7 +276,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (is_checkpoint(step)) save(step, loss);
   }
   const nlohmann::json traffic = traffic_summary(world, roles, last - first_step + 1);
-  if (rank == 0 && last >= first_step && world.size() > 1) {
+  if (writes && last >= first_step && world.size() > 1) {
     for (const auto& r : traffic) {
       char line[160];
       std::snprintf(line, sizeof line, "rank %d (%s): %.3f MB sent, %.3f MB received per step",

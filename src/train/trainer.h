@@ -19,13 +19,16 @@ struct TrainOptions {
 // metrics and checkpoints. Returns the exit code; throws Error for anything a user must fix.
 int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world);
 
-// Mean loss over the first max_samples sequences of a token file (0 = all), in order; the last
-// partial batch is padded with ignored targets. Batches are shared round-robin over the group,
-// so every layout evaluates the same sequences; the result is the global mean. Used by
+// Mean loss over the first max_samples sequences of a token file (0 = all), in batches of the
+// model's B sequences, in order; the last partial batch is padded with ignored targets. Batch b
+// is evaluated by rank b mod group.size() alone, so the ranks share the work and every layout
+// evaluates the same sequences; every rank gets the mean over all their targets. Used by
 // validation and `parallama eval`.
 struct EvalResult {
-  double loss = 0.0;
-  int64_t tokens = 0;
+  double loss = 0.0;         // mean over the targets of every rank
+  int64_t tokens = 0;        // targets evaluated by all ranks together
+  int64_t local_tokens = 0;  // ... by this rank
+  int64_t local_batches = 0;
 };
 class Llama;
 class ParamBuffer;

@@ -23,6 +23,21 @@ TEST(Comm, AllReduceSumsOddCountsAndTypes) {
   EXPECT_DOUBLE_EQ(world->sum(0.5 * r), 0.25 * n * (n - 1));
 }
 
+TEST(Comm, AllReduceMaxTakesTheLargestOfEveryElement) {
+  const int n = world->size(), r = world->rank();
+  std::vector<float> x(37);
+  // Element i is largest on rank i % n; one element is negative everywhere.
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (int(i) % n == r ? 100.0f : float(r)) + float(i);
+  x[5] = -1000.0f - float(r);
+  world->all_reduce(x.data(), int64_t(x.size()), DataType::F32, ReduceOp::Max);
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (i != 5) {
+      ASSERT_EQ(x[i], 100.0f + float(i)) << i;
+    }
+  }
+  EXPECT_EQ(x[5], -1000.0f);
+}
+
 TEST(Comm, ReduceScatterAndAllGatherWithUnevenCounts) {
   const int n = world->size(), r = world->rank();
   for (int64_t total : {int64_t(10), int64_t(7), int64_t(n > 1 ? n - 1 : 1)}) {  // some ranks get 0

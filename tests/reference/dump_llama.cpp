@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 
+#include "io/param_io.h"
 #include "io/safetensors.h"
 #include "kernels/cross_entropy.h"
 #include "model/llama.h"
@@ -28,7 +29,7 @@ int main(int argc, char** argv) {
   ParamLayout layout(cfg, ModelShard::whole(cfg));
   ParamBuffer params(layout), grads(layout);
   init_params(params, 42);
-  save_params(params, dir + "/model.safetensors");
+  io::save_params(params, dir + "/model.safetensors");
 
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
@@ -81,8 +82,8 @@ int main(int argc, char** argv) {
   io::SafeTensorsWriter w;
   w.add("logits", logits.data(), {B, T, V});
   w.add("loss", &loss, {1});
-  add_params(w, grads0, "grad.");
-  add_params(w, params, "step3.");
+  io::add_params(w, grads0, "grad.");
+  io::add_params(w, params, "step3.");
   w.write(dir + "/ours.safetensors");
   std::printf("loss %.6f over %lld targets; wrote %s\n", loss,
               static_cast<long long>(model.valid_targets()), dir.c_str());

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "io/param_io.h"
 #include "kernels/cross_entropy.h"
 #include "model/llama.h"
 #include "optim/optimizer.h"
@@ -14,6 +15,7 @@
 namespace parallama {
 
 using test::error_of;
+using test::TinyModel;
 
 TEST(Config, PresetsHaveTheirPublishedShapes) {
   const auto tiny = llama_preset("tiny");
@@ -84,7 +86,9 @@ TEST(Params, ShardFieldsAreValidated) {
             std::string::npos);
   EXPECT_NE(error_of([&] { ModelShard{0, 3, true, true, 0, 1}.validate(c); }).find("layer range"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 0, 4}.validate(c); }).find("must divide"),
+  EXPECT_NE(error_of([&] {
+              ModelShard{0, 2, true, true, 0, 4}.validate(c);
+            }).find("n_kv_heads % tp == 0"),
             std::string::npos);
   EXPECT_NE(error_of([&] { ModelShard{0, 2, true, true, 2, 2}.validate(c); }).find("rank"),
             std::string::npos);
@@ -94,8 +98,14 @@ TEST(Params, ShardFieldsAreValidated) {
   EXPECT_EQ(stage.find("model.layers.1.mlp.down_proj.weight").shape, (Shape{48, 40}));
   EXPECT_THROW(stage.find("model.layers.0.self_attn.q_proj.weight"), Error);
   EXPECT_THROW(stage.find("model.embed_tokens.weight"), Error);
-  // The model itself runs whole shards only for now, and says so.
-  EXPECT_NE(error_of([&] { Llama(stage, 1, 4); }).find("whole-model"), std::string::npos);
+  // The vocabulary splits unevenly: 101 rows over 2 ranks are 51 and 50.
+  ParamLayout first(c, ModelShard{0, 2, true, true, 0, 2}),
+      second(c, ModelShard{0, 2, true, true, 1, 2});
+  EXPECT_EQ(first.find("model.embed_tokens.weight").shape, (Shape{51, 48}));
+  EXPECT_EQ(second.find("lm_head.weight").shape, (Shape{50, 48}));
+  EXPECT_EQ(second.find("lm_head.weight").split_offset, 51);
+  // The model runs every layer on each rank for now (no pipeline stages), and says so.
+  EXPECT_NE(error_of([&] { Llama(stage, 1, 4); }).find("pipeline stages"), std::string::npos);
 }
 
 TEST(Params, InitIsSeededDeterministicAndSliceConsistent) {
@@ -115,6 +125,10 @@ TEST(Params, InitIsSeededDeterministicAndSliceConsistent) {
   const float* dh = h.at("model.layers.0.mlp.down_proj.weight");
   for (int r = 0; r < 48; ++r)
     for (int k = 0; k < 40; ++k) ASSERT_EQ(dh[r * 40 + k], dn[r * 80 + 40 + k]);
+  // ... and rows 51..100 of the embedding (101 rows split 51 + 50).
+  const float* e = a.at("model.embed_tokens.weight");
+  const float* eh = h.at("model.embed_tokens.weight");
+  for (int i = 0; i < 50 * 48; ++i) ASSERT_EQ(eh[i], e[51 * 48 + i]);
   // Standard deviation close to 0.02 on a large matrix.
   const auto& s = whole.find("lm_head.weight");
   double ss = 0;
@@ -129,24 +143,17 @@ TEST(Params, SaveLoadRoundTripAndRefuseAnotherModel) {
   init_params(a, 9);
   const auto path =
       (std::filesystem::temp_directory_path() / "parallama_params_test.safetensors").string();
-  save_params(a, path);
-  load_params(b, path);
+  io::save_params(a, path);
+  io::load_params(b, path);
   EXPECT_TRUE(std::equal(a.data(), a.data() + a.size(), b.data()));
   auto other = c;
   other.ffn_dim = 96;
   ParamLayout ol(other, ModelShard::whole(other));
   ParamBuffer ob(ol);
-  EXPECT_NE(error_of([&] { load_params(ob, path); }).find("mlp.gate_proj.weight"),
+  EXPECT_NE(error_of([&] { io::load_params(ob, path); }).find("mlp.gate_proj.weight"),
             std::string::npos);
   std::filesystem::remove(path);
 }
-
-struct TinyModel {
-  LlamaConfig cfg = llama_preset("tiny");
-  ParamLayout layout{cfg, ModelShard::whole(cfg)};
-  ParamBuffer params{layout}, grads{layout};
-  TinyModel() { init_params(params, 3); }
-};
 
 TEST(Llama, CausalEarlierLogitsIgnoreLaterTokens) {
   TinyModel m;

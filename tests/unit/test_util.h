@@ -1,11 +1,13 @@
 #pragma once
-// Helpers for kernel tests: seeded random data and norm-wise relative error.
+// Helpers for tests: seeded random data, norm-wise relative error, finite differences, error
+// messages, and the tiny model.
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "model/params.h"
 #include "tensor/error.h"
 
 namespace parallama::test {
@@ -66,5 +68,13 @@ std::string error_of(F f) {
   }
   return "";
 }
+
+// The tiny preset, whole, with seeded parameters and a gradient buffer.
+struct TinyModel {
+  LlamaConfig cfg = llama_preset("tiny");
+  ParamLayout layout{cfg, ModelShard::whole(cfg)};
+  ParamBuffer params{layout}, grads{layout};
+  explicit TinyModel(uint64_t seed = 3) { init_params(params, seed); }
+};
 
 }  // namespace parallama::test

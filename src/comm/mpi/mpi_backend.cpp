@@ -71,9 +71,11 @@ class MpiBackend : public Backend {
     return std::make_shared<MpiBackend>(sub);
   }
 
-  std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t) override {
+  std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t,
+                                        ReduceOp how) override {
     auto op = std::make_unique<MpiOp>();
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t), MPI_SUM,
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t),
+                         how == ReduceOp::Max ? MPI_MAX : MPI_SUM,
                          comm_, &op->req),
           "MPI_Iallreduce");
     return op;

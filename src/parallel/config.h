@@ -1,0 +1,40 @@
+#pragma once
+// The parallel layout and the gradient-synchronization settings of a run (the [parallel], [ps],
+// [local] and [diloco] sections of the configuration).
+#include <cstdint>
+#include <string>
+
+#include "optim/optimizer.h"
+
+namespace parallama {
+
+struct ParallelConfig {
+  int dp = 1;                      // data-parallel replicas
+  int tp = 1;                      // tensor-parallel ranks per replica (heads, FFN, vocabulary)
+  int pp = 1;                      // pipeline stages (dp · tp · pp = processes)
+  double bucket_mb = 4.0;          // gradient all-reduce bucket size
+  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
+  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
+  // How replicas stay together: allreduce | ps | ps-async | local | diloco
+  std::string sync = "allreduce";
+  int ps_servers = 1;        // ps, ps-async: server ranks (the last ones)
+  int ps_max_staleness = 2;  // ps-async: how many steps a worker may run ahead of the slowest
+  int ps_slow_rank = -1;     // ps-async test aid: this worker sleeps ps_slow_ms every step
+  int ps_slow_ms = 0;
+  int local_period = 8;          // local: steps between parameter averages
+  int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
+  float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
+  float diloco_outer_momentum = 0.9f;
+  int servers() const { return sync == "ps" || sync == "ps-async" ? ps_servers : 0; }
+};
+
+// What a synchronizer needs of the run: the parallel settings, clipping and the learning-rate
+// schedule (parameter servers step the optimizer themselves).
+struct SyncConfig {
+  ParallelConfig parallel;
+  float grad_clip = 1.0f;  // global-norm clipping; 0 = off
+  OptimConfig optim;
+  int64_t steps = 0;  // the schedule's length
+};
+
+}  // namespace parallama
