@@ -40,6 +40,7 @@ struct Traffic {
 
 struct GroupState {
   Options opt;
+  std::string name;  // e.g. "tensor-parallel ", prefixed to operation names in errors
   uint64_t seq = 0;
   int rank = 0;
   std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();  // shared with split groups
@@ -104,7 +105,7 @@ void Request::wait() {
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(st_->opt.timeout_s));
   if (!poll(*op_, deadline))
-    throw Error("rank " + std::to_string(st_->rank) + ": " + op_name(kind_) + " #" +
+    throw Error("rank " + std::to_string(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
                 std::to_string(seq_) + " did not complete within " +
                 std::to_string(static_cast<int>(st_->opt.timeout_s)) +
                 " s: another rank died, hangs, or called a different collective " +
@@ -147,6 +148,9 @@ void Group::count(double sent, double received) {
 void Group::set_options(const Options& o) {
   st_->opt = o;
 }
+void Group::set_name(const std::string& name) {
+  st_->name = name.empty() ? name : name + " ";
+}
 const Options& Group::options() const {
   return st_->opt;
 }
@@ -173,8 +177,8 @@ uint64_t Group::stamp(Op op, int64_t count) {
     if (recvs[r] && !poll(*recvs[r], deadline))
       missing += (missing.empty() ? "" : ", ") + std::to_string(r);
   if (!missing.empty())
-    throw Error("rank " + std::to_string(me) + ": " + op_name(op) + " #" + std::to_string(seq) +
-                ": ranks " + missing + " never arrived within " +
+    throw Error("rank " + std::to_string(me) + ": " + st_->name + op_name(op) + " #" +
+                std::to_string(seq) + ": ranks " + missing + " never arrived within " +
                 std::to_string(static_cast<int>(st_->opt.timeout_s)) +
                 " s (dead or stuck elsewhere)");
   for (auto& s : sends) poll(*s, deadline);

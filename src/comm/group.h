@@ -85,6 +85,8 @@ class Group {
   std::string backend_name() const;
   Group split(int color, int key) const;
   void set_options(const Options& o);
+  // Names the group in error messages ("tensor-parallel all_reduce #12 did not complete ...").
+  void set_name(const std::string& name);
   const Options& options() const;
   uint64_t collectives_issued() const;
   // Bytes this process sent and received through this group and every group split from it or

@@ -76,6 +76,9 @@ Mesh::Mesh(comm::Group w, const MeshShape& shape, const LlamaConfig& model)
   dp = world.split(c.pp * shape.tp + c.tp, c.dp);
   tp = world.split(c.pp * shape.dp + c.dp, c.tp);
   pp = world.split(c.dp * shape.tp + c.tp, c.pp);
+  dp.set_name("data-parallel");
+  tp.set_name("tensor-parallel");
+  pp.set_name("pipeline");
 }
 
 }  // namespace parallama

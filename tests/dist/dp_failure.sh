@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A rank is killed (kill -9) in the middle of training: a data-parallel worker, and the server
-# of a parameter-server job. No rank may hang: the job must end with a non-zero code within
-# 30 s, with a message naming the failure, and the last completed checkpoint must still load.
+# A rank is killed (kill -9) in the middle of training: a data-parallel worker, the server
+# of a parameter-server job, and a tensor-parallel rank of a dp 2 × tp 2 job; and a
+# tensor-parallel rank is stopped (SIGSTOP): its peer's collective times out naming itself.
+# No rank may hang: the job must end with a non-zero code within 30 s, with a message naming the
+# failure, and the last completed checkpoint must still load.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
-kill_rank() {  # kill_rank NP RANK ARGS...
-local np=$1 victim_rank=$2; shift 2
+kill_rank() {  # [SIGNAL=KILL|STOP] kill_rank NP RANK ARGS...
+local np=$1 victim_rank=$2 signal=${SIGNAL:-KILL}; shift 2
 rm -rf run
 set +e
 mpirun --oversubscribe -np "$np" "$bin" train --config "$src/configs/tiny.toml" --data.dir data \
@@ -26,7 +28,7 @@ for p in $ranks; do
 done
 [ -n "$victim" ] || fail "rank $victim_rank not found"
 killed_at=$(date +%s.%N)
-kill -9 "$victim"
+kill -s "$signal" "$victim"
 set +e
 wait $job
 rc=$?
@@ -34,7 +36,13 @@ set -e
 took=$(/usr/bin/python3 -c "import time; print(f'{time.time() - $killed_at:.1f}')")
 [ $rc -ne 0 ] || fail "job exited 0 after a rank was killed"
 /usr/bin/python3 -c "import sys; sys.exit(0 if $took < 30 else 1)" || fail "job took ${took}s to end"
-grep -Eq "signal 9|Killed|did not complete|never arrived" err.txt out.txt || fail "no message naming the failure: $(tail -5 err.txt)"
+if [ "$signal" = STOP ]; then  # a stuck rank: its peers name the collective that timed out
+  grep -Eq "tensor-parallel [a-z_]+ #[0-9]+ did not complete within 10 s" err.txt out.txt ||
+    fail "no message naming the operation: $(tail -5 err.txt)"
+else
+  grep -Eq "signal 9|Killed|did not complete|never arrived" err.txt out.txt ||
+    fail "no message naming the failure: $(tail -5 err.txt)"
+fi
 sleep 1
 for p in $ranks; do  # gone, or a zombie waiting to be reaped (not running)
   state=$(awk '{print $3}' /proc/$p/stat 2> /dev/null || true)
@@ -42,7 +50,9 @@ for p in $ranks; do  # gone, or a zombie waiting to be reaped (not running)
 done
 last=run/$(cat run/latest)
 "$bin" eval --ckpt "$last" --data data/val.bin --batches 2 | grep -q perplexity || fail "$last does not load"
-echo "rank $victim_rank of $np killed ($*): job ended with code $rc after ${took}s; $last loads"
+echo "rank $victim_rank of $np sent SIG$signal ($*): job ended with code $rc after ${took}s; $last loads"
 }
 kill_rank 2 1 --dp 2
 kill_rank 3 2 --dp 2 --parallel.sync ps
+kill_rank 4 3 --dp 2 --tp 2
+SIGNAL=STOP kill_rank 2 1 --tp 2  # stuck, not dead: the timeout names the operation
