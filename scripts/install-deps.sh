@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake g++ clang-format       # toolchain
+  pkg-config                                   # CMake finds sentencepiece through it
   libopenmpi-dev openmpi-bin                   # communication between processes
   libdnnl-dev                                  # matrix multiplies (oneDNN)
   ocl-icd-opencl-dev                           # oneDNN's CMake package looks for OpenCL (only a Recommends)

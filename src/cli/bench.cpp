@@ -69,7 +69,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   const int world = world_group.size(), replicas = shape.dp;
   const int threads = configure_threads(cfg.train.threads);
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, V = cfg.model.vocab_size;
-  TrainState st(cfg, mesh.shard(), mesh.tp);
+  TrainState st(cfg, mesh);
   const SyncConfig sc = sync_config(cfg);
   Roles roles;
   roles.world = roles.all_workers = world_group;

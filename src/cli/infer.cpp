@@ -42,7 +42,7 @@ struct Loaded {
         layout(cfg.model, mesh.shard()),
         params(layout) {
     configure_threads(cfg.train.threads);
-    load_checkpoint_model(ckpt, params, mesh.tp);
+    load_checkpoint_model(ckpt, params, mesh.tp, mesh.pp);
   }
 };
 

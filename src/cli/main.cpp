@@ -95,8 +95,15 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)");
   eval_cmd->add_option("--tp", tp,
                        "tensor-parallel ranks; the processes / tp replicas share the batches");
-  CLI::App* plot_cmd = app.add_subcommand("plot", "write RUN_DIR/loss.svg from metrics.jsonl");
-  plot_cmd->add_option("run_dir", run_dir, "training run directory")->required();
+  std::string trace_json, trace_svg;
+  CLI::App* plot_cmd = app.add_subcommand(
+      "plot", "draw RUN_DIR/loss.svg (and pipeline.svg from pipeline_trace.json), or one trace");
+  CLI::Option* run_dir_opt = plot_cmd->add_option("run_dir", run_dir, "training run directory");
+  CLI::Option* trace_opt =
+      plot_cmd->add_option("--trace", trace_json, "draw this Chrome trace JSON as a timeline")
+          ->excludes(run_dir_opt);
+  plot_cmd->add_option("--out", trace_svg, "SVG for --trace (default: the trace's name, .svg)")
+      ->needs(trace_opt);
 
   try {
     app.parse(argc, argv);
@@ -108,7 +115,12 @@ int main(int argc, char** argv) {
     if (sub == prepare_cmd) return prepare(prep), 0;
     if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1));
     if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches, world, std::max(tp, 1));
-    if (sub == plot_cmd) return std::printf("wrote %s\n", plot_losses(run_dir).c_str()), 0;
+    if (sub == plot_cmd) {
+      const auto written = trace_json.empty() ? plot_run(run_dir)
+                                              : std::vector{plot_timeline(trace_json, trace_svg)};
+      for (const std::string& path : written) std::printf("wrote %s\n", path.c_str());
+      return 0;
+    }
     Overrides ov = parse_overrides(sub->remaining());
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
     if (tp > 0) ov.emplace_back("parallel.tp", std::to_string(tp));

@@ -42,12 +42,8 @@ std::string file_checksum(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state, comm::Group& tp, bool writer) {
-  const int64_t writers = tp.sum(int64_t{writer});
-  if (writers != 1)
-    throw Error("saving " + dir +
-                ": exactly one rank of the tensor-parallel group must write, not " +
-                std::to_string(writers));
+                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer) {
+  io::replica_writer(tp, pp, writer, "saving " + dir);  // throws on every rank unless one writes
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
   const fs::path tmp =
@@ -59,10 +55,10 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       fs::remove_all(tmp);
       fs::create_directories(tmp);
     });
-  io::agree_on_failure(tp, error);
+  io::agree_on_failure(tp, pp, error);
   try {
-    io::save_params(params, (tmp / "model.safetensors").string(), tp, writer);
-    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, writer);
+    io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer);
+    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer);
   } catch (...) {
     std::error_code ignored;
     if (writer) fs::remove_all(tmp, ignored);
@@ -94,7 +90,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
   }
-  io::agree_on_failure(tp, error);
+  io::agree_on_failure(tp, pp, error);
 }
 
 nlohmann::json read_trainer_json(const std::string& dir) {
@@ -128,31 +124,34 @@ void verify(const std::string& dir, const nlohmann::json& j, const char* name) {
                 "); the file is corrupt or truncated");
 }
 
-// Reads trainer.json, verifies the first `files` tensor files (file i on rank i % tp.size()), then
-// runs read on every rank; throws on every rank of tp if any of that failed anywhere.
+// Reads trainer.json, verifies the first `files` tensor files (file i on the replica's rank
+// i % (tp.size() · pp.size()), counting tensor-parallel ranks fastest), then runs read on every
+// rank; throws on every rank of the replica if any of that failed anywhere.
 template <class F>
-nlohmann::json load(const std::string& dir, int files, comm::Group& tp, F&& read) {
+nlohmann::json load(const std::string& dir, int files, comm::Group& tp, comm::Group& pp, F&& read) {
   std::exception_ptr error;
   nlohmann::json j;
   io::guarded(error, [&] { j = read_trainer_json(dir); });
+  const int me = pp.rank() * tp.size() + tp.rank(), ranks = pp.size() * tp.size();
   for (int i = 0; i < files; ++i)
-    if (i % tp.size() == tp.rank()) io::guarded(error, [&] { verify(dir, j, kTensorFiles[i]); });
-  io::agree_on_failure(tp, error);  // no rank reads tensors of a file that failed its checksum
+    if (i % ranks == me) io::guarded(error, [&] { verify(dir, j, kTensorFiles[i]); });
+  io::agree_on_failure(tp, pp, error);  // no rank reads tensors of a file that failed its checksum
   io::guarded(error, [&] { read(fs::path(dir)); });
-  io::agree_on_failure(tp, error);
+  io::agree_on_failure(tp, pp, error);
   return j;
 }
 
 }  // namespace
 
-void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp) {
-  load(dir, 1, tp,
+void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp,
+                           comm::Group& pp) {
+  load(dir, 1, tp, pp,
        [&](const fs::path& d) { io::load_params(params, (d / "model.safetensors").string()); });
 }
 
 CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim,
-                                comm::Group& tp) {
-  const nlohmann::json j = load(dir, 2, tp, [&](const fs::path& d) {
+                                comm::Group& tp, comm::Group& pp) {
+  const nlohmann::json j = load(dir, 2, tp, pp, [&](const fs::path& d) {
     io::load_params(params, (d / "model.safetensors").string());
     io::load_optimizer(optim, (d / "optimizer.safetensors").string());
   });

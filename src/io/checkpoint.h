@@ -23,23 +23,27 @@ struct CheckpointState {
 };
 
 // Writes dir (replacing an older checkpoint of the same name only once the new one is complete).
-// Collective over tp, the tensor-parallel group of params' shard (a size-1 Group() for a layout
-// without tensor parallelism): every rank of the group calls it, each split tensor is gathered
-// whole from the group one at a time, and only the rank with writer = true (exactly one) creates
-// the directory, writes the files and trainer.json and renames the directory into place. A
-// failure on the writer is thrown on every rank of the group.
+// Collective over one model replica, given as tp, the tensor-parallel group of params' shard,
+// and pp, its pipeline group (this tensor-parallel rank in every stage, ordered by stage); a
+// size-1 Group() for a layout without either. Every rank of the replica calls it: each stage
+// gathers its split tensors whole one at a time and sends them to the one rank with writer = true
+// (exactly one in the replica), which alone creates the directory, writes the files (every
+// tensor of the whole model once, by name) and trainer.json and renames the directory into
+// place. A failure on the writer is thrown on every rank of the replica.
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state, comm::Group& tp, bool writer);
+                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer);
 
-// Reads trainer.json, verifies both checksums (the files shared out over the ranks of tp), then
-// loads this rank's slice of every tensor (every shape checked), reading only those bytes; no
-// other communication. Throws Error, on every rank of tp, naming the file that is missing,
-// corrupt, truncated or for another model.
+// Reads trainer.json, verifies both checksums (the files shared out over the ranks of the replica
+// given by tp and pp, as for save_checkpoint), then loads this rank's tensors, and of each only
+// its slice (every shape checked), reading only those bytes; no other communication. A last
+// stage's tied copy of the embedding reads model.embed_tokens.weight. Throws Error, on every rank
+// of the replica, naming the file that is missing, corrupt, truncated or for another model.
 CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim,
-                                comm::Group& tp);
+                                comm::Group& tp, comm::Group& pp);
 
 // Only the model weights (checksum verified), for generation and evaluation.
-void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp);
+void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp,
+                           comm::Group& pp);
 
 // Just trainer.json, parsed and checked (for reading the config before building the model).
 nlohmann::json read_trainer_json(const std::string& dir);

@@ -4,18 +4,31 @@
 
 namespace parallama::kernels {
 
+namespace {
+
+float row_max(const float* l, int64_t V) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t v = 0; v < V; ++v) mx = std::fmax(mx, l[v]);
+  return mx;
+}
+
+float row_sum_exp(const float* l, float mx, int64_t V) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+  return sum;
+}
+
+}  // namespace
+
 void cross_entropy_forward(float* losses, float* stats, const float* logits, const int32_t* targets,
                            int64_t N, int64_t V) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * V;
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int64_t v = 0; v < V; ++v) mx = std::fmax(mx, l[v]);
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
-    const float log_sum = std::log(sum);
+    const float mx = row_max(l, V);
+    const float log_sum = std::log(row_sum_exp(l, mx, V));
     stats[2 * n] = mx;
     stats[2 * n + 1] = log_sum;
     losses[n] = targets[n] == kIgnoreIndex ? 0.0f : log_sum + (mx - l[targets[n]]);
@@ -42,13 +55,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
 
 void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const float* l = logits + n * Vl;
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t v = 0; v < Vl; ++v) m = std::fmax(m, l[v]);
-    mx[n] = m;
-  }
+  for (int64_t n = 0; n < N; ++n) mx[n] = row_max(logits + n * Vl, Vl);
 }
 
 void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
@@ -56,12 +63,8 @@ void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * Vl;
-    const float m = mx[n];
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t v = 0; v < Vl; ++v) sum += std::exp(l[v] - m);
     const int64_t t = static_cast<int64_t>(targets[n]) - v0;
-    part[2 * n] = sum;
+    part[2 * n] = row_sum_exp(l, mx[n], Vl);
     part[2 * n + 1] = targets[n] != kIgnoreIndex && t >= 0 && t < Vl ? l[t] : 0.0f;
   }
 }

@@ -23,12 +23,19 @@ double now() {
 }
 }  // namespace
 
+struct Llama::Slot {
+  Arena arena;
+  int micro = -1;           // the micro-batch whose activations these are; -1: free
+  std::vector<float*> res;  // layers + 1 residual streams (N, C): each layer's input, then output
+  std::vector<LayerActs> acts;
+  float *lnf = nullptr, *rstdf = nullptr, *logits = nullptr, *ce_stats = nullptr /* (N, 2) */;
+  float *ce_part = nullptr /* (N, 2) */, *ce_max = nullptr, *losses = nullptr;
+  std::vector<int32_t> tokens, targets;
+};
+
 Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp)
     : cfg_(layout.config()), tp_(std::move(tp)), B_(B), T_(T) {
   const ModelShard& shard = layout.shard();
-  if (shard.first_layer != 0 || shard.last_layer != cfg_.n_layers || !shard.has_embedding ||
-      !shard.has_head)
-    throw Error("pipeline stages are not available yet: every rank runs all layers (use --pp 1)");
   if (shard.tp_size != tp_.size() || shard.tp_rank != tp_.rank())
     throw Error("internal: the model shard is tensor-parallel rank " +
                 std::to_string(shard.tp_rank) + " of " + std::to_string(shard.tp_size) +
@@ -46,46 +53,129 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp)
   C_ = cfg_.dim, H_ = shard.local_heads(cfg_), KVH_ = shard.local_kv_heads(cfg_);
   D_ = cfg_.head_dim(), F_ = shard.local_ffn(cfg_), V_ = shard.local_vocab(cfg_);
   QKV_ = (H_ + 2 * KVH_) * D_, v0_ = shard.vocab_begin(cfg_);
-  const int L = cfg_.n_layers;
 
-  off_embed_ = layout.find("model.embed_tokens.weight").offset;
-  off_norm_ = layout.find("model.norm.weight").offset;
-  off_head_ = cfg_.tie_embeddings ? off_embed_ : layout.find("lm_head.weight").offset;
-  for (int l = 0; l < L; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    const auto& q = layout.find(p + "self_attn.q_proj.weight");
-    const auto& k = layout.find(p + "self_attn.k_proj.weight");
-    const auto& v = layout.find(p + "self_attn.v_proj.weight");
-    const auto& gate = layout.find(p + "mlp.gate_proj.weight");
-    const auto& up = layout.find(p + "mlp.up_proj.weight");
-    // q, k, v (and gate, up) are adjacent rows of one matrix, so each group is one GEMM.
-    if (k.offset != q.offset + q.numel || v.offset != k.offset + k.numel ||
-        up.offset != gate.offset + gate.numel)
-      throw Error("internal: fused projections are not adjacent in the parameter layout");
-    lp_.push_back({layout.find(p + "input_layernorm.weight").offset, q.offset,
-                   layout.find(p + "self_attn.o_proj.weight").offset,
-                   layout.find(p + "post_attention_layernorm.weight").offset, gate.offset,
-                   layout.find(p + "mlp.down_proj.weight").offset});
+  if (shard.has_embedding) off_embed_ = layout.find("model.embed_tokens.weight").offset;
+  if (shard.has_head) {
+    off_norm_ = layout.find("model.norm.weight").offset;
+    // A tied head is the embedding table (on a last stage: its copy of it).
+    off_head_ =
+        layout.find(cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   }
-
-  arena_.plan([&](auto&& take) {
-    res_.assign(L + 1, nullptr);
-    acts_.assign(L, {});
-    for (int l = 0; l <= L; ++l) res_[l] = take(N_ * C_);
-    for (auto& a : acts_) {
-      a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-      a.att = take(B_ * H_ * T_ * T_), a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
-      a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_), a.act = take(N_ * F_);
+  const auto ranges = shard.chunks();
+  for (size_t c = 0; c < ranges.size(); ++c) {
+    Chunk ch;
+    ch.first = static_cast<int>(lp_.size());
+    for (int l = ranges[c].first; l < ranges[c].second; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      const auto& q = layout.find(p + "self_attn.q_proj.weight");
+      const auto& k = layout.find(p + "self_attn.k_proj.weight");
+      const auto& v = layout.find(p + "self_attn.v_proj.weight");
+      const auto& gate = layout.find(p + "mlp.gate_proj.weight");
+      const auto& up = layout.find(p + "mlp.up_proj.weight");
+      // q, k, v (and gate, up) are adjacent rows of one matrix, so each group is one GEMM.
+      if (k.offset != q.offset + q.numel || v.offset != k.offset + k.numel ||
+          up.offset != gate.offset + gate.numel)
+        throw Error("internal: fused projections are not adjacent in the parameter layout");
+      lp_.push_back({layout.find(p + "input_layernorm.weight").offset, q.offset,
+                     layout.find(p + "self_attn.o_proj.weight").offset,
+                     layout.find(p + "post_attention_layernorm.weight").offset, gate.offset,
+                     layout.find(p + "mlp.down_proj.weight").offset});
     }
-    lnf_ = take(N_ * C_), rstdf_ = take(N_), logits_ = take(N_ * V_), ce_stats_ = take(2 * N_);
-    ce_part_ = take(2 * N_), ce_max_ = take(N_);
-    losses_ = take(N_), cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
+    ch.last = static_cast<int>(lp_.size());
+    ch.embedding = c == 0 && shard.has_embedding;
+    ch.head = c + 1 == ranges.size() && shard.has_head;
+    chunks_.push_back(ch);
+  }
+  slots_.resize(chunks_.size());
+
+  scratch_.plan([&](auto&& take) {
+    cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
   });
   rope_table(cos_, sin_, T_, D_, cfg_.rope_theta);
-  tokens_.resize(N_);
-  targets_.resize(N_);
+  for (int c = 0; c < num_chunks(); ++c) release(acquire(c, 0));  // one slot each up front
+  reset_peak();
+}
+
+Llama::~Llama() = default;
+
+Llama::Slot& Llama::acquire(int c, int micro) {
+  for (auto& s : slots_[c])
+    if (s->micro == micro)
+      throw Error("internal: micro-batch " + std::to_string(micro) + " is already in chunk " +
+                  std::to_string(c));
+  Slot* slot = nullptr;
+  for (auto& s : slots_[c])
+    if (s->micro < 0) slot = s.get();
+  if (!slot) {  // a new slot: this chunk's layers, plus the head's buffers for the head chunk
+    const Chunk& ch = chunks_[c];
+    auto owned = std::make_unique<Slot>();
+    Slot& s = *owned;
+    const int nl = ch.last - ch.first;
+    s.arena.plan([&](auto&& take) {
+      s.res.assign(nl + 1, nullptr);
+      s.acts.assign(nl, {});
+      for (int l = 0; l <= nl; ++l) s.res[l] = take(N_ * C_);
+      for (auto& a : s.acts) {
+        a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
+        a.att = take(B_ * H_ * T_ * T_), a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
+        a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
+        a.act = take(N_ * F_);
+      }
+      if (ch.head) {
+        s.lnf = take(N_ * C_), s.rstdf = take(N_), s.logits = take(N_ * V_);
+        s.ce_stats = take(2 * N_), s.ce_part = take(2 * N_), s.ce_max = take(N_);
+        s.losses = take(N_);
+      }
+    });
+    s.tokens.resize(N_);
+    s.targets.resize(N_);
+    slots_[c].push_back(std::move(owned));
+    slot = &s;
+  }
+  slot->micro = micro;
+  held_bytes_ += slot->arena.floats() * sizeof(float);
+  peak_bytes_ = std::max(peak_bytes_, held_bytes_);
+  peak_in_flight_ = std::max(peak_in_flight_, ++in_flight_);
+  return *slot;
+}
+
+void Llama::release(Slot& s) {
+  s.micro = -1;
+  held_bytes_ -= s.arena.floats() * sizeof(float);
+  --in_flight_;
+}
+
+void Llama::discard_chunk(int c, int micro) {
+  release(find(c, micro));
+}
+
+Llama::Slot& Llama::find(int c, int micro) {
+  for (auto& s : slots_[c])
+    if (s->micro == micro) return *s;
+  throw Error("internal: backward of micro-batch " + std::to_string(micro) + " in chunk " +
+              std::to_string(c) + " before its forward");
+}
+
+size_t Llama::slot_bytes(int c) const {
+  return slots_[c].front()->arena.floats() * sizeof(float);
+}
+
+size_t Llama::activation_bytes() const {
+  size_t n = scratch_.floats() * sizeof(float);
+  for (const auto& pool : slots_)
+    for (const auto& s : pool) n += s->arena.floats() * sizeof(float);
+  return n;
+}
+
+void Llama::reset_peak() {
+  peak_in_flight_ = in_flight_;
+  peak_bytes_ = held_bytes_;
+}
+
+const float* Llama::logits() const {
+  return last_logits_;
 }
 
 void Llama::tp_sum(float* x, int64_t n) {
@@ -131,10 +221,27 @@ void Llama::check_ids(const int32_t* ids, bool targets) const {
 }
 
 float Llama::forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets) {
-  check_ids(tokens, false);
-  check_ids(targets, true);
-  std::memcpy(tokens_.data(), tokens, N_ * sizeof(int32_t));
-  std::memcpy(targets_.data(), targets, N_ * sizeof(int32_t));
+  if (num_chunks() != 1 || !chunks_[0].embedding || !chunks_[0].head)
+    throw Error("internal: forward() runs a whole model; a pipeline stage runs forward_chunk()");
+  for (auto& s : slots_[0])  // a forward without backward (evaluation) leaves its slot behind
+    if (s->micro == 0) release(*s);
+  forward_chunk(params, 0, 0, tokens, targets, nullptr);
+  return valid_ ? static_cast<float>(loss_sum_ / valid_) : 0.0f;
+}
+
+void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale,
+                     const std::function<void(int64_t)>& on_final) {
+  backward_chunk(params, grads, 0, 0, grad_scale, nullptr, on_final);
+}
+
+const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
+                                  const int32_t* tokens, const int32_t* targets, const float* in) {
+  const Chunk& ch = chunks_[c];
+  if (ch.embedding) check_ids(tokens, false);
+  if (ch.head) check_ids(targets, true);
+  Slot& s = acquire(c, micro);
+  std::memcpy(s.tokens.data(), tokens, N_ * sizeof(int32_t));
+  std::memcpy(s.targets.data(), targets, N_ * sizeof(int32_t));
   const float* W = params.data();
   const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
@@ -151,68 +258,83 @@ float Llama::forward(const ParamBuffer& params, const int32_t* tokens, const int
     tp_sum(out, N_ * C_);
   };
 
-  embedding_forward(res_[0], tokens_.data(), W + off_embed_, N_, C_, v0_, V_);  // (N, C)
-  tp_sum(res_[0], N_ * C_);  // each token's row comes from the rank that holds it
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const LayerActs& a = acts_[l];
-    const LayerParams& p = lp_[l];
-    rmsnorm_forward(a.ln1, a.rstd1, res_[l], W + p.ln1, N_, C_, cfg_.norm_eps);
+  if (ch.embedding) {
+    embedding_forward(s.res[0], s.tokens.data(), W + off_embed_, N_, C_, v0_, V_);  // (N, C)
+    tp_sum(s.res[0], N_ * C_);  // each token's row comes from the rank that holds it
+  } else {
+    std::memcpy(s.res[0], in, N_ * C_ * sizeof(float));  // the previous stage's output
+  }
+  for (int i = 0; i < ch.last - ch.first; ++i) {
+    const LayerActs& a = s.acts[i];
+    const LayerParams& p = lp_[ch.first + i];
+    rmsnorm_forward(a.ln1, a.rstd1, s.res[i], W + p.ln1, N_, C_, cfg_.norm_eps);
     linear_forward(a.qkv, a.ln1, W + p.wqkv, N_, C_, QKV_);  // (N, QKV) = [q | k | v], local heads
     rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
-    row_parallel(a.res_mid, res_[l], a.atty, W + p.wo, HD);  // res_mid = res + attn · Woᵀ
+    row_parallel(a.res_mid, s.res[i], a.atty, W + p.wo, HD);  // res_mid = res + attn · Woᵀ
     rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
     linear_forward(a.gu, a.ln2, W + p.wgu, N_, C_, 2 * F_);  // (N, 2F) = [gate | up], local
     swiglu_forward(a.act, a.gu, N_, F_);
-    row_parallel(res_[l + 1], a.res_mid, a.act, W + p.wdown, F_);
+    row_parallel(s.res[i + 1], a.res_mid, a.act, W + p.wdown, F_);
   }
-  rmsnorm_forward(lnf_, rstdf_, res_[cfg_.n_layers], W + off_norm_, N_, C_, cfg_.norm_eps);
-  linear_forward(logits_, lnf_, W + off_head_, N_, C_, V_);  // (N, V/tp): this rank's columns
-  if (tp_.size() == 1) {
-    cross_entropy_forward(losses_, ce_stats_, logits_, targets_.data(), N_, V_);
-  } else {  // vocabulary-parallel: row maxima, then sums of exponentials and target logits
-    cross_entropy_local_max(ce_max_, logits_, N_, V_);
-    const double t0 = now();
-    tp_.all_reduce(ce_max_, N_, comm::DataType::F32, comm::ReduceOp::Max);
-    stats_.comm_s += now() - t0, stats_.exposed_s += now() - t0, ++stats_.all_reduces;
-    cross_entropy_local_sums(ce_part_, logits_, ce_max_, targets_.data(), N_, V_, v0_);
-    tp_sum(ce_part_, 2 * N_);
-    cross_entropy_finish(losses_, ce_stats_, ce_max_, ce_part_, targets_.data(), N_);
-  }
+  if (!ch.head) return s.res[ch.last - ch.first];
+  head_forward(s, W);
+  return nullptr;
+}
 
+void Llama::head_forward(Slot& s, const float* W) {
+  rmsnorm_forward(s.lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
+  linear_forward(s.logits, s.lnf, W + off_head_, N_, C_, V_);  // (N, V/tp): this rank's columns
+  if (tp_.size() == 1) {
+    cross_entropy_forward(s.losses, s.ce_stats, s.logits, s.targets.data(), N_, V_);
+  } else {  // vocabulary-parallel: row maxima, then sums of exponentials and target logits
+    cross_entropy_local_max(s.ce_max, s.logits, N_, V_);
+    const double t0 = now();
+    tp_.all_reduce(s.ce_max, N_, comm::DataType::F32, comm::ReduceOp::Max);
+    stats_.comm_s += now() - t0, stats_.exposed_s += now() - t0, ++stats_.all_reduces;
+    cross_entropy_local_sums(s.ce_part, s.logits, s.ce_max, s.targets.data(), N_, V_, v0_);
+    tp_sum(s.ce_part, 2 * N_);
+    cross_entropy_finish(s.losses, s.ce_stats, s.ce_max, s.ce_part, s.targets.data(), N_);
+  }
+  last_logits_ = s.logits;
   valid_ = 0;
   loss_sum_ = 0.0;
   for (int64_t n = 0; n < N_; ++n) {
-    if (targets_[n] == kIgnoreIndex) continue;
+    if (s.targets[n] == kIgnoreIndex) continue;
     ++valid_;
-    loss_sum_ += losses_[n];
+    loss_sum_ += s.losses[n];
   }
-  return valid_ ? static_cast<float>(loss_sum_ / valid_) : 0.0f;
 }
 
-void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale,
-                     const std::function<void(int64_t)>& on_final) {
+const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads, int c, int micro,
+                                   float grad_scale, const float* dout,
+                                   const std::function<void(int64_t)>& on_final) {
   auto final_from = [&](int64_t offset) {
     if (on_final) on_final(offset);
   };
+  const Chunk& ch = chunks_[c];
+  Slot& s = find(c, micro);
   const float* W = params.data();
   float* G = grads.data();
   const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
-  const int L = cfg_.n_layers;
 
-  cross_entropy_backward(logits_, logits_, ce_stats_, targets_.data(), grad_scale, N_, V_,
-                         v0_);  // in place
-  // The head is column-parallel over the vocabulary.
-  column_parallel_backward(dln_, G + off_head_, logits_, lnf_, W + off_head_, C_, V_);
-  rmsnorm_backward(dres_, G + off_norm_, dln_, res_[L], W + off_norm_, rstdf_, N_, C_);
-  // With a tied head the embedding (offset 0) is still to be completed; the layout keeps the
-  // final norm and an untied head after every layer.
-  final_from(off_norm_);
-  for (int l = L - 1; l >= 0; --l) {
-    const LayerActs& a = acts_[l];
-    const LayerParams& p = lp_[l];
+  if (ch.head) {
+    cross_entropy_backward(s.logits, s.logits, s.ce_stats, s.targets.data(), grad_scale, N_, V_,
+                           v0_);  // in place
+    // The head is column-parallel over the vocabulary.
+    column_parallel_backward(dln_, G + off_head_, s.logits, s.lnf, W + off_head_, C_, V_);
+    rmsnorm_backward(dres_, G + off_norm_, dln_, s.res.back(), W + off_norm_, s.rstdf, N_, C_);
+    // The layout keeps the final norm and the head (untied, or a last stage's tied copy) after
+    // every layer; a tied embedding at offset 0 is completed last.
+    final_from(off_norm_);
+  } else {
+    std::memcpy(dres_, dout, N_ * C_ * sizeof(float));  // the next stage's input gradient
+  }
+  for (int i = ch.last - ch.first - 1; i >= 0; --i) {
+    const LayerActs& a = s.acts[i];
+    const LayerParams& p = lp_[ch.first + i];
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
     linear_backward(dact_, G + p.wdown, dres_, a.act, W + p.wdown, N_, F_, C_);
@@ -226,11 +348,17 @@ void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_s
     rope_backward(dqkv_, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     column_parallel_backward(dln_, G + p.wqkv, dqkv_, a.ln1, W + p.wqkv, C_, QKV_);
-    rmsnorm_backward(dres_, G + p.ln1, dln_, res_[l], W + p.ln1, a.rstd1, N_, C_, true);
+    rmsnorm_backward(dres_, G + p.ln1, dln_, s.res[i], W + p.ln1, a.rstd1, N_, C_, true);
     final_from(p.ln1);
   }
-  embedding_backward(G + off_embed_, dres_, tokens_.data(), N_, C_, v0_, V_);
-  final_from(0);
+  const float* din = dres_;
+  if (ch.embedding) {
+    embedding_backward(G + off_embed_, dres_, s.tokens.data(), N_, C_, v0_, V_);
+    final_from(0);
+    din = nullptr;
+  }
+  release(s);
+  return din;
 }
 
 }  // namespace parallama

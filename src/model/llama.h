@@ -1,6 +1,5 @@
 #pragma once
-// The LLaMA forward and backward pass over a ModelShard. All activations are allocated once, at
-// construction, for a fixed micro-batch (B, T); a training step allocates nothing.
+// The LLaMA forward and backward pass over a ModelShard.
 //
 // Tensor parallelism (Megatron): the model takes its tensor-parallel Group as an argument. q|k|v
 // and gate|up are split by output rows (column-parallel), o_proj and down_proj by input columns
@@ -10,8 +9,17 @@
 // gradient). The embedding, the output head and the cross-entropy are vocabulary-parallel:
 // each rank holds V/tp rows of the tables and V/tp columns of the logits, never all of them.
 // With a size-1 group every collective is a no-op.
+//
+// Pipeline stages: a shard runs one or more chunks of consecutive layers (several for an
+// interleaved schedule); the first chunk of the first stage starts with the embedding, the last
+// chunk of the last stage ends with the head and the loss. Each micro-batch in flight through a
+// chunk keeps its activations in a slot of its own, from its forward until its backward; slots
+// are allocated when first needed and reused, so steady training allocates nothing. The backward
+// scratch is shared. The model knows nothing of how stages talk: a chunk takes its input
+// activations and returns its output, and the caller moves them.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "comm/group.h"
@@ -29,14 +37,15 @@ struct TpCommStats {
 
 class Llama {
  public:
-  // Throws Error for a pipeline shard (not built yet), a shape-only preset, T > max_seq_len, or
-  // a tensor-parallel group that does not match the shard's tp_rank / tp_size.
+  // Throws Error for a shape-only preset, T > max_seq_len, or a tensor-parallel group that does
+  // not match the shard's tp_rank / tp_size.
   Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp = {});
+  ~Llama();
 
+  // --- The whole model on this rank (one chunk holding the embedding and the head).
   // tokens, targets (B, T); targets may hold kernels::kIgnoreIndex. Returns the mean loss over
   // the targets that are not ignored. Throws Error for an id outside the vocabulary.
   float forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets);
-
   // grads += ∂(Σ losses · grad_scale)/∂params, for the batch of the last forward. Use
   // grad_scale = 1 / valid_targets() for the gradient of the mean loss; gradient accumulation
   // over micro-batches passes 1 / (valid targets of all of them).
@@ -46,14 +55,41 @@ class Llama {
   void backward(const ParamBuffer& params, ParamBuffer& grads, float grad_scale,
                 const std::function<void(int64_t)>& on_final = {});
 
-  // (B, T, V/tp) logits of the last forward: this rank's vocabulary columns
-  // [shard.vocab_begin, + V/tp); overwritten by backward.
-  const float* logits() const { return logits_; }
+  // --- Pipeline execution: micro-batch `micro` through chunk c of this shard.
+  int num_chunks() const { return static_cast<int>(chunks_.size()); }
+  bool chunk_has_embedding(int c) const { return chunks_[c].embedding; }
+  bool chunk_has_head(int c) const { return chunks_[c].head; }
+  // tokens, targets (B, T) of the micro-batch; in (N, C): the previous chunk's output (unused by
+  // the embedding chunk). Keeps the activations until backward_chunk(c, micro). Returns the
+  // output (N, C), valid until then, or nullptr for the head chunk, whose loss_sum() and
+  // valid_targets() are then this micro-batch's.
+  const float* forward_chunk(const ParamBuffer& params, int c, int micro, const int32_t* tokens,
+                             const int32_t* targets, const float* in);
+  // dout (N, C): the gradient of the chunk's output (unused by the head chunk). Accumulates the
+  // weight gradients, frees the micro-batch's slot and returns the gradient of the chunk's input
+  // (N, C), valid until the next backward_chunk, or nullptr for the embedding chunk.
+  const float* backward_chunk(const ParamBuffer& params, ParamBuffer& grads, int c, int micro,
+                              float grad_scale, const float* dout,
+                              const std::function<void(int64_t)>& on_final = {});
+
+  // Frees the slot of a micro-batch that ran forward only (evaluation).
+  void discard_chunk(int c, int micro);
+
+  // (B, T, V/tp) logits of the last forward of the head chunk (micro-batch 0 for forward()):
+  // this rank's vocabulary columns [shard.vocab_begin, + V/tp); overwritten by backward.
+  const float* logits() const;
   int64_t valid_targets() const { return valid_; }
   double loss_sum() const { return loss_sum_; }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
-  size_t activation_bytes() const { return arena_.floats() * sizeof(float); }
+  int64_t dim() const { return C_; }
+  // Bytes of activation memory allocated (slots and shared scratch), and the most micro-batches
+  // whose activations were held at once (over all chunks) since the last reset.
+  size_t activation_bytes() const;
+  size_t slot_bytes(int c) const;  // one micro-batch's activations in chunk c
+  int peak_in_flight() const { return peak_in_flight_; }
+  size_t peak_activation_bytes() const { return peak_bytes_; }
+  void reset_peak();
   const TpCommStats& tp_stats() const { return stats_; }
   void reset_tp_stats() { stats_ = {}; }
 
@@ -64,6 +100,14 @@ class Llama {
   struct LayerParams {  // offsets into a ParamBuffer
     int64_t ln1, wqkv, wo, ln2, wgu, wdown;
   };
+  struct Chunk {
+    int first = 0, last = 0;  // local layer indices [first, last) into lp_
+    bool embedding = false, head = false;
+  };
+  struct Slot;  // one micro-batch's activations in one chunk
+  Slot& acquire(int c, int micro);
+  Slot& find(int c, int micro);
+  void release(Slot& s);
   void check_ids(const int32_t* ids, bool targets) const;
   // Sum of x (n floats) over the tensor-parallel group, blocking.
   void tp_sum(float* x, int64_t n);
@@ -71,24 +115,25 @@ class Llama {
   // dw (O, I) += dy (N, O)ᵀ · x (N, I) is computed.
   void column_parallel_backward(float* dx, float* dw, const float* dy, const float* x,
                                 const float* w, int64_t I, int64_t O);
-  void cross_entropy(const float* W);
+  void head_forward(Slot& s, const float* W);
 
   LlamaConfig cfg_;
   comm::Group tp_;
   int64_t B_, T_, N_;
-  int64_t C_, H_, KVH_, D_, F_, V_, QKV_;  // local sizes: heads, FFN and vocabulary are V/tp
+  int64_t C_, H_, KVH_, D_, F_, V_, QKV_;  // local sizes: heads, FFN and vocabulary are 1/tp
   int64_t v0_ = 0;                         // first vocabulary row of this rank
-  int64_t off_embed_ = 0, off_norm_ = 0, off_head_ = 0;
-  std::vector<LayerParams> lp_;
-  Arena arena_;
-  std::vector<LayerActs> acts_;
-  std::vector<float*> res_;  // L + 1 residual streams (N, C): input of each layer, then the last
-  float *lnf_, *rstdf_, *logits_, *ce_stats_ /* (N, 2) */, *ce_part_ /* (N, 2) */, *ce_max_;
-  float *losses_, *cos_, *sin_;
+  int64_t off_embed_ = -1, off_norm_ = -1, off_head_ = -1;
+  std::vector<LayerParams> lp_;  // this shard's layers, in order
+  std::vector<Chunk> chunks_;
+  std::vector<std::vector<std::unique_ptr<Slot>>> slots_;  // per chunk
+  Arena scratch_;
+  float *cos_, *sin_;
   float *dres_, *dln_, *dqkv_, *datty_, *dgu_, *dact_;  // backward scratch
-  std::vector<int32_t> tokens_, targets_;
+  const float* last_logits_ = nullptr;
   int64_t valid_ = 0;
   double loss_sum_ = 0.0;
+  int in_flight_ = 0, peak_in_flight_ = 0;
+  size_t held_bytes_ = 0, peak_bytes_ = 0;
   TpCommStats stats_;
 };
 

@@ -42,22 +42,27 @@ ParamLayout::ParamLayout(const LlamaConfig& config, const ModelShard& shard)
   };
   if (shard.has_embedding)
     add("model.embed_tokens.weight", ParamKind::Embedding, {V, C}, 0, std_base);  // vocab rows
-  for (int l = shard.first_layer; l < shard.last_layer; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    // q, k, v (and gate, up) are adjacent so each group is one (rows, C) matrix for one GEMM.
-    add(p + "input_layernorm.weight", ParamKind::Norm, {C}, -1, 0.0f);
-    add(p + "self_attn.q_proj.weight", ParamKind::Matrix, {H * tp * D, C}, 0, std_base, false);
-    add(p + "self_attn.k_proj.weight", ParamKind::Matrix, {KVH * tp * D, C}, 0, std_base, false);
-    add(p + "self_attn.v_proj.weight", ParamKind::Matrix, {KVH * tp * D, C}, 0, std_base);
-    add(p + "self_attn.o_proj.weight", ParamKind::Matrix, {C, H * tp * D}, 1, std_resid);
-    add(p + "post_attention_layernorm.weight", ParamKind::Norm, {C}, -1, 0.0f);
-    add(p + "mlp.gate_proj.weight", ParamKind::Matrix, {F * tp, C}, 0, std_base, false);
-    add(p + "mlp.up_proj.weight", ParamKind::Matrix, {F * tp, C}, 0, std_base);
-    add(p + "mlp.down_proj.weight", ParamKind::Matrix, {C, F * tp}, 1, std_resid);
-  }
+  for (const auto& [first, last] : shard.chunks())
+    for (int l = first; l < last; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      // q, k, v (and gate, up) are adjacent so each group is one (rows, C) matrix for one GEMM.
+      add(p + "input_layernorm.weight", ParamKind::Norm, {C}, -1, 0.0f);
+      add(p + "self_attn.q_proj.weight", ParamKind::Matrix, {H * tp * D, C}, 0, std_base, false);
+      add(p + "self_attn.k_proj.weight", ParamKind::Matrix, {KVH * tp * D, C}, 0, std_base, false);
+      add(p + "self_attn.v_proj.weight", ParamKind::Matrix, {KVH * tp * D, C}, 0, std_base);
+      add(p + "self_attn.o_proj.weight", ParamKind::Matrix, {C, H * tp * D}, 1, std_resid);
+      add(p + "post_attention_layernorm.weight", ParamKind::Norm, {C}, -1, 0.0f);
+      add(p + "mlp.gate_proj.weight", ParamKind::Matrix, {F * tp, C}, 0, std_base, false);
+      add(p + "mlp.up_proj.weight", ParamKind::Matrix, {F * tp, C}, 0, std_base);
+      add(p + "mlp.down_proj.weight", ParamKind::Matrix, {C, F * tp}, 1, std_resid);
+    }
   if (shard.has_head) {
     add("model.norm.weight", ParamKind::Norm, {C}, -1, 0.0f);
     if (!config.tie_embeddings) add("lm_head.weight", ParamKind::Matrix, {V, C}, 0, std_base);
+    if (shard.has_tied_copy(config)) {  // the head of a last stage that is tied to the embedding
+      add("model.embed_tokens.weight", ParamKind::Embedding, {V, C}, 0, std_base);
+      specs_.back().tied_copy = true;
+    }
   }
 }
 

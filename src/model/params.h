@@ -26,6 +26,9 @@ struct ParamSpec {
   int64_t offset = 0;        // in floats, into the flat buffer
   int64_t numel = 0;
   float init_std = 0;  // 0: initialised to ones (norm weights)
+  // The last pipeline stage's copy of a tied embedding (its head): kept equal to the first
+  // stage's table, so norms count it once and checkpoints store the first stage's.
+  bool tied_copy = false;
   bool weight_decay() const { return kind == ParamKind::Matrix; }
 };
 

@@ -8,9 +8,14 @@ namespace parallama {
 
 void ModelShard::validate(const LlamaConfig& c) const {
   auto s = [](int v) { return std::to_string(v); };
-  if (first_layer < 0 || last_layer > c.n_layers || first_layer >= last_layer)
-    throw Error("invalid model shard: layer range [" + s(first_layer) + ", " + s(last_layer) +
-                ") must be a non-empty part of [0, " + s(c.n_layers) + ")");
+  int prev_end = 0;
+  for (const auto& [first, last] : chunks()) {
+    if (first < prev_end || last > c.n_layers || first >= last)
+      throw Error("invalid model shard: layer range [" + s(first) + ", " + s(last) +
+                  ") must be a non-empty part of [0, " + s(c.n_layers) +
+                  ") after the shard's earlier chunks");
+    prev_end = last;
+  }
   if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size)
     throw Error("invalid model shard: tensor-parallel rank " + s(tp_rank) + " of " + s(tp_size));
   // Each rank holds whole heads, whole key/value heads (a query head's key/value head must be on

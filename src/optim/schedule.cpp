@@ -19,7 +19,7 @@ double grad_norm(const ParamBuffer& grads) {
 double grad_sq_sum(const ParamBuffer& grads, bool replicated) {
   double total = 0.0;
   grads.visit([&](const ParamSpec& s, const float* g) {
-    if (s.split_axis < 0 && !replicated) return;
+    if (s.tied_copy || (s.split_axis < 0 && !replicated)) return;
     double ss = 0.0;
 #pragma omp parallel for simd reduction(+ : ss) schedule(static)
     for (int64_t i = 0; i < s.numel; ++i) ss += static_cast<double>(g[i]) * g[i];

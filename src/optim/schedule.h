@@ -13,7 +13,8 @@ float lr_at(int64_t step, float lr, float min_lr, int64_t warmup, int64_t total)
 // The L2 norm of all gradients, accumulated in double in a fixed order.
 double grad_norm(const ParamBuffer& grads);
 // Σ g² over the tensors split across ranks (split_axis ≥ 0) and, when `replicated`, also over
-// those every rank holds whole; a tensor-parallel norm adds these over the ranks.
+// those every rank holds whole; a tensor-parallel norm adds these over the ranks. A pipeline's
+// copy of a tied embedding (tied_copy) never counts: the first stage's table does.
 double grad_sq_sum(const ParamBuffer& grads, bool replicated);
 
 // Scales every gradient by max_norm / norm when norm > max_norm (max_norm ≤ 0: no clipping).

@@ -3,18 +3,23 @@
 // [local] and [diloco] sections of the configuration).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "optim/optimizer.h"
 
 namespace parallama {
 
 struct ParallelConfig {
-  int dp = 1;                      // data-parallel replicas
-  int tp = 1;                      // tensor-parallel ranks per replica (heads, FFN, vocabulary)
-  int pp = 1;                      // pipeline stages (dp · tp · pp = processes)
-  double bucket_mb = 4.0;          // gradient all-reduce bucket size
-  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
-  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
+  int dp = 1;                        // data-parallel replicas
+  int tp = 1;                        // tensor-parallel ranks per replica (heads, FFN, vocabulary)
+  int pp = 1;                        // pipeline stages (dp · tp · pp = processes)
+  std::vector<int> pp_layers;        // layers per (virtual) stage by hand; empty: balanced by cost
+  std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
+  int pp_virtual = 1;                // model chunks per rank (interleaved)
+  std::string pp_trace;              // write the pipeline timeline here (Chrome trace JSON)
+  double bucket_mb = 4.0;            // gradient all-reduce bucket size
+  bool check_collectives = false;    // stamp every collective and compare across ranks (debug)
+  double timeout_s = 120.0;          // a collective that takes longer is an error, not a hang
   // How replicas stay together: allreduce | ps | ps-async | local | diloco
   std::string sync = "allreduce";
   int ps_servers = 1;        // ps, ps-async: server ranks (the last ones)

@@ -8,6 +8,7 @@
 // belong on one machine: mpirun fills a machine's slots with consecutive ranks), and the
 // data-parallel peers of one stage are a stride tp apart.
 #include <string>
+#include <vector>
 
 #include "comm/group.h"
 #include "model/config.h"
@@ -17,6 +18,12 @@ namespace parallama {
 
 struct MeshShape {
   int dp = 1, tp = 1, pp = 1;
+  // Pipeline plan: layers of each virtual stage (pp · pp_virtual entries) by hand, or empty for
+  // a split that balances estimated cost; pp_virtual model chunks per rank (interleaved
+  // schedules); seq_len for the cost of attention (0: the model's max_seq_len).
+  std::vector<int> pp_layers = {};
+  int pp_virtual = 1;
+  int seq_len = 0;
   int size() const { return dp * tp * pp; }
 };
 
@@ -28,9 +35,19 @@ struct MeshCoord {
 MeshCoord mesh_coord(const MeshShape& shape, int rank);
 int mesh_rank(const MeshShape& shape, const MeshCoord& c);
 
-// Layers [first, last) of pipeline stage `stage` of `stages`: an even split, the first stages
-// taking one more layer when L does not divide.
-std::pair<int, int> stage_layers(int n_layers, int stages, int stage);
+// Estimated training cost per token of one transformer layer, of the embedding and of the head
+// with its loss (forward and backward FLOPs, whole model: tensor parallelism divides all alike).
+struct StageCosts {
+  double layer, embedding, head;
+};
+StageCosts stage_costs(const LlamaConfig& model, int seq_len);
+
+// The number of layers of each of the shape.pp · shape.pp_virtual virtual stages: shape.pp_layers
+// when given (checked: one entry per virtual stage, each ≥ 1, adding up to the model's layers),
+// otherwise the contiguous split that minimises the most expensive stage, the first stage
+// paying for the embedding and the last for the head and the loss. Throws Error for an
+// impossible split (more stages than layers, a hand split that does not add up).
+std::vector<int> pipeline_split(const LlamaConfig& model, const MeshShape& shape);
 
 // The ModelShard of a rank at `c`; throws Error naming the rule a shape breaks (e.g.
 // n_kv_heads % tp != 0, more stages than layers).
@@ -50,6 +67,10 @@ class Mesh {
   const MeshCoord& coord() const { return coord_; }
   const ModelShard& shard() const { return shard_; }
   comm::Group world, dp, tp, pp;  // dp: same (tp, pp); tp: same (dp, pp); pp: same (dp, tp)
+  comm::Group replica;            // every rank of this data-parallel replica (same dp): tp × pp
+  // The first and the last pipeline stage of this (dp, tp) when the head is tied to the
+  // embedding and they differ: they sum the two copies' gradients. Size 1 otherwise.
+  comm::Group tied;
 
  private:
   MeshShape shape_;

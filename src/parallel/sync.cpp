@@ -45,7 +45,8 @@ class AllReduceSync : public Synchronizer {
   SyncStep update(Replica& st, float lr, int64_t) override {
     const ReduceStats rs = reducer_.finish();
     SyncStep out;
-    out.grad_norm = global_grad_norm(st.grads, st.tp);
+    if (st.tied.size() > 1) st.tied.all_reduce(st.grads.data() + st.tied_offset, st.tied_numel);
+    out.grad_norm = global_grad_norm(st.grads, st.model, st.counts_replicated);
     clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
     st.optim.step(st.params, st.grads, lr);
     out.extra["buckets"] = rs.buckets;

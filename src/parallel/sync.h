@@ -20,13 +20,18 @@
 
 namespace parallama {
 
-// What a synchronizer works on: this rank's parameters, gradients and optimizer, and the
-// tensor-parallel group over which the parameters are sharded (norms are taken over it).
+// What a synchronizer works on: this rank's parameters, gradients and optimizer, and how the
+// model is shared within the replica.
 struct Replica {
   ParamBuffer& params;
   ParamBuffer& grads;
   Optimizer& optim;
-  comm::Group tp;
+  comm::Group model;  // the ranks sharing one copy of the model (tp × pp): norms sum over them
+  bool counts_replicated = true;  // tensor-parallel rank 0 counts the replicated tensors
+  // A tied embedding on two pipeline stages: the gradients at [tied_offset, + tied_numel) are
+  // summed over `tied` after the data-parallel reduction, so both copies step alike.
+  comm::Group tied;
+  int64_t tied_offset = 0, tied_numel = 0;
 };
 
 // Who does what. Servers are the last ranks of the world. `workers` is the data-parallel group

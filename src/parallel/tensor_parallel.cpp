@@ -6,9 +6,9 @@
 
 namespace parallama {
 
-double global_grad_norm(const ParamBuffer& grads, comm::Group& tp) {
-  if (tp.size() == 1) return grad_norm(grads);
-  return std::sqrt(tp.sum(grad_sq_sum(grads, /*replicated=*/tp.rank() == 0)));
+double global_grad_norm(const ParamBuffer& grads, comm::Group& model, bool counts_replicated) {
+  if (model.size() == 1) return grad_norm(grads);
+  return std::sqrt(model.sum(grad_sq_sum(grads, counts_replicated)));
 }
 
 }  // namespace parallama

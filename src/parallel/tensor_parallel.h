@@ -6,8 +6,10 @@
 
 namespace parallama {
 
-// The L2 norm of the whole model's gradient when `tp` shares it: every sharded tensor counted on
-// the rank that holds it, every replicated tensor (the norm weights) once.
-double global_grad_norm(const ParamBuffer& grads, comm::Group& tp);
+// The L2 norm of the whole model's gradient when the ranks of `model` (tensor-parallel slices and
+// pipeline stages) share it: every sharded tensor counted on the rank that holds it, every
+// replicated tensor (the norm weights) once, on the ranks with counts_replicated, and a last
+// stage's copy of a tied embedding not at all.
+double global_grad_norm(const ParamBuffer& grads, comm::Group& model, bool counts_replicated);
 
 }  // namespace parallama

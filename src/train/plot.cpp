@@ -3,12 +3,17 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <vector>
 
 #include "tensor/error.h"
+#include "train/trace.h"
 
 namespace parallama {
 
@@ -29,6 +34,25 @@ std::string polyline(const Series& s, double x0, double x1, double y0, double y1
   }
   return "<polyline fill=\"none\" stroke=\"" + std::string(color) +
          "\" stroke-width=\"1.5\" points=\"" + pts + "\"/>\n";
+}
+
+// Written to a temporary file and renamed, so a reader never sees half a picture.
+void write_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw Error("cannot write " + path + ": " + std::strerror(errno));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    throw Error("cannot write " + path + ": " + why);
+  }
 }
 
 }  // namespace
@@ -88,8 +112,205 @@ std::string plot_losses(const std::string& run_dir) {
       "<text x=\"600\" y=\"50\" fill=\"#1f77b4\">train loss</text>\n"
       "<text x=\"600\" y=\"68\" fill=\"#d62728\">validation loss</text>\n</svg>\n";
   const std::string out = run_dir + "/loss.svg";
-  std::ofstream(out) << svg;
+  write_file(out, svg);
   return out;
+}
+
+namespace {
+
+struct KindStyle {
+  const char* kind;
+  const char* color;
+  const char* label;
+};
+// Compute in strong colours, transfers in softer ones, waiting in grey.
+constexpr KindStyle kStyles[] = {{"forward", "#4c78a8", "forward"},
+                                 {"backward", "#f58518", "backward"},
+                                 {"send", "#54a24b", "send"},
+                                 {"recv", "#b279a2", "receive"},
+                                 {"idle", "#d0d0d0", "idle"}};
+constexpr const char* kOtherColor = "#8c8c8c";
+
+const char* color_of(const std::string& kind) {
+  for (const KindStyle& k : kStyles)
+    if (kind == k.kind) return k.color;
+  return kOtherColor;
+}
+bool is_compute(const std::string& kind) {
+  return kind == "forward" || kind == "backward";
+}
+bool is_known(const std::string& kind) {
+  const auto& kinds = trace_kinds();
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
+}
+// Sends and receives have thin lanes of their own under the compute bar (they overlap it).
+int lane_of(const std::string& kind) {
+  return kind == "send" ? 1 : kind == "recv" ? 2 : 0;
+}
+// Waiting is drawn first, so that anything drawn over it stays visible.
+int layer_of(const std::string& kind) {
+  return kind == "idle" ? 0 : is_compute(kind) ? 2 : 1;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '&')
+      out += "&amp;";
+    else if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '"')
+      out += "&quot;";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// A tick spacing of 1, 2 or 5 times a power of ten giving about `target` ticks over `span`.
+double nice_step(double span, int target) {
+  const double raw = span / target, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0})
+    if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+}  // namespace
+
+std::string plot_timeline(const std::string& trace_json, const std::string& svg_out) {
+  const std::vector<TraceEvent> events = read_chrome_trace(trace_json);
+  if (events.empty()) throw Error(trace_json + ": no complete (\"ph\": \"X\") events to draw");
+  const std::string out = svg_out.empty()
+                              ? std::filesystem::path(trace_json).replace_extension(".svg").string()
+                              : svg_out;
+  int stages = 0;
+  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
+  std::vector<double> compute;  // per stage: seconds in forward and backward
+  bool other = false;
+  for (const TraceEvent& e : events) {
+    stages = std::max(stages, e.rank + 1);
+    t0 = std::min(t0, e.start_s), t1 = std::max(t1, e.end_s);
+    compute.resize(stages, 0.0);
+    if (is_compute(e.kind)) compute[e.rank] += e.end_s - e.start_s;
+    other = other || !is_known(e.kind);
+  }
+  const double span = t1 > t0 ? t1 - t0 : 1e-6;
+  const double scale = span >= 1 ? 1 : span >= 1e-3 ? 1e3 : 1e6;
+  const char* unit = span >= 1 ? "s" : span >= 1e-3 ? "ms" : "\u00b5s";
+  double total = 0;
+  for (double c : compute) total += c;
+
+  // Layout: stage labels on the left, rows of `row_h`, the time axis under the rows.
+  const double width = 1000, left = 100, plot_w = width - left - 20, top = 64, row_h = 36;
+  const double axis_y = top + stages * row_h + 4, height = axis_y + 46;
+  auto x_of = [&](double t) { return left + plot_w * (t - t0) / span; };
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                "font-family=\"sans-serif\" font-size=\"12\">\n"
+                "<rect class=\"background\" width=\"%.0f\" height=\"%.0f\" fill=\"white\"/>\n"
+                "<text x=\"%.0f\" y=\"20\" font-size=\"14\">pipeline: %d stage%s, %.3f %s; "
+                "computing %.1f%% of the time, bubble %.1f%%</text>\n",
+                width, height, width, height, left, stages, stages == 1 ? "" : "s", span * scale,
+                unit, 100 * total / (stages * span), 100 - 100 * total / (stages * span));
+  std::string svg = buf;
+
+  // Legend: every kind a pipeline trace has, and "other" for anything else in the file.
+  double lx = left;
+  for (const KindStyle& k : kStyles) {
+    std::snprintf(buf, sizeof buf,
+                  "<rect class=\"legend\" x=\"%.0f\" y=\"32\" width=\"12\" height=\"12\" "
+                  "fill=\"%s\"/><text x=\"%.0f\" y=\"42\">%s</text>\n",
+                  lx, k.color, lx + 16, k.label);
+    svg += buf;
+    lx += 24 + 7.0 * std::strlen(k.label);
+  }
+  if (other) {
+    std::snprintf(buf, sizeof buf,
+                  "<rect class=\"legend\" x=\"%.0f\" y=\"32\" width=\"12\" height=\"12\" "
+                  "fill=\"%s\"/><text x=\"%.0f\" y=\"42\">other</text>\n",
+                  lx, kOtherColor, lx + 16);
+    svg += buf;
+  }
+
+  // Row backgrounds and labels, then grid lines and the axis.
+  for (int r = 0; r < stages; ++r) {
+    const double y = top + r * row_h;
+    std::snprintf(buf, sizeof buf,
+                  "<rect class=\"row\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+                  "fill=\"%s\"/>\n<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">stage %d</text>"
+                  "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"10\" "
+                  "fill=\"#666\">%.0f%% busy</text>\n",
+                  left, y, plot_w, row_h, r % 2 ? "#f4f4f4" : "#fbfbfb", left - 8, y + 16, r,
+                  left - 8, y + 29, 100 * compute[r] / span);
+    svg += buf;
+  }
+  const double step = nice_step(span * scale, 8);
+  for (int i = 0; i * step <= span * scale * (1 + 1e-9); ++i) {
+    const double px = x_of(t0 + i * step / scale);
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#e4e4e4\"/>"
+                  "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
+                  px, top, px, axis_y + 4, px, axis_y + 18, i * step);
+    svg += buf;
+  }
+  std::snprintf(buf, sizeof buf,
+                "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
+                "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">time (%s)</text>\n",
+                left, axis_y, left + plot_w, axis_y, left + plot_w / 2, axis_y + 38, unit);
+  svg += buf;
+
+  // One group per stage, one bar per event, with the event as its tooltip.
+  std::vector<std::vector<const TraceEvent*>> rows(stages);
+  for (const TraceEvent& e : events) rows[e.rank].push_back(&e);
+  for (int r = 0; r < stages; ++r) {
+    std::stable_sort(rows[r].begin(), rows[r].end(), [](const TraceEvent* a, const TraceEvent* b) {
+      return std::make_pair(layer_of(a->kind), a->start_s) <
+             std::make_pair(layer_of(b->kind), b->start_s);
+    });
+    svg += "<g class=\"stage\" data-stage=\"" + std::to_string(r) + "\">\n";
+    for (const TraceEvent* e : rows[r]) {
+      const int lane = lane_of(e->kind);
+      const double y = top + r * row_h + (lane == 0 ? 3 : lane == 1 ? 25 : 30);
+      const double h = lane == 0 ? 20 : 4, x = x_of(e->start_s);
+      const double w = std::max(0.5, x_of(e->end_s) - x);
+      const std::string name = xml_escape(e->name), kind = xml_escape(e->kind);
+      std::snprintf(buf, sizeof buf,
+                    "<rect class=\"event\" data-kind=\"%s\" x=\"%.2f\" y=\"%.0f\" "
+                    "width=\"%.2f\" height=\"%.0f\" fill=\"%s\"%s><title>",
+                    kind.c_str(), x, y, w, h, color_of(e->kind),
+                    lane == 0 ? " stroke=\"white\" stroke-width=\"0.6\"" : "");
+      svg += buf;
+      std::snprintf(buf, sizeof buf, " (%s): %.3f to %.3f %s</title></rect>\n", kind.c_str(),
+                    (e->start_s - t0) * scale, (e->end_s - t0) * scale, unit);
+      svg += name + buf;
+      if (lane == 0 && w >= 5.6 * e->name.size() + 3) {
+        std::snprintf(buf, sizeof buf,
+                      "<text class=\"label\" x=\"%.2f\" y=\"%.0f\" text-anchor=\"middle\" "
+                      "font-size=\"10\" fill=\"%s\">",
+                      x + w / 2, y + 14, is_compute(e->kind) ? "white" : "black");
+        svg += buf + name + "</text>\n";
+      }
+    }
+    svg += "</g>\n";
+  }
+  svg += "</svg>\n";
+  write_file(out, svg);
+  return out;
+}
+
+std::vector<std::string> plot_run(const std::string& run_dir) {
+  if (run_dir.empty())
+    throw Error("parallama plot needs a run directory, or --trace FILE.json [--out FILE.svg]");
+  const std::string trace = run_dir + "/" + kPipelineTraceFile;
+  const bool has_trace = std::filesystem::exists(trace);
+  std::vector<std::string> written;
+  if (!has_trace || std::filesystem::exists(run_dir + "/metrics.jsonl"))
+    written.push_back(plot_losses(run_dir));
+  if (has_trace) written.push_back(plot_timeline(trace, run_dir + "/pipeline.svg"));
+  return written;
 }
 
 }  // namespace parallama

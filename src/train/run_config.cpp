@@ -6,6 +6,7 @@
 #include <set>
 
 #include "parallel/mesh.h"
+#include "parallel/schedule.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -42,6 +43,14 @@ class Reader {
         out = static_cast<T>(n->as_floating_point()->get());
       else
         fail(full, "must be a number");
+    } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+      const toml::array* arr = n->as_array();
+      if (!arr) fail(full, "must be a list of integers, e.g. [2, 2, 1]");
+      out.clear();
+      for (const toml::node& e : *arr) {
+        if (!e.is_integer()) fail(full, "must be a list of integers, e.g. [2, 2, 1]");
+        out.push_back(static_cast<int>(e.as_integer()->get()));
+      }
     } else {
       if (!n->is_string()) fail(full, "must be a string");
       out = n->as_string()->get();
@@ -115,6 +124,10 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "dp", c.parallel.dp);
   f("parallel", "tp", c.parallel.tp);
   f("parallel", "pp", c.parallel.pp);
+  f("parallel", "pp_layers", c.parallel.pp_layers);
+  f("parallel", "pp_schedule", c.parallel.pp_schedule);
+  f("parallel", "pp_virtual", c.parallel.pp_virtual);
+  f("parallel", "pp_trace", c.parallel.pp_trace);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
@@ -223,14 +236,20 @@ RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   }
 }
 
+MeshShape mesh_shape(const RunConfig& c) {
+  const ParallelConfig& p = c.parallel;
+  MeshShape s{p.dp, p.tp, p.pp, p.pp_layers, p.pp_virtual, c.train.seq_len};
+  return s;
+}
+
 void RunConfig::check_processes(int processes) const {
   const int servers = parallel.servers();
   const int workers = parallel.dp * parallel.tp * parallel.pp;
-  const std::string layout =
-      parallel.tp * parallel.pp == 1
-          ? "--dp " + std::to_string(parallel.dp)
-          : "--dp " + std::to_string(parallel.dp) + " × --tp " + std::to_string(parallel.tp) +
-                " × --pp " + std::to_string(parallel.pp);
+  const std::string layout = parallel.tp * parallel.pp == 1
+                                 ? "--dp " + std::to_string(parallel.dp)
+                                 : "--dp " + std::to_string(parallel.dp) + " × --tp " +
+                                       std::to_string(parallel.tp) + " × --pp " +
+                                       std::to_string(parallel.pp);
   if (workers + servers != processes)
     throw Error(layout + (servers ? " workers and " + std::to_string(servers) + " server(s)" : "") +
                 " need " + std::to_string(workers + servers) + " processes but " +
@@ -260,7 +279,15 @@ void RunConfig::validate(ConfigUse use) const {
   if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
   const auto& p = parallel;
   if (p.tp < 1 || p.pp < 1) throw Error("parallel.tp and parallel.pp must be at least 1");
-  mesh_shard(model, {p.dp, p.tp, p.pp}, {});  // the layout must divide the model
+  mesh_shard(model, mesh_shape(*this), {});  // the layout must divide the model
+  parse_schedule(p.pp_schedule);
+  if (p.pp_virtual > 1 && p.pp_schedule != "interleaved")
+    throw Error("parallel.pp_virtual " + std::to_string(p.pp_virtual) +
+                " model chunks per rank need parallel.pp_schedule = \"interleaved\"");
+  if (p.pp > 1 && p.pp_schedule == "interleaved" && train.micro_batches % p.pp)
+    throw Error("the interleaved schedule needs train.micro_batches (" +
+                std::to_string(train.micro_batches) + ") to be a multiple of --pp " +
+                std::to_string(p.pp));
   if (p.sync != "allreduce" && (p.tp > 1 || p.pp > 1))
     throw Error("--sync " + p.sync + " replicates whole models; with --tp or --pp above 1 use " +
                 "--sync allreduce");

@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "optim/optimizer.h"
 #include "parallel/config.h"
+#include "parallel/mesh.h"
 
 namespace parallama {
 
@@ -53,6 +54,9 @@ struct RunConfig {
   // Throws Error unless parallel.dp workers (plus any parameter servers) were started.
   void check_processes(int processes) const;
 };
+
+// The mesh and pipeline plan of a run's [parallel] settings.
+MeshShape mesh_shape(const RunConfig& c);
 
 using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.lr", "3e-4")
 

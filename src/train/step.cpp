@@ -32,18 +32,25 @@ SyncConfig sync_config(const RunConfig& cfg) {
   return s;
 }
 
-TrainState::TrainState(const RunConfig& cfg, const ModelShard& shard, comm::Group tp)
-    : layout(trainable(cfg.model), shard),
+TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
+    : layout(trainable(cfg.model), mesh.shard()),
       params(layout),
       grads(layout),
       optim(layout, cfg.optim),
-      model(layout, cfg.train.batch_size, cfg.train.seq_len, tp),
-      replica{params, grads, optim, tp} {
+      model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp),
+      replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);
+  if (mesh.tied.size() > 1) {
+    const ParamSpec& e = layout.find("model.embed_tokens.weight");
+    replica.tied_offset = e.offset, replica.tied_numel = e.numel;
+  }
+  if (mesh.shape().pp > 1)
+    pipeline = std::make_unique<Pipeline>(model, mesh.pp, parse_schedule(cfg.parallel.pp_schedule),
+                                          cfg.parallel.pp_virtual, cfg.train.micro_batches);
 }
 
 TrainState::TrainState(const RunConfig& cfg)
-    : TrainState(cfg, ModelShard::whole(cfg.model), comm::Group()) {}
+    : TrainState(cfg, Mesh(comm::Group(), MeshShape{}, cfg.model)) {}
 
 double TrainState::forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
                                     int64_t valid_total, Synchronizer& sync) {
@@ -51,6 +58,10 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
   // A batch whose targets are all ignored has no loss and no gradient (not a division by zero).
   const float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
   grads.zero();
+  if (pipeline) {
+    sync.before_last_backward();
+    return pipeline->step(params, grads, tokens, targets, scale, sync.hook());
+  }
   double loss_sum = 0.0;
   for (int k = 0; k < micro; ++k) {
     model.forward(params, tokens + k * BT, targets + k * BT);

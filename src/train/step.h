@@ -7,6 +7,8 @@
 
 #include "model/llama.h"
 #include "optim/optimizer.h"
+#include "parallel/mesh.h"
+#include "parallel/pipeline.h"
 #include "parallel/sync.h"
 #include "train/run_config.h"
 
@@ -17,17 +19,18 @@ SyncConfig sync_config(const RunConfig& cfg);
 
 class TrainState {
  public:
-  // This rank's part of the model, with the tensor-parallel group it shares it with.
-  TrainState(const RunConfig& cfg, const ModelShard& shard, comm::Group tp);
+  // This rank's part of the model on the mesh: its tensor-parallel slice of its pipeline stage.
+  TrainState(const RunConfig& cfg, const Mesh& mesh);
   // The whole model in one process.
   explicit TrainState(const RunConfig& cfg);
   TrainState(const TrainState&) = delete;
   TrainState& operator=(const TrainState&) = delete;
 
   // Zeroes the gradients, then runs forward and backward over `micro` micro-batches of (B, T)
-  // laid end to end in tokens and targets (micro · B · T each). The gradients are those of the
-  // mean loss over `valid_total` targets (all of the global batch's). Returns the sum of the
-  // losses of this rank's targets.
+  // laid end to end in tokens and targets (micro · B · T each): one after the other, or through
+  // the pipeline's schedule. The gradients are those of the mean loss over `valid_total` targets
+  // (all of the global batch's). Returns the sum of the losses of this rank's targets (a
+  // pipeline's last stage holds them all; the other stages return 0).
   double forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
                           int64_t valid_total, Synchronizer& sync);
 
@@ -35,7 +38,8 @@ class TrainState {
   ParamBuffer params, grads;
   Optimizer optim;
   Llama model;
-  Replica replica{params, grads, optim, {}};
+  Replica replica;
+  std::unique_ptr<Pipeline> pipeline;  // with --pp above 1
 };
 
 // Sets the OpenMP thread count and returns the count in use. 0: OMP_NUM_THREADS if set, else

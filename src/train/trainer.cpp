@@ -20,6 +20,7 @@
 #include "tensor/hash.h"
 #include "train/metrics.h"
 #include "train/step.h"
+#include "train/trace.h"
 
 namespace fs = std::filesystem;
 
@@ -29,7 +30,15 @@ using Clock = std::chrono::steady_clock;
 
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
                     int64_t max_samples, comm::Group& group) {
-  const int64_t B = model.batch(), T = model.seq_len();
+  auto batch_loss = [&](const int32_t* in, const int32_t* tgt) {
+    model.forward(params, in, tgt);
+    return std::pair<double, int64_t>{model.loss_sum(), model.valid_targets()};
+  };
+  return evaluate(batch_loss, model.batch(), model.seq_len(), tokens, max_samples, group);
+}
+
+EvalResult evaluate(const BatchLoss& batch_loss, int64_t B, int64_t T,
+                    const std::vector<int32_t>& tokens, int64_t max_samples, comm::Group& group) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   int64_t samples = n > T ? (n - 1) / T : 0;
   if (max_samples > 0) samples = std::min(samples, max_samples);
@@ -46,9 +55,9 @@ EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<i
         in[b * T + t] = real ? tokens[at] : 0;
         tgt[b * T + t] = real ? tokens[at + 1] : kernels::kIgnoreIndex;
       }
-    model.forward(params, in.data(), tgt.data());
-    sum += model.loss_sum();
-    r.local_tokens += model.valid_targets();
+    const auto [loss_sum, valid] = batch_loss(in.data(), tgt.data());
+    sum += loss_sum;
+    r.local_tokens += valid;
     ++r.local_batches;
   }
   sum = group.sum(sum);
@@ -101,6 +110,31 @@ static nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, in
   return ranks;
 }
 
+// Every stage's timeline, gathered over the pipeline group to its first stage, which writes
+// them (the pipeline of replica 0, tensor-parallel rank 0, when `writes`).
+static void write_pipeline_trace(Pipeline& pipe, comm::Group& pp, bool writes,
+                                 const std::string& path) {
+  std::vector<double> mine;
+  for (const PipeEvent& e : pipe.events())
+    mine.insert(mine.end(), {double(e.kind), double(e.micro), double(e.chunk), e.start, e.end});
+  std::vector<int64_t> counts(pp.size());
+  const int64_t n = static_cast<int64_t>(mine.size());
+  pp.all_gather(&n, counts.data(), std::vector<int64_t>(pp.size(), 1), comm::DataType::I64);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  std::vector<double> all(total);
+  pp.all_gather(mine.data(), all.data(), counts, comm::DataType::F64);
+  if (!writes) return;
+  std::vector<TraceEvent> events;
+  for (int r = 0, at = 0; r < pp.size(); at += static_cast<int>(counts[r++]))
+    for (int64_t i = at; i < at + counts[r]; i += 5) {
+      const PipeEvent e{static_cast<int>(all[i]), static_cast<int>(all[i + 1]),
+                        static_cast<int>(all[i + 2]), all[i + 3], all[i + 4]};
+      events.push_back({e.name(), kPipeEventKinds[e.kind], r, e.start, e.end});
+    }
+  write_chrome_trace(path, events);
+}
+
 int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
@@ -108,8 +142,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const SyncConfig sc = sync_config(cfg);
   Roles roles = make_roles(world, sc);
   // The workers form the dp × tp × pp mesh; each parameter server stands alone.
-  const MeshShape shape =
-      roles.server ? MeshShape{} : MeshShape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  const MeshShape shape = roles.server ? MeshShape{} : mesh_shape(cfg);
   Mesh mesh(roles.server ? comm::Group() : roles.all_workers, shape, cfg.model);
   if (!roles.server) roles.workers = mesh.dp;
   const int workers = shape.dp, rank = world.rank();
@@ -142,10 +175,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   }
 
   const int threads = configure_threads(tc.threads);
-  TrainState st(cfg, mesh.shard(), mesh.tp);
+  TrainState st(cfg, mesh);
+  if (st.pipeline && !cfg.parallel.pp_trace.empty()) st.pipeline->set_tracing(true);
   int64_t step = 0;
   if (!opt.resume.empty()) {
-    const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp);
+    const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp, mesh.pp);
     step = cs.step;
     loader.set_position(cs.data_position);
   }
@@ -180,6 +214,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 static_cast<long long>(T), threads, cfg.parallel.sync.c_str(), shape.dp, shape.tp,
                 shape.pp);
   say(head + (step ? " from step " + std::to_string(step) : std::string()));
+  if (shape.pp > 1) {  // the pipeline plan, stage by stage
+    std::string plan = describe_mesh(cfg.model, shape);
+    say("pipeline: " + cfg.parallel.pp_schedule + " schedule, " + std::to_string(K) +
+        " micro-batches" +
+        (shape.pp_virtual > 1 ? ", " + std::to_string(shape.pp_virtual) + " chunks per rank" : "") +
+        "\n" + plan.substr(0, plan.size() - 1));
+  }
 
   std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
   auto save = [&](int64_t at, double last_loss) {
@@ -199,7 +240,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     sync->gather_state(st.replica, at);
     // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them.
     if (mesh.coord().dp != 0) return;
-    save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, writes);
+    save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, mesh.pp, writes);
     if (!writes) return;
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
     say("checkpoint " + dir);
@@ -220,6 +261,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     double loss_sum =
         st.forward_backward(tokens.data(), targets.data(), static_cast<int>(K), valid, *sync);
     // The global mean when workers share a batch; otherwise this worker's own.
+    if (shape.pp > 1) loss_sum = mesh.pp.sum(loss_sum);  // the last stage holds the losses
     if (sync->global_batch()) loss_sum = dp.sum(loss_sum);
     const double loss = valid ? loss_sum / static_cast<double>(valid) : 0.0;
     if (!std::isfinite(loss))
@@ -264,9 +306,16 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       j["bytes_per_rank"] = per_rank;
     }
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
-      j["val_loss"] = evaluate(st.model, st.params, val_data.tokens, tc.val_batches * global,
-                               sync->global_batch() ? dp : alone)
-                          .loss;
+      comm::Group& eval_group = sync->global_batch() ? dp : alone;
+      const int64_t samples = tc.val_batches * global;
+      j["val_loss"] =
+          st.pipeline ? evaluate(
+                            [&](const int32_t* in, const int32_t* tgt) {
+                              return st.pipeline->forward_only(st.params, in, tgt);
+                            },
+                            B, T, val_data.tokens, samples, eval_group)
+                            .loss
+                      : evaluate(st.model, st.params, val_data.tokens, samples, eval_group).loss;
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val_loss %.4f", static_cast<long long>(step),
                     j["val_loss"].get<double>());
@@ -274,6 +323,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     }
     if (progress) progress->step(j, global * T);
     if (is_checkpoint(step)) save(step, loss);
+  }
+  if (st.pipeline && !cfg.parallel.pp_trace.empty()) {
+    write_pipeline_trace(*st.pipeline, mesh.pp, writes, cfg.parallel.pp_trace);
+    say("pipeline timeline " + cfg.parallel.pp_trace);
   }
   const nlohmann::json traffic = traffic_summary(world, roles, last - first_step + 1);
   if (writes && last >= first_step && world.size() > 1) {

@@ -1,7 +1,9 @@
 #pragma once
 // The training loop: data, micro-batches with gradient accumulation, clipping, schedule,
 // validation, checkpoints, resume.
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/group.h"
@@ -34,6 +36,11 @@ class Llama;
 class ParamBuffer;
 EvalResult evaluate(Llama& model, const ParamBuffer& params, const std::vector<int32_t>& tokens,
                     int64_t max_samples, comm::Group& group);
+// The same with any forward pass: batch_loss(tokens, targets) of one (B, T) batch returns its
+// (loss sum, valid targets), e.g. through every pipeline stage.
+using BatchLoss = std::function<std::pair<double, int64_t>(const int32_t*, const int32_t*)>;
+EvalResult evaluate(const BatchLoss& batch_loss, int64_t B, int64_t T,
+                    const std::vector<int32_t>& tokens, int64_t max_samples, comm::Group& group);
 
 // Throws Error naming the ranks whose parameters differ from rank 0's.
 void check_same_params(const ParamBuffer& params, comm::Group& group);

@@ -90,7 +90,7 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
   init_params(mine, 11);
   Optimizer opt(slice, oc);
   fill_state(opt, mine);
-  save_checkpoint(dir("step-3"), mine, opt, {3, 42, {{"note", "tp"}}, {}}, *world, r == 0);
+  save_checkpoint(dir("step-3"), mine, opt, {3, 42, {{"note", "tp"}}, {}}, *world, one, r == 0);
   world->barrier();
   // Whole tensors under their own names and shapes.
   {
@@ -105,7 +105,7 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
   init_params(want_whole, 11);
   Optimizer want_opt_whole(whole, oc), got_opt_whole(whole, oc);
   fill_state(want_opt_whole, want_whole);
-  const CheckpointState st = load_checkpoint(dir("step-3"), got_whole, got_opt_whole, one);
+  const CheckpointState st = load_checkpoint(dir("step-3"), got_whole, got_opt_whole, one, one);
   EXPECT_EQ(st.step, 3);
   EXPECT_EQ(st.data_position, 42);
   EXPECT_EQ(differing(got_whole, want_whole), 0);
@@ -114,11 +114,11 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
   // (b) Back into the slices.
   ParamBuffer back(slice);
   Optimizer back_opt(slice, oc);
-  load_checkpoint(dir("step-3"), back, back_opt, *world);
+  load_checkpoint(dir("step-3"), back, back_opt, *world, one);
   EXPECT_EQ(differing(back, mine), 0);
   EXPECT_EQ(differing(back_opt, opt), 0);
   ParamBuffer model_only(slice);
-  load_checkpoint_model(dir("step-3"), model_only, *world);
+  load_checkpoint_model(dir("step-3"), model_only, *world, one);
   EXPECT_EQ(differing(model_only, mine), 0);
 
   // (c) Written by one process (seed 12), loaded into the slices.
@@ -127,14 +127,14 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
     init_params(w, 12);
     Optimizer wo(whole, oc);
     fill_state(wo, w);
-    save_checkpoint(dir("one"), w, wo, {1, 0, {}, {}}, one, true);
+    save_checkpoint(dir("one"), w, wo, {1, 0, {}, {}}, one, one, true);
   }
   world->barrier();
   ParamBuffer want_slice(slice), got_slice(slice);
   init_params(want_slice, 12);
   Optimizer want_opt(slice, oc), got_opt(slice, oc);
   fill_state(want_opt, want_slice);
-  load_checkpoint(dir("one"), got_slice, got_opt, *world);
+  load_checkpoint(dir("one"), got_slice, got_opt, *world, one);
   EXPECT_EQ(differing(got_slice, want_slice), 0);
   EXPECT_EQ(differing(got_opt, want_opt), 0);
 }
@@ -146,6 +146,7 @@ TEST_P(CheckpointTp, FailuresReachEveryRankOfTheGroup) {
   ParamBuffer p(slice);
   init_params(p, 3);
   Optimizer opt(slice, OptimConfig{});
+  comm::Group one;  // no pipeline
   auto message = [&](auto f) -> std::string {
     try {
       f();
@@ -155,12 +156,13 @@ TEST_P(CheckpointTp, FailuresReachEveryRankOfTheGroup) {
     return "";
   };
   // No writer, or two: refused on every rank before anything is written.
+  EXPECT_NE(
+      message([&] {
+        save_checkpoint(dir("x"), p, opt, {}, *world, one, false);
+      }).find("exactly one rank of the tensor-parallel and pipeline groups must write, not 0"),
+      std::string::npos);
   EXPECT_NE(message([&] {
-              save_checkpoint(dir("x"), p, opt, {}, *world, false);
-            }).find("exactly one rank of the tensor-parallel group must write, not 0"),
-            std::string::npos);
-  EXPECT_NE(message([&] {
-              save_checkpoint(dir("x"), p, opt, {}, *world, r < 2);
+              save_checkpoint(dir("x"), p, opt, {}, *world, one, r < 2);
             }).find("must write, not 2"),
             std::string::npos);
   // The writer cannot create the directory (its parent is a file): every rank throws, none hangs.
@@ -170,16 +172,16 @@ TEST_P(CheckpointTp, FailuresReachEveryRankOfTheGroup) {
   }
   world->barrier();
   EXPECT_NE(message([&] {
-              save_checkpoint(dir("file/step-1"), p, opt, {}, *world, r == 0);
+              save_checkpoint(dir("file/step-1"), p, opt, {}, *world, one, r == 0);
             }).find("file"),
             std::string::npos);
   // A corrupt checkpoint is refused by every rank, with the file named, whichever rank checked it.
-  save_checkpoint(dir("good"), p, opt, {}, *world, r == P - 1);
+  save_checkpoint(dir("good"), p, opt, {}, *world, one, r == P - 1);
   world->barrier();
   if (r == 0) fs::resize_file(dir("good") + "/optimizer.safetensors", 1000);
   world->barrier();
   EXPECT_NE(message([&] {
-              load_checkpoint(dir("good"), p, opt, *world);
+              load_checkpoint(dir("good"), p, opt, *world, one);
             }).find("optimizer.safetensors: checksum"),
             std::string::npos);
 }

@@ -104,8 +104,16 @@ TEST(Params, ShardFieldsAreValidated) {
   EXPECT_EQ(first.find("model.embed_tokens.weight").shape, (Shape{51, 48}));
   EXPECT_EQ(second.find("lm_head.weight").shape, (Shape{50, 48}));
   EXPECT_EQ(second.find("lm_head.weight").split_offset, 51);
-  // The model runs every layer on each rank for now (no pipeline stages), and says so.
-  EXPECT_NE(error_of([&] { Llama(stage, 1, 4); }).find("pipeline stages"), std::string::npos);
+  // A stage runs its chunk of layers (forward_chunk); forward() of a whole model is refused.
+  EXPECT_NE(error_of([&] {
+              comm::Group one;
+              ParamLayout solo(c, ModelShard{1, 2, false, true, 0, 1});
+              ParamBuffer p(solo);
+              Llama m(solo, 1, 4, one);
+              std::vector<int32_t> t(4, 1);
+              m.forward(p, t.data(), t.data());
+            }).find("whole model"),
+            std::string::npos);
 }
 
 TEST(Params, InitIsSeededDeterministicAndSliceConsistent) {

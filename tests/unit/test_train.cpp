@@ -104,13 +104,13 @@ TEST(Checkpoint, RoundTripAndCorruptFilesAreNamed) {
   const auto dir = (fs::temp_directory_path() / "parallama_ckpt_test" / "step-1").string();
   fs::remove_all(fs::path(dir).parent_path());
   comm::Group one;  // one process: the whole model, the writer
-  save_checkpoint(dir, m.params, opt, {1, 96, {{"note", "x"}}, {}}, one, true);
+  save_checkpoint(dir, m.params, opt, {1, 96, {{"note", "x"}}, {}}, one, one, true);
   for (const auto& e :
        fs::directory_iterator(fs::path(dir).parent_path()))  // no temporary left behind
     EXPECT_EQ(e.path().filename().string()[0] != '.', true) << e.path();
   TinyModel m2;
   Optimizer opt2(m2.layout, oc);
-  const auto st = load_checkpoint(dir, m2.params, opt2, one);
+  const auto st = load_checkpoint(dir, m2.params, opt2, one, one);
   EXPECT_EQ(st.step, 1);
   EXPECT_EQ(st.data_position, 96);
   EXPECT_EQ(opt2.steps_taken(), 1);
@@ -122,19 +122,21 @@ TEST(Checkpoint, RoundTripAndCorruptFilesAreNamed) {
     f.put('\x7f');
   }
   EXPECT_NE(error_of([&] {
-              load_checkpoint(dir, m2.params, opt2, one);
+              load_checkpoint(dir, m2.params, opt2, one, one);
             }).find("optimizer.safetensors: checksum"),
             std::string::npos);
   fs::resize_file(dir + "/model.safetensors", 100);
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, m2.params, opt2, one); }).find("model.safetensors"),
-            std::string::npos);
-  std::ofstream(dir + "/trainer.json") << "{\"step\": 1,";
   EXPECT_NE(
-      error_of([&] { load_checkpoint(dir, m2.params, opt2, one); }).find("trainer.json: corrupt"),
+      error_of([&] { load_checkpoint(dir, m2.params, opt2, one, one); }).find("model.safetensors"),
       std::string::npos);
+  std::ofstream(dir + "/trainer.json") << "{\"step\": 1,";
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir, m2.params, opt2, one, one);
+            }).find("trainer.json: corrupt"),
+            std::string::npos);
   fs::remove(dir + "/trainer.json");
   EXPECT_NE(error_of([&] {
-              load_checkpoint(dir, m2.params, opt2, one);
+              load_checkpoint(dir, m2.params, opt2, one, one);
             }).find("not a complete checkpoint"),
             std::string::npos);
   fs::remove_all(fs::path(dir).parent_path());
