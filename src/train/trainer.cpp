@@ -240,6 +240,18 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     sync->gather_state(st.replica, at);
     // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them.
     if (mesh.coord().dp != 0) return;
+    if (mesh.tied.size() > 1) {  // the two stages' copies of a tied embedding must be one table
+      const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,
+                                 static_cast<size_t>(st.replica.tied_numel) * sizeof(float));
+      uint64_t both[2];
+      mesh.tied.all_gather(&h, both, {1, 1}, comm::DataType::U64);
+      if (both[0] != both[1])
+        throw Error(
+            "the first and last pipeline stages hold different copies of the tied "
+            "embedding at step " +
+            std::to_string(at));
+      cs.extra["tied_embedding_copies"] = "identical";
+    }
     save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, mesh.pp, writes);
     if (!writes) return;
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
@@ -279,6 +291,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                         {"grad_norm", norm},
                         {"tokens_per_s", static_cast<double>(global * T) / dt}};
     j.update(upd.extra);
+    if (st.pipeline) {  // this stage's step (rank 0: the first stage)
+      const PipeStepStats& ps = st.pipeline->last_step();
+      j["pp_bubble"] = ps.step_s > 0 ? 1.0 - ps.busy_s / ps.step_s : 0.0;
+      j["pp_recv_wait_s"] = ps.recv_s;
+      j["pp_peak_micro_batches"] = ps.peak_in_flight;
+      j["pp_peak_activation_bytes"] = ps.peak_activation_bytes;
+    }
     const double mine[2] = {static_cast<double>(world.bytes_sent() - sent0),
                             static_cast<double>(world.bytes_received() - received0)};
     sent0 = world.bytes_sent(), received0 = world.bytes_received();
@@ -323,6 +342,20 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     }
     if (progress) progress->step(j, global * T);
     if (is_checkpoint(step)) save(step, loss);
+  }
+  if (st.pipeline && last >= first_step) {  // every stage's peak activation memory
+    const PipeStepStats& ps = st.pipeline->last_step();
+    const double mine[2] = {double(ps.peak_in_flight), double(ps.peak_activation_bytes)};
+    std::vector<double> all(2 * mesh.pp.size());
+    mesh.pp.all_gather(mine, all.data(), std::vector<int64_t>(mesh.pp.size(), 2),
+                       comm::DataType::F64);
+    for (int s = 0; s < mesh.pp.size(); ++s) {
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "stage %d: at most %d micro-batch chunks in flight, peak activations %.2f MB",
+                    s, static_cast<int>(all[2 * s]), all[2 * s + 1] / 1e6);
+      say(line);
+    }
   }
   if (st.pipeline && !cfg.parallel.pp_trace.empty()) {
     write_pipeline_trace(*st.pipeline, mesh.pp, writes, cfg.parallel.pp_trace);
