@@ -18,7 +18,7 @@ int run_info(const RunConfig& cfg) {
   std::printf("  parameters: %lld (%.3f B), in matmuls: %lld\n",
               static_cast<long long>(m.num_params()), m.num_params() / 1e9,
               static_cast<long long>(m.num_matmul_params()));
-  const MeshShape shape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  const MeshShape shape = mesh_shape(cfg);
   if (shape.size() > 1) std::printf("%s", describe_mesh(m, shape).c_str());
   return 0;
 }

@@ -110,8 +110,9 @@ std::string describe_mesh(const LlamaConfig& m, const MeshShape& shape) {
            "; the head costs as much as " + std::to_string(c.head / c.layer).substr(0, 4) +
            " layers):";
     for (int k = 0, first = 0; k < S; first += layers[k++]) {
-      std::snprintf(line, sizeof line, " stage %d: layers [%d, %d) %.0f%%%s", k, first,
-                    first + layers[k], 100.0 * cost[k] / total, k + 1 < S ? ";" : "\n");
+      std::snprintf(line, sizeof line, " %sstage %d: layers [%d, %d) %.0f%%%s",
+                    shape.pp_virtual > 1 ? "virtual " : "", k, first, first + layers[k],
+                    100.0 * cost[k] / total, k + 1 < S ? ";" : "\n");
       out += line;
     }
     std::snprintf(line, sizeof line,
