@@ -63,7 +63,7 @@ std::vector<double> gather(comm::Group& g, double x) {
 int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
   cfg.check_processes(world_group.size());
-  const MeshShape shape{cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp};
+  const MeshShape shape = mesh_shape(cfg);
   Mesh mesh(world_group, shape, cfg.model);
   comm::Group& dp = mesh.dp;
   const int world = world_group.size(), replicas = shape.dp;
@@ -79,10 +79,12 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   // Every replica draws its own batch; the tensor-parallel ranks of a replica share it.
   std::mt19937_64 rng(cfg.train.seed + static_cast<uint64_t>(mesh.coord().dp));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
-  std::vector<int32_t> tokens(B * T), targets(B * T);
+  // One step: micro_batches micro-batches of (B, T) (through the pipeline when --pp > 1).
+  const int K = cfg.train.micro_batches;
+  std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
   for (auto& x : tokens) x = tok(rng);
   for (auto& x : targets) x = tok(rng);
-  const int64_t valid = B * T * replicas;
+  const int64_t valid = K * B * T * replicas;
 
   // Phase 1 (data parallelism only): every rank computes alone, no communication, all at once.
   std::vector<double> alone;
@@ -92,27 +94,32 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     world_group.barrier();
     for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
       const auto t0 = Clock::now();
-      st.forward_backward(tokens.data(), targets.data(), 1, B * T, *own);
+      st.forward_backward(tokens.data(), targets.data(), K, K * B * T, *own);
       own->update(st.replica, cfg.optim.lr, s + 1);
       if (s >= cfg.bench.warmup) alone.push_back(seconds_since(t0));
     }
   }
   // Phase 2: the parallel steps: bucketed, overlapped gradient all-reduce over the replicas,
   // tensor-parallel collectives inside the model.
-  std::vector<double> times, comm, exposed, tp_comm, tp_exposed;
+  std::vector<double> times, comm, exposed, tp_comm, tp_exposed, bubble;
   float loss = 0.0f;
   world_group.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
     const auto t0 = Clock::now();
     st.model.reset_tp_stats();
-    loss = static_cast<float>(st.forward_backward(tokens.data(), targets.data(), 1, valid, *sync) /
-                              (B * T));
+    double loss_sum = st.forward_backward(tokens.data(), targets.data(), K, valid, *sync);
+    if (st.pipeline) loss_sum = mesh.pp.sum(loss_sum);  // the last stage holds the losses
+    loss = static_cast<float>(loss_sum / static_cast<double>(K * B * T));
     const SyncStep upd = sync->update(st.replica, cfg.optim.lr, s + 1);
     if (s >= cfg.bench.warmup) {
       times.push_back(seconds_since(t0));
       comm.push_back(upd.extra.value("comm_s", 0.0));
       exposed.push_back(upd.extra.value("comm_exposed_s", 0.0));
       tp_comm.push_back(st.model.tp_stats().comm_s);
+      if (st.pipeline) {
+        const PipeStepStats& ps = st.pipeline->last_step();
+        bubble.push_back(ps.step_s > 0 ? 1.0 - ps.busy_s / ps.step_s : 0.0);
+      }
       tp_exposed.push_back(st.model.tp_stats().exposed_s);
     }
   }
@@ -126,8 +133,8 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   const LlamaConfig& m = cfg.model;
   const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
                                  12.0 * m.n_layers * static_cast<double>(T) * m.dim;
-  const double tokens_per_s = static_cast<double>(replicas * B * T) / step_s;
-  const double gflops = flops_per_token * static_cast<double>(replicas * B * T) / step_s / 1e9;
+  const double tokens_per_s = static_cast<double>(replicas * K * B * T) / step_s;
+  const double gflops = flops_per_token * static_cast<double>(replicas * K * B * T) / step_s / 1e9;
   const char* formula = "6*N + 12*L*T*C per token (N = matmul parameters incl. output head)";
   std::printf(
       "model %s: %.2fM parameters (%.2fM in matmuls), %d rank(s) (dp %d x tp %d x pp %d) x batch "
@@ -177,12 +184,12 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     j["bytes_per_rank"][mem_names[i]] = all;
   }
   if (replicas > 1) {
-    const auto per_rank = gather(dp, static_cast<double>(B * T) / my_median);
+    const auto per_rank = gather(dp, static_cast<double>(K * B * T) / my_median);
     const double c = world_group.sum(median(comm)) / world;
     const double e = world_group.sum(median(exposed)) / world;
     const double hidden = c > 0 ? std::clamp(1.0 - e / c, 0.0, 1.0) : 0.0;
     if (!alone.empty()) {
-      const auto alone_rate = gather(dp, static_cast<double>(B * T) / median(alone));
+      const auto alone_rate = gather(dp, static_cast<double>(K * B * T) / median(alone));
       double alone_total = 0;
       for (double r : alone_rate) alone_total += r;
       for (int r = 0; r < replicas; ++r)
@@ -214,6 +221,27 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     j["tp_comm_s"] = c;
     j["tp_comm_exposed_s"] = e;
     j["tp_comm_hidden_fraction"] = hidden;
+  }
+  if (st.pipeline) {  // the idle share of each stage's step, against the schedule's formula
+    const auto stage_bubble = gather(mesh.pp, median(bubble));
+    double mean = 0;
+    for (double b : stage_bubble) mean += b / static_cast<double>(stage_bubble.size());
+    const double p = shape.pp, m = K, v = cfg.parallel.pp_virtual;
+    const double formula = (p - 1) / (v * m + p - 1);
+    const auto stage_peak = gather(mesh.pp, double(st.pipeline->last_step().peak_in_flight));
+    std::printf(
+        "pipeline %s, %d stages, %d micro-batches%s: bubble %.1f%% measured (mean over "
+        "stages), %.1f%% by (p-1)/(v*m+p-1); stage 0 holds %d micro-batches at most\n",
+        cfg.parallel.pp_schedule.c_str(), shape.pp, K,
+        v > 1 ? (", " + std::to_string(int(v)) + " chunks per rank").c_str() : "", 100 * mean,
+        100 * formula, static_cast<int>(stage_peak[0]));
+    j["pp_schedule"] = cfg.parallel.pp_schedule;
+    j["pp_virtual"] = cfg.parallel.pp_virtual;
+    j["micro_batches"] = K;
+    j["pp_bubble_per_stage"] = stage_bubble;
+    j["pp_bubble"] = mean;
+    j["pp_bubble_formula"] = formula;
+    j["pp_peak_micro_batches_per_stage"] = stage_peak;
   }
   if (json) std::printf("%s\n", j.dump().c_str());
   return 0;

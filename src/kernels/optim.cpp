@@ -10,7 +10,7 @@ void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const
   const float step_size = h.lr / bc1, decay = 1.0f - h.lr * h.weight_decay;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
+    const float gi = g[i] * h.grad_scale;
     const float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
     const float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
     m[i] = mi;
@@ -22,7 +22,7 @@ void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const
 void sgd_update(float* p, float* buf, const float* g, int64_t n, const SGDHyper& h) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float d = g[i] + h.weight_decay * p[i];
+    const float d = g[i] * h.grad_scale + h.weight_decay * p[i];
     float step = d;
     if (h.momentum != 0.0f) {
       const float b = h.first_step ? d : h.momentum * buf[i] + (1.0f - h.dampening) * d;

@@ -6,7 +6,8 @@ namespace parallama::kernels {
 
 struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // 1 for the first update (bias correction)
+  int64_t step;             // 1 for the first update (bias correction)
+  float grad_scale = 1.0f;  // g is used as g · grad_scale (global-norm clipping, fused)
 };
 
 // AdamW with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
@@ -18,7 +19,8 @@ void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const
 struct SGDHyper {
   float lr, momentum, dampening, weight_decay;
   bool nesterov;
-  bool first_step;  // the momentum buffer starts as the first gradient
+  bool first_step;          // the momentum buffer starts as the first gradient
+  float grad_scale = 1.0f;  // g is used as g · grad_scale
 };
 
 // SGD with momentum, as torch.optim.SGD: d = g + wd·p; buf ← first ? d : μ·buf + (1−τ)·d;

@@ -25,7 +25,7 @@ Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg) : cfg_(c
 }
 
 void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo,
-                     int64_t hi) {
+                     int64_t hi, float grad_scale) {
   if (hi < 0) hi = params.size();
   ++step_;
   for (const ParamSpec& s : params.layout().specs()) {
@@ -33,11 +33,12 @@ void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, in
     if (a >= b) continue;
     const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
     if (v_) {
-      const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_};
+      const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_, grad_scale};
       kernels::adamw_update(params.data() + a, m_.data() + a, v_->data() + a, grads.data() + a,
                             b - a, h);
     } else {
-      const kernels::SGDHyper h{lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, step_ == 1};
+      const kernels::SGDHyper h{lr,         cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov,
+                                step_ == 1, grad_scale};
       kernels::sgd_update(params.data() + a, m_.data() + a, grads.data() + a, b - a, h);
     }
   }

@@ -27,8 +27,9 @@ class Optimizer {
   Optimizer(const ParamLayout& layout, const OptimConfig& cfg);
   // One update with learning rate lr (the schedule lives with the trainer) of the parameters at
   // flat offsets [lo, hi) (hi < 0: to the end), e.g. the slice a parameter server owns.
+  // grad_scale multiplies every gradient as it is read (clipping without a pass of its own).
   void step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo = 0,
-            int64_t hi = -1);
+            int64_t hi = -1, float grad_scale = 1.0f);
   // The state, shaped like the parameters: exp_avg (or the momentum buffer) and exp_avg_sq.
   ParamBuffer& state(int i) { return i == 0 ? m_ : *v_; }
   const ParamBuffer& state(int i) const { return i == 0 ? m_ : *v_; }

@@ -28,9 +28,14 @@ double grad_sq_sum(const ParamBuffer& grads, bool replicated) {
   return total;
 }
 
-float clip_grads(ParamBuffer& grads, double norm, float max_norm) {
+float clip_factor(double norm, float max_norm) {
   if (max_norm <= 0.0f || !(norm > max_norm)) return 1.0f;
-  const float scale = static_cast<float>(max_norm / norm);
+  return static_cast<float>(max_norm / norm);
+}
+
+float clip_grads(ParamBuffer& grads, double norm, float max_norm) {
+  const float scale = clip_factor(norm, max_norm);
+  if (scale == 1.0f) return 1.0f;
   float* g = grads.data();
   const int64_t n = grads.size();
 #pragma omp parallel for simd schedule(static)

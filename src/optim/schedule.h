@@ -20,5 +20,7 @@ double grad_sq_sum(const ParamBuffer& grads, bool replicated);
 // Scales every gradient by max_norm / norm when norm > max_norm (max_norm ≤ 0: no clipping).
 // Returns the factor applied.
 float clip_grads(ParamBuffer& grads, double norm, float max_norm);
+// The factor clip_grads would apply, for an optimizer that scales as it reads.
+float clip_factor(double norm, float max_norm);
 
 }  // namespace parallama

@@ -47,8 +47,7 @@ class AllReduceSync : public Synchronizer {
     SyncStep out;
     if (st.tied.size() > 1) st.tied.all_reduce(st.grads.data() + st.tied_offset, st.tied_numel);
     out.grad_norm = global_grad_norm(st.grads, st.model, st.counts_replicated);
-    clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
-    st.optim.step(st.params, st.grads, lr);
+    st.optim.step(st.params, st.grads, lr, 0, -1, clip_factor(out.grad_norm, cfg_.grad_clip));
     out.extra["buckets"] = rs.buckets;
     if (rs.buckets) out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
     return out;
