@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rank is killed (kill -9) in the middle of training: a data-parallel worker, the server
 # of a parameter-server job, and a tensor-parallel rank of a dp 2 × tp 2 job; and a
-# tensor-parallel rank is stopped (SIGSTOP): its peer's collective times out naming itself.
+# tensor-parallel rank is stopped (SIGSTOP): its peer's collective times out naming itself; and
+# a pipeline stage is killed: no process waits forever in a send or a receive.
 # No rank may hang: the job must end with a non-zero code within 30 s, with a message naming the
 # failure, and the last completed checkpoint must still load.
 source "$(dirname "$0")/lib.sh"
@@ -56,3 +57,4 @@ kill_rank 2 1 --dp 2
 kill_rank 3 2 --dp 2 --parallel.sync ps
 kill_rank 4 3 --dp 2 --tp 2
 SIGNAL=STOP kill_rank 2 1 --tp 2  # stuck, not dead: the timeout names the operation
+kill_rank 2 1 --pp 2 --train.micro_batches 2  # a pipeline stage
