@@ -16,6 +16,7 @@
 #include <set>
 
 #include "comm/mpi/mpi_backend.h"
+#include "dist_test_util.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "tensor/error.h"
@@ -24,6 +25,8 @@ namespace parallama {
 namespace {
 
 namespace fs = std::filesystem;
+using test::differing;
+using test::fill_state;
 
 comm::Group* world;
 
@@ -102,29 +105,6 @@ struct Stage {
   bool last() const { return pp_rank == layout.pp - 1; }
 };
 
-// Optimizer moments that depend only on the parameter at the same place: exp_avg = 2p + 1,
-// exp_avg_sq = p².
-void fill_state(Optimizer& opt, const ParamBuffer& p, int64_t steps) {
-  for (int64_t i = 0; i < p.size(); ++i) {
-    opt.state(0).data()[i] = 2.0f * p.data()[i] + 1.0f;
-    opt.state(1).data()[i] = p.data()[i] * p.data()[i];
-  }
-  opt.set_steps_taken(steps);
-}
-
-// Elements whose bits differ (0 when equal).
-int64_t differing(const ParamBuffer& a, const ParamBuffer& b) {
-  if (a.size() != b.size()) return a.size() + b.size() + 1;
-  int64_t n = 0;
-  for (int64_t i = 0; i < a.size(); ++i) n += std::memcmp(a.data() + i, b.data() + i, 4) != 0;
-  return n;
-}
-
-int64_t differing(const Optimizer& a, const Optimizer& b) {
-  return differing(a.state(0), b.state(0)) + differing(a.state(1), b.state(1)) +
-         (a.steps_taken() != b.steps_taken());
-}
-
 // Every rank's count summed: a test fails on every rank when it fails on one.
 int64_t everywhere(int64_t n) {
   return world->sum(n);
@@ -146,22 +126,9 @@ int64_t occurrences(const std::string& text, const std::string& what) {
   return n;
 }
 
-// A directory shared by every rank (rank 0's pid), removed at the end.
-class CheckpointPp : public ::testing::TestWithParam<bool> {
+class CheckpointPp : public test::SharedDirTest {
  protected:
-  void SetUp() override {
-    int64_t id = ::getpid();
-    world->broadcast(&id, 1, 0, comm::DataType::I64);
-    root_ = fs::temp_directory_path() / ("parallama_ckpt_pp_" + std::to_string(id));
-    if (world->rank() == 0) fs::remove_all(root_);
-    world->barrier();
-  }
-  void TearDown() override {
-    world->barrier();
-    if (world->rank() == 0) fs::remove_all(root_);
-  }
-  std::string dir(const std::string& name) const { return (root_ / name).string(); }
-  fs::path root_;
+  CheckpointPp() : SharedDirTest(world, "parallama_ckpt_pp_") {}
 };
 
 // On rank 0: the file holds the whole model's tensors (under `prefix`) once each, whole, in stage
@@ -365,18 +332,5 @@ INSTANTIATE_TEST_SUITE_P(Heads, CheckpointPp, ::testing::Values(false, true),
 }  // namespace parallama
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  parallama::comm::Options opt;
-  opt.check_collectives = true;  // a rank out of step is named, not a hang
-  opt.timeout_s = 60;
-  parallama::comm::Group w = parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world(opt)
-                                                                : parallama::comm::Group();
-  parallama::world = &w;
-  if (w.rank() != 0) {  // one report, from rank 0; every rank's result counts in the exit code
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  const int64_t failed = w.sum(int64_t(rc != 0));
-  return failed ? 1 : 0;
+  return parallama::test::run_mpi_tests(argc, argv, parallama::world, /*checked=*/true);
 }

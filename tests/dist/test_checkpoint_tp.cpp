@@ -11,6 +11,7 @@
 #include <set>
 
 #include "comm/mpi/mpi_backend.h"
+#include "dist_test_util.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "tensor/error.h"
@@ -19,6 +20,8 @@ namespace parallama {
 namespace {
 
 namespace fs = std::filesystem;
+using test::differing;
+using test::fill_state;
 
 comm::Group* world;
 
@@ -33,46 +36,9 @@ LlamaConfig tiny_for(int tp, bool tied) {
   return c;
 }
 
-// Optimizer moments that depend only on the parameter at the same place, so a slice of them is
-// the same region of the whole: exp_avg = 2p + 1, exp_avg_sq = p².
-void fill_state(Optimizer& opt, const ParamBuffer& p) {
-  for (int64_t i = 0; i < p.size(); ++i) {
-    opt.state(0).data()[i] = 2.0f * p.data()[i] + 1.0f;
-    opt.state(1).data()[i] = p.data()[i] * p.data()[i];
-  }
-  opt.set_steps_taken(7);
-}
-
-// Elements whose bits differ (0 when equal); a count, so that every rank runs the same
-// collectives whatever the outcome.
-int64_t differing(const ParamBuffer& a, const ParamBuffer& b) {
-  if (a.size() != b.size()) return a.size() + b.size();
-  int64_t n = 0;
-  for (int64_t i = 0; i < a.size(); ++i) n += std::memcmp(a.data() + i, b.data() + i, 4) != 0;
-  return n;
-}
-
-int64_t differing(const Optimizer& a, const Optimizer& b) {
-  return differing(a.state(0), b.state(0)) + differing(a.state(1), b.state(1)) +
-         (a.steps_taken() != b.steps_taken());
-}
-
-// A directory shared by every rank (rank 0's pid), removed at the end.
-class CheckpointTp : public ::testing::TestWithParam<bool> {
+class CheckpointTp : public test::SharedDirTest {
  protected:
-  void SetUp() override {
-    int64_t id = ::getpid();
-    world->broadcast(&id, 1, 0, comm::DataType::I64);
-    root_ = fs::temp_directory_path() / ("parallama_ckpt_tp_" + std::to_string(id));
-    if (world->rank() == 0) fs::remove_all(root_);
-    world->barrier();
-  }
-  void TearDown() override {
-    world->barrier();
-    if (world->rank() == 0) fs::remove_all(root_);
-  }
-  std::string dir(const std::string& name) const { return (root_ / name).string(); }
-  fs::path root_;
+  CheckpointTp() : SharedDirTest(world, "parallama_ckpt_tp_") {}
 };
 
 TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
@@ -193,18 +159,5 @@ INSTANTIATE_TEST_SUITE_P(Heads, CheckpointTp, ::testing::Values(false, true),
 }  // namespace parallama
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  parallama::comm::Options opt;
-  opt.check_collectives = true;  // a rank out of step is named, not a hang
-  opt.timeout_s = 60;
-  parallama::comm::Group w = parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world(opt)
-                                                                : parallama::comm::Group();
-  parallama::world = &w;
-  if (w.rank() != 0) {  // one report, from rank 0; every rank's result counts in the exit code
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  const int64_t failed = w.sum(int64_t(rc != 0));
-  return failed ? 1 : 0;
+  return parallama::test::run_mpi_tests(argc, argv, parallama::world, /*checked=*/true);
 }

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "comm/mpi/mpi_backend.h"
+#include "dist_test_util.h"
 #include "tensor/error.h"
 
 namespace parallama::comm {
@@ -123,15 +124,5 @@ TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
 }  // namespace parallama::comm
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  parallama::comm::Group w =
-      parallama::comm::launched_by_mpi() ? parallama::comm::mpi_world() : parallama::comm::Group();
-  parallama::comm::world = &w;
-  if (w.rank() != 0) {  // one report, from rank 0; every rank's result counts in the exit code
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  const int64_t failed = w.sum(int64_t(rc != 0));
-  return failed ? 1 : 0;
+  return parallama::test::run_mpi_tests(argc, argv, parallama::comm::world, /*checked=*/false);
 }
