@@ -160,18 +160,27 @@ struct SvgBar {
   double x, w;
 };
 
-// The bars of a timeline, by reading the SVG text: each inside its stage's group.
+// The bars of a timeline, by reading the SVG text: each inside its stage's group. Groups and
+// tags are cut out with plain searches (a regular expression over the whole document recurses
+// too deeply for std::regex); each <rect> tag alone is then matched.
 std::vector<SvgBar> svg_bars(const std::string& svg, int* groups) {
-  const std::regex group(R"re(<g class="stage" data-stage="(\d+)">([\s\S]*?)</g>)re");
+  const std::string open = "<g class=\"stage\" data-stage=\"";
   const std::regex bar(
       R"re(<rect class="event" data-kind="([^"]*)" x="([-\d.]+)" y="[-\d.]+" width="([\d.]+)" height="[\d.]+" fill="([^"]+)"[^>]*>)re");
   std::vector<SvgBar> bars;
   *groups = 0;
-  for (std::sregex_iterator g(svg.begin(), svg.end(), group), end; g != end; ++g, ++*groups) {
-    const std::string body = (*g)[2];
-    for (std::sregex_iterator b(body.begin(), body.end(), bar); b != end; ++b)
-      bars.push_back(
-          {std::stoi((*g)[1]), (*b)[1], (*b)[4], std::stod((*b)[2]), std::stod((*b)[3])});
+  for (size_t at = svg.find(open); at != std::string::npos; at = svg.find(open, at + 1)) {
+    const size_t num = at + open.size(), close = svg.find("</g>", num);
+    if (close == std::string::npos) break;
+    ++*groups;
+    const int stage = std::stoi(svg.substr(num, svg.find('"', num) - num));
+    for (size_t r = svg.find("<rect ", num); r != std::string::npos && r < close;
+         r = svg.find("<rect ", r + 1)) {
+      const std::string tag = svg.substr(r, svg.find('>', r) - r + 1);
+      std::smatch m;
+      if (std::regex_match(tag, m, bar))
+        bars.push_back({stage, m[1], m[4], std::stod(m[2]), std::stod(m[3])});
+    }
   }
   return bars;
 }
