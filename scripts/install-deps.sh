@@ -13,6 +13,7 @@ packages=(
   python3 python3-torch python3-numpy          # the independent PyTorch reference and peer benchmark
   libopenblas0-pthread                         # BLAS for that PyTorch (else it falls back to the slow reference BLAS)
   bible-kjv                                    # the default corpus
+  procps                                       # pgrep, for the failure tests (not in a minimal base)
 )
 missing=()
 for p in "${packages[@]}"; do
