@@ -108,7 +108,6 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     const auto t0 = Clock::now();
     st.model.reset_tp_stats();
     double loss_sum = st.forward_backward(tokens.data(), targets.data(), K, valid, *sync);
-    if (st.pipeline) loss_sum = mesh.pp.sum(loss_sum);  // the last stage holds the losses
     loss = static_cast<float>(loss_sum / static_cast<double>(K * B * T));
     const SyncStep upd = sync->update(st.replica, cfg.optim.lr, s + 1);
     if (s >= cfg.bench.warmup) {

@@ -158,10 +158,6 @@ Llama::Slot& Llama::find(int c, int micro) {
               std::to_string(c) + " before its forward");
 }
 
-size_t Llama::slot_bytes(int c) const {
-  return slots_[c].front()->arena.floats() * sizeof(float);
-}
-
 size_t Llama::activation_bytes() const {
   size_t n = scratch_.floats() * sizeof(float);
   for (const auto& pool : slots_)
@@ -178,10 +174,10 @@ const float* Llama::logits() const {
   return last_logits_;
 }
 
-void Llama::tp_sum(float* x, int64_t n) {
+void Llama::tp_reduce(float* x, int64_t n, comm::ReduceOp op) {
   if (tp_.size() == 1) return;
   const double t0 = now();
-  tp_.all_reduce(x, n);
+  tp_.all_reduce(x, n, comm::DataType::F32, op);
   const double dt = now() - t0;
   stats_.comm_s += dt, stats_.exposed_s += dt, ++stats_.all_reduces;
 }
@@ -255,12 +251,12 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
     else
       std::memset(out, 0, N_ * C_ * sizeof(float));
     gemm(false, true, N_, C_, K, 1.0f, x, K, w, K, 1.0f, out, C_);
-    tp_sum(out, N_ * C_);
+    tp_reduce(out, N_ * C_);
   };
 
   if (ch.embedding) {
     embedding_forward(s.res[0], s.tokens.data(), W + off_embed_, N_, C_, v0_, V_);  // (N, C)
-    tp_sum(s.res[0], N_ * C_);  // each token's row comes from the rank that holds it
+    tp_reduce(s.res[0], N_ * C_);  // each token's row comes from the rank that holds it
   } else {
     std::memcpy(s.res[0], in, N_ * C_ * sizeof(float));  // the previous stage's output
   }
@@ -290,11 +286,9 @@ void Llama::head_forward(Slot& s, const float* W) {
     cross_entropy_forward(s.losses, s.ce_stats, s.logits, s.targets.data(), N_, V_);
   } else {  // vocabulary-parallel: row maxima, then sums of exponentials and target logits
     cross_entropy_local_max(s.ce_max, s.logits, N_, V_);
-    const double t0 = now();
-    tp_.all_reduce(s.ce_max, N_, comm::DataType::F32, comm::ReduceOp::Max);
-    stats_.comm_s += now() - t0, stats_.exposed_s += now() - t0, ++stats_.all_reduces;
+    tp_reduce(s.ce_max, N_, comm::ReduceOp::Max);
     cross_entropy_local_sums(s.ce_part, s.logits, s.ce_max, s.targets.data(), N_, V_, v0_);
-    tp_sum(s.ce_part, 2 * N_);
+    tp_reduce(s.ce_part, 2 * N_);
     cross_entropy_finish(s.losses, s.ce_stats, s.ce_max, s.ce_part, s.targets.data(), N_);
   }
   last_logits_ = s.logits;

@@ -86,7 +86,6 @@ class Llama {
   // Bytes of activation memory allocated (slots and shared scratch), and the most micro-batches
   // whose activations were held at once (over all chunks) since the last reset.
   size_t activation_bytes() const;
-  size_t slot_bytes(int c) const;  // one micro-batch's activations in chunk c
   int peak_in_flight() const { return peak_in_flight_; }
   size_t peak_activation_bytes() const { return peak_bytes_; }
   void reset_peak();
@@ -109,8 +108,8 @@ class Llama {
   Slot& find(int c, int micro);
   void release(Slot& s);
   void check_ids(const int32_t* ids, bool targets) const;
-  // Sum of x (n floats) over the tensor-parallel group, blocking.
-  void tp_sum(float* x, int64_t n);
+  // x (n floats) reduced over the tensor-parallel group (sum or max), blocking, timed.
+  void tp_reduce(float* x, int64_t n, comm::ReduceOp op = comm::ReduceOp::Sum);
   // Column-parallel input gradient: dx (N, I) = dy (N, O) · w (O, I) summed over the group while
   // dw (O, I) += dy (N, O)ᵀ · x (N, I) is computed.
   void column_parallel_backward(float* dx, float* dw, const float* dy, const float* x,

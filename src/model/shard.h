@@ -44,16 +44,6 @@ struct ModelShard {
     c.insert(c.end(), later_chunks.begin(), later_chunks.end());
     return c;
   }
-  int num_layers() const {
-    int n = 0;
-    for (const auto& [a, b] : chunks()) n += b - a;
-    return n;
-  }
-  bool has_layer(int l) const {
-    for (const auto& [a, b] : chunks())
-      if (l >= a && l < b) return true;
-    return false;
-  }
   // Local (tensor-parallel) sizes.
   int local_heads(const LlamaConfig& c) const { return c.n_heads / tp_size; }
   int local_kv_heads(const LlamaConfig& c) const { return c.n_kv_heads / tp_size; }

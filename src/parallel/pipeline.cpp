@@ -42,6 +42,9 @@ Pipeline::Pipeline(Llama& model, comm::Group pp, PipeSchedule schedule, int virt
     recv_pos_.push_back(needs ? static_cast<int>(needs_recv_.size()) : -1);
     if (needs) needs_recv_.push_back(static_cast<int>(i));
   }
+  last_backward_.assign(virt_, -1);  // the last backward of each chunk completes its gradients
+  for (size_t i = 0; i < actions_.size(); ++i)
+    if (actions_[i].op == PipeOp::Backward) last_backward_[actions_[i].chunk] = static_cast<int>(i);
 }
 
 int Pipeline::tag(int vstage, int micro, bool grad) const {
@@ -149,10 +152,6 @@ double Pipeline::step(const ParamBuffer& params, ParamBuffer& grads, const int32
   next_recv_ = 0;
   pending_.clear();
   post_receives(-1);
-  // The last backward of each chunk completes its gradients.
-  std::vector<int> last_backward(virt_, -1);
-  for (size_t i = 0; i < actions_.size(); ++i)
-    if (actions_[i].op == PipeOp::Backward) last_backward[actions_[i].chunk] = static_cast<int>(i);
   const int last_v = virtual_stages(P_, virt_) - 1;
   double loss_sum = 0.0;
   double prev_end = start;
@@ -173,7 +172,7 @@ double Pipeline::step(const ParamBuffer& params, ParamBuffer& grads, const int32
       else
         send(out, vk + 1, a.micro, false);
     } else {
-      const bool final = last_backward[a.chunk] == static_cast<int>(i);
+      const bool final = last_backward_[a.chunk] == static_cast<int>(i);
       const float* din = model_.backward_chunk(params, grads, a.chunk, a.micro, grad_scale, in,
                                                final ? on_final : std::function<void(int64_t)>{});
       if (vk > 0) send(din, vk - 1, a.micro, true);
@@ -192,7 +191,7 @@ double Pipeline::step(const ParamBuffer& params, ParamBuffer& grads, const int32
   stats_.step_s = t1 - start;
   stats_.peak_in_flight = model_.peak_in_flight();
   stats_.peak_activation_bytes = model_.peak_activation_bytes();
-  return loss_sum;
+  return pp_.sum(loss_sum);
 }
 
 std::pair<double, int64_t> Pipeline::forward_only(const ParamBuffer& params, const int32_t* tokens,

@@ -44,8 +44,8 @@ class Pipeline {
 
   // One optimizer step's forwards and backwards over the micro-batches: tokens, targets
   // (micro, B, T). Weight gradients accumulate into grads, scaled by grad_scale; the last
-  // backward of each chunk reports finished gradients to on_final. Returns this rank's sum of
-  // losses (non-zero on the last stage only).
+  // backward of each chunk reports finished gradients to on_final. Returns the sum of the
+  // micro-batches' losses (held by the last stage, summed over the stages so every stage has it).
   double step(const ParamBuffer& params, ParamBuffer& grads, const int32_t* tokens,
               const int32_t* targets, float grad_scale,
               const std::function<void(int64_t)>& on_final = {});
@@ -55,7 +55,6 @@ class Pipeline {
   std::pair<double, int64_t> forward_only(const ParamBuffer& params, const int32_t* tokens,
                                           const int32_t* targets);
 
-  const std::vector<PipeAction>& actions() const { return actions_; }
   const PipeStepStats& last_step() const { return stats_; }
   // Timeline events of every step so far (kept while tracing is on).
   void set_tracing(bool on) { tracing_ = on; }
@@ -86,9 +85,10 @@ class Pipeline {
   int P_, rank_, virt_, micro_;
   int64_t n_;  // floats per message payload: N · C
   std::vector<PipeAction> actions_;
-  std::vector<int> needs_recv_;  // indices of actions that wait for a message, in order
-  std::vector<int> recv_pos_;    // per action: its index in needs_recv_, or -1
-  size_t next_recv_ = 0;         // the next of those to post
+  std::vector<int> needs_recv_;     // indices of actions that wait for a message, in order
+  std::vector<int> recv_pos_;       // per action: its index in needs_recv_, or -1
+  std::vector<int> last_backward_;  // per chunk: the action that completes its gradients
+  size_t next_recv_ = 0;            // the next of those to post
   std::vector<Pending> pending_;
   std::deque<Buf> recv_pool_, send_pool_;  // stable addresses while requests are in flight
   PipeStepStats stats_;

@@ -29,8 +29,8 @@ class TrainState {
   // Zeroes the gradients, then runs forward and backward over `micro` micro-batches of (B, T)
   // laid end to end in tokens and targets (micro · B · T each): one after the other, or through
   // the pipeline's schedule. The gradients are those of the mean loss over `valid_total` targets
-  // (all of the global batch's). Returns the sum of the losses of this rank's targets (a
-  // pipeline's last stage holds them all; the other stages return 0).
+  // (all of the global batch's). Returns the sum of the losses of this rank's targets (through
+  // a pipeline: of the replica's, on every stage).
   double forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
                           int64_t valid_total, Synchronizer& sync);
 

@@ -273,7 +273,6 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     double loss_sum =
         st.forward_backward(tokens.data(), targets.data(), static_cast<int>(K), valid, *sync);
     // The global mean when workers share a batch; otherwise this worker's own.
-    if (shape.pp > 1) loss_sum = mesh.pp.sum(loss_sum);  // the last stage holds the losses
     if (sync->global_batch()) loss_sum = dp.sum(loss_sum);
     const double loss = valid ? loss_sum / static_cast<double>(valid) : 0.0;
     if (!std::isfinite(loss))
