@@ -56,8 +56,9 @@ int main(int argc, char** argv) {
                           "share of the text held out for validation");
 
   TrainOptions topt;
-  int dp = 0, tp = 0, pp = 0;
+  int dp = 0, tp = 0, pp = 0, zero = -1;
   auto add_layout = [&](CLI::App* sub) {
+    sub->add_option("--zero", zero, "ZeRO stage 0, 1 or 2 (same as --parallel.zero)");
     sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)");
     sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)");
     sub->add_option("--pp", pp, "pipeline stages (same as --parallel.pp); dp·tp·pp = processes");
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
     if (tp > 0) ov.emplace_back("parallel.tp", std::to_string(tp));
     if (pp > 0) ov.emplace_back("parallel.pp", std::to_string(pp));
+    if (zero >= 0) ov.emplace_back("parallel.zero", std::to_string(zero));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
     const RunConfig cfg =
         load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run);

@@ -18,6 +18,9 @@ struct ParallelConfig {
   int pp_virtual = 1;                // model chunks per rank (interleaved)
   std::string pp_trace;              // write the pipeline timeline here (Chrome trace JSON)
   double bucket_mb = 4.0;            // gradient all-reduce bucket size
+  // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
+  // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
+  int zero = 0;
   bool check_collectives = false;    // stamp every collective and compare across ranks (debug)
   double timeout_s = 120.0;          // a collective that takes longer is an error, not a hang
   // How replicas stay together: allreduce | ps | ps-async | local | diloco

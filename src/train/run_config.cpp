@@ -108,6 +108,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("train", "val_batches", t.val_batches);
   f("train", "ckpt_every", t.ckpt_every);
   f("train", "out_dir", t.out_dir);
+  f("train", "recompute", t.recompute);
   OptimConfig& o = c.optim;
   f("optim", "name", o.name);
   f("optim", "lr", o.lr);
@@ -129,6 +130,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "pp_virtual", c.parallel.pp_virtual);
   f("parallel", "pp_trace", c.parallel.pp_trace);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
+  f("parallel", "zero", c.parallel.zero);
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
   f("parallel", "sync", c.parallel.sync);
@@ -295,6 +297,12 @@ void RunConfig::validate(ConfigUse use) const {
       p.sync != "diloco")
     throw Error("unknown --sync '" + p.sync +
                 "' (choose allreduce, ps, ps-async, local or diloco)");
+  if (p.zero < 0 || p.zero > 2) throw Error("--zero must be 0, 1 or 2");
+  if (p.zero > 0 && p.sync != "allreduce")
+    throw Error("--zero " + std::to_string(p.zero) + " shards the optimizer over the " +
+                "data-parallel group of --sync allreduce, not --sync " + p.sync);
+  if (train.recompute != "none" && train.recompute != "full")
+    throw Error("unknown train.recompute '" + train.recompute + "' (choose none or full)");
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
   if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
   if (p.local_period < 1 || p.diloco_inner_steps < 1)

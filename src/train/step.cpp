@@ -14,7 +14,11 @@ namespace parallama {
 namespace {
 
 // Refuses shape-only presets before any memory is allocated for them.
-const LlamaConfig& trainable(const LlamaConfig& c) {
+const LlamaConfig& trainable(const RunConfig& cfg) {
+  const LlamaConfig& c = cfg.model;
+  if (cfg.train.recompute != "none")
+    throw Error("train.recompute = " + cfg.train.recompute + " is modelled by `parallama plan` " +
+                "but training keeps every activation for now: use train.recompute = none");
   if (c.shape_only)
     throw Error("preset '" + c.name + "' is a published shape for sizing only and is not " +
                 "trained here; pick tiny, kjv-small or bench15m");
@@ -33,7 +37,7 @@ SyncConfig sync_config(const RunConfig& cfg) {
 }
 
 TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
-    : layout(trainable(cfg.model), mesh.shard()),
+    : layout(trainable(cfg), mesh.shard()),
       params(layout),
       grads(layout),
       optim(layout, cfg.optim),
