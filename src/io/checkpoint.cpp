@@ -42,8 +42,9 @@ std::string file_checksum(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer) {
-  io::replica_writer(tp, pp, writer, "saving " + dir);  // throws on every rank unless one writes
+                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer,
+                     comm::Group dp) {
+  io::replica_writer(tp, pp, writer, "saving " + dir, dp);  // throws unless exactly one writes
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
   const fs::path tmp =
@@ -55,10 +56,10 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       fs::remove_all(tmp);
       fs::create_directories(tmp);
     });
-  io::agree_on_failure(tp, pp, error);
+  io::agree_on_failure(tp, pp, dp, error);
   try {
-    io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer);
-    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer);
+    io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer, dp);
+    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer, dp);
   } catch (...) {
     std::error_code ignored;
     if (writer) fs::remove_all(tmp, ignored);
@@ -90,7 +91,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
   }
-  io::agree_on_failure(tp, pp, error);
+  io::agree_on_failure(tp, pp, dp, error);
 }
 
 nlohmann::json read_trainer_json(const std::string& dir) {

@@ -30,8 +30,11 @@ struct CheckpointState {
 // (exactly one in the replica), which alone creates the directory, writes the files (every
 // tensor of the whole model once, by name) and trainer.json and renames the directory into
 // place. A failure on the writer is thrown on every rank of the replica.
+// A ZeRO optimizer holds only pieces of the state: then every replica calls it together, dp being
+// the data-parallel group (see io::save_optimizer), and a failure is thrown on every rank.
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
-                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer);
+                     const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer,
+                     comm::Group dp = {});
 
 // Reads trainer.json, verifies both checksums (the files shared out over the ranks of the replica
 // given by tp and pp, as for save_checkpoint), then loads this rank's tensors, and of each only

@@ -1,5 +1,6 @@
 #include "io/param_io.h"
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -51,11 +52,18 @@ void agree_on_failure(comm::Group& tp, comm::Group& pp, std::exception_ptr error
   if (auto e = agreed(pp, agreed(tp, std::move(error)))) std::rethrow_exception(e);
 }
 
-WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what) {
-  // Summed over the stage, then over the stages: every rank of the replica gets the same numbers.
+void agree_on_failure(comm::Group& tp, comm::Group& pp, comm::Group& dp,
+                      std::exception_ptr error) {
+  if (auto e = agreed(dp, agreed(pp, agreed(tp, std::move(error))))) std::rethrow_exception(e);
+}
+
+WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what,
+                        comm::Group dp) {
+  // Summed over the stage, then over the stages (and the replicas): every rank gets the same.
   int64_t v[3] = {writer ? 1 : 0, writer ? tp.rank() : 0, writer ? pp.rank() : 0};
   tp.all_reduce(v, 3, comm::DataType::I64);
   pp.all_reduce(v, 3, comm::DataType::I64);
+  dp.all_reduce(v, 3, comm::DataType::I64);
   if (v[0] != 1)
     throw Error(what +
                 ": exactly one rank of the tensor-parallel and pipeline groups must write, not " +
@@ -63,17 +71,31 @@ WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std
   return {static_cast<int>(v[1]), static_cast<int>(v[2])};
 }
 
-void read_params(const SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix) {
-  const ModelShard& shard = params.layout().shard();
-  if (params.layout().config().tie_embeddings && r.has(prefix + "lm_head.weight"))
+namespace {
+
+void refuse_untied_head(const SafeTensorsReader& r, const LlamaConfig& config,
+                        const std::string& prefix) {
+  if (config.tie_embeddings && r.has(prefix + "lm_head.weight"))
     throw Error(r.path() +
                 ": holds lm_head.weight but this model ties the head to the embedding "
                 "(set model.tie_embeddings = false to load it)");
-  params.visit([&](const ParamSpec& s, float* p) {
-    const std::string name = prefix + s.name;
-    if (s.split_axis < 0 || shard.tp_size == 1) return r.read_f32(name, p, s.shape);
-    r.read_f32_slice(name, p, s.full_shape, s.split_axis, s.split_offset, s.shape[s.split_axis]);
-  });
+}
+
+// This shard's part of one tensor (its tensor-parallel slice), into p.
+void read_tensor(const SafeTensorsReader& r, const ParamSpec& s, int tp_size,
+                 const std::string& prefix, float* p) {
+  const std::string name = prefix + s.name;
+  if (s.split_axis < 0 || tp_size == 1) return r.read_f32(name, p, s.shape);
+  r.read_f32_slice(name, p, s.full_shape, s.split_axis, s.split_offset, s.shape[s.split_axis]);
+}
+
+}  // namespace
+
+void read_params(const SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix) {
+  refuse_untied_head(r, params.layout().config(), prefix);
+  const int tp_size = params.layout().shard().tp_size;
+  params.visit(
+      [&](const ParamSpec& s, float* p) { read_tensor(r, s, tp_size, prefix, p); });
 }
 
 void load_params(ParamBuffer& params, const std::string& path) {
@@ -86,8 +108,25 @@ void load_optimizer(Optimizer& optim, const std::string& path) {
   auto it = meta.find("optimizer");
   if (it == meta.end() || it->second != optim.config().name)
     throw Error(path + ": optimizer state is not for '" + optim.config().name + "'");
-  for (int i = 0; i < optim.num_states(); ++i)
-    read_params(r, optim.state(i), std::string(optim.state_name(i)) + ".");
+  const ParamLayout& layout = optim.layout();
+  refuse_untied_head(r, layout.config(), std::string(optim.state_name(0)) + ".");
+  std::vector<float> tensor;  // ZeRO: one tensor's slice at a time, of which the owned piece
+  for (int i = 0; i < optim.num_states(); ++i) {
+    const std::string prefix = std::string(optim.state_name(i)) + ".";
+    for (const OwnedRun& run : optim.owned())
+      for (const ParamSpec& s : layout.specs()) {
+        const int64_t a = std::max(run.begin, s.offset), b = std::min(run.end, s.offset + s.numel);
+        if (a >= b) continue;
+        float* dst = optim.state(i) + run.at + (a - run.begin);
+        if (a == s.offset && b == s.offset + s.numel) {
+          read_tensor(r, s, layout.shard().tp_size, prefix, dst);
+          continue;
+        }
+        tensor.resize(static_cast<size_t>(s.numel));
+        read_tensor(r, s, layout.shard().tp_size, prefix, tensor.data());
+        std::copy(tensor.begin() + (a - s.offset), tensor.begin() + (b - s.offset), dst);
+      }
+  }
   it = meta.find("step");
   if (it == meta.end()) throw Error(path + ": optimizer state has no step count");
   int64_t step = 0;

@@ -26,8 +26,9 @@ namespace parallama::io {
 // Throws Error on every rank of the replica when the number of writers is not one, a group does
 // not match the layout, the stages do not hold every tensor of the model exactly once, or writing
 // fails (the writer's own message, naming the file).
+// With dp of more than one rank, every replica calls it together, as for save_optimizer.
 void save_params(const ParamBuffer& params, const std::string& path, comm::Group& tp,
-                 comm::Group& pp, bool writer);
+                 comm::Group& pp, bool writer, comm::Group dp = {});
 // One process (the whole model).
 void save_params(const ParamBuffer& params, const std::string& path);
 
@@ -41,20 +42,27 @@ void load_params(ParamBuffer& params, const std::string& path);
 // Optimizer state the same way: each state under its name as prefix ("exp_avg.", "exp_avg_sq."
 // or "momentum."; all stages' tensors of one state before the next state's), with the
 // optimizer's name and step count as metadata. Loading refuses the state of another optimizer.
+// A ZeRO optimizer (owning pieces only) is saved by every replica together: dp is the
+// data-parallel group, every rank of every replica calls save_optimizer (exactly one of them a
+// writer), each tensor's pieces are all-gathered over dp one tensor at a time, and the replicas
+// other than the writer's move their tensors like it but write nothing. Loading reads each
+// tensor's slice and keeps the owned piece.
 void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group& tp,
-                    comm::Group& pp, bool writer);
+                    comm::Group& pp, bool writer, comm::Group dp = {});
 void load_optimizer(Optimizer& optim, const std::string& path);
 
 // Adds params' tensors to a collecting writer (no copy: params must outlive w.write()). The whole
 // model only: throws Error for a tensor-parallel slice or a pipeline stage.
 void add_params(SafeTensorsWriter& w, const ParamBuffer& params, const std::string& prefix = "");
 
-// Collective over tp and pp (one replica, as for save_params): the coordinates of the one rank
-// that passes writer = true. Throws Error on every rank, `what` first, unless exactly one does.
+// Collective over tp and pp (one replica, as for save_params; and the replicas over dp when
+// given): the coordinates of the one rank that passes writer = true. Throws Error on every rank,
+// `what` first, unless exactly one does.
 struct WriterAt {
   int tp = 0, pp = 0;  // its rank in the tensor-parallel group and in the pipeline group
 };
-WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what);
+WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what,
+                        comm::Group dp = {});
 
 // Collective over group: keeps ranks in step when only some of them did a piece of work that can
 // fail (file I/O on one writer, say). Returns when no rank has an error; otherwise every rank
@@ -64,6 +72,8 @@ void agree_on_failure(comm::Group& group, std::exception_ptr error);
 // The same over a whole replica, tp first and then pp (no group spanning the replica needed):
 // every rank of the replica throws if any rank of it has an error.
 void agree_on_failure(comm::Group& tp, comm::Group& pp, std::exception_ptr error);
+// ... and then over the replicas (dp): every rank of every replica throws.
+void agree_on_failure(comm::Group& tp, comm::Group& pp, comm::Group& dp, std::exception_ptr error);
 
 // Runs f unless `error` already holds an exception, and keeps f's exception in `error` instead of
 // throwing it: a rank goes on with the group's collectives and reports at agree_on_failure.

@@ -9,6 +9,7 @@
 //      whole tensor to the writer (or, on the writer's own stage, the writer appends it).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -33,10 +34,44 @@ void check_group(const ParamLayout& layout, const comm::Group& tp) {
                 "rank " + std::to_string(s.tp_rank) + " of " + std::to_string(s.tp_size) + ")");
 }
 
-// A parameter-shaped buffer stored under a name prefix.
+// A parameter-shaped buffer stored under a name prefix: laid out as the layout, or (ZeRO) as
+// this rank's owned runs of it, the rest held by the other data-parallel ranks.
 struct Part {
   std::string prefix;
-  const ParamBuffer* buffer;
+  const ParamLayout* layout;
+  const float* data;
+  const std::vector<OwnedRun>* runs = nullptr;  // null: data holds the whole layout
+
+  // This rank's tensor-parallel slice of tensor s: in place, or gathered over dp into scratch
+  // (collective over dp: every replica calls it for the same tensors in the same order).
+  const float* slice(const ParamSpec& s, comm::Group& dp, std::vector<float>& scratch) const {
+    if (!runs) return data + s.offset;
+    int64_t mine[2] = {s.offset, 0};  // where this rank's piece starts, and its length
+    for (const OwnedRun& r : *runs) {
+      const int64_t a = std::max(r.begin, s.offset), b = std::min(r.end, s.offset + s.numel);
+      if (a >= b) continue;
+      if (mine[1] > 0) throw Error(s.name + ": more than one owned piece of the tensor");
+      mine[0] = a, mine[1] = b - a;
+      scratch.assign(data + r.at + (a - r.begin), data + r.at + (b - r.begin));
+    }
+    if (mine[1] == 0) scratch.clear();
+    const int D = dp.size();
+    std::vector<int64_t> all(2 * D), counts(D);
+    dp.all_gather(mine, all.data(), std::vector<int64_t>(D, 2), comm::DataType::I64);
+    int64_t at = s.offset;
+    for (int d = 0; d < D; ++d) {
+      if (all[2 * d + 1] > 0 && all[2 * d] != at)
+        throw Error(s.name + ": the data-parallel ranks' pieces are not in rank order");
+      counts[d] = all[2 * d + 1], at += counts[d];
+    }
+    if (at != s.offset + s.numel)
+      throw Error(s.name + ": the data-parallel ranks hold " + std::to_string(at - s.offset) +
+                  " of its " + std::to_string(s.numel) + " elements");
+    std::vector<float> whole(static_cast<size_t>(s.numel));
+    dp.all_gather(scratch.data(), whole.data(), counts);
+    scratch.swap(whole);
+    return scratch.data();
+  }
 };
 
 // One whole tensor as its stage's tensor-parallel group gathers it: counts[q] elements from tp
@@ -76,7 +111,7 @@ Lists stage_lists(const std::vector<Part>& parts, comm::Group& tp) {
   const int P = tp.size();
   Lists lists;
   for (const Part& part : parts) {
-    const auto& specs = part.buffer->layout().specs();
+    const auto& specs = part.layout->specs();
     const int64_t n = static_cast<int64_t>(specs.size());
     std::vector<int64_t> mine(n), all(n * P);
     for (int64_t i = 0; i < n; ++i) mine[i] = specs[i].numel;
@@ -134,7 +169,7 @@ Lists parse_lists(const std::string& text) {
 void check_whole_model(const std::vector<Part>& parts, const std::vector<Lists>& stages,
                        const std::string& path) {
   if (parts.empty()) return;
-  const LlamaConfig& config = parts.front().buffer->layout().config();
+  const LlamaConfig& config = parts.front().layout->config();
   const ParamLayout whole(config, ModelShard::whole(config));
   for (size_t i = 0; i < parts.size(); ++i) {
     std::map<std::string, Shape> want;
@@ -190,19 +225,23 @@ void receive_floats(comm::Group& pp, int from, float* data, int64_t n) {
     pp.recv(data + at, 4 * std::min(kPieceFloats, n - at), from, kTensorTag);
 }
 
+// Every replica (dp) runs the same steps: the collector of each (the rank at the writer's
+// coordinates) receives its replica's tensors, and only the writer's writes them.
 void save_parts(const std::vector<Part>& parts, const std::map<std::string, std::string>& meta,
-                const std::string& path, comm::Group& tp, comm::Group& pp, bool writer) {
-  const WriterAt w = replica_writer(tp, pp, writer, "saving " + path);
+                const std::string& path, comm::Group& tp, comm::Group& pp, comm::Group& dp,
+                bool writer) {
+  const WriterAt w = replica_writer(tp, pp, writer, "saving " + path, dp);
   std::exception_ptr error;
   guarded(error, [&] {
-    for (const Part& p : parts) check_group(p.buffer->layout(), tp);
+    for (const Part& p : parts) check_group(*p.layout, tp);
   });
-  agree_on_failure(tp, pp, error);
+  agree_on_failure(tp, pp, dp, error);
 
   const Lists mine = stage_lists(parts, tp);
-  const bool voice = tp.rank() == w.tp;  // speaks for its stage to the writer
-  std::vector<Lists> stages;             // the writer's: every stage's list, in stage order
-  if (writer) {
+  const bool voice = tp.rank() == w.tp;  // speaks for its stage to the collector
+  const bool collector = voice && pp.rank() == w.pp;
+  std::vector<Lists> stages;  // the collector's: every stage's list, in stage order
+  if (collector) {
     std::vector<std::string> texts(pp.size());
     for (int s = 0; s < pp.size(); ++s)
       if (s != pp.rank()) texts[s] = receive_text(pp, s);
@@ -214,16 +253,17 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
     send_lists(pp, w.pp, mine);
   }
   std::unique_ptr<SafeTensorsStreamWriter> out;
-  if (writer)
+  if (collector)
     guarded(error, [&] {
       check_whole_model(parts, stages, path);
-      out = std::make_unique<SafeTensorsStreamWriter>(path, decls_of(stages, parts.size()), meta);
+      if (writer)
+        out = std::make_unique<SafeTensorsStreamWriter>(path, decls_of(stages, parts.size()), meta);
     });
-  agree_on_failure(tp, pp, error);
+  agree_on_failure(tp, pp, dp, error);
 
   // One whole tensor at a time. A failed append is kept in `error`; the transfers go on so that
   // every rank stays in step.
-  std::vector<float> whole;
+  std::vector<float> whole, slice;
   auto append = [&](const Gathered& g, const float* data) {
     if (out) guarded(error, [&] { g.append_to(*out, data); });
   };
@@ -231,18 +271,18 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
     for (int s = 0; s < pp.size(); ++s) {
       if (s == pp.rank()) {  // this stage gathers and sends (or writes) its tensors
         for (const Gathered& g : mine[i]) {
-          const float* data = parts[i].buffer->at(*g.spec);
+          const float* data = parts[i].slice(*g.spec, dp, slice);
           if (g.counts.size() > 1) {
             whole.resize(static_cast<size_t>(g.numel()));
             tp.all_gather(data, whole.data(), g.counts);
             data = whole.data();
           }
-          if (writer)
+          if (collector)
             append(g, data);
           else if (voice)
             send_floats(pp, w.pp, data, g.numel());
         }
-      } else if (writer) {  // another stage's tensors arrive
+      } else if (collector) {  // another stage's tensors arrive
         for (const Gathered& g : stages[s][i]) {
           whole.resize(static_cast<size_t>(g.numel()));
           receive_floats(pp, s, whole.data(), g.numel());
@@ -252,14 +292,14 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
     }
   if (out) guarded(error, [&] { out->commit(); });
   out.reset();  // removes the temporary file unless committed
-  agree_on_failure(tp, pp, error);
+  agree_on_failure(tp, pp, dp, error);
 }
 
 }  // namespace
 
 void save_params(const ParamBuffer& params, const std::string& path, comm::Group& tp,
-                 comm::Group& pp, bool writer) {
-  save_parts({{"", &params}}, {}, path, tp, pp, writer);
+                 comm::Group& pp, bool writer, comm::Group dp) {
+  save_parts({{"", &params.layout(), params.data()}}, {}, path, tp, pp, dp, writer);
 }
 
 void save_params(const ParamBuffer& params, const std::string& path) {
@@ -268,13 +308,14 @@ void save_params(const ParamBuffer& params, const std::string& path) {
 }
 
 void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group& tp,
-                    comm::Group& pp, bool writer) {
+                    comm::Group& pp, bool writer, comm::Group dp) {
   std::vector<Part> parts;
   for (int i = 0; i < optim.num_states(); ++i)
-    parts.push_back({std::string(optim.state_name(i)) + ".", &optim.state(i)});
+    parts.push_back({std::string(optim.state_name(i)) + ".", &optim.layout(), optim.state(i),
+                     optim.owns_all() ? nullptr : &optim.owned()});
   save_parts(parts,
              {{"optimizer", optim.config().name}, {"step", std::to_string(optim.steps_taken())}},
-             path, tp, pp, writer);
+             path, tp, pp, dp, writer);
 }
 
 }  // namespace parallama::io

@@ -60,6 +60,8 @@ class ParamBuffer {
   const float* at(const ParamSpec& s) const { return buf_.data() + s.offset; }
   float* at(const std::string& name) { return at(layout_->find(name)); }
   void zero() { buf_.zero(); }
+  void release() { buf_.release(); }  // zero, its pages handed back (see Buffer::release)
+  size_t resident_bytes() const { return buf_.resident_bytes(); }
 
   // The one visitor: init, save, load, optimizer and gradient reduction walk tensors this way.
   void visit(const std::function<void(const ParamSpec&, float*)>& fn);

@@ -19,28 +19,63 @@ void OptimConfig::validate() const {
   if (!(dampening >= 0.0f && dampening <= 1.0f)) throw Error("optim.dampening must lie in [0, 1]");
 }
 
-Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg) : cfg_(cfg), m_(layout) {
+Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg,
+                     std::optional<std::vector<OwnedRun>> owned)
+    : cfg_(cfg), layout_(&layout) {
   cfg.validate();
-  if (cfg.name == "adamw") v_.emplace(layout);
+  adamw_ = cfg.name == "adamw";
+  all_ = !owned;
+  owned_ = all_ ? std::vector<OwnedRun>{{0, layout.total(), 0}} : std::move(*owned);
+  int64_t end = 0;
+  for (const OwnedRun& r : owned_) {
+    if (r.begin < end || r.end < r.begin || r.end > layout.total() || r.at != size_)
+      throw Error("optimizer: owned runs must be ordered, disjoint and packed");
+    end = r.end, size_ += r.end - r.begin;
+  }
+  m_.resize(static_cast<size_t>(size_));
+  if (adamw_) v_.resize(static_cast<size_t>(size_));
+}
+
+void Optimizer::update_run(ParamBuffer& params, const OwnedRun& r, const float* g, bool g_flat,
+                           float lr, int64_t lo, int64_t hi, float grad_scale) {
+  lo = std::max(lo, r.begin), hi = std::min(hi, r.end);
+  if (lo >= hi) return;
+  const auto& specs = params.layout().specs();
+  // The first tensor that ends after lo, then every tensor until hi.
+  auto it = std::upper_bound(specs.begin(), specs.end(), lo,
+                             [](int64_t x, const ParamSpec& s) { return x < s.offset + s.numel; });
+  for (; it != specs.end() && it->offset < hi; ++it) {
+    const ParamSpec& s = *it;
+    const int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
+    if (a >= b) continue;
+    const int64_t st = r.at + (a - r.begin);  // the state offset of a
+    const float* ga = g + (g_flat ? a : st);
+    const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
+    if (adamw_) {
+      const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_, grad_scale};
+      kernels::adamw_update(params.data() + a, m_.data() + st, v_.data() + st, ga, b - a, h);
+    } else {
+      const kernels::SGDHyper h{lr,         cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov,
+                                step_ == 1, grad_scale};
+      kernels::sgd_update(params.data() + a, m_.data() + st, ga, b - a, h);
+    }
+  }
 }
 
 void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo,
                      int64_t hi, float grad_scale) {
+  if (!all_) throw Error("optimizer: a sharded optimizer steps from its own gradient shard");
   if (hi < 0) hi = params.size();
   ++step_;
-  for (const ParamSpec& s : params.layout().specs()) {
-    const int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
-    if (a >= b) continue;
-    const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
-    if (v_) {
-      const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_, grad_scale};
-      kernels::adamw_update(params.data() + a, m_.data() + a, v_->data() + a, grads.data() + a,
-                            b - a, h);
-    } else {
-      const kernels::SGDHyper h{lr,         cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov,
-                                step_ == 1, grad_scale};
-      kernels::sgd_update(params.data() + a, m_.data() + a, grads.data() + a, b - a, h);
-    }
+  update_run(params, owned_[0], grads.data(), true, lr, lo, hi, grad_scale);
+}
+
+void Optimizer::step_owned(ParamBuffer& params, const float* grads, float lr, float grad_scale,
+                           const std::function<void(size_t)>& each_run) {
+  ++step_;
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    update_run(params, owned_[i], grads, false, lr, owned_[i].begin, owned_[i].end, grad_scale);
+    if (each_run) each_run(i);
   }
 }
 

@@ -13,17 +13,17 @@ double now() {
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes)
     : group_(std::move(group)), grads_(grads) {
-  const int64_t limit = std::max<int64_t>(1, bucket_bytes / static_cast<int64_t>(sizeof(float)));
-  const auto& specs = grads.layout().specs();
-  int64_t end = grads.layout().total();
-  for (size_t i = specs.size(); i-- > 0;) {
-    const int64_t begin = specs[i].offset;
-    // Close the bucket at a tensor boundary once it is large enough, or at the buffer's start.
-    if (end - begin >= limit || i == 0) {
-      buckets_.push_back({begin, end, {}, false, false});
-      end = begin;
-    }
-  }
+  for (const GradBucket& b :
+       grad_buckets(grads.layout(), bucket_bytes / static_cast<int64_t>(sizeof(float))))
+    buckets_.push_back({b.begin, b.end, {}});
+}
+
+GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
+                         float* shard)
+    : group_(std::move(group)), grads_(grads), scatter_(true) {
+  for (size_t i = 0; i < plan.buckets.size(); ++i)
+    buckets_.push_back({plan.buckets[i].begin, plan.buckets[i].end, {}, false, false,
+                        shard + plan.piece_at[i], &plan.counts[i]});
 }
 
 void GradReducer::begin() {
@@ -40,11 +40,12 @@ void GradReducer::poll() {
 }
 
 void GradReducer::ready_from(int64_t offset) {
-  if (group_.size() == 1) return;
+  if (group_.size() == 1 && !scatter_) return;
   while (next_ < buckets_.size() && buckets_[next_].begin >= offset) {
     Bucket& b = buckets_[next_++];
     if (t_first_ == 0) t_first_ = now();
-    b.req = group_.iall_reduce(grads_.data() + b.begin, b.end - b.begin);
+    b.req = scatter_ ? group_.ireduce_scatter(grads_.data() + b.begin, b.out, *b.counts)
+                     : group_.iall_reduce(grads_.data() + b.begin, b.end - b.begin);
     b.launched = true;
   }
   poll();  // MPI makes progress on non-blocking collectives when called
@@ -52,7 +53,7 @@ void GradReducer::ready_from(int64_t offset) {
 
 ReduceStats GradReducer::finish() {
   ReduceStats s;
-  if (group_.size() == 1) return s;
+  if (group_.size() == 1 && !scatter_) return s;
   ready_from(0);
   const double t0 = now();
   for (auto& b : buckets_)

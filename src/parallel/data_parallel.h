@@ -2,12 +2,14 @@
 // Synchronous data parallelism: gradients are summed over the data-parallel group in buckets
 // (contiguous ranges of the flat gradient buffer, filled from its end, the order in which
 // backward finishes them). A bucket's all-reduce starts as soon as backward reports that every
-// gradient in it is final, so communication overlaps the rest of backward.
+// gradient in it is final, so communication overlaps the rest of backward. Under ZeRO the
+// bucket is reduce-scattered instead: this rank receives the sum of its piece only.
 #include <cstdint>
 #include <vector>
 
 #include "comm/group.h"
 #include "model/params.h"
+#include "parallel/zero.h"
 
 namespace parallama {
 
@@ -20,6 +22,9 @@ struct ReduceStats {
 class GradReducer {
  public:
   GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes);
+  // ZeRO: each of plan's buckets reduce-scattered into shard (plan.owned floats, laid out as
+  // plan.runs), also with a group of one (then a copy).
+  GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan, float* shard);
   // Call before the backward pass of the last micro-batch.
   void begin();
   // Backward reports that gradients at flat offsets >= offset are final.
@@ -34,9 +39,12 @@ class GradReducer {
     int64_t begin, end;
     comm::Request req;
     bool launched = false, done = false;
+    float* out = nullptr;                   // ZeRO: where this rank's summed piece goes
+    const std::vector<int64_t>* counts = nullptr;
   };
   comm::Group group_;
   ParamBuffer& grads_;
+  bool scatter_ = false;
   std::vector<Bucket> buckets_;  // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;

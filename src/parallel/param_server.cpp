@@ -19,7 +19,7 @@ void receive_state(Roles& roles, Replica& st) {
     int64_t steps = 0;
     roles.world.recv(&steps, sizeof steps, peer, kStateHead);
     for (int i = 0; i < st.optim.num_states(); ++i)
-      roles.world.recv(st.optim.state(i).data() + lo, (hi - lo) * 4, peer, kStateData);
+      roles.world.recv(st.optim.state(i) + lo, (hi - lo) * 4, peer, kStateData);
     st.optim.set_steps_taken(steps);
   }
 }
@@ -28,7 +28,7 @@ void send_state(Roles& roles, Replica& st, int64_t lo, int64_t hi) {
   const int64_t steps = st.optim.steps_taken();
   roles.world.send(&steps, sizeof steps, 0, kStateHead);
   for (int i = 0; i < st.optim.num_states(); ++i)
-    roles.world.send(st.optim.state(i).data() + lo, (hi - lo) * 4, 0, kStateData);
+    roles.world.send(st.optim.state(i) + lo, (hi - lo) * 4, 0, kStateData);
 }
 
 }  // namespace ps

@@ -1,6 +1,7 @@
 #include "parallel/sync.h"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "optim/schedule.h"
@@ -55,6 +56,74 @@ class AllReduceSync : public Synchronizer {
 
  private:
   const SyncConfig& cfg_;
+  GradReducer reducer_;
+};
+
+// ZeRO-1 and ZeRO-2 (Rajbhandari et al. 2020): each bucket's gradients are reduce-scattered as
+// backward finishes them (overlapped like the all-reduce), every rank updates the piece of each
+// bucket it owns, and each bucket's all-gather of the updated parameters starts as soon as its
+// piece is updated. ZeRO-2 then hands the full gradient buffer's memory back: between steps only
+// the owned shard of the gradients exists.
+class ZeroSync : public Synchronizer {
+ public:
+  ZeroSync(const SyncConfig& cfg, Roles& r, Replica& st)
+      : cfg_(cfg),
+        dp_(r.workers),
+        stage_(st.zero_stage),
+        shard_(static_cast<size_t>(plan_of(st).owned)),
+        reducer_(r.workers, st.grads, plan_of(st), shard_.data()) {}
+  static const ZeroPlan& plan_of(const Replica& st) {
+    if (!st.zero || st.zero->owned != st.optim.state_size())
+      throw Error("ZeRO: the optimizer was not built for this division of the gradients");
+    return *st.zero;
+  }
+  void before_last_backward() override { reducer_.begin(); }
+  std::function<void(int64_t)> hook() override {
+    return [this](int64_t off) { reducer_.ready_from(off); };
+  }
+  bool leaves_gradients_zero() const override { return stage_ >= 2; }
+  int64_t gradient_shard_bytes() const override {
+    return static_cast<int64_t>(shard_.size() * sizeof(float));
+  }
+  SyncStep update(Replica& st, float lr, int64_t) override {
+    const ReduceStats rs = reducer_.finish();
+    if (stage_ >= 2) st.grads.release();
+    const ZeroPlan& z = *st.zero;
+    float* g = shard_.data();
+    const int d = dp_.rank();
+    if (st.tied.size() > 1)  // both stages divide the tied table's bucket alike
+      for (size_t i = 0; i < z.buckets.size(); ++i)
+        if (z.buckets[i].begin == st.tied_offset)
+          st.tied.all_reduce(g + z.piece_at[i], z.counts[i][d]);
+    double sq = dp_.sum(owned_sq_sum(st.params.layout(), z.runs, g, st.counts_replicated));
+    if (st.model.size() > 1) sq = st.model.sum(sq);
+    SyncStep out;
+    out.grad_norm = std::sqrt(sq);
+    // Buckets in flat order (they were made from the end); each all-gather starts once every
+    // owned run up to its piece is updated.
+    std::vector<comm::Request> gathers;
+    size_t next = z.buckets.size();
+    auto launch_through = [&](int64_t flat_end) {
+      for (; next > 0 && z.piece_begin[next - 1] + z.counts[next - 1][d] <= flat_end; --next) {
+        const size_t i = next - 1;
+        gathers.push_back(dp_.iall_gather(st.params.data() + z.piece_begin[i],
+                                          st.params.data() + z.buckets[i].begin, z.counts[i]));
+      }
+    };
+    st.optim.step_owned(st.params, g, lr, clip_factor(out.grad_norm, cfg_.grad_clip),
+                        [&](size_t r) { launch_through(z.runs[r].end); });
+    launch_through(st.params.size());
+    for (auto& q : gathers) q.wait();
+    out.extra["buckets"] = rs.buckets;
+    out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
+    return out;
+  }
+
+ private:
+  const SyncConfig& cfg_;
+  comm::Group dp_;
+  int stage_;
+  Buffer shard_;  // this rank's summed gradients, laid out as the optimizer's state
   GradReducer reducer_;
 };
 
@@ -165,6 +234,7 @@ class PsWorker : public Synchronizer {
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st) {
   const std::string& s = cfg.parallel.sync;
+  if (s == "allreduce" && st.zero_stage > 0) return std::make_unique<ZeroSync>(cfg, roles, st);
   if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
   if (s == "local" || s == "diloco")
     return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");

@@ -1,6 +1,8 @@
 #pragma once
 // Gradient synchronization strategies, chosen with --sync:
-//   allreduce  synchronous SGD: gradients summed by bucketed all-reduce overlapping backward
+//   allreduce  synchronous SGD: gradients summed by bucketed all-reduce overlapping backward;
+//              with --zero 1 or 2 (ZeRO) reduce-scattered instead, each rank updating its piece
+//              of every bucket, then the parameters all-gathered (see parallel/zero.h)
 //   ps         parameter server: the last ps.servers ranks own contiguous slices of the flat
 //              parameters and their optimizer state; workers push gradients, pull parameters
 //   ps-async   the same, each push applied on arrival; a worker may run at most
@@ -17,6 +19,7 @@
 #include "optim/optimizer.h"
 #include "parallel/config.h"
 #include "parallel/data_parallel.h"
+#include "parallel/zero.h"
 
 namespace parallama {
 
@@ -32,6 +35,10 @@ struct Replica {
   // summed over `tied` after the data-parallel reduction, so both copies step alike.
   comm::Group tied;
   int64_t tied_offset = 0, tied_numel = 0;
+  // ZeRO (stage 1 or 2): the division of the gradient buckets over the data-parallel group that
+  // optim was built with (its owned runs are plan->runs).
+  int zero_stage = 0;
+  const ZeroPlan* zero = nullptr;
 };
 
 // Who does what. Servers are the last ranks of the world. `workers` is the data-parallel group
@@ -60,6 +67,10 @@ class Synchronizer {
   // Called around the backward pass of the last micro-batch; the hook sees finished gradients.
   virtual void before_last_backward() {}
   virtual std::function<void(int64_t)> hook() { return {}; }
+  // true: update() leaves the gradient buffer zeroed (ZeRO-2 releases it), no need to zero it.
+  virtual bool leaves_gradients_zero() const { return false; }
+  // Bytes of gradients kept apart from the gradient buffer (ZeRO: this rank's summed shard).
+  virtual int64_t gradient_shard_bytes() const { return 0; }
   // After backward: synchronize, clip, update with learning rate lr.
   virtual SyncStep update(Replica& st, float lr, int64_t step) = 0;
   // Before rank 0 writes a checkpoint of this step: bring the optimizer state home (the

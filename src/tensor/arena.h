@@ -34,6 +34,11 @@ class Buffer {
   const float* data() const { return ptr_.get(); }
   size_t size() const { return size_; }
   void zero() { std::memset(ptr_.get(), 0, size_ * sizeof(float)); }
+  // Zeroes the buffer and hands its whole pages back to the operating system: they take no
+  // memory until written again (then as fresh zero pages).
+  void release();
+  // Bytes of the buffer in physical memory now (whole pages; the edges count whole).
+  size_t resident_bytes() const;
 
  private:
   std::unique_ptr<float, AlignedFree> ptr_;

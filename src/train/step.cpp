@@ -25,6 +25,16 @@ const LlamaConfig& trainable(const RunConfig& cfg) {
   return c;
 }
 
+// ZeRO's division of the gradient buckets over the data-parallel group (the tied embedding in a
+// bucket of its own, divided alike on both stages); empty without ZeRO.
+ZeroPlan zero_plan(const RunConfig& cfg, const Mesh& mesh, const ParamLayout& layout) {
+  if (cfg.parallel.zero == 0) return {};
+  int64_t alone = -1;
+  if (mesh.tied.size() > 1) alone = layout.find("model.embed_tokens.weight").offset;
+  const auto limit = static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20) / sizeof(float));
+  return make_zero_plan(layout, mesh.dp.size(), mesh.dp.rank(), limit, alone);
+}
+
 }  // namespace
 
 SyncConfig sync_config(const RunConfig& cfg) {
@@ -40,10 +50,13 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
     : layout(trainable(cfg), mesh.shard()),
       params(layout),
       grads(layout),
-      optim(layout, cfg.optim),
+      zero(zero_plan(cfg, mesh, layout)),
+      optim(layout, cfg.optim,
+            cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
       model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);
+  if (cfg.parallel.zero > 0) replica.zero_stage = cfg.parallel.zero, replica.zero = &zero;
   if (mesh.tied.size() > 1) {
     const ParamSpec& e = layout.find("model.embed_tokens.weight");
     replica.tied_offset = e.offset, replica.tied_numel = e.numel;
@@ -61,7 +74,7 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
   const int64_t BT = model.batch() * model.seq_len();
   // A batch whose targets are all ignored has no loss and no gradient (not a division by zero).
   const float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
-  grads.zero();
+  if (!sync.leaves_gradients_zero()) grads.zero();
   if (pipeline) {
     sync.before_last_backward();
     return pipeline->step(params, grads, tokens, targets, scale, sync.hook());

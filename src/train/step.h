@@ -36,6 +36,7 @@ class TrainState {
 
   ParamLayout layout;
   ParamBuffer params, grads;
+  ZeroPlan zero;  // --zero 1 or 2: this rank's pieces of the gradient buckets (else empty)
   Optimizer optim;
   Llama model;
   Replica replica;
