@@ -51,6 +51,11 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
                     comm::Group& pp, bool writer, comm::Group dp = {});
 void load_optimizer(Optimizer& optim, const std::string& path);
 
+// The most bytes of gather buffers this rank held at once while saving (whole tensors gathered
+// over tensor-parallel or data-parallel ranks, or received from another stage) since the last
+// call; resets the count.
+int64_t take_gather_peak_bytes();
+
 // Adds params' tensors to a collecting writer (no copy: params must outlive w.write()). The whole
 // model only: throws Error for a tensor-parallel slice or a pipeline stage.
 void add_params(SafeTensorsWriter& w, const ParamBuffer& params, const std::string& prefix = "");

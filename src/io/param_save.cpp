@@ -26,6 +26,12 @@ constexpr int kListTag = 29101;                     // a stage's tensor list: le
 constexpr int kTensorTag = 29102;                   // whole tensors, in pieces
 constexpr int64_t kPieceFloats = int64_t{1} << 26;  // 256 MiB: below one message's 2 GiB limit
 
+int64_t g_gather_peak = 0;  // bytes of the gather buffers held at once, since the last take
+void note_held(const std::vector<float>& a, const std::vector<float>& b, size_t extra = 0) {
+  const auto held = static_cast<int64_t>((a.capacity() + b.capacity() + extra) * sizeof(float));
+  g_gather_peak = std::max(g_gather_peak, held);
+}
+
 void check_group(const ParamLayout& layout, const comm::Group& tp) {
   const ModelShard& s = layout.shard();
   if (tp.size() != s.tp_size || tp.rank() != s.tp_rank)
@@ -68,6 +74,7 @@ struct Part {
       throw Error(s.name + ": the data-parallel ranks hold " + std::to_string(at - s.offset) +
                   " of its " + std::to_string(s.numel) + " elements");
     std::vector<float> whole(static_cast<size_t>(s.numel));
+    note_held(scratch, whole);
     dp.all_gather(scratch.data(), whole.data(), counts);
     scratch.swap(whole);
     return scratch.data();
@@ -273,7 +280,8 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
         for (const Gathered& g : mine[i]) {
           const float* data = parts[i].slice(*g.spec, dp, slice);
           if (g.counts.size() > 1) {
-            whole.resize(static_cast<size_t>(g.numel()));
+            whole.assign(static_cast<size_t>(g.numel()), 0.0f);
+            note_held(slice, whole);
             tp.all_gather(data, whole.data(), g.counts);
             data = whole.data();
           }
@@ -281,12 +289,16 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
             append(g, data);
           else if (voice)
             send_floats(pp, w.pp, data, g.numel());
+          // Nothing held beyond one tensor: the buffers go once it has gone.
+          std::vector<float>().swap(whole), std::vector<float>().swap(slice);
         }
       } else if (collector) {  // another stage's tensors arrive
         for (const Gathered& g : stages[s][i]) {
-          whole.resize(static_cast<size_t>(g.numel()));
+          whole.assign(static_cast<size_t>(g.numel()), 0.0f);
+          note_held(slice, whole);
           receive_floats(pp, s, whole.data(), g.numel());
           append(g, whole.data());
+          std::vector<float>().swap(whole);
         }
       }
     }
@@ -296,6 +308,12 @@ void save_parts(const std::vector<Part>& parts, const std::map<std::string, std:
 }
 
 }  // namespace
+
+int64_t take_gather_peak_bytes() {
+  const int64_t p = g_gather_peak;
+  g_gather_peak = 0;
+  return p;
+}
 
 void save_params(const ParamBuffer& params, const std::string& path, comm::Group& tp,
                  comm::Group& pp, bool writer, comm::Group dp) {
