@@ -52,8 +52,7 @@ void agree_on_failure(comm::Group& tp, comm::Group& pp, std::exception_ptr error
   if (auto e = agreed(pp, agreed(tp, std::move(error)))) std::rethrow_exception(e);
 }
 
-void agree_on_failure(comm::Group& tp, comm::Group& pp, comm::Group& dp,
-                      std::exception_ptr error) {
+void agree_on_failure(comm::Group& tp, comm::Group& pp, comm::Group& dp, std::exception_ptr error) {
   if (auto e = agreed(dp, agreed(pp, agreed(tp, std::move(error))))) std::rethrow_exception(e);
 }
 
@@ -94,8 +93,7 @@ void read_tensor(const SafeTensorsReader& r, const ParamSpec& s, int tp_size,
 void read_params(const SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix) {
   refuse_untied_head(r, params.layout().config(), prefix);
   const int tp_size = params.layout().shard().tp_size;
-  params.visit(
-      [&](const ParamSpec& s, float* p) { read_tensor(r, s, tp_size, prefix, p); });
+  params.visit([&](const ParamSpec& s, float* p) { read_tensor(r, s, tp_size, prefix, p); });
 }
 
 void load_params(ParamBuffer& params, const std::string& path) {

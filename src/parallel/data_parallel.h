@@ -39,7 +39,7 @@ class GradReducer {
     int64_t begin, end;
     comm::Request req;
     bool launched = false, done = false;
-    float* out = nullptr;                   // ZeRO: where this rank's summed piece goes
+    float* out = nullptr;  // ZeRO: where this rank's summed piece goes
     const std::vector<int64_t>* counts = nullptr;
   };
   comm::Group group_;

@@ -51,8 +51,7 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
       params(layout),
       grads(layout),
       zero(zero_plan(cfg, mesh, layout)),
-      optim(layout, cfg.optim,
-            cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
+      optim(layout, cfg.optim, cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
       model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);

@@ -97,8 +97,8 @@ TEST(Zero, ShardedOptimizerEqualsWhole) {
     EXPECT_EQ(runs_done, 3 * z.runs.size());
     for (const OwnedRun& r : z.runs)
       for (int k = 0; k < 2; ++k)
-        EXPECT_EQ(0, std::memcmp(part.state(k) + r.at, whole.state(k) + r.begin,
-                                 4 * (r.end - r.begin)));
+        EXPECT_EQ(
+            0, std::memcmp(part.state(k) + r.at, whole.state(k) + r.begin, 4 * (r.end - r.begin)));
   }
   EXPECT_EQ(0, std::memcmp(sharded_params.data(), whole_params.data(), 4 * m.params.size()));
   EXPECT_NEAR(std::sqrt(sq), grad_norm(m.grads), 1e-9 * grad_norm(m.grads));
