@@ -36,7 +36,7 @@ Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg,
   if (adamw_) v_.resize(static_cast<size_t>(size_));
 }
 
-void Optimizer::update_run(ParamBuffer& params, const OwnedRun& r, const float* g, bool g_flat,
+void Optimizer::update_run(ParamBuffer& params, const OwnedRun& r, const float* g, int64_t g_origin,
                            float lr, int64_t lo, int64_t hi, float grad_scale) {
   lo = std::max(lo, r.begin), hi = std::min(hi, r.end);
   if (lo >= hi) return;
@@ -49,7 +49,7 @@ void Optimizer::update_run(ParamBuffer& params, const OwnedRun& r, const float* 
     const int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
     if (a >= b) continue;
     const int64_t st = r.at + (a - r.begin);  // the state offset of a
-    const float* ga = g + (g_flat ? a : st);
+    const float* ga = g + (a - g_origin);
     const float wd = s.weight_decay() ? cfg_.weight_decay : 0.0f;
     if (adamw_) {
       const kernels::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, step_, grad_scale};
@@ -67,14 +67,18 @@ void Optimizer::step(ParamBuffer& params, const ParamBuffer& grads, float lr, in
   if (!all_) throw Error("optimizer: a sharded optimizer steps from its own gradient shard");
   if (hi < 0) hi = params.size();
   ++step_;
-  update_run(params, owned_[0], grads.data(), true, lr, lo, hi, grad_scale);
+  update_run(params, owned_[0], grads.data(), 0, lr, lo, hi, grad_scale);
 }
 
-void Optimizer::step_owned(ParamBuffer& params, const float* grads, float lr, float grad_scale,
+void Optimizer::step_owned(ParamBuffer& params, const std::vector<const float*>& run_grads,
+                           float lr, float grad_scale,
                            const std::function<void(size_t)>& each_run) {
+  if (run_grads.size() != owned_.size())
+    throw Error("optimizer: one gradient pointer per owned run needed");
   ++step_;
   for (size_t i = 0; i < owned_.size(); ++i) {
-    update_run(params, owned_[i], grads, false, lr, owned_[i].begin, owned_[i].end, grad_scale);
+    const OwnedRun& r = owned_[i];
+    update_run(params, r, run_grads[i], r.begin, lr, r.begin, r.end, grad_scale);
     if (each_run) each_run(i);
   }
 }

@@ -43,10 +43,10 @@ class Optimizer {
   // grad_scale multiplies every gradient as it is read (clipping without a pass of its own).
   void step(ParamBuffer& params, const ParamBuffer& grads, float lr, int64_t lo = 0,
             int64_t hi = -1, float grad_scale = 1.0f);
-  // One update of the owned parameters from gradients laid out like the state (state_size()
-  // floats: a reduce-scatter's output). Calls each_run(r) once run r's parameters are final.
-  void step_owned(ParamBuffer& params, const float* grads, float lr, float grad_scale = 1.0f,
-                  const std::function<void(size_t)>& each_run = {});
+  // One update of the owned parameters: the gradients of run r start at run_grads[r] (a
+  // reduce-scatter's output). Calls each_run(r) once run r's parameters are final.
+  void step_owned(ParamBuffer& params, const std::vector<const float*>& run_grads, float lr,
+                  float grad_scale = 1.0f, const std::function<void(size_t)>& each_run = {});
   // The state, in state offsets: exp_avg (or the momentum buffer) and exp_avg_sq.
   float* state(int i) { return i == 0 ? m_.data() : v_.data(); }
   const float* state(int i) const { return i == 0 ? m_.data() : v_.data(); }
@@ -66,9 +66,9 @@ class Optimizer {
   const OptimConfig& config() const { return cfg_; }
 
  private:
-  // The update of flat [lo, hi) ∩ run r, gradients at g (flat or state offsets).
-  void update_run(ParamBuffer& params, const OwnedRun& r, const float* g, bool g_flat, float lr,
-                  int64_t lo, int64_t hi, float grad_scale);
+  // The update of flat [lo, hi) ∩ run r, the gradient of flat offset x at g[x - g_origin].
+  void update_run(ParamBuffer& params, const OwnedRun& r, const float* g, int64_t g_origin,
+                  float lr, int64_t lo, int64_t hi, float grad_scale);
   OptimConfig cfg_;
   const ParamLayout* layout_;
   std::vector<OwnedRun> owned_;

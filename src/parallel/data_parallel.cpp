@@ -18,16 +18,12 @@ GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_b
     buckets_.push_back({b.begin, b.end, {}});
 }
 
-GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan, float* shard)
+GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
+                         const std::vector<float*>& out)
     : group_(std::move(group)), grads_(grads), scatter_(true) {
   for (size_t i = 0; i < plan.buckets.size(); ++i)
-    buckets_.push_back({plan.buckets[i].begin,
-                        plan.buckets[i].end,
-                        {},
-                        false,
-                        false,
-                        shard + plan.piece_at[i],
-                        &plan.counts[i]});
+    buckets_.push_back(
+        {plan.buckets[i].begin, plan.buckets[i].end, {}, false, false, out[i], &plan.counts[i]});
 }
 
 void GradReducer::begin() {

@@ -22,9 +22,10 @@ struct ReduceStats {
 class GradReducer {
  public:
   GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes);
-  // ZeRO: each of plan's buckets reduce-scattered into shard (plan.owned floats, laid out as
-  // plan.runs), also with a group of one (then a copy).
-  GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan, float* shard);
+  // ZeRO: each of plan's buckets reduce-scattered, this rank's summed piece of bucket i into
+  // out[i] (out[i] = the bucket's start: in place), also with a group of one.
+  GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
+              const std::vector<float*>& out);
   // Call before the backward pass of the last micro-batch.
   void begin();
   // Backward reports that gradients at flat offsets >= offset are final.

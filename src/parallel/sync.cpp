@@ -62,56 +62,63 @@ class AllReduceSync : public Synchronizer {
 // ZeRO-1 and ZeRO-2 (Rajbhandari et al. 2020): each bucket's gradients are reduce-scattered as
 // backward finishes them (overlapped like the all-reduce), every rank updates the piece of each
 // bucket it owns, and each bucket's all-gather of the updated parameters starts as soon as its
-// piece is updated. ZeRO-2 then hands the full gradient buffer's memory back: between steps only
-// the owned shard of the gradients exists.
+// piece is updated. ZeRO-1 reduce-scatters in place (the summed piece lands at the start of its
+// bucket in the gradient buffer); ZeRO-2 into a shard of its own, then hands the full gradient
+// buffer's memory back: between steps only the owned shard of the gradients exists.
 class ZeroSync : public Synchronizer {
  public:
   ZeroSync(const SyncConfig& cfg, Roles& r, Replica& st)
-      : cfg_(cfg),
-        dp_(r.workers),
-        stage_(st.zero_stage),
-        shard_(static_cast<size_t>(plan_of(st).owned)),
-        reducer_(r.workers, st.grads, plan_of(st), shard_.data()) {}
+      : cfg_(cfg), dp_(r.workers), stage_(st.zero_stage), z_(plan_of(st)) {
+    if (stage_ >= 2) shard_.resize(static_cast<size_t>(z_.owned));
+    const size_t n = z_.buckets.size();
+    for (size_t i = 0; i < n; ++i)
+      piece_.push_back(stage_ >= 2 ? shard_.data() + z_.piece_at[i]
+                                   : st.grads.data() + z_.buckets[i].begin);
+    for (const OwnedRun& run : z_.runs)  // the bucket each owned run is the piece of
+      for (size_t i = 0; i < n; ++i)
+        if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
+          run_grads_.push_back(piece_[i]);
+    if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
+    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_);
+  }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())
       throw Error("ZeRO: the optimizer was not built for this division of the gradients");
     return *st.zero;
   }
-  void before_last_backward() override { reducer_.begin(); }
+  void before_last_backward() override { reducer_->begin(); }
   std::function<void(int64_t)> hook() override {
-    return [this](int64_t off) { reducer_.ready_from(off); };
+    return [this](int64_t off) { reducer_->ready_from(off); };
   }
   bool leaves_gradients_zero() const override { return stage_ >= 2; }
   int64_t gradient_shard_bytes() const override {
     return static_cast<int64_t>(shard_.size() * sizeof(float));
   }
   SyncStep update(Replica& st, float lr, int64_t) override {
-    const ReduceStats rs = reducer_.finish();
+    const ReduceStats rs = reducer_->finish();
     if (stage_ >= 2) st.grads.release();
-    const ZeroPlan& z = *st.zero;
-    float* g = shard_.data();
     const int d = dp_.rank();
     if (st.tied.size() > 1)  // both stages divide the tied table's bucket alike
-      for (size_t i = 0; i < z.buckets.size(); ++i)
-        if (z.buckets[i].begin == st.tied_offset)
-          st.tied.all_reduce(g + z.piece_at[i], z.counts[i][d]);
-    double sq = dp_.sum(owned_sq_sum(st.params.layout(), z.runs, g, st.counts_replicated));
+      for (size_t i = 0; i < z_.buckets.size(); ++i)
+        if (z_.buckets[i].begin == st.tied_offset) st.tied.all_reduce(piece_[i], z_.counts[i][d]);
+    double sq =
+        dp_.sum(owned_sq_sum(st.params.layout(), z_.runs, run_grads_, st.counts_replicated));
     if (st.model.size() > 1) sq = st.model.sum(sq);
     SyncStep out;
     out.grad_norm = std::sqrt(sq);
     // Buckets in flat order (they were made from the end); each all-gather starts once every
     // owned run up to its piece is updated.
     std::vector<comm::Request> gathers;
-    size_t next = z.buckets.size();
+    size_t next = z_.buckets.size();
     auto launch_through = [&](int64_t flat_end) {
-      for (; next > 0 && z.piece_begin[next - 1] + z.counts[next - 1][d] <= flat_end; --next) {
+      for (; next > 0 && z_.piece_begin[next - 1] + z_.counts[next - 1][d] <= flat_end; --next) {
         const size_t i = next - 1;
-        gathers.push_back(dp_.iall_gather(st.params.data() + z.piece_begin[i],
-                                          st.params.data() + z.buckets[i].begin, z.counts[i]));
+        gathers.push_back(dp_.iall_gather(st.params.data() + z_.piece_begin[i],
+                                          st.params.data() + z_.buckets[i].begin, z_.counts[i]));
       }
     };
-    st.optim.step_owned(st.params, g, lr, clip_factor(out.grad_norm, cfg_.grad_clip),
-                        [&](size_t r) { launch_through(z.runs[r].end); });
+    st.optim.step_owned(st.params, run_grads_, lr, clip_factor(out.grad_norm, cfg_.grad_clip),
+                        [&](size_t r) { launch_through(z_.runs[r].end); });
     launch_through(st.params.size());
     for (auto& q : gathers) q.wait();
     out.extra["buckets"] = rs.buckets;
@@ -123,8 +130,11 @@ class ZeroSync : public Synchronizer {
   const SyncConfig& cfg_;
   comm::Group dp_;
   int stage_;
-  Buffer shard_;  // this rank's summed gradients, laid out as the optimizer's state
-  GradReducer reducer_;
+  const ZeroPlan& z_;
+  Buffer shard_;                         // ZeRO-2: this rank's summed gradients
+  std::vector<float*> piece_;            // per bucket: where this rank's summed piece lands
+  std::vector<const float*> run_grads_;  // per owned run: its gradients
+  std::unique_ptr<GradReducer> reducer_;
 };
 
 // Local SGD and DiLoCo: every worker steps on its own gradients; replicas meet every H steps.

@@ -44,15 +44,16 @@ ZeroPlan make_zero_plan(const ParamLayout& layout, int dp_size, int dp_rank, int
   return z;
 }
 
-double owned_sq_sum(const ParamLayout& layout, const std::vector<OwnedRun>& runs, const float* g,
-                    bool replicated) {
+double owned_sq_sum(const ParamLayout& layout, const std::vector<OwnedRun>& runs,
+                    const std::vector<const float*>& run_grads, bool replicated) {
   const auto& specs = layout.specs();
   double sum = 0.0;
-  for (const OwnedRun& r : runs)
+  for (size_t k = 0; k < runs.size(); ++k)
     for (const ParamSpec& s : specs) {
+      const OwnedRun& r = runs[k];
       const int64_t a = std::max(r.begin, s.offset), b = std::min(r.end, s.offset + s.numel);
       if (a >= b || s.tied_copy || (s.split_axis < 0 && !replicated)) continue;
-      const float* p = g + r.at + (a - r.begin);
+      const float* p = run_grads[k] + (a - r.begin);
       double part = 0.0;
 #pragma omp parallel for simd reduction(+ : part) schedule(static)
       for (int64_t i = 0; i < b - a; ++i) part += static_cast<double>(p[i]) * p[i];

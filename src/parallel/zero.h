@@ -38,9 +38,9 @@ struct ZeroPlan {
 ZeroPlan make_zero_plan(const ParamLayout& layout, int dp_size, int dp_rank, int64_t limit,
                         int64_t alone = -1);
 
-// Σ g² over the owned pieces of the gradients laid out as the shard (see grad_sq_sum: split
+// Σ g² over the owned pieces of the gradients, run r's at run_grads[r] (see grad_sq_sum: split
 // tensors always, replicated ones when `replicated`, tied copies never).
-double owned_sq_sum(const ParamLayout& layout, const std::vector<OwnedRun>& runs, const float* g,
-                    bool replicated);
+double owned_sq_sum(const ParamLayout& layout, const std::vector<OwnedRun>& runs,
+                    const std::vector<const float*>& run_grads, bool replicated);
 
 }  // namespace parallama

@@ -90,10 +90,12 @@ TEST(Zero, ShardedOptimizerEqualsWhole) {
     std::vector<float> shard(static_cast<size_t>(z.owned));
     for (const OwnedRun& r : z.runs)
       std::memcpy(shard.data() + r.at, m.grads.data() + r.begin, 4 * (r.end - r.begin));
-    sq += owned_sq_sum(m.layout, z.runs, shard.data(), true);
+    std::vector<const float*> run_grads;
+    for (const OwnedRun& r : z.runs) run_grads.push_back(shard.data() + r.at);
+    sq += owned_sq_sum(m.layout, z.runs, run_grads, true);
     size_t runs_done = 0;
     for (int step = 1; step <= 3; ++step)
-      part.step_owned(sharded_params, shard.data(), 1e-2f, 0.5f, [&](size_t) { ++runs_done; });
+      part.step_owned(sharded_params, run_grads, 1e-2f, 0.5f, [&](size_t) { ++runs_done; });
     EXPECT_EQ(runs_done, 3 * z.runs.size());
     for (const OwnedRun& r : z.runs)
       for (int k = 0; k < 2; ++k)
