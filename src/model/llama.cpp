@@ -33,8 +33,15 @@ struct Llama::Slot {
   std::vector<int32_t> tokens, targets;
 };
 
-Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp)
-    : cfg_(layout.config()), tp_(std::move(tp)), B_(B), T_(T) {
+Recompute parse_recompute(const std::string& name) {
+  if (name == "none") return Recompute::none;
+  if (name == "attention") return Recompute::attention;
+  if (name == "full") return Recompute::full;
+  throw Error("unknown train.recompute '" + name + "' (choose none, attention or full)");
+}
+
+Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Recompute recompute)
+    : cfg_(layout.config()), tp_(std::move(tp)), B_(B), T_(T), recompute_(recompute) {
   const ModelShard& shard = layout.shard();
   if (shard.tp_size != tp_.size() || shard.tp_rank != tp_.rank())
     throw Error("internal: the model shard is tensor-parallel rank " +
@@ -89,6 +96,13 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp)
   slots_.resize(chunks_.size());
 
   scratch_.plan([&](auto&& take) {
+    LayerActs& a = shared_;
+    if (recompute_ == Recompute::full) {
+      a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
+      a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
+      a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_), a.act = take(N_ * F_);
+    }
+    if (recompute_ != Recompute::none) a.att = take(B_ * H_ * T_ * T_);
     cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
@@ -115,11 +129,12 @@ Llama::Slot& Llama::acquire(int c, int micro) {
     const int nl = ch.last - ch.first;
     s.arena.plan([&](auto&& take) {
       s.res.assign(nl + 1, nullptr);
-      s.acts.assign(nl, {});
+      s.acts.assign(recompute_ == Recompute::full ? 0 : nl, {});
       for (int l = 0; l <= nl; ++l) s.res[l] = take(N_ * C_);
-      for (auto& a : s.acts) {
+      for (auto& a : s.acts) {  // with attention recompute, the probabilities are shared
         a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-        a.att = take(B_ * H_ * T_ * T_), a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
+        if (recompute_ == Recompute::none) a.att = take(B_ * H_ * T_ * T_);
+        a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
         a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
         a.act = take(N_ * F_);
       }
@@ -239,44 +254,52 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   std::memcpy(s.tokens.data(), tokens, N_ * sizeof(int32_t));
   std::memcpy(s.targets.data(), targets, N_ * sizeof(int32_t));
   const float* W = params.data();
-  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
-  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
-  const bool adds_residual = tp_.rank() == 0;  // the residual enters the sum over ranks once
-  // out (N, C) = (rank 0: residual, others: 0) + x (N, K) · w (C, K)ᵀ, summed over the ranks:
-  // the row-parallel GEMM and its forward all-reduce.
-  auto row_parallel = [&](float* out, const float* residual, const float* x, const float* w,
-                          int64_t K) {
-    if (adds_residual)
-      std::memcpy(out, residual, N_ * C_ * sizeof(float));
-    else
-      std::memset(out, 0, N_ * C_ * sizeof(float));
-    gemm(false, true, N_, C_, K, 1.0f, x, K, w, K, 1.0f, out, C_);
-    tp_reduce(out, N_ * C_);
-  };
-
   if (ch.embedding) {
     embedding_forward(s.res[0], s.tokens.data(), W + off_embed_, N_, C_, v0_, V_);  // (N, C)
     tp_reduce(s.res[0], N_ * C_);  // each token's row comes from the rank that holds it
   } else {
     std::memcpy(s.res[0], in, N_ * C_ * sizeof(float));  // the previous stage's output
   }
-  for (int i = 0; i < ch.last - ch.first; ++i) {
-    const LayerActs& a = s.acts[i];
-    const LayerParams& p = lp_[ch.first + i];
-    rmsnorm_forward(a.ln1, a.rstd1, s.res[i], W + p.ln1, N_, C_, cfg_.norm_eps);
-    linear_forward(a.qkv, a.ln1, W + p.wqkv, N_, C_, QKV_);  // (N, QKV) = [q | k | v], local heads
-    rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
-    rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
-    attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
-    row_parallel(a.res_mid, s.res[i], a.atty, W + p.wo, HD);  // res_mid = res + attn · Woᵀ
-    rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
-    linear_forward(a.gu, a.ln2, W + p.wgu, N_, C_, 2 * F_);  // (N, 2F) = [gate | up], local
-    swiglu_forward(a.act, a.gu, N_, F_);
-    row_parallel(s.res[i + 1], a.res_mid, a.act, W + p.wdown, F_);
-  }
+  for (int i = 0; i < ch.last - ch.first; ++i)
+    layer_forward(acts_of(s, i), lp_[ch.first + i], s.res[i], s.res[i + 1], W);
   if (!ch.head) return s.res[ch.last - ch.first];
   head_forward(s, W);
   return nullptr;
+}
+
+Llama::LayerActs Llama::acts_of(const Slot& s, int i) const {
+  if (recompute_ == Recompute::full) return shared_;
+  LayerActs a = s.acts[i];
+  if (recompute_ == Recompute::attention) a.att = shared_.att;
+  return a;
+}
+
+void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
+                          const float* W) {
+  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
+  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  const bool adds_residual = tp_.rank() == 0;  // the residual enters the sum over ranks once
+  // y (N, C) = (rank 0: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the ranks:
+  // the row-parallel GEMM and its forward all-reduce.
+  auto row_parallel = [&](float* y, const float* residual, const float* v, const float* w,
+                          int64_t K) {
+    if (adds_residual)
+      std::memcpy(y, residual, N_ * C_ * sizeof(float));
+    else
+      std::memset(y, 0, N_ * C_ * sizeof(float));
+    gemm(false, true, N_, C_, K, 1.0f, v, K, w, K, 1.0f, y, C_);
+    tp_reduce(y, N_ * C_);
+  };
+  rmsnorm_forward(a.ln1, a.rstd1, x, W + p.ln1, N_, C_, cfg_.norm_eps);
+  linear_forward(a.qkv, a.ln1, W + p.wqkv, N_, C_, QKV_);  // (N, QKV) = [q | k | v], local heads
+  rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
+  rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
+  attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+  row_parallel(a.res_mid, x, a.atty, W + p.wo, HD);  // res_mid = x + attn · Woᵀ
+  rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
+  linear_forward(a.gu, a.ln2, W + p.wgu, N_, C_, 2 * F_);  // (N, 2F) = [gate | up], local
+  swiglu_forward(a.act, a.gu, N_, F_);
+  if (out) row_parallel(out, a.res_mid, a.act, W + p.wdown, F_);
 }
 
 void Llama::head_forward(Slot& s, const float* W) {
@@ -327,8 +350,12 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     std::memcpy(dres_, dout, N_ * C_ * sizeof(float));  // the next stage's input gradient
   }
   for (int i = ch.last - ch.first - 1; i >= 0; --i) {
-    const LayerActs& a = s.acts[i];
+    const LayerActs a = acts_of(s, i);
     const LayerParams& p = lp_[ch.first + i];
+    if (recompute_ == Recompute::full)  // the layer again, from its input
+      layer_forward(a, p, s.res[i], nullptr, W);
+    else if (recompute_ == Recompute::attention)  // the probabilities again (atty: the same bits)
+      attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
     linear_backward(dact_, G + p.wdown, dres_, a.act, W + p.wdown, N_, F_, C_);

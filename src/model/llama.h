@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/group.h"
@@ -27,6 +28,14 @@
 #include "tensor/arena.h"
 
 namespace parallama {
+
+// Activation recompute: none keeps every activation of every layer until its backward; attention
+// drops each layer's attention probabilities (B, H, T, T) and recomputes them from q and k in
+// backward; full keeps only each layer's input and recomputes the layer's forward (up to its MLP
+// activation; the output is not needed) just before its backward. The recomputed values are the
+// same bits, so gradients are identical; one layer's dropped activations live in shared scratch.
+enum class Recompute { none, attention, full };
+Recompute parse_recompute(const std::string& name);  // throws Error naming the choices
 
 // Time in the tensor-parallel collectives since the last reset: comm_s from each launch to its
 // observed completion, exposed_s spent waiting for them (not hidden behind computation).
@@ -39,7 +48,8 @@ class Llama {
  public:
   // Throws Error for a shape-only preset, T > max_seq_len, or a tensor-parallel group that does
   // not match the shard's tp_rank / tp_size.
-  Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp = {});
+  Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp = {},
+        Recompute recompute = Recompute::none);
   ~Llama();
 
   // --- The whole model on this rank (one chunk holding the embedding and the head).
@@ -115,6 +125,12 @@ class Llama {
   void column_parallel_backward(float* dx, float* dw, const float* dy, const float* x,
                                 const float* w, int64_t I, int64_t O);
   void head_forward(Slot& s, const float* W);
+  // Layer forward from x into a; out (N, C) = the layer's output when given (else stops after
+  // the MLP activation: all that backward needs).
+  void layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
+                     const float* W);
+  // Where layer i of slot s keeps its activations (with recompute, partly the shared ones).
+  LayerActs acts_of(const Slot& s, int i) const;
 
   LlamaConfig cfg_;
   comm::Group tp_;
@@ -125,6 +141,8 @@ class Llama {
   std::vector<LayerParams> lp_;  // this shard's layers, in order
   std::vector<Chunk> chunks_;
   std::vector<std::vector<std::unique_ptr<Slot>>> slots_;  // per chunk
+  Recompute recompute_;
+  LayerActs shared_{};  // recompute: one layer's dropped activations
   Arena scratch_;
   float *cos_, *sin_;
   float *dres_, *dln_, *dqkv_, *datty_, *dgu_, *dact_;  // backward scratch

@@ -5,6 +5,7 @@
 #include <limits>
 #include <set>
 
+#include "model/llama.h"
 #include "parallel/mesh.h"
 #include "parallel/schedule.h"
 #include "tensor/error.h"
@@ -301,8 +302,7 @@ void RunConfig::validate(ConfigUse use) const {
   if (p.zero > 0 && p.sync != "allreduce")
     throw Error("--zero " + std::to_string(p.zero) + " shards the optimizer over the " +
                 "data-parallel group of --sync allreduce, not --sync " + p.sync);
-  if (train.recompute != "none" && train.recompute != "full")
-    throw Error("unknown train.recompute '" + train.recompute + "' (choose none or full)");
+  parse_recompute(train.recompute);
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
   if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
   if (p.local_period < 1 || p.diloco_inner_steps < 1)

@@ -27,8 +27,8 @@ struct TrainConfig {
   int val_every = 50;      // steps between validation losses; 0 = only at the end
   int val_batches = 8;     // micro-batches of validation data per measurement
   int ckpt_every = 100;    // steps between checkpoints; 0 = only at the end
-  // Activation recompute: none, or full (keep each layer's input, redo its forward in backward).
-  // `plan` models both; training holds every activation (full is refused there for now).
+  // Activation recompute: none, attention (drop the attention probabilities, recompute them in
+  // backward) or full (keep each layer's input, redo its forward in backward); see model/llama.h.
   std::string recompute = "none";
   std::string out_dir = "runs/default";
 };

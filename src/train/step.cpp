@@ -16,9 +16,6 @@ namespace {
 // Refuses shape-only presets before any memory is allocated for them.
 const LlamaConfig& trainable(const RunConfig& cfg) {
   const LlamaConfig& c = cfg.model;
-  if (cfg.train.recompute != "none")
-    throw Error("train.recompute = " + cfg.train.recompute + " is modelled by `parallama plan` " +
-                "but training keeps every activation for now: use train.recompute = none");
   if (c.shape_only)
     throw Error("preset '" + c.name + "' is a published shape for sizing only and is not " +
                 "trained here; pick tiny, kjv-small or bench15m");
@@ -52,7 +49,8 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
       grads(layout),
       zero(zero_plan(cfg, mesh, layout)),
       optim(layout, cfg.optim, cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
-      model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp),
+      model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp,
+            parse_recompute(cfg.train.recompute)),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);
   if (cfg.parallel.zero > 0) replica.zero_stage = cfg.parallel.zero, replica.zero = &zero;

@@ -5,7 +5,7 @@
 # several with --zero 1 or 2, gives the single-process loss at each of 20 steps and the same
 # final parameters within 1e-5 relative. ZeRO's optimizer state on each rank is 1/dp of what the
 # same rank holds without it (its data-parallel peers' pieces add up to that exactly), and ZeRO-2
-# keeps about 1/dp of the gradients between steps.
+# keeps about 1/dp of the gradients between steps. Activation recompute changes no bit.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 # AdamW eps 1e-6 and lr 3e-3: see pp_equivalence.sh. Small buckets: several per rank, so that
@@ -73,6 +73,20 @@ for layout, dp, zero in (("2x2x2", 2, 1), ("4x1x2", 4, 2), ("2x2x1", 2, 2)):
         assert sum(sharded[q]["optimizer_state"] for q in peers) == f["optimizer_state"], (layout, r)
     print(f"{layout} --zero {zero}: optimizer state per rank 1/{dp} of the unsharded rank's")
 PY
+# Activation recompute under tensor and pipeline parallelism (its forward all-reduces redone):
+# the same losses, gradient norms and parameters to the last bit, in less activation memory.
+for rc in none attention full; do
+  mpi 4 "${base[@]}" --tp 2 --pp 2 --train.recompute $rc --train.batch_size 4 \
+    --train.micro_batches 2 --train.steps 5 --train.out_dir rc_$rc > rc_$rc.log
+done
+for rc in attention full; do
+  compare metrics rc_$rc/metrics.jsonl rc_none/metrics.jsonl --norm --tol 0 || fail "recompute $rc"
+  compare params rc_$rc/step-5/model.safetensors rc_none/step-5/model.safetensors --tol 0 ||
+    fail "recompute $rc params"
+done
+act() { field "$1/metrics.jsonl" pp_peak_activation_bytes | tail -1; }
+[ "$(act rc_full)" -lt "$(act rc_attention)" ] && [ "$(act rc_attention)" -lt "$(act rc_none)" ] ||
+  fail "recompute held $(act rc_none), $(act rc_attention), $(act rc_full) bytes"
 grep -q "ZeRO-1: optimizer state" tied/2x2x2_zero1.log || fail "ZeRO memory not reported"
 expect_error "--zero must be 0, 1 or 2" "${base[@]}" --zero 3 --train.out_dir x
 expect_error "not --sync local" "${base[@]}" --zero 1 --sync local --train.out_dir x
