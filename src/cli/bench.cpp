@@ -2,7 +2,8 @@
 // MFU against the fp32 GEMM peak of oneDNN measured on this machine with the same threads.
 // Under mpirun with --dp N: per-rank and global tokens/s, scaling efficiency against the same
 // ranks computing alone, and the gradient communication time and the share of it hidden
-// behind backward.
+// behind backward. On any layout: every rank's bytes per step on each mesh axis (dp, tp, pp,
+// other; see train/traffic.h).
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "tensor/arena.h"
 #include "tensor/error.h"
 #include "train/step.h"
+#include "train/traffic.h"
 
 namespace parallama {
 
@@ -88,8 +90,8 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
 
   // Phase 1 (data parallelism only): every rank computes alone, no communication, all at once.
   std::vector<double> alone;
-  if (replicas > 1 && shape.tp == 1) {
-    Roles alone_roles;  // size-1 groups: no communication
+  if (replicas > 1 && shape.tp == 1 && cfg.parallel.zero == 0) {  // ZeRO shares its optimizer
+    Roles alone_roles;                                            // size-1 groups: no communication
     auto own = make_synchronizer(sc, alone_roles, st.replica);
     world_group.barrier();
     for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
@@ -103,8 +105,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   // tensor-parallel collectives inside the model.
   std::vector<double> times, comm, exposed, tp_comm, tp_exposed, bubble;
   float loss = 0.0f;
+  AxisBytes axes0;
   world_group.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
+    if (s == cfg.bench.warmup) axes0 = axis_bytes(mesh);
     const auto t0 = Clock::now();
     st.model.reset_tp_stats();
     double loss_sum = st.forward_backward(tokens.data(), targets.data(), K, valid, *sync);
@@ -122,6 +126,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
       tp_exposed.push_back(st.model.tp_stats().exposed_s);
     }
   }
+  const AxisBytes axes = (axis_bytes(mesh) - axes0) / cfg.bench.steps;
   const double my_median = median(times);
   const auto medians = gather(world_group, my_median);
   const double step_s =
@@ -160,6 +165,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
                       {"dp", shape.dp},
                       {"tp", shape.tp},
                       {"pp", shape.pp},
+                      {"zero", cfg.parallel.zero},
                       {"steps", cfg.bench.steps},
                       {"warmup", cfg.bench.warmup},
                       {"median_step_s", step_s},
@@ -171,9 +177,14 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
                       {"loss", loss},
                       {"activation_bytes", st.model.activation_bytes()}};
   // Memory per rank, in bytes: what this rank holds of the model and its training state.
+  // Measured after the last step: gradients are the gradient buffer's pages in memory (ZeRO-2
+  // hands them back after the reduce-scatter) plus the kept shard; optimizer state is what this
+  // rank holds (ZeRO: its pieces).
   const double floats = static_cast<double>(st.params.size()) * sizeof(float);
-  const std::vector<double> mem = {floats, floats, floats * st.optim.num_states(),
-                                   static_cast<double>(st.model.activation_bytes())};
+  const std::vector<double> mem = {
+      floats, static_cast<double>(st.grads.resident_bytes() + sync->gradient_shard_bytes()),
+      static_cast<double>(st.optim.state_bytes()),
+      static_cast<double>(st.model.activation_bytes())};
   const char* mem_names[] = {"parameters", "gradients", "optimizer_state", "activations"};
   std::printf("bytes per rank:");
   for (size_t i = 0; i < mem.size(); ++i) {
@@ -182,6 +193,17 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
                 i + 1 < mem.size() ? "," : " (largest rank)\n");
     j["bytes_per_rank"][mem_names[i]] = all;
   }
+  // Traffic per step by mesh axis, sent + received, every rank.
+  const auto axis_values = axes.values();
+  std::printf("bytes per step by axis (sent + received, MB):\n  %-5s", "");
+  for (int r = 0; r < world; ++r) std::printf(" %10s", ("rank " + std::to_string(r)).c_str());
+  for (size_t a = 0; a < axis_values.size(); ++a) {
+    const auto all = gather(world_group, axis_values[a]);
+    std::printf("\n  %-5s", kAxes[a]);
+    for (double x : all) std::printf(" %10.3f", x / 1e6);
+    j["bytes_per_step"][kAxes[a]] = all;
+  }
+  std::printf("\n");
   if (replicas > 1) {
     const auto per_rank = gather(dp, static_cast<double>(K * B * T) / my_median);
     const double c = world_group.sum(median(comm)) / world;

@@ -77,6 +77,25 @@ int main(int argc, char** argv) {
   CLI::App* info_cmd =
       with_config("info", "print a model's shape and parameter count (and the mesh of a layout)");
   add_layout(info_cmd);
+  PlanOptions plan_opt;
+  CLI::App* plan_cmd =
+      with_config("plan", "memory, communication, bubble, step time and MFU of a layout, on paper");
+  add_layout(plan_cmd);
+  plan_cmd->add_option("--precision", plan_opt.precision,
+                       "fp32 (as training here) or bf16 (mixed, fp32 master weights)");
+  plan_cmd->add_option("--device-tflops", plan_opt.device.tflops,
+                       "dense peak TFLOP/s per device (default: H100 SXM, 989 bf16 / 495 TF32)");
+  plan_cmd->add_option("--compute-efficiency", plan_opt.device.efficiency,
+                       "share of the peak the kernels sustain (default 0.7)");
+  plan_cmd->add_option("--link-gbps", plan_opt.device.link_gbps,
+                       "Gbit/s per rank between machines, for dp and pp (default 400)");
+  plan_cmd->add_option("--tp-link-gbps", plan_opt.device.tp_link_gbps,
+                       "Gbit/s per rank within a machine, for tp (default 3600, NVLink)");
+  plan_cmd->add_option("--device-gb", plan_opt.device.memory_gb,
+                       "memory per device, GB (default 80)");
+  plan_cmd->add_flag("--flash-attention", plan_opt.flash_attention,
+                     "assume attention that keeps no (T, T) weights (this program keeps them)");
+  plan_cmd->add_flag("--json", json, "also print the plan as one JSON object on the last line");
 
   std::string ckpt, prompt, data, run_dir;
   SampleConfig sc;
@@ -134,6 +153,7 @@ int main(int argc, char** argv) {
     if (sub == train_cmd) return train(cfg, topt, world);
     if (sub == bench_cmd) return run_bench(cfg, json, world);
     if (sub == info_cmd) return run_info(cfg);
+    if (sub == plan_cmd) return run_plan(cfg, plan_opt, json);
   } catch (const Error& e) {
     return fail(world, 2, "error: " + std::string(e.what()));
   } catch (const std::exception& e) {

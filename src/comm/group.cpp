@@ -34,16 +34,13 @@ bool poll(PendingOp& op, Clock::time_point deadline) {
 
 }  // namespace
 
-struct Traffic {
-  double sent = 0, received = 0;
-};
-
 struct GroupState {
   Options opt;
   std::string name;  // e.g. "tensor-parallel ", prefixed to operation names in errors
   uint64_t seq = 0;
   int rank = 0;
   std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();  // shared with split groups
+  Traffic own;                                                     // this group's alone
 };
 
 size_t type_size(DataType t) {
@@ -141,9 +138,14 @@ int64_t Group::bytes_sent() const {
 int64_t Group::bytes_received() const {
   return static_cast<int64_t>(st_->traffic->received);
 }
+Traffic Group::traffic() const {
+  return st_->own;
+}
 void Group::count(double sent, double received) {
   st_->traffic->sent += sent;
   st_->traffic->received += received;
+  st_->own.sent += sent;
+  st_->own.received += received;
 }
 void Group::set_options(const Options& o) {
   st_->opt = o;

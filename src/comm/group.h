@@ -53,6 +53,11 @@ class Backend {
 
 struct GroupState;  // sequence numbers and settings shared by copies of one Group
 
+// Bytes sent and received (fractional: a ring all-reduce moves 2(n-1)/n of its buffer).
+struct Traffic {
+  double sent = 0, received = 0;
+};
+
 class Request {
  public:
   Request() = default;
@@ -95,6 +100,9 @@ class Group {
   // broadcast the buffer (sent by the root, received by the others); send/recv exactly.
   int64_t bytes_sent() const;
   int64_t bytes_received() const;
+  // The same, counted the same way, through this group alone: shared by copies of this Group,
+  // not by groups split from it or from its parent. A mesh reads one axis's traffic here.
+  Traffic traffic() const;
 
   Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32,
                       ReduceOp op = ReduceOp::Sum);

@@ -40,6 +40,10 @@ Recompute parse_recompute(const std::string& name) {
   throw Error("unknown train.recompute '" + name + "' (choose none, attention or full)");
 }
 
+const char* recompute_name(Recompute r) {
+  return r == Recompute::full ? "full" : r == Recompute::attention ? "attention" : "none";
+}
+
 Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Recompute recompute)
     : cfg_(layout.config()), tp_(std::move(tp)), B_(B), T_(T), recompute_(recompute) {
   const ModelShard& shard = layout.shard();

@@ -36,6 +36,7 @@ namespace parallama {
 // same bits, so gradients are identical; one layer's dropped activations live in shared scratch.
 enum class Recompute { none, attention, full };
 Recompute parse_recompute(const std::string& name);  // throws Error naming the choices
+const char* recompute_name(Recompute r);
 
 // Time in the tensor-parallel collectives since the last reset: comm_s from each launch to its
 // observed completion, exposed_s spent waiting for them (not hidden behind computation).

@@ -12,6 +12,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
+#include "io/param_io.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
@@ -21,6 +22,7 @@
 #include "train/metrics.h"
 #include "train/step.h"
 #include "train/trace.h"
+#include "train/traffic.h"
 
 namespace fs = std::filesystem;
 
@@ -93,21 +95,33 @@ TokenShard load_split(const std::string& dir, const char* name, const LlamaConfi
 
 }  // namespace
 
-// Every rank's bytes sent and received per step, gathered at the end (rank 0 prints them).
-static nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t steps) {
-  const double mine[2] = {static_cast<double>(world.bytes_sent()),
-                          static_cast<double>(world.bytes_received())};
-  std::vector<double> all(2 * world.size());
-  world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), comm::DataType::F64);
-  nlohmann::json ranks = nlohmann::json::array();
-  for (int r = 0; r < world.size(); ++r)
-    ranks.push_back(
-        {{"rank", r},
-         {"role", r < roles.num_workers ? "worker" : "server"},
-         {"bytes_sent_per_step", all[2 * r] / static_cast<double>(std::max<int64_t>(steps, 1))},
-         {"bytes_received_per_step",
-          all[2 * r + 1] / static_cast<double>(std::max<int64_t>(steps, 1))}});
-  return ranks;
+// Bytes of the model's largest tensor, whole.
+static double largest_tensor_bytes(const LlamaConfig& model) {
+  int64_t most = 0;
+  const ParamLayout whole(model, ModelShard::whole(model));
+  for (const ParamSpec& s : whole.specs()) most = std::max(most, s.numel);
+  return static_cast<double>(most) * sizeof(float);
+}
+
+// Every worker's training memory in bytes, gathered over the workers: parameters, gradients (the
+// gradient buffer's pages in memory, ZeRO-2 handing them back, plus a ZeRO shard) and optimizer
+// state (ZeRO: this rank's pieces).
+static nlohmann::json memory_summary(const TrainState& st, const Synchronizer& sync,
+                                     comm::Group& workers) {
+  const double mine[3] = {
+      static_cast<double>(st.params.size() * sizeof(float)),
+      static_cast<double>(st.grads.resident_bytes() + sync.gradient_shard_bytes()),
+      static_cast<double>(st.optim.state_bytes())};
+  std::vector<double> all(3 * workers.size());
+  workers.all_gather(mine, all.data(), std::vector<int64_t>(workers.size(), 3),
+                     comm::DataType::F64);
+  nlohmann::json out = nlohmann::json::array();
+  for (int r = 0; r < workers.size(); ++r)
+    out.push_back({{"rank", r},
+                   {"parameters", all[3 * r]},
+                   {"gradients", all[3 * r + 1]},
+                   {"optimizer_state", all[3 * r + 2]}});
+  return out;
 }
 
 // Every stage's timeline, gathered over the pipeline group to its first stage, which writes
@@ -192,7 +206,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   };
   if (roles.server) {
     run_parameter_server(sc, roles, st.replica, {step + 1, last, is_checkpoint});
-    traffic_summary(world, roles, last - step);
+    const auto [lo, hi] =
+        server_slice(st.params.size(), roles.num_servers, rank - roles.num_workers);
+    traffic_summary(world, roles, last - step, {}, hi - lo);
     return 0;
   }
   auto sync = make_synchronizer(sc, roles, st.replica);
@@ -238,8 +254,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
     sync->gather_state(st.replica, at);
-    // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them.
-    if (mesh.coord().dp != 0) return;
+    // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO
+    // every replica takes part: each holds pieces of the optimizer state.
+    const bool zero = cfg.parallel.zero > 0;
+    if (mesh.coord().dp != 0 && !zero) return;
     if (mesh.tied.size() > 1) {  // the two stages' copies of a tied embedding must be one table
       const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,
                                  static_cast<size_t>(st.replica.tied_numel) * sizeof(float));
@@ -252,16 +270,28 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
             std::to_string(at));
       cs.extra["tied_embedding_copies"] = "identical";
     }
-    save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, mesh.pp, writes);
+    save_checkpoint(dir, st.params, st.optim, cs, mesh.tp, mesh.pp, writes,
+                    zero ? mesh.dp : comm::Group());
+    double peak = static_cast<double>(io::take_gather_peak_bytes());  // over the savers
+    (zero ? roles.all_workers : mesh.replica)
+        .all_reduce(&peak, 1, comm::DataType::F64, comm::ReduceOp::Max);
     if (!writes) return;
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
-    say("checkpoint " + dir);
+    char gathered[128];
+    std::snprintf(gathered, sizeof gathered,
+                  " (saving gathered at most %.4f MB on a rank (largest tensor %.4f MB))",
+                  peak / 1e6, largest_tensor_bytes(cfg.model) / 1e6);
+    say("checkpoint " + dir + gathered);
   };
 
   const int64_t first_step = step + 1;
   int64_t sent0 = world.bytes_sent(), received0 = world.bytes_received();
+  // Bytes per mesh axis of the training steps alone (see train/traffic.h).
+  const comm::Group* servers = roles.num_servers ? &roles.world : nullptr;
+  AxisBytes axes_total;
   for (++step; step <= last; ++step) {
     const auto t0 = Clock::now();
+    const AxisBytes axes0 = axis_bytes(mesh, servers);
     int64_t valid = 0;
     for (int k = 0; k < K; ++k) {
       loader.micro_batch(k, B, tokens.data() + k * B * T, targets.data() + k * B * T);
@@ -280,6 +310,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                   "; lower optim.lr or set train.grad_clip");
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, tc.steps);
     const SyncStep upd = sync->update(st.replica, lr, step);
+    const AxisBytes axes = axis_bytes(mesh, servers) - axes0;
+    axes_total += axes;
     const double norm = upd.grad_norm;
     loader.advance(global);
 
@@ -297,32 +329,12 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       j["pp_peak_micro_batches"] = ps.peak_in_flight;
       j["pp_peak_activation_bytes"] = ps.peak_activation_bytes;
     }
-    const double mine[2] = {static_cast<double>(world.bytes_sent() - sent0),
-                            static_cast<double>(world.bytes_received() - received0)};
+    const comm::Traffic mine{static_cast<double>(world.bytes_sent() - sent0),
+                             static_cast<double>(world.bytes_received() - received0)};
     sent0 = world.bytes_sent(), received0 = world.bytes_received();
-    j["bytes_sent"] = mine[0], j["bytes_received"] = mine[1];
-    if (world.size() > 1) {  // every rank's bytes of this step (counted in the next one)
-      nlohmann::json per_rank = nlohmann::json::array();
-      std::vector<double> all(mine, mine + 2);
-      if (!async) {  // ps-async workers are never in step: only rank 0's own
-        comm::Group& all_workers = roles.all_workers;
-        all.resize(2 * all_workers.size());
-        all_workers.all_gather(mine, all.data(), std::vector<int64_t>(all_workers.size(), 2),
-                               comm::DataType::F64);
-      }
-      for (size_t w = 0; w < all.size() / 2; ++w)
-        per_rank.push_back(
-            {{"rank", w}, {"role", "worker"}, {"sent", all[2 * w]}, {"received", all[2 * w + 1]}});
-      if (j.contains("server_bytes")) {
-        for (size_t s = 0; s < j["server_bytes"].size(); ++s)
-          per_rank.push_back({{"rank", workers + static_cast<int>(s)},
-                              {"role", "server"},
-                              {"sent", j["server_bytes"][s][0]},
-                              {"received", j["server_bytes"][s][1]}});
-        j.erase("server_bytes");
-      }
-      j["bytes_per_rank"] = per_rank;
-    }
+    // Every rank's bytes of this step (the gathering counted in the next one's sent and
+    // received); ps-async workers are never in step: only rank 0's own.
+    add_step_traffic(j, roles.all_workers, async, world.size() > 1, mine, axes);
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       comm::Group& eval_group = sync->global_batch() ? dp : alone;
       const int64_t samples = tc.val_batches * global;
@@ -360,20 +372,31 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     write_pipeline_trace(*st.pipeline, mesh.pp, writes, cfg.parallel.pp_trace);
     say("pipeline timeline " + cfg.parallel.pp_trace);
   }
-  const nlohmann::json traffic = traffic_summary(world, roles, last - first_step + 1);
-  if (writes && last >= first_step && world.size() > 1) {
-    for (const auto& r : traffic) {
-      char line[160];
-      std::snprintf(line, sizeof line, "rank %d (%s): %.3f MB sent, %.3f MB received per step",
-                    r["rank"].get<int>(), r["role"].get<std::string>().c_str(),
-                    r["bytes_sent_per_step"].get<double>() / 1e6,
-                    r["bytes_received_per_step"].get<double>() / 1e6);
-      say(line);
+  const nlohmann::json memory = memory_summary(st, *sync, roles.all_workers);
+  if (cfg.parallel.zero > 0 && last >= first_step) {
+    double opt = 0, most = 0;
+    for (const auto& r : memory) {
+      opt += r["optimizer_state"].get<double>();
+      most = std::max(most, r["optimizer_state"].get<double>());
     }
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "ZeRO-%d: optimizer state %.3f MB on the largest rank; all %d ranks together "
+                  "hold %.3f MB, one copy (without ZeRO, %d copies)",
+                  cfg.parallel.zero, most / 1e6, static_cast<int>(memory.size()), opt / 1e6,
+                  shape.dp);
+    say(line);
+  }
+  const nlohmann::json traffic =
+      traffic_summary(world, roles, last - first_step + 1, axes_total, st.params.size());
+  if (writes && last >= first_step && world.size() > 1) {
+    for (const auto& r : traffic) say(describe_rank_traffic(r));
     std::ofstream(fs::path(tc.out_dir) / "summary.json")
         << nlohmann::json{{"sync", cfg.parallel.sync},
+                          {"zero", cfg.parallel.zero},
                           {"steps", last - first_step + 1},
-                          {"ranks", traffic}}
+                          {"ranks", traffic},
+                          {"memory", memory}}
                .dump(1)
         << "\n";
   }

@@ -26,6 +26,10 @@ for r in rows:  # every rank, every step: 2 workers, then 2 servers that each sa
     assert [p["role"] for p in per] == ["worker", "worker", "server", "server"], per
     assert all(p["sent"] > 0 and p["received"] > 0 for p in per), per
     assert per[2]["received"] >= per[0]["sent"] / 2, per
+    # Pushes and pulls are data-parallel traffic: the workers' and all of the servers'.
+    assert all(p["dp"] > 0 and p["tp"] == p["pp"] == 0 for p in per), per
+    assert per[0]["dp"] >= per[0]["sent"] / 2, per
+    assert per[2]["dp"] == per[2]["sent"] + per[2]["received"], per
 s = json.load(open(sys.argv[1] + "/summary.json"))
 assert [r["role"] for r in s["ranks"]] == ["worker", "worker", "server", "server"], s
 assert all(r["bytes_sent_per_step"] > 0 for r in s["ranks"])

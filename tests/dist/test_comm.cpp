@@ -1,6 +1,7 @@
 // comm::Group collectives at any number of ranks (run under mpirun -np 1..4 by ctest): sums,
 // uneven reduce-scatter and all-gather, broadcast, send/recv, barrier, non-blocking requests,
-// split, and the collective check that names the first mismatch instead of hanging.
+// split, traffic counted per group and in total, and the collective check that names the first
+// mismatch instead of hanging.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -95,6 +96,37 @@ TEST(Comm, SplitMakesIndependentGroups) {
     for (int i = r % 2; i < world->size(); i += 2) s += i;
     return s;
   }());
+}
+
+TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
+  const int n = world->size(), r = world->rank();
+  Group a = world->split(0, r);
+  Group copy = a;  // copies share a's counter; b, split from a, has its own
+  Group b = a.split(r % 2, r);
+  const Traffic world0 = world->traffic();
+  const int64_t total0 = world->bytes_sent();
+  std::vector<float> x(100, 1.0f);
+  copy.all_reduce(x.data(), 100);
+  b.all_reduce(x.data(), 100);
+  b.all_reduce(x.data(), 100);
+  const double ring_a = 2.0 * (n - 1) / n * 400.0;
+  const double ring_b = 2.0 * (b.size() - 1) / b.size() * 400.0;
+  EXPECT_DOUBLE_EQ(a.traffic().sent, ring_a);
+  EXPECT_DOUBLE_EQ(a.traffic().received, ring_a);
+  EXPECT_DOUBLE_EQ(copy.traffic().sent, ring_a);
+  EXPECT_DOUBLE_EQ(b.traffic().sent, 2 * ring_b);
+  EXPECT_DOUBLE_EQ(world->traffic().sent, world0.sent);  // nothing went through the world itself
+  // The total, shared by every group split from the world, holds both (truncated to bytes).
+  EXPECT_NEAR(double(world->bytes_sent() - total0), ring_a + 2 * ring_b, 1.0);
+  if (n > 1) {  // point to point: exactly the bytes
+    int64_t out = r, in = -1;
+    Request s = a.isend(&out, sizeof out, (r + 1) % n, 7);
+    a.recv(&in, sizeof in, (r + n - 1) % n, 7);
+    s.wait();
+    EXPECT_DOUBLE_EQ(a.traffic().sent, ring_a + 8);
+    EXPECT_DOUBLE_EQ(a.traffic().received, ring_a + 8);
+    EXPECT_DOUBLE_EQ(b.traffic().received, 2 * ring_b);
+  }
 }
 
 TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
