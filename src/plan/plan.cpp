@@ -226,7 +226,12 @@ Plan make_plan(const PlanInput& in, const Device& device) {
       for (const auto& [a, b] : g.shard.chunks()) layers += b - a;
       const double fwd_bwd = layers * costs.layer + (g.shard.has_embedding ? costs.embedding : 0) +
                              (g.shard.has_head ? costs.head : 0);
-      const double redo = in.recompute == Recompute::full ? layers * costs.layer / 3 : 0;
+      // Recompute redoes, per layer and token, the forward without its down projection (full)
+      // or the attention scores and weighted sum, 2·T·C with the causal mask (attention).
+      const double C = m.dim, F = m.ffn_dim, T = static_cast<double>(in.seq_len);
+      const double redo = in.recompute == Recompute::full ? layers * (costs.layer / 3 - 2 * C * F)
+                          : in.recompute == Recompute::attention ? layers * 2 * T * C
+                                                                 : 0.0;
       g.flops = tokens * (fwd_bwd + redo) / sh.tp;
       g.compute_s = g.flops / rate;
       // The forward sums wait for their GEMM's result; the backward ones overlap the weight
