@@ -222,9 +222,8 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
       j["alone_tokens_per_s"] = alone_rate;
       j["scaling_efficiency"] = tokens_per_s / alone_total;
     }
-    std::printf(
-        "gradient all-reduce: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n", c,
-        e, 100.0 * hidden);
+    std::printf("gradient %s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
+                cfg.parallel.zero ? "reduce-scatter (ZeRO)" : "all-reduce", c, e, 100.0 * hidden);
     j["per_rank_tokens_per_s"] = per_rank;
     j["comm_s"] = c;
     j["comm_exposed_s"] = e;
