@@ -11,11 +11,10 @@ namespace parallama {
 
 int run_bench(const RunConfig& cfg, bool json, comm::Group dp);
 int run_info(const RunConfig& cfg);
-// `plan`: the device, the precision (fp32 | bf16) and the attention kind the planner assumes.
+// `plan`: the device and the precision (fp32 | bf16) the planner assumes.
 struct PlanOptions {
   Device device;
   std::string precision = "fp32";
-  bool flash_attention = false;
 };
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json);
 int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,

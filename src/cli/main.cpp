@@ -93,8 +93,6 @@ int main(int argc, char** argv) {
                        "Gbit/s per rank within a machine, for tp (default 3600, NVLink)");
   plan_cmd->add_option("--device-gb", plan_opt.device.memory_gb,
                        "memory per device, GB (default 80)");
-  plan_cmd->add_flag("--flash-attention", plan_opt.flash_attention,
-                     "assume attention that keeps no (T, T) weights (this program keeps them)");
   plan_cmd->add_flag("--json", json, "also print the plan as one JSON object on the last line");
 
   std::string ckpt, prompt, data, run_dir;

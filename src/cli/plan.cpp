@@ -104,11 +104,7 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
              schedule_name(in.schedule),
              sh.pp_virtual > 1 ? format(" (%d chunks per rank)", sh.pp_virtual).c_str() : "",
              recompute_name(in.recompute),
-             in.flash_attention                ? "keeps no (T, T) weights (--flash-attention)"
-             : in.recompute == Recompute::none ? "weights (B, H, T, T) kept per layer, as this "
-                                                 "program does"
-                                               : "weights (B, H, T, T) of one layer at a time "
-                                                 "(recomputed)"));
+             "memory-light (a (B, H, T) log-sum-exp per layer, no (T, T) weights)"));
 
   size_t lw = 6;  // the layers column
   double most = 0, most_comm = 0;
@@ -219,7 +215,6 @@ nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
                       {"batch_size", in.batch},
                       {"seq_len", in.seq_len},
                       {"recompute", recompute_name(in.recompute)},
-                      {"flash_attention", in.flash_attention},
                       {"device",
                        {{"tflops", p.device.peak_tflops(in.precision)},
                         {"efficiency", p.device.efficiency},
@@ -290,7 +285,6 @@ int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
   in.micro_batches = cfg.train.micro_batches;
   in.zero = cfg.parallel.zero;
   in.recompute = parse_recompute(cfg.train.recompute);
-  in.flash_attention = opt.flash_attention;
   in.precision = parse_precision(opt.precision);
   in.moments = cfg.optim.name == "adamw" ? 2 : 1;
   in.bucket_mb = cfg.parallel.bucket_mb;

@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
+#include "kernels/flash_attention.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -103,10 +104,10 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
     LayerActs& a = shared_;
     if (recompute_ == Recompute::full) {
       a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-      a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
+      a.res_mid = take(N_ * C_);
       a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_), a.act = take(N_ * F_);
     }
-    if (recompute_ != Recompute::none) a.att = take(B_ * H_ * T_ * T_);
+    if (recompute_ != Recompute::none) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
     cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
@@ -135,10 +136,10 @@ Llama::Slot& Llama::acquire(int c, int micro) {
       s.res.assign(nl + 1, nullptr);
       s.acts.assign(recompute_ == Recompute::full ? 0 : nl, {});
       for (int l = 0; l <= nl; ++l) s.res[l] = take(N_ * C_);
-      for (auto& a : s.acts) {  // with attention recompute, the probabilities are shared
+      for (auto& a : s.acts) {  // with attention recompute, its output and lse are shared
         a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-        if (recompute_ == Recompute::none) a.att = take(B_ * H_ * T_ * T_);
-        a.atty = take(N_ * H_ * D_), a.res_mid = take(N_ * C_);
+        if (recompute_ == Recompute::none) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
+        a.res_mid = take(N_ * C_);
         a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
         a.act = take(N_ * F_);
       }
@@ -274,7 +275,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
 Llama::LayerActs Llama::acts_of(const Slot& s, int i) const {
   if (recompute_ == Recompute::full) return shared_;
   LayerActs a = s.acts[i];
-  if (recompute_ == Recompute::attention) a.att = shared_.att;
+  if (recompute_ == Recompute::attention) a.lse = shared_.lse, a.atty = shared_.atty;
   return a;
 }
 
@@ -298,7 +299,7 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   linear_forward(a.qkv, a.ln1, W + p.wqkv, N_, C_, QKV_);  // (N, QKV) = [q | k | v], local heads
   rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
   rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
-  attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+  flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
   row_parallel(a.res_mid, x, a.atty, W + p.wo, HD);  // res_mid = x + attn · Woᵀ
   rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
   linear_forward(a.gu, a.ln2, W + p.wgu, N_, C_, 2 * F_);  // (N, 2F) = [gate | up], local
@@ -358,8 +359,8 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     const LayerParams& p = lp_[ch.first + i];
     if (recompute_ == Recompute::full)  // the layer again, from its input
       layer_forward(a, p, s.res[i], nullptr, W);
-    else if (recompute_ == Recompute::attention)  // the probabilities again (atty: the same bits)
-      attention_forward(a.atty, a.att, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+    else if (recompute_ == Recompute::attention)  // the attention output and its lse again
+      flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
     linear_backward(dact_, G + p.wdown, dres_, a.act, W + p.wdown, N_, F_, C_);
@@ -368,8 +369,8 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     rmsnorm_backward(dres_, G + p.ln2, dln_, a.res_mid, W + p.ln2, a.rstd2, N_, C_, true);
     // res_mid = res[l] + atty · Woᵀ
     linear_backward(datty_, G + p.wo, dres_, a.atty, W + p.wo, N_, HD, C_);
-    attention_backward(dqkv_, dqkv_ + HD, dqkv_ + HD + KVD, datty_, a.att, a.qkv, a.qkv + HD,
-                       a.qkv + HD + KVD, ad);
+    flash_attention_backward(dqkv_, dqkv_ + HD, dqkv_ + HD + KVD, datty_, a.atty, a.lse, a.qkv,
+                             a.qkv + HD, a.qkv + HD + KVD, ad);
     rope_backward(dqkv_, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     column_parallel_backward(dln_, G + p.wqkv, dqkv_, a.ln1, W + p.wqkv, C_, QKV_);

@@ -29,8 +29,11 @@
 
 namespace parallama {
 
+// Attention is memory-light (kernels/flash_attention.h): no layer ever holds the (B, H, T, T)
+// probabilities, only each row's log-sum-exp; backward recomputes the probabilities in tiles.
+//
 // Activation recompute: none keeps every activation of every layer until its backward; attention
-// drops each layer's attention probabilities (B, H, T, T) and recomputes them from q and k in
+// drops each layer's attention output and log-sum-exp and recomputes them from q, k and v in
 // backward; full keeps only each layer's input and recomputes the layer's forward (up to its MLP
 // activation; the output is not needed) just before its backward. The recomputed values are the
 // same bits, so gradients are identical; one layer's dropped activations live in shared scratch.
@@ -105,7 +108,8 @@ class Llama {
 
  private:
   struct LayerActs {
-    float *ln1, *rstd1, *qkv, *att, *atty, *res_mid, *ln2, *rstd2, *gu, *act;
+    // lse (B, H, T): the attention rows' log-sum-exp (memory-light attention keeps no T × T).
+    float *ln1, *rstd1, *qkv, *lse, *atty, *res_mid, *ln2, *rstd2, *gu, *act;
   };
   struct LayerParams {  // offsets into a ParamBuffer
     int64_t ln1, wqkv, wo, ln2, wgu, wdown;

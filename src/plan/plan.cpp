@@ -58,25 +58,24 @@ std::vector<int> slots_per_chunk(PipeSchedule s, int stages, int rank, int micro
 }
 
 double activation_bytes(const LlamaConfig& m, const ModelShard& shard, int64_t B, int64_t T,
-                        const std::vector<int>& slots, Recompute recompute, bool flash_attention,
-                        Precision p) {
+                        const std::vector<int>& slots, Recompute recompute, Precision p) {
   // Every piece is carved out of an arena that rounds it up to 64 bytes (tensor/arena.h).
   auto r = [](int64_t n) { return static_cast<double>(Arena::round(static_cast<size_t>(n))); };
   const int64_t N = B * T, C = m.dim, D = m.head_dim();
   const int64_t H = shard.local_heads(m), KVH = shard.local_kv_heads(m);
   const int64_t F = shard.local_ffn(m), V = shard.local_vocab(m), QKV = (H + 2 * KVH) * D;
-  // One layer: ln1, rstd1, qkv, attention weights, attention output, res_mid, ln2, rstd2,
-  // gate|up, act (Llama::LayerActs).
-  const double attention = flash_attention ? r(B * H * T) : r(B * H * T * T);
-  const double layer = r(N * C) + r(N) + r(N * QKV) + attention + r(N * H * D) + r(N * C) +
-                       r(N * C) + r(N) + r(N * 2 * F) + r(N * F);
+  // One layer: ln1, rstd1, qkv, the attention rows' log-sum-exp (B, H, T) and output, res_mid,
+  // ln2, rstd2, gate|up, act (Llama::LayerActs; attention is memory-light: no T × T).
+  const double attention = r(B * H * T) + r(N * H * D);
+  const double layer = r(N * C) + r(N) + r(N * QKV) + attention + r(N * C) + r(N * C) + r(N) +
+                       r(N * 2 * F) + r(N * F);
   // The head: final norm and its rstd, logits (N, V/tp), loss statistics and losses.
   const double head = r(N * C) + r(N) + r(N * V) + r(2 * N) + r(2 * N) + r(N) + r(N);
   // Shared: cos and sin (T, D/2); backward scratch dres, dln (N, C), dqkv, datty, dgu, dact.
   double floats =
       2 * r(T * D / 2) + 2 * r(N * C) + r(N * QKV) + r(N * H * D) + r(N * 2 * F) + r(N * F);
   // Recompute: the one layer being recomputed in backward (full), or one layer's attention
-  // weights (attention), in the shared scratch.
+  // output and log-sum-exp (attention), in the shared scratch.
   if (recompute == Recompute::full) floats += layer;
   if (recompute == Recompute::attention) floats += attention;
   const auto chunks = shard.chunks();
@@ -211,8 +210,8 @@ Plan make_plan(const PlanInput& in, const Device& device) {
           g.grads_in_backward = numel * P;
         }
       }
-      g.activations = activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute,
-                                       in.flash_attention, in.precision);
+      g.activations =
+          activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute, in.precision);
       const Traffic t = rank_traffic(in, g.shard, stage, g.numel);
       // Every rank receives what it sends: collectives are symmetric, and a stage receives from
       // its neighbours as many messages as it sends them.

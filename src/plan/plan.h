@@ -58,11 +58,10 @@ std::vector<int> slots_per_chunk(PipeSchedule s, int stages, int rank, int micro
 // layers' activations from forward to backward, and for the head chunk the logits and loss
 // buffers) plus the scratch shared by all (rotary tables, backward buffers). With `recompute`
 // a slot keeps only each layer's input and the scratch holds one layer's activations, redone in
-// backward. `flash_attention` drops the (B, H, T, T) attention weights this program stores per
-// layer for softmax statistics (B, H, T), as FlashAttention does.
+// backward (attention: a slot keeps all but the attention output and its log-sum-exp, of which
+// the scratch holds one layer's). Attention keeps no (B, H, T, T) weights, as the model does.
 double activation_bytes(const LlamaConfig& m, const ModelShard& shard, int64_t B, int64_t T,
-                        const std::vector<int>& slots, Recompute recompute, bool flash_attention,
-                        Precision p);
+                        const std::vector<int>& slots, Recompute recompute, Precision p);
 
 struct PlanInput {
   LlamaConfig model;
@@ -72,7 +71,6 @@ struct PlanInput {
   int micro_batches = 1;           // per optimizer step, per data-parallel replica
   int zero = 0;
   Recompute recompute = Recompute::none;
-  bool flash_attention = false;
   Precision precision = Precision::fp32;
   int moments = 2;         // optimizer moments per parameter: AdamW 2, SGD 1
   double bucket_mb = 4.0;  // data-parallel all-reduce bucket

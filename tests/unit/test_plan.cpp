@@ -96,13 +96,13 @@ TEST(Plan, ActivationsMatchTheModel) {
   init_params(params, 1);
   Llama model(layout, B, T);
   EXPECT_EQ(static_cast<double>(model.activation_bytes()),
-            activation_bytes(m, whole, B, T, {1}, Recompute::none, false, Precision::fp32));
+            activation_bytes(m, whole, B, T, {1}, Recompute::none, Precision::fp32));
   std::vector<int32_t> tokens(N), targets(N);
   for (int64_t i = 0; i < N; ++i) tokens[i] = static_cast<int32_t>(i % 50), targets[i] = 7;
   for (int micro = 0; micro < 3; ++micro)  // three micro-batches in flight: three slots
     model.forward_chunk(params, 0, micro, tokens.data(), targets.data(), nullptr);
   EXPECT_EQ(static_cast<double>(model.activation_bytes()),
-            activation_bytes(m, whole, B, T, {3}, Recompute::none, false, Precision::fp32));
+            activation_bytes(m, whole, B, T, {3}, Recompute::none, Precision::fp32));
 
   // A last interleaved stage: two chunks, the second with the head.
   MeshShape sh;
@@ -112,7 +112,7 @@ TEST(Plan, ActivationsMatchTheModel) {
   const ParamLayout last_layout(m, last);
   Llama stage(last_layout, B, T);
   EXPECT_EQ(static_cast<double>(stage.activation_bytes()),
-            activation_bytes(m, last, B, T, {1, 1}, Recompute::none, false, Precision::fp32));
+            activation_bytes(m, last, B, T, {1, 1}, Recompute::none, Precision::fp32));
 
   // With recompute, what the model allocates for three micro-batches in flight.
   for (Recompute rc : {Recompute::attention, Recompute::full}) {
@@ -120,13 +120,13 @@ TEST(Plan, ActivationsMatchTheModel) {
     for (int micro = 0; micro < 3; ++micro)
       again.forward_chunk(params, 0, micro, tokens.data(), targets.data(), nullptr);
     EXPECT_EQ(static_cast<double>(again.activation_bytes()),
-              activation_bytes(m, whole, B, T, {3}, rc, false, Precision::fp32))
+              activation_bytes(m, whole, B, T, {3}, rc, Precision::fp32))
         << recompute_name(rc);
   }
 }
 
 // Recompute keeps per micro-batch only each layer's input, (B, T, C) floats per layer (and the
-// chunk's output); the T × T attention weights dominate what it saves.
+// chunk's output).
 TEST(Plan, RecomputeKeepsLayerInputs) {
   const LlamaConfig m = llama_preset("bench15m");
   MeshShape sh;
@@ -134,15 +134,14 @@ TEST(Plan, RecomputeKeepsLayerInputs) {
   const ModelShard first = mesh_shard(m, sh, {0, 0, 0});  // no head
   const int64_t B = 2, T = 64, nl = first.last_layer - first.first_layer;
   auto rec = [&](int slots) {
-    return activation_bytes(m, first, B, T, {slots}, Recompute::full, false, Precision::fp32);
+    return activation_bytes(m, first, B, T, {slots}, Recompute::full, Precision::fp32);
   };
   auto keep = [&](int slots) {
-    return activation_bytes(m, first, B, T, {slots}, Recompute::none, false, Precision::fp32);
+    return activation_bytes(m, first, B, T, {slots}, Recompute::none, Precision::fp32);
   };
   EXPECT_DOUBLE_EQ(rec(5) - rec(4), 4.0 * (nl + 1) * B * T * m.dim);
   EXPECT_LT(rec(4), keep(4));
-  EXPECT_LT(activation_bytes(m, first, B, T, {4}, Recompute::none, true, Precision::fp32), keep(4));
-  EXPECT_DOUBLE_EQ(activation_bytes(m, first, B, T, {4}, Recompute::full, false, Precision::bf16),
+  EXPECT_DOUBLE_EQ(activation_bytes(m, first, B, T, {4}, Recompute::full, Precision::bf16),
                    rec(4) / 2);
 }
 

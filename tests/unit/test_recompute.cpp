@@ -37,11 +37,12 @@ TEST(Recompute, GradientsAreBitIdenticalAndMemoryShrinks) {
     else
       EXPECT_EQ(0, std::memcmp(want.data(), g.data(), 4 * g.size())) << "mode " << k;
   }
-  // attention drops (L - 1) layers' probabilities; full keeps only each layer's input.
+  // attention drops (L - 1) layers' attention output and log-sum-exp (one layer's stay as
+  // scratch); full keeps only each layer's input.
   EXPECT_LT(bytes[1], bytes[0]);
   EXPECT_LT(bytes[2], bytes[1]);
-  const int64_t probs = B * m.cfg.n_heads * T * T * 4;
-  EXPECT_GE(bytes[0] - bytes[1], static_cast<size_t>((m.cfg.n_layers - 1) * probs));
+  const int64_t attn = (B * T * m.cfg.dim + B * m.cfg.n_heads * T) * 4;
+  EXPECT_GE(bytes[0] - bytes[1], static_cast<size_t>((m.cfg.n_layers - 1) * attn));
 }
 
 TEST(Recompute, UnknownModeIsRefused) {

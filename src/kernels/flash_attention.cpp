@@ -1,0 +1,164 @@
+#include "kernels/flash_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/matmul.h"
+
+namespace parallama::kernels {
+
+namespace {
+
+// Work goes in tiles of kBlock query rows × kBlock keys: the tile's products (scores, p · v and
+// the gradient products) are small GEMMs, each run single-threaded inside its task, and the
+// softmax is applied between them; per-thread scratch is O(kBlock · (kBlock + D)) plus O(T).
+// Query and key blocks share one grid, so only a diagonal tile needs the causal mask.
+constexpr int64_t kBlock = 64;
+
+}  // namespace
+
+void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                             const AttnDims& d) {
+  const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
+  const int64_t nblocks = (T + kBlock - 1) / kBlock;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel
+  {
+    // acc (kBlock × D), scores / probabilities (kBlock × kBlock), running max m and sum l
+    thread_local std::vector<float> scratch;  // grows once, reused by every later step
+    const auto need = static_cast<size_t>(kBlock * (D + kBlock + 2));
+    if (scratch.size() < need) scratch.resize(need);
+    float* const acc = scratch.data();
+    float* const s = acc + kBlock * D;
+    float* const m = s + kBlock * kBlock;
+    float* const l = m + kBlock;
+    // Later query blocks see more keys: hand them out one at a time.
+#pragma omp for collapse(3) schedule(dynamic, 1)
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t qb = 0; qb < nblocks; ++qb) {
+          const int64_t i0 = qb * kBlock, n = std::min(kBlock, T - i0);
+          const float* kh = k + b * T * d.ldkv + (h / group) * D;
+          const float* vh = v + b * T * d.ldkv + (h / group) * D;
+          const float* qi = q + (b * T + i0) * d.ldq + h * D;
+          std::fill(acc, acc + n * D, 0.0f);
+          std::fill(m, m + n, -INFINITY);
+          std::fill(l, l + n, 0.0f);
+          for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
+            const int64_t nk = std::min(kBlock, i0 + n - j0);
+            const bool diagonal = j0 == i0;
+            // s (n, nk) = scale · q_block · k_blockᵀ
+            gemm(false, true, n, nk, D, scale, qi, d.ldq, kh + j0 * d.ldkv, d.ldkv, 0.0f, s,
+                 kBlock);
+            for (int64_t r = 0; r < n; ++r) {
+              float* sr = s + r * kBlock;
+              const int64_t je = diagonal ? r + 1 : nk;  // keys visible to this row
+              float mx = m[r];
+              for (int64_t j = 0; j < je; ++j) mx = std::fmax(mx, sr[j]);
+              float sum = 0.0f;
+              for (int64_t j = 0; j < je; ++j) {
+                sr[j] = std::exp(sr[j] - mx);
+                sum += sr[j];
+              }
+              for (int64_t j = je; j < nk; ++j) sr[j] = 0.0f;
+              const float alpha = std::exp(m[r] - mx);  // 0 on the first block (m = −∞)
+              if (alpha != 1.0f) {
+                float* a = acc + r * D;
+                for (int64_t x = 0; x < D; ++x) a[x] *= alpha;
+              }
+              l[r] = l[r] * alpha + sum;
+              m[r] = mx;
+            }
+            // acc (n, D) += p (n, nk) · v_block (nk, D)
+            gemm(false, false, n, D, nk, 1.0f, s, kBlock, vh + j0 * d.ldkv, d.ldkv, 1.0f, acc, D);
+          }
+          for (int64_t r = 0; r < n; ++r) {
+            const float inv = 1.0f / l[r];
+            float* o = out + ((b * T + i0 + r) * H + h) * D;
+            const float* a = acc + r * D;
+            for (int64_t x = 0; x < D; ++x) o[x] = a[x] * inv;
+            if (lse) lse[(b * H + h) * T + i0 + r] = m[r] + std::log(l[r]);
+          }
+        }
+  }
+}
+
+void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                              const float* lse, const float* q, const float* k, const float* v,
+                              const AttnDims& d) {
+  const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // One task per (batch, KV head): it owns dk and dv of that KV head and dq of its query heads,
+  // so no two threads write the same memory, and the order of accumulation is fixed.
+#pragma omp parallel
+  {
+    // delta (T): Σ_x dout·out per row of one head; p and ds (kBlock × kBlock) of one tile
+    thread_local std::vector<float> scratch;
+    const auto need = static_cast<size_t>(T + 2 * kBlock * kBlock);
+    if (scratch.size() < need) scratch.resize(need);
+    float* const delta = scratch.data();
+    float* const p = delta + T;
+    float* const ds = p + kBlock * kBlock;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t kvh = 0; kvh < d.KVH; ++kvh) {
+        const float* kh = k + b * T * d.ldkv + kvh * D;
+        const float* vh = v + b * T * d.ldkv + kvh * D;
+        float* dkh = dk + b * T * d.ldkv + kvh * D;
+        float* dvh = dv + b * T * d.ldkv + kvh * D;
+        for (int64_t t = 0; t < T; ++t) {
+          std::fill(dkh + t * d.ldkv, dkh + t * d.ldkv + D, 0.0f);
+          std::fill(dvh + t * d.ldkv, dvh + t * d.ldkv + D, 0.0f);
+        }
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+          const float* qh = q + b * T * d.ldq + h * D;
+          float* dqh = dq + b * T * d.ldq + h * D;
+          const float* goh = dout + b * T * H * D + h * D;  // row t at goh + t·H·D
+          const float* lh = lse + (b * H + h) * T;
+          for (int64_t t = 0; t < T; ++t) {
+            const float* go = goh + t * H * D;
+            const float* o = out + ((b * T + t) * H + h) * D;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t x = 0; x < D; ++x) s += go[x] * o[x];
+            delta[t] = s;
+            std::fill(dqh + t * d.ldq, dqh + t * d.ldq + D, 0.0f);
+          }
+          // Key block outer: its k, v, dk, dv stay in cache while every later query block passes.
+          for (int64_t j0 = 0; j0 < T; j0 += kBlock) {
+            const int64_t nk = std::min(kBlock, T - j0);
+            for (int64_t i0 = j0; i0 < T; i0 += kBlock) {
+              const int64_t n = std::min(kBlock, T - i0);
+              const bool diagonal = i0 == j0;
+              // p (n, nk) = scale · q_block · k_blockᵀ, ds = dout_block · v_blockᵀ for now
+              gemm(false, true, n, nk, D, scale, qh + i0 * d.ldq, d.ldq, kh + j0 * d.ldkv, d.ldkv,
+                   0.0f, p, kBlock);
+              gemm(false, true, n, nk, D, 1.0f, goh + i0 * H * D, H * D, vh + j0 * d.ldkv, d.ldkv,
+                   0.0f, ds, kBlock);
+              for (int64_t r = 0; r < n; ++r) {
+                float* pr = p + r * kBlock;
+                float* dsr = ds + r * kBlock;
+                const int64_t je = diagonal ? r + 1 : nk;
+                const float li = lh[i0 + r], di = delta[i0 + r];
+                for (int64_t j = 0; j < je; ++j) {
+                  pr[j] = std::exp(pr[j] - li);
+                  dsr[j] = pr[j] * (dsr[j] - di) * scale;  // d(score before scaling)
+                }
+                for (int64_t j = je; j < nk; ++j) pr[j] = dsr[j] = 0.0f;
+              }
+              // dv_block += pᵀ · dout_block, dk_block += dsᵀ · q_block, dq_block += ds · k_block
+              gemm(true, false, nk, D, n, 1.0f, p, kBlock, goh + i0 * H * D, H * D, 1.0f,
+                   dvh + j0 * d.ldkv, d.ldkv);
+              gemm(true, false, nk, D, n, 1.0f, ds, kBlock, qh + i0 * d.ldq, d.ldq, 1.0f,
+                   dkh + j0 * d.ldkv, d.ldkv);
+              gemm(false, false, n, D, nk, 1.0f, ds, kBlock, kh + j0 * d.ldkv, d.ldkv, 1.0f,
+                   dqh + i0 * d.ldq, d.ldq);
+            }
+          }
+        }
+      }
+  }
+}
+
+}  // namespace parallama::kernels

@@ -1,0 +1,23 @@
+#pragma once
+// Causal grouped-query attention that never holds the (B, H, T, T) probabilities: the forward
+// walks the keys in blocks with a running (online) softmax and keeps only the log-sum-exp of
+// each row; the backward recomputes the probabilities block by block from q, k and that
+// log-sum-exp. Same layouts and head grouping as attention.h.
+#include "kernels/attention.h"
+
+namespace parallama::kernels {
+
+// out (B, T, H, D) contiguous; lse (B, H, T): log Σ_{j ≤ t} exp(q_t·k_j / √D) per row, may be
+// null when no backward follows; q (B, T, H, D), k, v (B, T, KVH, D), strided as in dims.
+void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                             const AttnDims& d);
+
+// dq (B, T, H, D), dk, dv (B, T, KVH, D) = (overwritten), strided as in dims; dout (B, T, H, D)
+// contiguous; out, lse, q, k, v as given to and returned by the forward. One task per
+// (batch, KV head) owns dk, dv of that head and dq of its query heads, so the result does not
+// depend on the number of threads.
+void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                              const float* lse, const float* q, const float* k, const float* v,
+                              const AttnDims& d);
+
+}  // namespace parallama::kernels
