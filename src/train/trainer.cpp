@@ -277,10 +277,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
         .all_reduce(&peak, 1, comm::DataType::F64, comm::ReduceOp::Max);
     if (!writes) return;
     std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
-    char gathered[128];
-    std::snprintf(gathered, sizeof gathered,
-                  " (saving gathered at most %.4f MB on a rank (largest tensor %.4f MB))",
-                  peak / 1e6, largest_tensor_bytes(cfg.model) / 1e6);
+    char gathered[128] = "";  // one process writes its tensors as they are: nothing gathered
+    if (peak > 0)
+      std::snprintf(gathered, sizeof gathered,
+                    " (saving gathered at most %.4f MB on a rank (largest tensor %.4f MB))",
+                    peak / 1e6, largest_tensor_bytes(cfg.model) / 1e6);
     say("checkpoint " + dir + gathered);
   };
 
