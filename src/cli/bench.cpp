@@ -97,7 +97,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
       const auto t0 = Clock::now();
       st.forward_backward(tokens.data(), targets.data(), K, K * B * T, *own);
-      own->update(st.replica, cfg.optim.lr, s + 1);
+      st.update(*own, cfg.optim.lr, s + 1);
       if (s >= cfg.bench.warmup) alone.push_back(seconds_since(t0));
     }
   }
@@ -113,7 +113,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     st.model.reset_tp_stats();
     double loss_sum = st.forward_backward(tokens.data(), targets.data(), K, valid, *sync);
     loss = static_cast<float>(loss_sum / static_cast<double>(K * B * T));
-    const SyncStep upd = sync->update(st.replica, cfg.optim.lr, s + 1);
+    const SyncStep upd = st.update(*sync, cfg.optim.lr, s + 1);
     if (s >= cfg.bench.warmup) {
       times.push_back(seconds_since(t0));
       comm.push_back(upd.extra.value("comm_s", 0.0));
@@ -222,8 +222,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
       j["alone_tokens_per_s"] = alone_rate;
       j["scaling_efficiency"] = tokens_per_s / alone_total;
     }
-    std::printf("gradient %s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
-                cfg.parallel.zero ? "reduce-scatter (ZeRO)" : "all-reduce", c, e, 100.0 * hidden);
+    std::printf("gradient %s%s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
+                cfg.parallel.zero ? "reduce-scatter (ZeRO)" : "all-reduce",
+                cfg.parallel.reduce_dtype == "bf16" ? " in bf16" : "", c, e, 100.0 * hidden);
+    j["reduce_dtype"] = cfg.parallel.reduce_dtype;
     j["per_rank_tokens_per_s"] = per_rank;
     j["comm_s"] = c;
     j["comm_exposed_s"] = e;

@@ -63,15 +63,21 @@ int main(int argc, char** argv) {
     sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)");
     sub->add_option("--pp", pp, "pipeline stages (same as --parallel.pp); dp·tp·pp = processes");
   };
-  std::string sync_flag;
+  std::string sync_flag, precision_flag;
+  auto add_precision = [&](CLI::App* sub) {
+    sub->add_option("--precision", precision_flag,
+                    "fp32, or bf16 / fp16 mixed precision (same as --train.precision)");
+  };
   CLI::App* train_cmd = with_config("train", "train a model");
   add_layout(train_cmd);
+  add_precision(train_cmd);
   train_cmd->add_option("--sync", sync_flag,
                         "allreduce, ps, ps-async, local or diloco (same as --parallel.sync)");
   train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
   train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint");
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
+  add_precision(bench_cmd);
   bench_cmd->add_flag("--json", json, "also print the results as one JSON object on the last line");
   add_layout(bench_cmd);
   CLI::App* info_cmd =
@@ -82,7 +88,7 @@ int main(int argc, char** argv) {
       with_config("plan", "memory, communication, bubble, step time and MFU of a layout, on paper");
   add_layout(plan_cmd);
   plan_cmd->add_option("--precision", plan_opt.precision,
-                       "fp32 (as training here) or bf16 (mixed, fp32 master weights)");
+                       "fp32, or bf16 / fp16 (mixed: fp32 master weights)");
   plan_cmd->add_option("--device-tflops", plan_opt.device.tflops,
                        "dense peak TFLOP/s per device (default: H100 SXM, 989 bf16 / 495 TF32)");
   plan_cmd->add_option("--compute-efficiency", plan_opt.device.efficiency,
@@ -145,6 +151,7 @@ int main(int argc, char** argv) {
     if (pp > 0) ov.emplace_back("parallel.pp", std::to_string(pp));
     if (zero >= 0) ov.emplace_back("parallel.zero", std::to_string(zero));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
+    if (!precision_flag.empty()) ov.emplace_back("train.precision", precision_flag);
     const RunConfig cfg =
         load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run);
     world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});

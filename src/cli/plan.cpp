@@ -92,10 +92,12 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
              m.name.c_str(),
              (n >= 1e9 ? format("%.2f B", n / 1e9) : format("%.2f M", n / 1e6)).c_str(), sh.dp,
              sh.tp, sh.pp, sh.size(),
-             in.precision == Precision::bf16
-                 ? "bf16 mixed precision (bf16 weights, gradients and activations; fp32 master "
-                   "weights and moments)"
-                 : "fp32",
+             (in.precision == Precision::fp32
+                  ? std::string("fp32")
+                  : std::string(precision_name(in.precision)) + " mixed precision (" +
+                        precision_name(in.precision) +
+                        " weights, gradients and activations; fp32 master weights and moments)")
+                 .c_str(),
              cfg.optim.name.c_str(), in.moments, in.moments > 1 ? "s" : "", zero_text[in.zero]));
   say(
       format("  per replica and step: %d micro-batch(es) of %lld x %lld tokens; pipeline %s%s; "
@@ -173,7 +175,7 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
       "machine (--tp-link-gbps)",
       peak,
       dev.tflops > 0                    ? ""
-      : in.precision == Precision::bf16 ? " (an H100 SXM's dense bf16)"
+      : in.precision != Precision::fp32 ? " (an H100 SXM's dense bf16 / fp16)"
                                         : " (an H100 SXM's dense TF32, for fp32)",
       100 * dev.efficiency, dev.link_gbps, dev.tp_link_gbps));
   std::printf("  %5s  %-15s %10s %10s %14s %14s\n", "stage", "ranks", "TFLOP", "compute s",

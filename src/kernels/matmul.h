@@ -24,3 +24,27 @@ void linear_backward_weight(float* dw, const float* dy, const float* x, int64_t 
                             int64_t O, int chunks, const std::function<void()>& between);
 
 }  // namespace parallama::kernels
+
+namespace parallama::kernels {
+
+// --- Low precision: bf16 or fp16 storage (16-bit words), fp32 accumulation.
+// bf16 multiplies go through oneDNN's matmul (AVX-512 BF16 / AMX where the CPU has them). fp16
+// values are stored and rounded as fp16 (range ±65504: larger values become ±inf, exactly as on
+// a GPU, which is what loss scaling is for); CPUs without fp16 matrix units multiply them after
+// widening to fp32, which is exact, so the results equal an fp16 GEMM with fp32 accumulation.
+enum class LowP { bf16, f16 };
+const char* lowp_name(LowP t);
+
+// dst[i] = src[i] rounded to nearest even (fp16: ±inf beyond its range; NaN stays NaN).
+void to_lowp(LowP t, uint16_t* dst, const float* src, int64_t n);
+void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n);
+// A dense rows × cols fp32 matrix rounded to 16 bits in place: returns buf as 16-bit values,
+// rows × cols, dense (the first half of buf's bytes). No memory beside it.
+uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols);
+
+// c (M, N) = op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in fp32.
+void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+             int64_t ldc);
+
+}  // namespace parallama::kernels

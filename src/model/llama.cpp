@@ -30,6 +30,7 @@ struct Llama::Slot {
   std::vector<float*> res;  // layers + 1 residual streams (N, C): each layer's input, then output
   std::vector<LayerActs> acts;
   float *lnf = nullptr, *rstdf = nullptr, *logits = nullptr, *ce_stats = nullptr /* (N, 2) */;
+  uint16_t* lnfh = nullptr;  // mixed precision: the final norm's output in 16 bits (lnf null)
   float *ce_part = nullptr /* (N, 2) */, *ce_max = nullptr, *losses = nullptr;
   std::vector<int32_t> tokens, targets;
 };
@@ -45,8 +46,37 @@ const char* recompute_name(Recompute r) {
   return r == Recompute::full ? "full" : r == Recompute::attention ? "attention" : "none";
 }
 
-Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Recompute recompute)
-    : cfg_(layout.config()), tp_(std::move(tp)), B_(B), T_(T), recompute_(recompute) {
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "bf16") return Precision::bf16;
+  if (name == "fp16") return Precision::fp16;
+  throw Error("unknown precision '" + name + "' (choose fp32, bf16 or fp16)");
+}
+
+const char* precision_name(Precision p) {
+  return p == Precision::bf16 ? "bf16" : p == Precision::fp16 ? "fp16" : "fp32";
+}
+
+namespace {
+// Arena floats for n 16-bit values.
+size_t halves(int64_t n) {
+  return static_cast<size_t>((n + 1) / 2);
+}
+uint16_t* as_half(float* p) {
+  return reinterpret_cast<uint16_t*>(p);
+}
+}  // namespace
+
+Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Recompute recompute,
+             Precision precision)
+    : cfg_(layout.config()),
+      tp_(std::move(tp)),
+      B_(B),
+      T_(T),
+      recompute_(recompute),
+      precision_(precision),
+      lowp_(precision != Precision::fp32),
+      lp_type_(precision == Precision::fp16 ? LowP::f16 : LowP::bf16) {
   const ModelShard& shard = layout.shard();
   if (shard.tp_size != tp_.size() || shard.tp_rank != tp_.rank())
     throw Error("internal: the model shard is tensor-parallel rank " +
@@ -102,22 +132,77 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
 
   scratch_.plan([&](auto&& take) {
     LayerActs& a = shared_;
-    if (recompute_ == Recompute::full) {
-      a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-      a.res_mid = take(N_ * C_);
-      a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_), a.act = take(N_ * F_);
-    }
+    if (recompute_ == Recompute::full) take_layer(a, take, false);
     if (recompute_ != Recompute::none) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
     cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
+    if (lowp_) {  // 16-bit operands of the GEMMs, and fp32 values before their rounding
+      const int64_t widest = std::max({C_, 2 * F_, QKV_, H_ * D_});
+      tmp_ = take(N_ * std::max(C_, F_));
+      xh_ = as_half(take(halves(N_ * H_ * D_)));
+      dyh_ = as_half(take(halves(N_ * widest)));
+    }
   });
+  if (lowp_) wlp_.resize(static_cast<size_t>(layout.total()));
   rope_table(cos_, sin_, T_, D_, cfg_.rope_theta);
   for (int c = 0; c < num_chunks(); ++c) release(acquire(c, 0));  // one slot each up front
   reset_peak();
 }
 
 Llama::~Llama() = default;
+
+template <class Take>
+void Llama::take_layer(LayerActs& a, Take&& take, bool attention) const {
+  a = {};
+  auto act = [&](float*& f, uint16_t*& h, int64_t n) {  // a GEMM-only activation
+    if (lowp_)
+      h = as_half(take(halves(n)));
+    else
+      f = take(n);
+  };
+  act(a.ln1, a.ln1h, N_ * C_);
+  a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
+  if (attention) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
+  a.res_mid = take(N_ * C_);
+  act(a.ln2, a.ln2h, N_ * C_);
+  a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
+  act(a.act, a.acth, N_ * F_);
+}
+
+void Llama::mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b,
+               int64_t ldb, float beta, float* c, int64_t ldc) const {
+  if (lowp_)
+    gemm_lp(lp_type_, ta, tb, M, N, K, a.h, lda, b.h, ldb, beta, c, ldc);
+  else
+    gemm(ta, tb, M, N, K, 1.0f, a.f, lda, b.f, ldb, beta, c, ldc);
+}
+
+void Llama::linear_grads(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O) const {
+  mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I);  // dx (N, I) = dy (N, O) · w (O, I)
+  mm(true, false, O, I, N_, dy, O, x, I, 1.0f, dw, I);   // dw (O, I) += dyᵀ · x (N, I)
+}
+
+Llama::Op Llama::weight(int64_t offset, const float* W) const {
+  return lowp_ ? Op{nullptr, wlp_.data() + offset} : Op{W + offset, nullptr};
+}
+
+Llama::Op Llama::operand(const float* x, int64_t n, uint16_t* into) const {
+  if (!lowp_) return {x, nullptr};
+  to_lowp(lp_type_, into, x, n);
+  return {nullptr, into};
+}
+
+void Llama::refresh_weights(const ParamBuffer& params) {
+  const float* W = params.data();
+  auto copy = [&](int64_t off, int64_t n) { to_lowp(lp_type_, wlp_.data() + off, W + off, n); };
+  const int64_t HD = H_ * D_;
+  for (const LayerParams& p : lp_) {
+    copy(p.wqkv, QKV_ * C_), copy(p.wo, C_ * HD);
+    copy(p.wgu, 2 * F_ * C_), copy(p.wdown, C_ * F_);
+  }
+  if (off_head_ >= 0) copy(off_head_, V_ * C_);
+}
 
 Llama::Slot& Llama::acquire(int c, int micro) {
   for (auto& s : slots_[c])
@@ -136,15 +221,14 @@ Llama::Slot& Llama::acquire(int c, int micro) {
       s.res.assign(nl + 1, nullptr);
       s.acts.assign(recompute_ == Recompute::full ? 0 : nl, {});
       for (int l = 0; l <= nl; ++l) s.res[l] = take(N_ * C_);
-      for (auto& a : s.acts) {  // with attention recompute, its output and lse are shared
-        a.ln1 = take(N_ * C_), a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-        if (recompute_ == Recompute::none) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
-        a.res_mid = take(N_ * C_);
-        a.ln2 = take(N_ * C_), a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
-        a.act = take(N_ * F_);
-      }
+      // With attention recompute, its output and lse are shared.
+      for (auto& a : s.acts) take_layer(a, take, recompute_ == Recompute::none);
       if (ch.head) {
-        s.lnf = take(N_ * C_), s.rstdf = take(N_), s.logits = take(N_ * V_);
+        if (lowp_)
+          s.lnfh = as_half(take(halves(N_ * C_)));
+        else
+          s.lnf = take(N_ * C_);
+        s.rstdf = take(N_), s.logits = take(N_ * V_);
         s.ce_stats = take(2 * N_), s.ce_part = take(2 * N_), s.ce_max = take(N_);
         s.losses = take(N_);
       }
@@ -202,20 +286,23 @@ void Llama::tp_reduce(float* x, int64_t n, comm::ReduceOp op) {
   stats_.comm_s += dt, stats_.exposed_s += dt, ++stats_.all_reduces;
 }
 
-void Llama::column_parallel_backward(float* dx, float* dw, const float* dy, const float* x,
-                                     const float* w, int64_t I, int64_t O) {
-  gemm(false, false, N_, I, O, 1.0f, dy, O, w, I, 0.0f, dx, I);  // dx (N, I) = dy · w
+void Llama::column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I,
+                                     int64_t O) {
+  mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I);  // dx (N, I) = dy · w
   if (tp_.size() == 1) {
-    gemm(true, false, O, I, N_, 1.0f, dy, O, x, I, 1.0f, dw, I);
+    mm(true, false, O, I, N_, dy, O, x, I, 1.0f, dw, I);  // dw (O, I) += dyᵀ · x
     return;
   }
   const double t0 = now();
   comm::Request req = tp_.iall_reduce(dx, N_ * I);
   double done_at = 0;
-  // The weight gradient in blocks; between blocks, MPI gets the chance to progress the sum.
-  linear_backward_weight(dw, dy, x, N_, I, O, 4, [&] {
+  // The weight gradient in blocks of its rows; between blocks, MPI gets the chance to progress
+  // the sum.
+  const int64_t block = (O + 3) / 4;
+  for (int64_t o0 = 0; o0 < O; o0 += block) {
+    mm(true, false, std::min(block, O - o0), I, N_, dy.at(o0), O, x, I, 1.0f, dw + o0 * I, I);
     if (done_at == 0 && req.test()) done_at = now();
-  });
+  }
   const double t1 = now();
   req.wait();
   const double t2 = now();
@@ -256,6 +343,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   if (ch.embedding) check_ids(tokens, false);
   if (ch.head) check_ids(targets, true);
   Slot& s = acquire(c, micro);
+  if (lowp_ && c == 0 && micro == 0) refresh_weights(params);  // the step's first forward
   std::memcpy(s.tokens.data(), tokens, N_ * sizeof(int32_t));
   std::memcpy(s.targets.data(), targets, N_ * sizeof(int32_t));
   const float* W = params.data();
@@ -286,30 +374,46 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   const bool adds_residual = tp_.rank() == 0;  // the residual enters the sum over ranks once
   // y (N, C) = (rank 0: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the ranks:
   // the row-parallel GEMM and its forward all-reduce.
-  auto row_parallel = [&](float* y, const float* residual, const float* v, const float* w,
-                          int64_t K) {
+  auto row_parallel = [&](float* y, const float* residual, Op v, Op w, int64_t K) {
     if (adds_residual)
       std::memcpy(y, residual, N_ * C_ * sizeof(float));
     else
       std::memset(y, 0, N_ * C_ * sizeof(float));
-    gemm(false, true, N_, C_, K, 1.0f, v, K, w, K, 1.0f, y, C_);
+    mm(false, true, N_, C_, K, v, K, w, K, 1.0f, y, C_);
     tp_reduce(y, N_ * C_);
   };
-  rmsnorm_forward(a.ln1, a.rstd1, x, W + p.ln1, N_, C_, cfg_.norm_eps);
-  linear_forward(a.qkv, a.ln1, W + p.wqkv, N_, C_, QKV_);  // (N, QKV) = [q | k | v], local heads
+  // A GEMM-only activation: computed in fp32, kept as it is or rounded to 16 bits.
+  auto keep = [&](float* f, uint16_t* h, int64_t n, auto&& compute) -> Op {
+    if (!lowp_) return compute(f), Op{f, nullptr};
+    compute(tmp_);
+    to_lowp(lp_type_, h, tmp_, n);
+    return {nullptr, h};
+  };
+  const Op ln1 = keep(a.ln1, a.ln1h, N_ * C_, [&](float* y) {
+    rmsnorm_forward(y, a.rstd1, x, W + p.ln1, N_, C_, cfg_.norm_eps);
+  });
+  // (N, QKV) = [q | k | v], local heads
+  mm(false, true, N_, QKV_, C_, ln1, C_, weight(p.wqkv, W), C_, 0.0f, a.qkv, QKV_);
   rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
   rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
   flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
-  row_parallel(a.res_mid, x, a.atty, W + p.wo, HD);  // res_mid = x + attn · Woᵀ
-  rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
-  linear_forward(a.gu, a.ln2, W + p.wgu, N_, C_, 2 * F_);  // (N, 2F) = [gate | up], local
-  swiglu_forward(a.act, a.gu, N_, F_);
-  if (out) row_parallel(out, a.res_mid, a.act, W + p.wdown, F_);
+  // res_mid = x + attn · Woᵀ
+  row_parallel(a.res_mid, x, operand(a.atty, N_ * HD, xh_), weight(p.wo, W), HD);
+  const Op ln2 = keep(a.ln2, a.ln2h, N_ * C_, [&](float* y) {
+    rmsnorm_forward(y, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
+  });
+  // (N, 2F) = [gate | up], local
+  mm(false, true, N_, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
+  const Op act = keep(a.act, a.acth, N_ * F_, [&](float* y) { swiglu_forward(y, a.gu, N_, F_); });
+  if (out) row_parallel(out, a.res_mid, act, weight(p.wdown, W), F_);
 }
 
 void Llama::head_forward(Slot& s, const float* W) {
-  rmsnorm_forward(s.lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
-  linear_forward(s.logits, s.lnf, W + off_head_, N_, C_, V_);  // (N, V/tp): this rank's columns
+  float* lnf = lowp_ ? tmp_ : s.lnf;
+  rmsnorm_forward(lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
+  if (lowp_) to_lowp(lp_type_, s.lnfh, lnf, N_ * C_);
+  // (N, V/tp): this rank's columns
+  mm(false, true, N_, V_, C_, {s.lnf, s.lnfh}, C_, weight(off_head_, W), C_, 0.0f, s.logits, V_);
   if (tp_.size() == 1) {
     cross_entropy_forward(s.losses, s.ce_stats, s.logits, s.targets.data(), N_, V_);
   } else {  // vocabulary-parallel: row maxima, then sums of exponentials and target logits
@@ -346,7 +450,11 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     cross_entropy_backward(s.logits, s.logits, s.ce_stats, s.targets.data(), grad_scale, N_, V_,
                            v0_);  // in place
     // The head is column-parallel over the vocabulary.
-    column_parallel_backward(dln_, G + off_head_, s.logits, s.lnf, W + off_head_, C_, V_);
+    // Mixed precision: the logits' gradient rounded to 16 bits in place.
+    const Op dlogits =
+        lowp_ ? Op{nullptr, to_lowp_in_place(lp_type_, s.logits, N_, V_)} : Op{s.logits, nullptr};
+    column_parallel_backward(dln_, G + off_head_, dlogits, {s.lnf, s.lnfh}, weight(off_head_, W),
+                             C_, V_);
     rmsnorm_backward(dres_, G + off_norm_, dln_, s.res.back(), W + off_norm_, s.rstdf, N_, C_);
     // The layout keeps the final norm and the head (untied, or a last stage's tied copy) after
     // every layer; a tied embedding at offset 0 is completed last.
@@ -363,17 +471,21 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
       flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
-    linear_backward(dact_, G + p.wdown, dres_, a.act, W + p.wdown, N_, F_, C_);
+    linear_grads(dact_, G + p.wdown, operand(dres_, N_ * C_, dyh_), {a.act, a.acth},
+                 weight(p.wdown, W), F_, C_);
     swiglu_backward(dgu_, dact_, a.gu, N_, F_);
-    column_parallel_backward(dln_, G + p.wgu, dgu_, a.ln2, W + p.wgu, C_, 2 * F_);
+    column_parallel_backward(dln_, G + p.wgu, operand(dgu_, N_ * 2 * F_, dyh_), {a.ln2, a.ln2h},
+                             weight(p.wgu, W), C_, 2 * F_);
     rmsnorm_backward(dres_, G + p.ln2, dln_, a.res_mid, W + p.ln2, a.rstd2, N_, C_, true);
     // res_mid = res[l] + atty · Woᵀ
-    linear_backward(datty_, G + p.wo, dres_, a.atty, W + p.wo, N_, HD, C_);
+    linear_grads(datty_, G + p.wo, operand(dres_, N_ * C_, dyh_), operand(a.atty, N_ * HD, xh_),
+                 weight(p.wo, W), HD, C_);
     flash_attention_backward(dqkv_, dqkv_ + HD, dqkv_ + HD + KVD, datty_, a.atty, a.lse, a.qkv,
                              a.qkv + HD, a.qkv + HD + KVD, ad);
     rope_backward(dqkv_, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
-    column_parallel_backward(dln_, G + p.wqkv, dqkv_, a.ln1, W + p.wqkv, C_, QKV_);
+    column_parallel_backward(dln_, G + p.wqkv, operand(dqkv_, N_ * QKV_, dyh_), {a.ln1, a.ln1h},
+                             weight(p.wqkv, W), C_, QKV_);
     rmsnorm_backward(dres_, G + p.ln1, dln_, s.res[i], W + p.ln1, a.rstd1, N_, C_, true);
     final_from(p.ln1);
   }

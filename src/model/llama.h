@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "comm/group.h"
+#include "kernels/matmul.h"
 #include "model/params.h"
 #include "tensor/arena.h"
 
@@ -41,6 +42,20 @@ enum class Recompute { none, attention, full };
 Recompute parse_recompute(const std::string& name);  // throws Error naming the choices
 const char* recompute_name(Recompute r);
 
+// Matrix-multiply precision. fp32: everything in fp32. bf16 and fp16: mixed precision. The GEMMs
+// of the layers and of the head multiply 16-bit operands and accumulate in fp32 (kernels::LowP):
+// a 16-bit copy of their weights, made from the fp32 master weights by the first forward of
+// micro-batch 0 (so after every optimizer step, before the step's first use); the activations
+// that only ever feed GEMMs (both norms' outputs, the SwiGLU output, the final norm's output)
+// kept in 16 bits only; the attention output and every output gradient rounded to 16 bits just
+// before their GEMMs. The residual stream, q|k|v, attention's softmax statistics, the norms', the
+// SwiGLU's and the loss's arithmetic, all parameter gradients and the optimizer stay fp32: their
+// sums and small differences are where 8 (bf16) or 11 (fp16) bits of mantissa would lose the
+// signal. fp16's range is ±65504: gradients need loss scaling (see train/loss_scale.h).
+enum class Precision { fp32, bf16, fp16 };
+Precision parse_precision(const std::string& name);  // throws Error naming the choices
+const char* precision_name(Precision p);
+
 // Time in the tensor-parallel collectives since the last reset: comm_s from each launch to its
 // observed completion, exposed_s spent waiting for them (not hidden behind computation).
 struct TpCommStats {
@@ -53,7 +68,7 @@ class Llama {
   // Throws Error for a shape-only preset, T > max_seq_len, or a tensor-parallel group that does
   // not match the shard's tp_rank / tp_size.
   Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp = {},
-        Recompute recompute = Recompute::none);
+        Recompute recompute = Recompute::none, Precision precision = Precision::fp32);
   ~Llama();
 
   // --- The whole model on this rank (one chunk holding the embedding and the head).
@@ -97,6 +112,7 @@ class Llama {
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   int64_t dim() const { return C_; }
+  Precision precision() const { return precision_; }
   // Bytes of activation memory allocated (slots and shared scratch), and the most micro-batches
   // whose activations were held at once (over all chunks) since the last reset.
   size_t activation_bytes() const;
@@ -110,6 +126,14 @@ class Llama {
   struct LayerActs {
     // lse (B, H, T): the attention rows' log-sum-exp (memory-light attention keeps no T × T).
     float *ln1, *rstd1, *qkv, *lse, *atty, *res_mid, *ln2, *rstd2, *gu, *act;
+    // Mixed precision: ln1, ln2 and act in 16 bits instead (the fp32 pointers are then null).
+    uint16_t *ln1h, *ln2h, *acth;
+  };
+  // A GEMM operand: fp32, or (mixed precision) its 16-bit copy.
+  struct Op {
+    const float* f = nullptr;
+    const uint16_t* h = nullptr;
+    Op at(int64_t off) const { return {f ? f + off : nullptr, h ? h + off : nullptr}; }
   };
   struct LayerParams {  // offsets into a ParamBuffer
     int64_t ln1, wqkv, wo, ln2, wgu, wdown;
@@ -127,13 +151,25 @@ class Llama {
   void tp_reduce(float* x, int64_t n, comm::ReduceOp op = comm::ReduceOp::Sum);
   // Column-parallel input gradient: dx (N, I) = dy (N, O) · w (O, I) summed over the group while
   // dw (O, I) += dy (N, O)ᵀ · x (N, I) is computed.
-  void column_parallel_backward(float* dx, float* dw, const float* dy, const float* x,
-                                const float* w, int64_t I, int64_t O);
+  void column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O);
+  // c (M, N) = op(a) · op(b) + beta · c in the model's precision.
+  void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b, int64_t ldb,
+          float beta, float* c, int64_t ldc) const;
+  // dx (N, I) = dy (N, O) · w (O, I); dw (O, I) += dyᵀ · x (N, I), in the model's precision.
+  void linear_grads(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O) const;
+  Op weight(int64_t offset, const float* W) const;  // the weights at a parameter offset
+  // x (n values) as a GEMM operand: itself in fp32, else rounded into `into` (16-bit scratch).
+  Op operand(const float* x, int64_t n, uint16_t* into) const;
+  // Mixed precision: the 16-bit copy of the GEMM weights, from params.
+  void refresh_weights(const ParamBuffer& params);
   void head_forward(Slot& s, const float* W);
   // Layer forward from x into a; out (N, C) = the layer's output when given (else stops after
   // the MLP activation: all that backward needs).
   void layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
                      const float* W);
+  // Carves one layer's activations from an arena (lse and atty only when `attention`).
+  template <class Take>
+  void take_layer(LayerActs& a, Take&& take, bool attention) const;
   // Where layer i of slot s keeps its activations (with recompute, partly the shared ones).
   LayerActs acts_of(const Slot& s, int i) const;
 
@@ -147,6 +183,12 @@ class Llama {
   std::vector<Chunk> chunks_;
   std::vector<std::vector<std::unique_ptr<Slot>>> slots_;  // per chunk
   Recompute recompute_;
+  Precision precision_;
+  bool lowp_ = false;
+  kernels::LowP lp_type_ = kernels::LowP::bf16;
+  std::vector<uint16_t> wlp_;  // mixed precision: 16-bit weights at the parameters' offsets
+  uint16_t *xh_ = nullptr, *dyh_ = nullptr;  // mixed precision: 16-bit operand scratch
+  float* tmp_ = nullptr;                     // mixed precision: fp32 before rounding
   LayerActs shared_{};  // recompute: one layer's dropped activations
   Arena scratch_;
   float *cos_, *sin_;

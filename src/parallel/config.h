@@ -18,6 +18,9 @@ struct ParallelConfig {
   int pp_virtual = 1;                // model chunks per rank (interleaved)
   std::string pp_trace;              // write the pipeline timeline here (Chrome trace JSON)
   double bucket_mb = 4.0;            // gradient all-reduce bucket size
+  // How gradient buckets travel over the data-parallel group: fp32, or bf16 (half the bytes,
+  // summed in fp32; see parallel/data_parallel.h). --sync allreduce only.
+  std::string reduce_dtype = "fp32";
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;

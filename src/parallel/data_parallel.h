@@ -4,7 +4,20 @@
 // backward finishes them). A bucket's all-reduce starts as soon as backward reports that every
 // gradient in it is final, so communication overlaps the rest of backward. Under ZeRO the
 // bucket is reduce-scattered instead: this rank receives the sum of its piece only.
+//
+// bf16 on the wire (parallel.reduce_dtype = "bf16"): a bucket of n floats is divided evenly over
+// the D ranks (comm::even_counts; under ZeRO the plan's division), and travels in two phases of
+// point-to-point messages, each half the bytes of fp32:
+//   1. reduce-scatter: every rank sends rank d the bf16 copy (round to nearest even) of chunk d;
+//      rank d sums its chunk in fp32, in rank order 0..D-1, its own unrounded fp32 values in its
+//      place: s = Σ_r v_r with v_d = x_d and v_r = bf16(x_r) for r ≠ d.
+//   2. all-gather (not under ZeRO): rank d rounds s to bf16 once and sends it to every rank;
+//      every rank, rank d included, stores bf16(s) as fp32, so the replicas stay bitwise equal.
+// Under ZeRO the owned piece keeps s in fp32 (it is not sent on). A group of one sends nothing
+// and rounds nothing. Phase 2 of a bucket starts, in bucket order, once its phase 1 completed on
+// this rank (seen at the next call from backward, or in finish()).
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "comm/group.h"
@@ -12,6 +25,10 @@
 #include "parallel/zero.h"
 
 namespace parallama {
+
+enum class ReduceDtype { fp32, bf16 };
+// "fp32" | "bf16"; anything else throws Error naming the choices.
+ReduceDtype parse_reduce_dtype(const std::string& s);
 
 struct ReduceStats {
   double comm_s = 0;     // from the first bucket's launch to the last bucket's completion
@@ -21,11 +38,12 @@ struct ReduceStats {
 
 class GradReducer {
  public:
-  GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes);
+  GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
+              ReduceDtype dtype = ReduceDtype::fp32);
   // ZeRO: each of plan's buckets reduce-scattered, this rank's summed piece of bucket i into
   // out[i] (out[i] = the bucket's start: in place), also with a group of one.
   GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
-              const std::vector<float*>& out);
+              const std::vector<float*>& out, ReduceDtype dtype = ReduceDtype::fp32);
   // Call before the backward pass of the last micro-batch.
   void begin();
   // Backward reports that gradients at flat offsets >= offset are final.
@@ -35,17 +53,34 @@ class GradReducer {
   size_t num_buckets() const { return buckets_.size(); }
 
  private:
-  void poll();
+  // bf16 phases of a bucket.
+  enum Phase { kIdle, kScatter, kGather, kDone };
   struct Bucket {
     int64_t begin, end;
-    comm::Request req;
+    comm::Request req;  // fp32
     bool launched = false, done = false;
-    float* out = nullptr;  // ZeRO: where this rank's summed piece goes
-    const std::vector<int64_t>* counts = nullptr;
+    float* out = nullptr;          // ZeRO: where this rank's summed piece goes
+    std::vector<int64_t> counts;   // elements of each rank (ZeRO, and bf16)
+    std::vector<int64_t> offsets;  // where each rank's chunk starts in the bucket
+    // bf16: the bucket on the wire (this rank's chunk: the rounded sum), the other ranks' copies
+    // of this rank's chunk (rank r's at r · counts[rank]), the messages in flight.
+    Phase phase = kIdle;
+    std::vector<uint16_t> wire, inbox;
+    std::vector<comm::Request> reqs;
   };
+  void poll();
+  void launch(size_t i);
+  // bf16
+  void launch_scatter(size_t i);
+  void reduce_and_gather(size_t i);  // phase 1 complete: sum this rank's chunk, start phase 2
+  void unpack(size_t i);             // phase 2 complete: the bf16 bucket into the gradients
+  bool test_all(Bucket& b);
+  void wait_all(Bucket& b);
+
   comm::Group group_;
   ParamBuffer& grads_;
   bool scatter_ = false;
+  bool bf16_ = false;            // bf16 on the wire (and a group of more than one)
   std::vector<Bucket> buckets_;  // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;

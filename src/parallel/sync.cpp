@@ -34,11 +34,18 @@ std::pair<int64_t, int64_t> server_slice(int64_t total, int servers, int s) {
 
 namespace {
 
+// Loss scaling: an overflowed step is skipped (the parameters and optimizer state stay).
+bool skips(const Replica& st, SyncStep& out) {
+  out.skipped = st.skip_nonfinite && !std::isfinite(out.grad_norm);
+  return out.skipped;
+}
+
 class AllReduceSync : public Synchronizer {
  public:
   AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
-        reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20))) {}
+        reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)),
+                 parse_reduce_dtype(cfg.parallel.reduce_dtype)) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
@@ -47,8 +54,10 @@ class AllReduceSync : public Synchronizer {
     const ReduceStats rs = reducer_.finish();
     SyncStep out;
     if (st.tied.size() > 1) st.tied.all_reduce(st.grads.data() + st.tied_offset, st.tied_numel);
-    out.grad_norm = global_grad_norm(st.grads, st.model, st.counts_replicated);
-    st.optim.step(st.params, st.grads, lr, 0, -1, clip_factor(out.grad_norm, cfg_.grad_clip));
+    out.grad_norm = global_grad_norm(st.grads, st.model, st.counts_replicated) * st.unscale;
+    if (skips(st, out)) return out;
+    st.optim.step(st.params, st.grads, lr, 0, -1,
+                  clip_factor(out.grad_norm, cfg_.grad_clip) * st.unscale);
     out.extra["buckets"] = rs.buckets;
     if (rs.buckets) out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
     return out;
@@ -79,7 +88,8 @@ class ZeroSync : public Synchronizer {
         if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
           run_grads_.push_back(piece_[i]);
     if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
-    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_);
+    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_,
+                                             parse_reduce_dtype(cfg.parallel.reduce_dtype));
   }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())
@@ -105,7 +115,10 @@ class ZeroSync : public Synchronizer {
         dp_.sum(owned_sq_sum(st.params.layout(), z_.runs, run_grads_, st.counts_replicated));
     if (st.model.size() > 1) sq = st.model.sum(sq);
     SyncStep out;
-    out.grad_norm = std::sqrt(sq);
+    out.grad_norm = std::sqrt(sq) * st.unscale;
+    out.extra["buckets"] = rs.buckets;
+    out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
+    if (skips(st, out)) return out;  // every rank alike: the norm is global
     // Buckets in flat order (they were made from the end); each all-gather starts once every
     // owned run up to its piece is updated.
     std::vector<comm::Request> gathers;
@@ -117,12 +130,11 @@ class ZeroSync : public Synchronizer {
                                           st.params.data() + z_.buckets[i].begin, z_.counts[i]));
       }
     };
-    st.optim.step_owned(st.params, run_grads_, lr, clip_factor(out.grad_norm, cfg_.grad_clip),
+    st.optim.step_owned(st.params, run_grads_, lr,
+                        clip_factor(out.grad_norm, cfg_.grad_clip) * st.unscale,
                         [&](size_t r) { launch_through(z_.runs[r].end); });
     launch_through(st.params.size());
     for (auto& q : gathers) q.wait();
-    out.extra["buckets"] = rs.buckets;
-    out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
     return out;
   }
 

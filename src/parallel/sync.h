@@ -39,6 +39,10 @@ struct Replica {
   // optim was built with (its owned runs are plan->runs).
   int zero_stage = 0;
   const ZeroPlan* zero = nullptr;
+  // Loss scaling (fp16): the gradients are `1 / unscale` times too large; with skip_nonfinite a
+  // step whose global gradient norm is inf or NaN is skipped (SyncStep::skipped) on every rank.
+  float unscale = 1.0f;
+  bool skip_nonfinite = false;
 };
 
 // Who does what. Servers are the last ranks of the world. `workers` is the data-parallel group
@@ -54,7 +58,8 @@ Roles make_roles(comm::Group world, const SyncConfig& cfg);
 std::pair<int64_t, int64_t> server_slice(int64_t total, int servers, int s);
 
 struct SyncStep {
-  double grad_norm = 0;
+  double grad_norm = 0;  // of the unscaled gradients
+  bool skipped = false;  // the gradients overflowed: no update (see Replica::skip_nonfinite)
   nlohmann::json extra = nlohmann::json::object();  // strategy-specific metrics
 };
 

@@ -11,32 +11,22 @@
 
 namespace parallama {
 
-Precision parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "bf16") return Precision::bf16;
-  throw Error("unknown precision '" + name + "' (choose fp32 or bf16)");
-}
-
-const char* precision_name(Precision p) {
-  return p == Precision::bf16 ? "bf16" : "fp32";
-}
-
 double param_bytes(Precision p) {
-  return p == Precision::bf16 ? 2.0 : 4.0;
+  return p == Precision::fp32 ? 4.0 : 2.0;
 }
 
 double activation_bytes(Precision p) {
-  return p == Precision::bf16 ? 2.0 : 4.0;
+  return p == Precision::fp32 ? 4.0 : 2.0;
 }
 
 double Device::peak_tflops(Precision p) const {
   if (tflops > 0) return tflops;
-  return p == Precision::bf16 ? 989.0 : 495.0;  // H100 SXM dense: bf16, TF32
+  return p == Precision::fp32 ? 495.0 : 989.0;  // H100 SXM dense: TF32, bf16 / fp16
 }
 
 StateBytes model_state_bytes(double numel, Precision p, int moments, int zero, int dp) {
   const double P = param_bytes(p), G = P;
-  const double K = 4.0 * moments + (p == Precision::bf16 ? 4.0 : 0.0);  // + fp32 master copy
+  const double K = 4.0 * moments + (p == Precision::fp32 ? 0.0 : 4.0);  // + fp32 master copy
   const double shards = std::max(dp, 1);
   StateBytes s;
   s.params = P * numel;

@@ -24,12 +24,10 @@
 
 namespace parallama {
 
-// fp32: parameters, gradients, optimizer moments and activations in 4 bytes (what training does
-// here). bf16: mixed precision as in the ZeRO paper: bf16 parameters, gradients and activations,
-// an fp32 master copy of the parameters beside the fp32 optimizer moments.
-enum class Precision { fp32, bf16 };
-Precision parse_precision(const std::string& name);  // "fp32" | "bf16", else an Error
-const char* precision_name(Precision p);
+// Precision (model/llama.h) as the planner counts it. fp32: parameters, gradients, optimizer
+// moments and activations in 4 bytes. bf16 and fp16: mixed precision as in the ZeRO paper: 16-bit
+// parameters, gradients and activations, an fp32 master copy of the parameters beside the fp32
+// optimizer moments.
 double param_bytes(Precision p);       // bytes per parameter (also per gradient element)
 double activation_bytes(Precision p);  // bytes per activation element
 

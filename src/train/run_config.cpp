@@ -6,6 +6,7 @@
 #include <set>
 
 #include "model/llama.h"
+#include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
 #include "parallel/schedule.h"
 #include "tensor/error.h"
@@ -110,6 +111,9 @@ void for_each_field(RunConfig& c, F&& f) {
   f("train", "ckpt_every", t.ckpt_every);
   f("train", "out_dir", t.out_dir);
   f("train", "recompute", t.recompute);
+  f("train", "precision", t.precision);
+  f("train", "loss_scale", t.loss_scale);
+  f("train", "loss_scale_window", t.loss_scale_window);
   OptimConfig& o = c.optim;
   f("optim", "name", o.name);
   f("optim", "lr", o.lr);
@@ -131,6 +135,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "pp_virtual", c.parallel.pp_virtual);
   f("parallel", "pp_trace", c.parallel.pp_trace);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
+  f("parallel", "reduce_dtype", c.parallel.reduce_dtype);
   f("parallel", "zero", c.parallel.zero);
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
@@ -303,6 +308,16 @@ void RunConfig::validate(ConfigUse use) const {
     throw Error("--zero " + std::to_string(p.zero) + " shards the optimizer over the " +
                 "data-parallel group of --sync allreduce, not --sync " + p.sync);
   parse_recompute(train.recompute);
+  if (parse_precision(train.precision) == Precision::fp16) {
+    if (p.sync != "allreduce")
+      throw Error(
+          "--precision fp16 scales the loss for --sync allreduce (with or without --zero), "
+          "not --sync " +
+          p.sync + "; use bf16, which needs no loss scaling");
+    if (!(train.loss_scale >= 1.0 && train.loss_scale <= 1e30))
+      throw Error("train.loss_scale must lie between 1 and 1e30");
+    if (train.loss_scale_window < 1) throw Error("train.loss_scale_window must be at least 1");
+  }
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
   if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
   if (p.local_period < 1 || p.diloco_inner_steps < 1)
@@ -310,6 +325,11 @@ void RunConfig::validate(ConfigUse use) const {
   if (!(p.diloco_outer_lr > 0) || !(p.diloco_outer_momentum >= 0 && p.diloco_outer_momentum < 1))
     throw Error("diloco.outer-lr must be positive and diloco.outer-momentum in [0, 1)");
   if (!(parallel.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
+  if (parse_reduce_dtype(p.reduce_dtype) == ReduceDtype::bf16 && p.sync != "allreduce")
+    throw Error(
+        "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
+        "--zero), not --sync " +
+        p.sync);
   if (!(parallel.timeout_s > 0)) throw Error("parallel.timeout_s must be positive");
   if (bench.steps < 1 || bench.warmup < 0)
     throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");

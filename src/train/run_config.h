@@ -30,6 +30,12 @@ struct TrainConfig {
   // Activation recompute: none, attention (drop the attention probabilities, recompute them in
   // backward) or full (keep each layer's input, redo its forward in backward); see model/llama.h.
   std::string recompute = "none";
+  // Matrix-multiply precision: fp32, or bf16 / fp16 mixed precision with fp32 master weights
+  // (see model/llama.h). fp16 scales the loss dynamically (train/loss_scale.h): it starts at
+  // loss_scale, doubles after loss_scale_window clean steps, halves on an overflow.
+  std::string precision = "fp32";
+  double loss_scale = 65536.0;
+  int loss_scale_window = 1000;
   std::string out_dir = "runs/default";
 };
 

@@ -50,9 +50,13 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
       zero(zero_plan(cfg, mesh, layout)),
       optim(layout, cfg.optim, cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
       model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp,
-            parse_recompute(cfg.train.recompute)),
+            parse_recompute(cfg.train.recompute), parse_precision(cfg.train.precision)),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);
+  if (model.precision() == Precision::fp16) {
+    scaler = LossScaler(cfg.train.loss_scale, cfg.train.loss_scale_window);
+    replica.skip_nonfinite = true;
+  }
   if (cfg.parallel.zero > 0) replica.zero_stage = cfg.parallel.zero, replica.zero = &zero;
   if (mesh.tied.size() > 1) {
     const ParamSpec& e = layout.find("model.embed_tokens.weight");
@@ -70,7 +74,9 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
                                     int64_t valid_total, Synchronizer& sync) {
   const int64_t BT = model.batch() * model.seq_len();
   // A batch whose targets are all ignored has no loss and no gradient (not a division by zero).
-  const float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
+  float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
+  if (scaler.enabled() && valid_total > 0)
+    scale = static_cast<float>(scaler.scale() / static_cast<double>(valid_total));
   if (!sync.leaves_gradients_zero()) grads.zero();
   if (pipeline) {
     sync.before_last_backward();
@@ -88,6 +94,13 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
     }
   }
   return loss_sum;
+}
+
+SyncStep TrainState::update(Synchronizer& sync, float lr, int64_t step) {
+  replica.unscale = static_cast<float>(1.0 / scaler.scale());
+  SyncStep out = sync.update(replica, lr, step);
+  scaler.update(!out.skipped);
+  return out;
 }
 
 int configure_threads(int threads) {

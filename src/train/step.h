@@ -10,6 +10,7 @@
 #include "parallel/mesh.h"
 #include "parallel/pipeline.h"
 #include "parallel/sync.h"
+#include "train/loss_scale.h"
 #include "train/run_config.h"
 
 namespace parallama {
@@ -29,16 +30,20 @@ class TrainState {
   // Zeroes the gradients, then runs forward and backward over `micro` micro-batches of (B, T)
   // laid end to end in tokens and targets (micro · B · T each): one after the other, or through
   // the pipeline's schedule. The gradients are those of the mean loss over `valid_total` targets
-  // (all of the global batch's). Returns the sum of the losses of this rank's targets (through
-  // a pipeline: of the replica's, on every stage).
+  // (all of the global batch's), times the loss scale (fp16). Returns the sum of the losses of
+  // this rank's targets (through a pipeline: of the replica's, on every stage).
   double forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
                           int64_t valid_total, Synchronizer& sync);
+  // After forward_backward: the synchronizer sums, unscales, clips and updates (or, with fp16,
+  // skips a step whose gradients overflowed); then the loss scale is updated.
+  SyncStep update(Synchronizer& sync, float lr, int64_t step);
 
   ParamLayout layout;
   ParamBuffer params, grads;
   ZeroPlan zero;  // --zero 1 or 2: this rank's pieces of the gradient buckets (else empty)
   Optimizer optim;
   Llama model;
+  LossScaler scaler;  // fp16: dynamic loss scaling; otherwise disabled (scale 1)
   Replica replica;
   std::unique_ptr<Pipeline> pipeline;  // with --pp above 1
 };

@@ -196,6 +196,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp, mesh.pp);
     step = cs.step;
     loader.set_position(cs.data_position);
+    if (st.scaler.enabled())
+      st.scaler.from_json(resume_json.value("loss_scale", nlohmann::json()),
+                          opt.resume + "/trainer.json");
   }
   // The same parameters on every copy of this rank's slice (with servers: every rank, tp = 1).
   check_same_params(st.params, roles.num_servers ? world : mesh.dp);
@@ -220,15 +223,15 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   auto say = [&](const std::string& line) {
     if (progress) progress->message(line);
   };
-  char head[256];
+  char head[320];
   std::snprintf(head, sizeof head,
                 "%s %s: %.2fM parameters, %lld train tokens, %d rank(s) x %lld micro-batch(es) x "
-                "%lld x %lld, %d thread(s) per rank, --sync %s, mesh dp %d x tp %d x pp %d",
+                "%lld x %lld, %d thread(s) per rank, --sync %s, mesh dp %d x tp %d x pp %d, %s",
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
                 workers, static_cast<long long>(K), static_cast<long long>(B),
                 static_cast<long long>(T), threads, cfg.parallel.sync.c_str(), shape.dp, shape.tp,
-                shape.pp);
+                shape.pp, cfg.train.precision.c_str());
   say(head + (step ? " from step " + std::to_string(step) : std::string()));
   if (shape.pp > 1) {  // the pipeline plan, stage by stage
     std::string plan = describe_mesh(cfg.model, shape);
@@ -251,6 +254,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
         {"epoch", loader.epoch()},
         {"loss", last_loss},
         {"tokenizer_hash", train_data.header.tokenizer_hash}};
+    if (st.scaler.enabled()) cs.extra["loss_scale"] = st.scaler.to_json();
     cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
     sync->gather_state(st.replica, at);
@@ -310,7 +314,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       throw Error("loss became " + std::to_string(loss) + " at step " + std::to_string(step) +
                   "; lower optim.lr or set train.grad_clip");
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, tc.steps);
-    const SyncStep upd = sync->update(st.replica, lr, step);
+    const double loss_scale = st.scaler.scale();
+    const SyncStep upd = st.update(*sync, lr, step);
     const AxisBytes axes = axis_bytes(mesh, servers) - axes0;
     axes_total += axes;
     const double norm = upd.grad_norm;
@@ -323,6 +328,18 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                         {"grad_norm", norm},
                         {"tokens_per_s", static_cast<double>(global * T) / dt}};
     j.update(upd.extra);
+    if (st.scaler.enabled()) {
+      j["loss_scale"] = loss_scale;
+      if (upd.skipped) {
+        j["skipped"] = true;
+        char line[160];
+        std::snprintf(line, sizeof line,
+                      "step %lld: gradients overflowed fp16 at loss scale %g; step skipped, "
+                      "scale now %g",
+                      static_cast<long long>(step), loss_scale, st.scaler.scale());
+        say(line);
+      }
+    }
     if (st.pipeline) {  // this stage's step (rank 0: the first stage)
       const PipeStepStats& ps = st.pipeline->last_step();
       j["pp_bubble"] = ps.step_s > 0 ? 1.0 - ps.busy_s / ps.step_s : 0.0;

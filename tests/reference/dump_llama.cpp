@@ -17,14 +17,25 @@
 using namespace parallama;
 
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && std::string(argv[2]) != "tied")) {
-    std::fprintf(stderr, "usage: dump_llama OUT_DIR [tied]\n");
+  bool tied = false, usage = argc < 2;
+  Precision precision = Precision::fp32;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "tied")
+      tied = true;  // the output head shares the embedding (as Llama 3.2)
+    else if (a == "bf16" || a == "fp16")
+      precision = parse_precision(a);  // mixed precision: 16-bit GEMM operands
+    else
+      usage = true;
+  }
+  if (usage) {
+    std::fprintf(stderr, "usage: dump_llama OUT_DIR [tied] [bf16|fp16]\n");
     return 2;
   }
   const std::string dir = argv[1];
   std::filesystem::create_directories(dir);
   LlamaConfig cfg = llama_preset("tiny");
-  cfg.tie_embeddings = argc == 3;  // the output head shares the embedding (as Llama 3.2)
+  cfg.tie_embeddings = tied;
   const int64_t B = 3, T = 11, V = cfg.vocab_size;  // odd sizes on purpose
   ParamLayout layout(cfg, ModelShard::whole(cfg));
   ParamBuffer params(layout), grads(layout);
@@ -50,6 +61,7 @@ int main(int argc, char** argv) {
                  {"norm_eps", cfg.norm_eps},
                  {"rope_theta", cfg.rope_theta},
                  {"tie_embeddings", cfg.tie_embeddings}};
+  j["precision"] = precision_name(precision);
   for (int64_t b = 0; b < B; ++b) {
     j["tokens"].push_back(
         std::vector<int32_t>(tokens.begin() + b * T, tokens.begin() + (b + 1) * T));
@@ -64,7 +76,7 @@ int main(int argc, char** argv) {
                 {"steps", 3}};
   std::ofstream(dir + "/batch.json") << j.dump(1) << "\n";
 
-  Llama model(layout, B, T);
+  Llama model(layout, B, T, {}, Recompute::none, precision);
   const float loss = model.forward(params, tokens.data(), targets.data());
   std::vector<float> logits(model.logits(), model.logits() + B * T * V);
   model.backward(params, grads, 1.0f / static_cast<float>(model.valid_targets()));

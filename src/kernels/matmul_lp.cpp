@@ -1,0 +1,201 @@
+// bf16 and fp16 matrix multiplies with fp32 accumulation, and the conversions they need.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "tensor/bf16.h"
+#include "tensor/error.h"
+#include "tensor/profile.h"
+
+namespace parallama::kernels {
+
+namespace {
+
+float f16_to_float_scalar(uint16_t h) {
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return static_cast<float>(v);
+}
+
+uint16_t float_to_f16_scalar(float f) {
+  const _Float16 v = static_cast<_Float16>(f);  // round to nearest even; ±inf beyond ±65504
+  uint16_t h;
+  std::memcpy(&h, &v, 2);
+  return h;
+}
+
+void to_f16(uint16_t* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = float_to_f16_scalar(src[i]);
+}
+
+void from_f16(float* dst, const uint16_t* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = f16_to_float_scalar(src[i]);
+}
+
+// Blocks of this many elements per OpenMP iteration.
+constexpr int64_t kBlock = 1 << 14;
+
+template <class F>
+void blocked(int64_t n, F&& f) {
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) f(b * kBlock, std::min(n, (b + 1) * kBlock));
+}
+
+using dnnl::memory;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// oneDNN matmul primitives are costly to create: one per shape, kept.
+struct Plan {
+  dnnl::matmul prim;
+  memory::desc a, b, c;
+};
+
+const Plan& plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                     int64_t ldc, bool accumulate) {
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  static std::map<Key, Plan> plans;
+  static std::mutex mu;
+  const Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = plans.find(key);
+  if (it != plans.end()) return it->second;
+  const auto bf16 = memory::data_type::bf16;
+  Plan p;
+  p.a = memory::desc({M, K}, bf16, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
+  p.b = memory::desc({K, N}, bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
+  p.c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), attr, engine());
+    p.prim = dnnl::matmul(pd);
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("oneDNN has no bf16 matmul for M=") + std::to_string(M) +
+                " N=" + std::to_string(N) + " K=" + std::to_string(K) + ": " + e.what());
+  }
+  return plans.emplace(key, std::move(p)).first->second;
+}
+
+// Widened copy of a stored rows × cols fp16 matrix (leading dimension ld), dense.
+const float* widen(std::vector<float>& buf, const uint16_t* src, int64_t rows, int64_t cols,
+                   int64_t ld) {
+  buf.resize(static_cast<size_t>(rows * cols));
+  float* d = buf.data();
+#pragma omp parallel for schedule(static) if (rows * cols > kBlock)
+  for (int64_t r = 0; r < rows; ++r) from_f16(d + r * cols, src + r * ld, cols);
+  return d;
+}
+
+}  // namespace
+
+const char* lowp_name(LowP t) {
+  return t == LowP::bf16 ? "bf16" : "fp16";
+}
+
+void to_lowp(LowP t, uint16_t* dst, const float* src, int64_t n) {
+  prof::KindScope scope(prof::Kind::convert);
+  if (t == LowP::f16) {
+    blocked(n, [&](int64_t lo, int64_t hi) { to_f16(dst + lo, src + lo, hi - lo); });
+    return;
+  }
+  blocked(n, [&](int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) dst[i] = float_to_bf16(src[i]);
+  });
+}
+
+void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n) {
+  prof::KindScope scope(prof::Kind::convert);
+  if (t == LowP::f16) {
+    blocked(n, [&](int64_t lo, int64_t hi) { from_f16(dst + lo, src + lo, hi - lo); });
+    return;
+  }
+  blocked(n, [&](int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) dst[i] = bf16_to_float(src[i]);
+  });
+}
+
+uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols) {
+  prof::KindScope scope(prof::Kind::convert);
+  uint16_t* out = reinterpret_cast<uint16_t*>(buf);
+  // 16-bit row r lands on the bytes of fp32 rows up to r / 2. Row 0 alone, front to back (each
+  // write lies at or before what is still to be read), then rows [a, 2a) in parallel: they write
+  // over fp32 rows [a / 2, a), all converted already.
+  auto row = [&](int64_t r) {
+    float stage[256];
+    for (int64_t j = 0; j < cols; j += 256) {
+      const int64_t n = std::min<int64_t>(256, cols - j);
+      std::memcpy(stage, buf + r * cols + j, n * sizeof(float));
+      if (t == LowP::f16)
+        to_f16(out + r * cols + j, stage, n);
+      else
+        for (int64_t i = 0; i < n; ++i) out[r * cols + j + i] = float_to_bf16(stage[i]);
+    }
+  };
+  if (rows > 0) row(0);
+  for (int64_t a = 1; a < rows; a *= 2) {
+    const int64_t end = std::min(rows, 2 * a);
+#pragma omp parallel for schedule(static) if (end - a > 1)
+    for (int64_t r = a; r < end; ++r) row(r);
+  }
+  return out;
+}
+
+void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
+             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (beta != 0.0f && beta != 1.0f) throw Error("internal: gemm_lp takes beta 0 or 1");
+  if (K == 0) {
+    if (beta == 0.0f)
+      for (int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, N * sizeof(float));
+    return;
+  }
+  if (t == LowP::f16) {  // exact: every fp16 value and product is representable in fp32
+    static thread_local std::vector<float> wa, wb;
+    const float* fa = trans_a ? widen(wa, a, K, M, lda) : widen(wa, a, M, K, lda);
+    const float* fb = trans_b ? widen(wb, b, N, K, ldb) : widen(wb, b, K, N, ldb);
+    gemm(trans_a, trans_b, M, N, K, 1.0f, fa, trans_a ? M : K, fb, trans_b ? K : N, beta, c, ldc);
+    return;
+  }
+  prof::KindScope scope(prof::Kind::gemm_lp);
+  const Plan& p = plan_for(trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f);
+  static dnnl::stream stream(engine());
+  memory am(p.a, engine(), const_cast<uint16_t*>(a));
+  memory bm(p.b, engine(), const_cast<uint16_t*>(b));
+  memory cm(p.c, engine(), c);
+  p.prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+}  // namespace parallama::kernels
