@@ -25,7 +25,6 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
-  const float beta = accumulate_dx ? 1.0f : 0.0f;
 #pragma omp parallel
   {
     // dx: rows split across threads.
@@ -40,7 +39,10 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
       for (int64_t c = 0; c < C; ++c) dot += g[c] * w[c] * xr[c];
       const float k = dot * r * r * r / static_cast<float>(C);
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) d[c] = beta * d[c] + g[c] * w[c] * r - xr[c] * k;
+      for (int64_t c = 0; c < C; ++c) {
+        const float v = g[c] * w[c] * r - xr[c] * k;
+        d[c] = accumulate_dx ? d[c] + v : v;  // never reads dx otherwise (it may hold a NaN)
+      }
     }
     // dw: columns split across threads, rows summed in order (deterministic, race-free).
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();

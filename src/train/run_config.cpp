@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -314,8 +315,11 @@ void RunConfig::validate(ConfigUse use) const {
           "--precision fp16 scales the loss for --sync allreduce (with or without --zero), "
           "not --sync " +
           p.sync + "; use bf16, which needs no loss scaling");
-    if (!(train.loss_scale >= 1.0 && train.loss_scale <= 1e30))
-      throw Error("train.loss_scale must lie between 1 and 1e30");
+    int exp = 0;
+    if (!(train.loss_scale >= 1.0 && train.loss_scale <= 1e30) ||
+        std::frexp(train.loss_scale, &exp) != 0.5)
+      throw Error("train.loss_scale must be a power of two between 1 and 1e30 (scaling by it, "
+                  "and back, is then exact)");
     if (train.loss_scale_window < 1) throw Error("train.loss_scale_window must be at least 1");
   }
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");

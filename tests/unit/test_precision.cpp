@@ -159,6 +159,36 @@ TEST(Precision, WeightCopyIsRefreshedAfterAnUpdate) {
   EXPECT_EQ(after, fresh.forward(m.params, tok.data(), tgt.data()));
 }
 
+// An fp16 backward whose gradients overflow (inf, then NaN after inf · 0) leaves nothing behind:
+// the next backward equals a fresh model's, bit for bit. (Scratch that a kernel scales by 0
+// instead of overwriting would keep the NaN.)
+TEST(LossScale, AnOverflowedBackwardLeavesNoTrace) {
+  test::TinyModel m;
+  const int64_t B = 8, T = 16;
+  std::mt19937 rng(1);
+  std::vector<int32_t> tok(B * T), tgt(B * T);
+  for (auto& x : tok) x = static_cast<int32_t>(rng() % m.cfg.vocab_size);
+  for (auto& x : tgt) x = static_cast<int32_t>(rng() % m.cfg.vocab_size);
+  auto non_finite = [](const ParamBuffer& g) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < g.size(); ++i) n += !std::isfinite(g.data()[i]);
+    return n;
+  };
+  Llama used(m.layout, B, T, {}, Recompute::none, Precision::fp16);
+  ParamBuffer g(m.layout), want(m.layout);
+  used.forward(m.params, tok.data(), tgt.data());
+  used.backward(m.params, g, std::ldexp(1.0f, 30) / (B * T));
+  ASSERT_GT(non_finite(g), 0) << "a scale of 2^30 must overflow fp16";
+  g.zero();
+  used.forward(m.params, tok.data(), tgt.data());
+  used.backward(m.params, g, 1.0f / (B * T));
+  EXPECT_EQ(non_finite(g), 0);
+  Llama fresh(m.layout, B, T, {}, Recompute::none, Precision::fp16);
+  fresh.forward(m.params, tok.data(), tgt.data());
+  fresh.backward(m.params, want, 1.0f / (B * T));
+  EXPECT_EQ(0, std::memcmp(g.data(), want.data(), 4 * g.size()));
+}
+
 TEST(LossScale, GrowsAfterCleanStepsHalvesAndSkipsOnOverflow) {
   LossScaler s(1024.0, 3);
   EXPECT_TRUE(s.update(true));

@@ -1,0 +1,215 @@
+// GradReducer with parallel.reduce_dtype = "bf16" at any number of ranks (run under mpirun -np
+// 1..4 by ctest). Every rank fills the gradients with values known to all ranks; the result must
+// be, bit for bit, what data_parallel.h promises for element i of the chunk that rank o owns:
+//   s = Σ_r v_r in rank order 0..D-1, in fp32, v_o = x_o(i) and v_r = bf16(x_r(i)) for r ≠ o;
+//   all-reduce: every rank holds bf16(s); ZeRO: rank o's piece holds s.
+// Buckets of one tensor each (4, 36, 90, ... elements: most not divisible by 3 or 4 ranks), of a
+// few tensors, and one bucket of everything; two steps in a row; the bytes counted on the group are the bf16
+// messages', half of what fp32 moves. A group of one leaves the gradients untouched.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "comm/mpi/mpi_backend.h"
+#include "dist_test_util.h"
+#include "model/config.h"
+#include "parallel/data_parallel.h"
+#include "tensor/bf16.h"
+#include "tensor/error.h"
+
+namespace parallama {
+
+static comm::Group* world;
+
+namespace {
+
+// A layout with odd tensor sizes (tensors are padded to 16 floats, except q and k, and gate
+// before up): dim 2 gives q and k of 4 elements, gate of 14; dim 6 q and k of 36, gate of 90,
+// an embedding of 222.
+LlamaConfig odd_config(int dim, int vocab) {
+  LlamaConfig c;
+  c.dim = dim, c.n_layers = 2, c.n_heads = 1, c.n_kv_heads = 1, c.ffn_dim = 2 * dim + 3;
+  c.vocab_size = vocab, c.max_seq_len = 8;
+  return c;
+}
+
+// Rank r's gradient at flat offset i: a few significant bits beyond bf16's, signs and
+// magnitudes (2^-6 .. 2^6) mixed, so rounding and cancellation both happen.
+float value(int r, int64_t i) {
+  const float mant = static_cast<float>((i * 7919 + r * 104729 + 13) % 2003 - 1001) / 997.0f;
+  return std::ldexp(mant * (1.0f + 0.37f * static_cast<float>(r)), static_cast<int>(i % 13) - 6);
+}
+
+float bf16_round(float x) {
+  return bf16_to_float(float_to_bf16(x));
+}
+
+// What the owner of element i sums.
+float owner_sum(int owner, int D, int64_t i) {
+  float s = 0.0f;
+  for (int r = 0; r < D; ++r) s += r == owner ? value(r, i) : bf16_round(value(r, i));
+  return s;
+}
+
+// The rank that owns flat offset i of bucket [begin, begin + counts total).
+int owner_of(const std::vector<int64_t>& counts, int64_t begin, int64_t i) {
+  int64_t lo = begin;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    if (i < lo + counts[r]) return static_cast<int>(r);
+    lo += counts[r];
+  }
+  return -1;
+}
+
+void fill(ParamBuffer& g, int rank) {
+  for (int64_t i = 0; i < g.size(); ++i) g.data()[i] = value(rank, i);
+}
+
+// Backward's order: tensors finish from the last to the first.
+ReduceStats run_step(GradReducer& red, const ParamLayout& layout) {
+  red.begin();
+  const auto& specs = layout.specs();
+  for (size_t k = specs.size(); k-- > 0;) red.ready_from(specs[k].offset);
+  return red.finish();
+}
+
+struct Case {
+  int dim, vocab;
+  int64_t bucket_bytes;
+};
+const Case kCases[] = {{2, 5, 4}, {6, 37, 4}, {6, 37, 1 << 20}, {6, 37, 600}};
+
+}  // namespace
+
+TEST(ReduceBf16, ParsesTheSetting) {
+  EXPECT_EQ(parse_reduce_dtype("fp32"), ReduceDtype::fp32);
+  EXPECT_EQ(parse_reduce_dtype("bf16"), ReduceDtype::bf16);
+  std::string msg;
+  try {
+    parse_reduce_dtype("fp16");
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("parallel.reduce_dtype"), std::string::npos) << msg;
+}
+
+TEST(ReduceBf16, AllReduceIsTheRoundedSumOfRoundedInputs) {
+  const int D = world->size(), me = world->rank();
+  for (const Case& c : kCases) {
+    const LlamaConfig cfg = odd_config(c.dim, c.vocab);
+    const ParamLayout layout(cfg, ModelShard::whole(cfg));
+    ParamBuffer g(layout);
+    comm::Group dp = world->split(0, me);
+    GradReducer red(dp, g, c.bucket_bytes, ReduceDtype::bf16);
+    const auto buckets = grad_buckets(layout, c.bucket_bytes / 4);
+    ASSERT_EQ(red.num_buckets(), buckets.size());
+    for (int step = 0; step < 2; ++step) {  // buffers and message tags are reused
+      fill(g, me);
+      const comm::Traffic t0 = dp.traffic();
+      const ReduceStats rs = run_step(red, layout);
+      const comm::Traffic t1 = dp.traffic();
+      int64_t wrong = 0, changed = 0, first_wrong = -1;
+      double sent = 0, received = 0, fp32_ring = 0;
+      for (const GradBucket& b : buckets) {
+        const int64_t n = b.end - b.begin;
+        const auto counts = comm::even_counts(n, D);
+        const int64_t mine = counts[me];
+        sent += 2.0 * (n - mine) + 2.0 * (D - 1) * mine;  // phase 1, phase 2
+        received += 2.0 * (D - 1) * mine + 2.0 * (n - mine);
+        fp32_ring += 2.0 * (D - 1) / D * 4.0 * n;
+        for (int64_t i = b.begin; i < b.end; ++i) {
+          const float want =
+              D == 1 ? value(0, i) : bf16_round(owner_sum(owner_of(counts, b.begin, i), D, i));
+          if (std::memcmp(&want, g.data() + i, 4) != 0) {
+            if (first_wrong < 0) first_wrong = i;
+            ++wrong;
+          }
+          float exact = 0.0f;
+          for (int r = 0; r < D; ++r) exact += value(r, i);
+          changed += g.data()[i] != exact;
+        }
+      }
+      EXPECT_EQ(wrong, 0) << "dim " << c.dim << " bucket " << c.bucket_bytes << " step " << step
+                          << ": first wrong element " << first_wrong;
+      if (D > 1) {
+        EXPECT_GT(changed, g.size() / 4) << "the sum was not rounded: is bf16 on the wire?";
+        EXPECT_DOUBLE_EQ(t1.sent - t0.sent, sent);
+        EXPECT_DOUBLE_EQ(t1.received - t0.received, received);
+        // Half of the fp32 ring all-reduce's bytes (to within the uneven division's elements).
+        // Per bucket: bf16 sends 2n + 2(D-2)·counts[me] bytes, fp32's ring 8(D-1)/D·n, and
+        // counts[me] lies within one element of n / D.
+        const double slack = 2.0 * (D - 2) * double(buckets.size()) / (8.0 * (D - 1) / D * g.size());
+        EXPECT_NEAR((t1.sent - t0.sent) / fp32_ring, 0.5, slack + 1e-12);
+        EXPECT_EQ(rs.buckets, static_cast<int>(buckets.size()));
+      } else {
+        EXPECT_EQ(t1.sent, t0.sent);
+      }
+    }
+    // Every rank holds the same result (checked above against the formula; here across ranks).
+    std::vector<float> rank0(g.data(), g.data() + g.size());
+    world->broadcast(rank0.data(), g.size(), 0);
+    EXPECT_EQ(test::differing(rank0.data(), g.data(), g.size()), 0);
+  }
+}
+
+TEST(ReduceBf16, ZeroPiecesHoldTheUnroundedOwnerSum) {
+  const int D = world->size(), me = world->rank();
+  for (const Case& c : kCases) {
+    for (bool in_place : {true, false}) {  // ZeRO-1: at the bucket's start; ZeRO-2: a shard
+      const LlamaConfig cfg = odd_config(c.dim, c.vocab);
+      const ParamLayout layout(cfg, ModelShard::whole(cfg));
+      ParamBuffer g(layout);
+      const ZeroPlan z = make_zero_plan(layout, D, me, c.bucket_bytes / 4);
+      std::vector<float> shard(static_cast<size_t>(z.owned) + 1, -7.0f);
+      std::vector<float*> out;
+      for (size_t i = 0; i < z.buckets.size(); ++i)
+        out.push_back(in_place ? g.data() + z.buckets[i].begin : shard.data() + z.piece_at[i]);
+      comm::Group dp = world->split(0, me);
+      GradReducer red(dp, g, z, out, ReduceDtype::bf16);
+      for (int step = 0; step < 2; ++step) {
+        fill(g, me);
+        const comm::Traffic t0 = dp.traffic();
+        run_step(red, layout);
+        const comm::Traffic t1 = dp.traffic();
+        int64_t wrong = 0;
+        double sent = 0;
+        for (size_t i = 0; i < z.buckets.size(); ++i) {
+          const int64_t n = z.buckets[i].end - z.buckets[i].begin;
+          sent += 2.0 * (n - z.counts[i][me]);
+          for (int64_t j = 0; j < z.counts[i][me]; ++j) {
+            const int64_t flat = z.piece_begin[i] + j;
+            const float want = D == 1 ? value(0, flat) : owner_sum(me, D, flat);
+            wrong += std::memcmp(&want, out[i] + j, 4) != 0;
+          }
+        }
+        EXPECT_EQ(wrong, 0) << "dim " << c.dim << " bucket " << c.bucket_bytes
+                            << (in_place ? " in place" : " shard") << " step " << step;
+        if (D > 1) {
+          EXPECT_DOUBLE_EQ(t1.sent - t0.sent, sent);  // phase 1 only
+        }
+      }
+      EXPECT_EQ(shard.back(), -7.0f);  // nothing written past the shard
+    }
+  }
+}
+
+TEST(ReduceBf16, Fp32StaysExact) {
+  const int D = world->size(), me = world->rank();
+  const LlamaConfig cfg = odd_config(6, 37);
+  const ParamLayout layout(cfg, ModelShard::whole(cfg));
+  ParamBuffer g(layout);
+  GradReducer red(world->split(0, me), g, 600, ReduceDtype::fp32);
+  for (int64_t i = 0; i < g.size(); ++i) g.data()[i] = static_cast<float>((me + 1) * (i % 101));
+  run_step(red, layout);
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < g.size(); ++i)
+    wrong += g.data()[i] != static_cast<float>(D * (D + 1) / 2 * (i % 101));
+  EXPECT_EQ(wrong, 0);
+}
+
+}  // namespace parallama
+
+int main(int argc, char** argv) {
+  return parallama::test::run_mpi_tests(argc, argv, parallama::world, /*checked=*/false);
+}
