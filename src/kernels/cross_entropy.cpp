@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/vec_math.h"
+
 namespace parallama::kernels {
 
 namespace {
@@ -9,14 +11,14 @@ namespace {
 float row_max(const float* l, int64_t V) {
   float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-  for (int64_t v = 0; v < V; ++v) mx = std::fmax(mx, l[v]);
+  for (int64_t v = 0; v < V; ++v) mx = l[v] > mx ? l[v] : mx;
   return mx;
 }
 
 float row_sum_exp(const float* l, float mx, int64_t V) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+  for (int64_t v = 0; v < V; ++v) sum += vexp(l[v] - mx);
   return sum;
 }
 
@@ -47,7 +49,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
     }
     const float mx = stats[2 * n], log_sum = stats[2 * n + 1];
 #pragma omp simd
-    for (int64_t v = 0; v < V; ++v) d[v] = std::exp((l[v] - mx) - log_sum) * dloss;
+    for (int64_t v = 0; v < V; ++v) d[v] = vexp((l[v] - mx) - log_sum) * dloss;
     const int64_t t = static_cast<int64_t>(targets[n]) - v0;
     if (t >= 0 && t < V) d[t] -= dloss;
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/vec_math.h"
 
 namespace parallama::kernels {
 
@@ -55,14 +56,16 @@ void flash_attention_forward(float* out, float* lse, const float* q, const float
               float* sr = s + r * kBlock;
               const int64_t je = diagonal ? r + 1 : nk;  // keys visible to this row
               float mx = m[r];
-              for (int64_t j = 0; j < je; ++j) mx = std::fmax(mx, sr[j]);
+#pragma omp simd reduction(max : mx)
+              for (int64_t j = 0; j < je; ++j) mx = sr[j] > mx ? sr[j] : mx;
               float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
               for (int64_t j = 0; j < je; ++j) {
-                sr[j] = std::exp(sr[j] - mx);
+                sr[j] = vexp(sr[j] - mx);
                 sum += sr[j];
               }
               for (int64_t j = je; j < nk; ++j) sr[j] = 0.0f;
-              const float alpha = std::exp(m[r] - mx);  // 0 on the first block (m = −∞)
+              const float alpha = vexp(m[r] - mx);  // 0 on the first block (m = −∞)
               if (alpha != 1.0f) {
                 float* a = acc + r * D;
                 for (int64_t x = 0; x < D; ++x) a[x] *= alpha;
@@ -141,8 +144,9 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout
                 float* dsr = ds + r * kBlock;
                 const int64_t je = diagonal ? r + 1 : nk;
                 const float li = lh[i0 + r], di = delta[i0 + r];
+#pragma omp simd
                 for (int64_t j = 0; j < je; ++j) {
-                  pr[j] = std::exp(pr[j] - li);
+                  pr[j] = vexp(pr[j] - li);
                   dsr[j] = pr[j] * (dsr[j] - di) * scale;  // d(score before scaling)
                 }
                 for (int64_t j = je; j < nk; ++j) pr[j] = dsr[j] = 0.0f;

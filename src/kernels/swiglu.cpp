@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/vec_math.h"
+
 namespace parallama::kernels {
 
 void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F) {
@@ -11,7 +13,7 @@ void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F) {
     const float* u = g + F;
     float* o = out + n * F;
 #pragma omp simd
-    for (int64_t f = 0; f < F; ++f) o[f] = g[f] / (1.0f + std::exp(-g[f])) * u[f];
+    for (int64_t f = 0; f < F; ++f) o[f] = g[f] / (1.0f + vexp(-g[f])) * u[f];
   }
 }
 
@@ -25,7 +27,7 @@ void swiglu_backward(float* dgu, const float* dout, const float* gu, int64_t N, 
     float* du = dg + F;
 #pragma omp simd
     for (int64_t f = 0; f < F; ++f) {
-      const float sig = 1.0f / (1.0f + std::exp(-g[f]));
+      const float sig = 1.0f / (1.0f + vexp(-g[f]));
       const float silu = g[f] * sig;
       dg[f] = d[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig));
       du[f] = d[f] * silu;

@@ -100,8 +100,7 @@ void GradReducer::launch_scatter(size_t i) {
   const float* g = grads_.data() + b.begin;
   // This rank's own chunk is summed in fp32: only the others' chunks are rounded now.
   to_bf16(g, b.wire.data(), b.offsets[me]);
-  to_bf16(g + b.offsets[me] + mine, b.wire.data() + b.offsets[me] + mine,
-          n - b.offsets[me] - mine);
+  to_bf16(g + b.offsets[me] + mine, b.wire.data() + b.offsets[me] + mine, n - b.offsets[me] - mine);
   b.reqs.clear();
   for (int k = 1; k < D; ++k) {  // peers in a rotated order: not everyone at rank 0 first
     const int to = (me + k) % D, from = (me - k + D) % D;
@@ -145,8 +144,8 @@ void GradReducer::reduce_and_gather(size_t i) {
   for (int k = 1; k < D; ++k) {
     const int to = (me + k) % D, from = (me - k + D) % D;
     if (b.counts[from] > 0)
-      b.reqs.push_back(group_.irecv(b.wire.data() + b.offsets[from], 2 * b.counts[from], from,
-                                    tag(i, 1)));
+      b.reqs.push_back(
+          group_.irecv(b.wire.data() + b.offsets[from], 2 * b.counts[from], from, tag(i, 1)));
     if (mine > 0) b.reqs.push_back(group_.isend(wire, 2 * mine, to, tag(i, 1)));
   }
   b.phase = kGather;

@@ -4,8 +4,8 @@
 //   s = Σ_r v_r in rank order 0..D-1, in fp32, v_o = x_o(i) and v_r = bf16(x_r(i)) for r ≠ o;
 //   all-reduce: every rank holds bf16(s); ZeRO: rank o's piece holds s.
 // Buckets of one tensor each (4, 36, 90, ... elements: most not divisible by 3 or 4 ranks), of a
-// few tensors, and one bucket of everything; two steps in a row; the bytes counted on the group are the bf16
-// messages', half of what fp32 moves. A group of one leaves the gradients untouched.
+// few tensors, and one bucket of everything; two steps in a row; the bytes counted on the group are
+// the bf16 messages', half of what fp32 moves. A group of one leaves the gradients untouched.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -139,7 +139,8 @@ TEST(ReduceBf16, AllReduceIsTheRoundedSumOfRoundedInputs) {
         // Half of the fp32 ring all-reduce's bytes (to within the uneven division's elements).
         // Per bucket: bf16 sends 2n + 2(D-2)·counts[me] bytes, fp32's ring 8(D-1)/D·n, and
         // counts[me] lies within one element of n / D.
-        const double slack = 2.0 * (D - 2) * double(buckets.size()) / (8.0 * (D - 1) / D * g.size());
+        const double slack =
+            2.0 * (D - 2) * double(buckets.size()) / (8.0 * (D - 1) / D * g.size());
         EXPECT_NEAR((t1.sent - t0.sent) / fp32_ring, 0.5, slack + 1e-12);
         EXPECT_EQ(rs.buckets, static_cast<int>(buckets.size()));
       } else {
