@@ -1,5 +1,6 @@
 // `parallama bench`: training steps on random tokens; median step time, tokens/s, GFLOP/s and
-// MFU against the fp32 GEMM peak of oneDNN measured on this machine with the same threads.
+// MFU against the GEMM peak of oneDNN measured on this machine with the same threads, in the
+// precision of the run (fp32, bf16 or fp16).
 // Under mpirun with --dp N: per-rank and global tokens/s, scaling efficiency against the same
 // ranks computing alone, and the gradient communication time and the share of it hidden
 // behind backward. On any layout: every rank's bytes per step on each mesh axis (dp, tp, pp,
@@ -31,19 +32,30 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Best of several timed square GEMMs (n = 2048), in GFLOP/s.
-double measure_gemm_peak() {
+// Best of several timed square GEMMs (n = 2048), in GFLOP/s, in the precision of the run's
+// matrix multiplies: fp32 (sgemm), bf16 (bf16 operands, fp32 sums) or fp16 (as the model runs
+// them: on CPUs without fp16 units, widened to fp32).
+double measure_gemm_peak(Precision p) {
   const int64_t n = 2048;
   Buffer a(n * n), b(n * n), c(n * n);
   for (int64_t i = 0; i < n * n; ++i)
     a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
-  kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(),
-                n);  // warm-up
+  std::vector<uint16_t> ah(n * n), bh(n * n);
+  const kernels::LowP t = p == Precision::fp16 ? kernels::LowP::f16 : kernels::LowP::bf16;
+  kernels::to_lowp(t, ah.data(), a.data(), n * n);
+  kernels::to_lowp(t, bh.data(), b.data(), n * n);
+  auto gemm = [&] {
+    if (p == Precision::fp32)
+      kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    else
+      kernels::gemm_lp(t, false, true, n, n, n, ah.data(), n, bh.data(), n, 0.0f, c.data(), n);
+  };
+  gemm();  // warm-up
   double best = 0.0;
   const auto start = Clock::now();
   for (int rep = 0; rep < 20 && (rep < 3 || seconds_since(start) < 2.0); ++rep) {
     const auto t0 = Clock::now();
-    kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    gemm();
     best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
   }
   return best;
@@ -131,8 +143,9 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   const auto medians = gather(world_group, my_median);
   const double step_s =
       *std::max_element(medians.begin(), medians.end());  // the slowest sets the pace
-  const double peak =
-      world_group.sum(measure_gemm_peak());  // all ranks measure at once: the machine's share
+  // All ranks measure at once: the machine's share.
+  const Precision precision = st.model.precision();
+  const double peak = world_group.sum(measure_gemm_peak(precision));
 
   const LlamaConfig& m = cfg.model;
   const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
@@ -151,9 +164,9 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
               loss);
   std::printf("throughput: %.0f tokens/s, %.1f GFLOP/s [%s]\n", tokens_per_s, gflops, formula);
   std::printf(
-      "MFU: %.1f%% of the measured oneDNN fp32 GEMM peak %.1f GFLOP/s (%d rank(s) x %d "
+      "MFU: %.1f%% of the measured oneDNN %s GEMM peak %.1f GFLOP/s (%d rank(s) x %d "
       "thread(s))\n",
-      100.0 * gflops / peak, peak, world, threads);
+      100.0 * gflops / peak, precision_name(precision), peak, world, threads);
   nlohmann::json j = {{"framework", "parallama"},
                       {"model", m.name},
                       {"params", m.num_params()},
@@ -172,6 +185,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
                       {"tokens_per_s", tokens_per_s},
                       {"gflops", gflops},
                       {"flop_formula", formula},
+                      {"precision", precision_name(precision)},
                       {"peak_gflops", peak},
                       {"mfu", gflops / peak},
                       {"loss", loss},
