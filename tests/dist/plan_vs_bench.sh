@@ -71,6 +71,6 @@ assert f["bytes_per_rank"]["activations"][0] < g["bytes_per_rank"]["activations"
 assert g["groups"][0]["slots"] == [4] and f["groups"][0]["slots"] == [2], (g, f)
 EOF
 expect_error "does not divide" plan --model.preset llama3-8b --tp 3
-expect_error "unknown precision 'fp16'" plan --model.preset llama3-8b --precision fp16
+expect_error "unknown precision 'fp8'" plan --model.preset llama3-8b --precision fp8
 expect_error "must be positive" plan --model.preset llama3-8b --link-gbps 0
 echo "plan vs bench: all checks passed"

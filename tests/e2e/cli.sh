@@ -33,6 +33,9 @@ expect_error "unknown key 'train.bach_size'" info --model.preset tiny --train.ba
 expect_error "must be an integer" info --model.preset tiny --train.batch_size four
 expect_error "exceeds model.max_seq_len" train "${tiny[@]}" --train.seq_len 17
 expect_error "larger than the" train "${tiny[@]}" --train.batch_size 100000
+expect_error "choose fp32, bf16 or fp16" train "${tiny[@]}" --precision fp8
+expect_error "use bf16, which needs no loss scaling" train "${tiny[@]}" --precision fp16 --sync local
+expect_error "must be a power of two" train "${tiny[@]}" --precision fp16 --train.loss_scale 1000
 expect_error "made with a vocabulary of 400" train "${tiny[@]}" --model.vocab_size 200
 expect_error "cannot read token shard" train "${tiny[@]}" --data.dir missing
 expect_error "sizing only" bench --model.preset llama2-7b --train.seq_len 8 --train.batch_size 1
