@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/vec_math.h"
+#include "tensor/profile.h"
 
 namespace parallama::kernels {
 
@@ -26,6 +27,7 @@ float row_sum_exp(const float* l, float mx, int64_t V) {
 
 void cross_entropy_forward(float* losses, float* stats, const float* logits, const int32_t* targets,
                            int64_t N, int64_t V) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * V;
@@ -39,6 +41,7 @@ void cross_entropy_forward(float* losses, float* stats, const float* logits, con
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
                             const int32_t* targets, float dloss, int64_t N, int64_t V, int64_t v0) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * V;
@@ -56,12 +59,14 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
 }
 
 void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) mx[n] = row_max(logits + n * Vl, Vl);
 }
 
 void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
                               const int32_t* targets, int64_t N, int64_t Vl, int64_t v0) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * Vl;
@@ -73,6 +78,7 @@ void cross_entropy_local_sums(float* part, const float* logits, const float* mx,
 
 void cross_entropy_finish(float* losses, float* stats, const float* mx, const float* part,
                           const int32_t* targets, int64_t N) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
   for (int64_t n = 0; n < N; ++n) {
     const float log_sum = std::log(part[2 * n]);
     stats[2 * n] = mx[n];

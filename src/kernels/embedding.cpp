@@ -1,4 +1,5 @@
 #include "kernels/embedding.h"
+#include "tensor/profile.h"
 
 #include <omp.h>
 
@@ -10,6 +11,7 @@ namespace parallama::kernels {
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N,
                        int64_t C) {
+  prof::KindScope scope(prof::Kind::embedding);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
     std::memcpy(out + n * C, table + static_cast<int64_t>(tokens[n]) * C, C * sizeof(float));
@@ -17,6 +19,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* table, in
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t C,
                        int64_t v0, int64_t Vl) {
+  prof::KindScope scope(prof::Kind::embedding);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const int64_t row = static_cast<int64_t>(tokens[n]) - v0;
@@ -29,11 +32,13 @@ void embedding_forward(float* out, const int32_t* tokens, const float* table, in
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
                         int64_t C) {
+  prof::KindScope scope(prof::Kind::embedding);
   embedding_backward(dtable, dout, tokens, N, C, 0, INT64_MAX);
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
                         int64_t C, int64_t v0, int64_t Vl) {
+  prof::KindScope scope(prof::Kind::embedding);
   // Repeated tokens hit the same row, so threads own column ranges rather than rows.
 #pragma omp parallel
   {

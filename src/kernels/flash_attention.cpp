@@ -6,6 +6,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
+#include "tensor/profile.h"
 
 namespace parallama::kernels {
 
@@ -21,6 +22,7 @@ constexpr int64_t kBlock = 64;
 
 void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                              const AttnDims& d) {
+  prof::KindScope scope(prof::Kind::attention);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const int64_t nblocks = (T + kBlock - 1) / kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -90,6 +92,7 @@ void flash_attention_forward(float* out, float* lse, const float* q, const float
 void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                               const float* lse, const float* q, const float* k, const float* v,
                               const AttnDims& d) {
+  prof::KindScope scope(prof::Kind::attention);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One task per (batch, KV head): it owns dk and dv of that KV head and dq of its query heads,

@@ -7,12 +7,14 @@
 #include <string>
 
 #include "tensor/error.h"
+#include "tensor/profile.h"
 
 namespace parallama::kernels {
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  prof::KindScope scope(prof::Kind::gemm);
   dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, a, lda, b,
                                 ldb, beta, c, ldc);
   if (st != dnnl_success)

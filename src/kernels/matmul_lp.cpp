@@ -109,6 +109,7 @@ const Plan& plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
 // Widened copy of a stored rows × cols fp16 matrix (leading dimension ld), dense.
 const float* widen(std::vector<float>& buf, const uint16_t* src, int64_t rows, int64_t cols,
                    int64_t ld) {
+  prof::KindScope scope(prof::Kind::convert);
   buf.resize(static_cast<size_t>(rows * cols));
   float* d = buf.data();
 #pragma omp parallel for schedule(static) if (rows * cols > kBlock)

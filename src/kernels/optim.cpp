@@ -1,10 +1,12 @@
 #include "kernels/optim.h"
+#include "tensor/profile.h"
 
 #include <cmath>
 
 namespace parallama::kernels {
 
 void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamWHyper& h) {
+  prof::KindScope scope(prof::Kind::optimizer);
   const float bc1 = 1.0f - std::pow(h.beta1, static_cast<float>(h.step));
   const float bc2_sqrt = std::sqrt(1.0f - std::pow(h.beta2, static_cast<float>(h.step)));
   const float step_size = h.lr / bc1, decay = 1.0f - h.lr * h.weight_decay;
@@ -20,6 +22,7 @@ void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const
 }
 
 void sgd_update(float* p, float* buf, const float* g, int64_t n, const SGDHyper& h) {
+  prof::KindScope scope(prof::Kind::optimizer);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float d = g[i] * h.grad_scale + h.weight_decay * p[i];

@@ -1,4 +1,5 @@
 #include "kernels/rmsnorm.h"
+#include "tensor/profile.h"
 
 #include <omp.h>
 
@@ -9,6 +10,7 @@ namespace parallama::kernels {
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C,
                      float eps) {
+  prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = x + n * C;
@@ -25,6 +27,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+  prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel
   {
     // dx: rows split across threads.

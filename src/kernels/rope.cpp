@@ -1,4 +1,5 @@
 #include "kernels/rope.h"
+#include "tensor/profile.h"
 
 #include <cmath>
 
@@ -44,11 +45,13 @@ void rotate(float* x, const float* cos, const float* sin, int64_t B, int64_t T, 
 
 void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t NH,
                   int64_t D, int64_t ld) {
+  prof::KindScope scope(prof::Kind::rope);
   rotate(x, cos, sin, B, T, NH, D, ld, 1.0f);
 }
 
 void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t NH,
                    int64_t D, int64_t ld) {
+  prof::KindScope scope(prof::Kind::rope);
   rotate(dx, cos, sin, B, T, NH, D, ld, -1.0f);
 }
 

@@ -3,10 +3,12 @@
 #include <cmath>
 
 #include "kernels/vec_math.h"
+#include "tensor/profile.h"
 
 namespace parallama::kernels {
 
 void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F) {
+  prof::KindScope scope(prof::Kind::swiglu);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* g = gu + n * 2 * F;
@@ -18,6 +20,7 @@ void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F) {
 }
 
 void swiglu_backward(float* dgu, const float* dout, const float* gu, int64_t N, int64_t F) {
+  prof::KindScope scope(prof::Kind::swiglu);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* g = gu + n * 2 * F;

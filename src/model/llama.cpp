@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "kernels/attention.h"
@@ -13,6 +14,7 @@
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "tensor/error.h"
+#include "tensor/profile.h"
 
 namespace parallama {
 
@@ -343,11 +345,15 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   if (ch.embedding) check_ids(tokens, false);
   if (ch.head) check_ids(targets, true);
   Slot& s = acquire(c, micro);
-  if (lowp_ && c == 0 && micro == 0) refresh_weights(params);  // the step's first forward
+  if (lowp_ && c == 0 && micro == 0) {  // the step's first forward
+    prof::PartScope part(prof::Part::optimizer);  // the weights' copy: part of the update
+    refresh_weights(params);
+  }
   std::memcpy(s.tokens.data(), tokens, N_ * sizeof(int32_t));
   std::memcpy(s.targets.data(), targets, N_ * sizeof(int32_t));
   const float* W = params.data();
   if (ch.embedding) {
+    prof::PartScope part(prof::Part::embedding);
     embedding_forward(s.res[0], s.tokens.data(), W + off_embed_, N_, C_, v0_, V_);  // (N, C)
     tp_reduce(s.res[0], N_ * C_);  // each token's row comes from the rank that holds it
   } else {
@@ -356,6 +362,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   for (int i = 0; i < ch.last - ch.first; ++i)
     layer_forward(acts_of(s, i), lp_[ch.first + i], s.res[i], s.res[i + 1], W);
   if (!ch.head) return s.res[ch.last - ch.first];
+  prof::PartScope part(prof::Part::head);
   head_forward(s, W);
   return nullptr;
 }
@@ -389,6 +396,7 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
     to_lowp(lp_type_, h, tmp_, n);
     return {nullptr, h};
   };
+  std::optional<prof::PartScope> part(prof::Part::attention);
   const Op ln1 = keep(a.ln1, a.ln1h, N_ * C_, [&](float* y) {
     rmsnorm_forward(y, a.rstd1, x, W + p.ln1, N_, C_, cfg_.norm_eps);
   });
@@ -399,6 +407,8 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
   // res_mid = x + attn · Woᵀ
   row_parallel(a.res_mid, x, operand(a.atty, N_ * HD, xh_), weight(p.wo, W), HD);
+  part.reset();
+  part.emplace(prof::Part::mlp);
   const Op ln2 = keep(a.ln2, a.ln2h, N_ * C_, [&](float* y) {
     rmsnorm_forward(y, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
   });
@@ -447,6 +457,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
 
   if (ch.head) {
+    prof::PartScope part(prof::Part::head);
     cross_entropy_backward(s.logits, s.logits, s.ce_stats, s.targets.data(), grad_scale, N_, V_,
                            v0_);  // in place
     // The head is column-parallel over the vocabulary.
@@ -467,8 +478,11 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     const LayerParams& p = lp_[ch.first + i];
     if (recompute_ == Recompute::full)  // the layer again, from its input
       layer_forward(a, p, s.res[i], nullptr, W);
-    else if (recompute_ == Recompute::attention)  // the attention output and its lse again
+    std::optional<prof::PartScope> part(prof::Part::attention);
+    if (recompute_ == Recompute::attention)  // the attention output and its lse again
       flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+    part.reset();
+    part.emplace(prof::Part::mlp);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
     linear_grads(dact_, G + p.wdown, operand(dres_, N_ * C_, dyh_), {a.act, a.acth},
@@ -477,6 +491,8 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     column_parallel_backward(dln_, G + p.wgu, operand(dgu_, N_ * 2 * F_, dyh_), {a.ln2, a.ln2h},
                              weight(p.wgu, W), C_, 2 * F_);
     rmsnorm_backward(dres_, G + p.ln2, dln_, a.res_mid, W + p.ln2, a.rstd2, N_, C_, true);
+    part.reset();
+    part.emplace(prof::Part::attention);
     // res_mid = res[l] + atty · Woᵀ
     linear_grads(datty_, G + p.wo, operand(dres_, N_ * C_, dyh_), operand(a.atty, N_ * HD, xh_),
                  weight(p.wo, W), HD, C_);
@@ -491,6 +507,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
   }
   const float* din = dres_;
   if (ch.embedding) {
+    prof::PartScope part(prof::Part::embedding);
     embedding_backward(G + off_embed_, dres_, s.tokens.data(), N_, C_, v0_, V_);
     final_from(0);
     din = nullptr;

@@ -1,5 +1,7 @@
 #include "tensor/profile.h"
 
+#include <omp.h>
+
 #include <chrono>
 
 namespace parallama::prof {
@@ -22,6 +24,12 @@ void charge() {
   g_rep.kind_s[static_cast<int>(g_kind)] += dt;
   g_rep.part_s[static_cast<int>(g_part)] += dt;
   g_rep.cell_s[static_cast<int>(g_part)][static_cast<int>(g_kind)] += dt;
+}
+
+// Scopes count on the thread that runs the step, outside parallel regions: a kernel called from
+// inside another's OpenMP loop (a GEMM within attention) is charged to the enclosing kind.
+bool counts() {
+  return g_on && !omp_in_parallel();
 }
 
 }  // namespace
@@ -54,7 +62,7 @@ void reset() {
   g_start = g_mark = Clock::now();
 }
 
-KindScope::KindScope(Kind k) : active_(g_on), prev_(g_kind) {
+KindScope::KindScope(Kind k) : active_(counts()), prev_(g_kind) {
   if (!active_) return;
   charge();
   g_kind = k;
@@ -67,7 +75,7 @@ KindScope::~KindScope() {
   g_kind = prev_;
 }
 
-PartScope::PartScope(Part p) : active_(g_on), prev_(g_part) {
+PartScope::PartScope(Part p) : active_(counts()), prev_(g_part) {
   if (!active_) return;
   charge();
   g_part = p;
