@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "parallel/sync.h"
 #include "tensor/arena.h"
 #include "tensor/error.h"
+#include "tensor/profile.h"
 #include "train/step.h"
 #include "train/traffic.h"
 
@@ -72,9 +74,62 @@ std::vector<double> gather(comm::Group& g, double x) {
   return all;
 }
 
+// Seconds per step by kernel kind and by model part (each summing to the step), and the share of
+// the step in each (part, kind) cell; rank 0's, printed, and every rank's in the JSON.
+nlohmann::json print_profile(const prof::Report& r, int steps, comm::Group& world) {
+  using prof::Kind, prof::Part;
+  const int nk = static_cast<int>(Kind::count), np = static_cast<int>(Part::count);
+  const double wall = r.wall_s > 0 ? r.wall_s : 1.0;
+  nlohmann::json j;
+  j["step_s"] = r.wall_s / steps;
+  for (int k = 0; k < nk; ++k) {
+    j["kind_s"][prof::kind_name(Kind(k))] = r.kind_s[k] / steps;
+    j["calls"][prof::kind_name(Kind(k))] = static_cast<double>(r.calls[k]) / steps;
+  }
+  for (int p = 0; p < np; ++p) {
+    j["part_s"][prof::part_name(Part(p))] = r.part_s[p] / steps;
+    for (int k = 0; k < nk; ++k)
+      if (r.cell_s[p][k] > 0)
+        j["cell_s"][prof::part_name(Part(p))][prof::kind_name(Kind(k))] = r.cell_s[p][k] / steps;
+  }
+  std::vector<double> all(world.size());
+  const double mine = r.wall_s / steps;
+  world.all_gather(&mine, all.data(), std::vector<int64_t>(world.size(), 1), comm::DataType::F64);
+  j["step_s_per_rank"] = all;
+  if (world.rank() != 0) return j;
+  std::printf("profile of rank 0, per timed step (%.4f s; each table sums to it):\n",
+              r.wall_s / steps);
+  std::printf("  %-14s %9s %7s %8s\n", "kernel kind", "s/step", "share", "calls");
+  for (int k = 0; k < nk; ++k)
+    if (r.kind_s[k] > 0)
+      std::printf("  %-14s %9.4f %6.1f%% %8.0f\n", prof::kind_name(Kind(k)), r.kind_s[k] / steps,
+                  100 * r.kind_s[k] / wall, double(r.calls[k]) / steps);
+  std::printf("  %-14s %9s %7s\n", "model part", "s/step", "share");
+  for (int p = 0; p < np; ++p)
+    if (r.part_s[p] > 0)
+      std::printf("  %-14s %9.4f %6.1f%%\n", prof::part_name(Part(p)), r.part_s[p] / steps,
+                  100 * r.part_s[p] / wall);
+  // Part x kind, % of the step, only the kinds that appear.
+  static const char* kShort[] = {"gemm", "gemm_lp", "convert", "attn", "rmsnorm", "rope",
+                                 "swiglu", "xent",  "embed",   "optim", "comm",    "other"};
+  static_assert(sizeof kShort / sizeof *kShort == static_cast<size_t>(Kind::count));
+  std::printf("  %% of step    ");
+  for (int k = 0; k < nk; ++k)
+    if (r.kind_s[k] > 0) std::printf(" %8s", kShort[k]);
+  std::printf("\n");
+  for (int p = 0; p < np; ++p) {
+    if (r.part_s[p] <= 0) continue;
+    std::printf("  %-13s", prof::part_name(Part(p)));
+    for (int k = 0; k < nk; ++k)
+      if (r.kind_s[k] > 0) std::printf(" %8.1f", 100 * r.cell_s[p][k] / wall);
+    std::printf("\n");
+  }
+  return j;
+}
+
 }  // namespace
 
-int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
+int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool profile) {
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
   cfg.check_processes(world_group.size());
   const MeshShape shape = mesh_shape(cfg);
@@ -120,12 +175,18 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
   AxisBytes axes0;
   world_group.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
-    if (s == cfg.bench.warmup) axes0 = axis_bytes(mesh);
+    if (s == cfg.bench.warmup) {
+      axes0 = axis_bytes(mesh);
+      prof::enable(profile);  // the timed steps only
+      prof::reset();
+    }
     const auto t0 = Clock::now();
     st.model.reset_tp_stats();
     double loss_sum = st.forward_backward(tokens.data(), targets.data(), K, valid, *sync);
     loss = static_cast<float>(loss_sum / static_cast<double>(K * B * T));
+    std::optional<prof::PartScope> part(prof::Part::optimizer);
     const SyncStep upd = st.update(*sync, cfg.optim.lr, s + 1);
+    part.reset();
     if (s >= cfg.bench.warmup) {
       times.push_back(seconds_since(t0));
       comm.push_back(upd.extra.value("comm_s", 0.0));
@@ -138,6 +199,8 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
       tp_exposed.push_back(st.model.tp_stats().exposed_s);
     }
   }
+  const prof::Report report = prof::report();
+  prof::enable(false);
   const AxisBytes axes = (axis_bytes(mesh) - axes0) / cfg.bench.steps;
   const double my_median = median(times);
   const auto medians = gather(world_group, my_median);
@@ -279,6 +342,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group) {
     j["pp_bubble_formula"] = formula;
     j["pp_peak_micro_batches_per_stage"] = stage_peak;
   }
+  if (profile) j["profile"] = print_profile(report, cfg.bench.steps, world_group);
   if (json) std::printf("%s\n", j.dump().c_str());
   return 0;
 }

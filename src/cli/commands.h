@@ -9,7 +9,8 @@
 
 namespace parallama {
 
-int run_bench(const RunConfig& cfg, bool json, comm::Group dp);
+// profile: also print where the time of a step goes (tensor/profile.h).
+int run_bench(const RunConfig& cfg, bool json, comm::Group dp, bool profile = false);
 int run_info(const RunConfig& cfg);
 // `plan`: the device and the precision (fp32 | bf16) the planner assumes.
 struct PlanOptions {

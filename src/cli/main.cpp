@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   CLI::App app{"parallama: train LLaMA-family language models"};
   app.require_subcommand(1);
   std::string config;
-  bool json = false;
+  bool json = false, profile = false;
 
   auto with_config = [&](const char* name, const char* help) {
     CLI::App* sub = app.add_subcommand(name, help);
@@ -78,6 +78,8 @@ int main(int argc, char** argv) {
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
   add_precision(bench_cmd);
+  bench_cmd->add_flag("--profile", profile,
+                      "print where a step's time goes, per kernel kind and per model part");
   bench_cmd->add_flag("--json", json, "also print the results as one JSON object on the last line");
   add_layout(bench_cmd);
   CLI::App* info_cmd =
@@ -156,7 +158,7 @@ int main(int argc, char** argv) {
         load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run);
     world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
     if (sub == train_cmd) return train(cfg, topt, world);
-    if (sub == bench_cmd) return run_bench(cfg, json, world);
+    if (sub == bench_cmd) return run_bench(cfg, json, world, profile);
     if (sub == info_cmd) return run_info(cfg);
     if (sub == plan_cmd) return run_plan(cfg, plan_opt, json);
   } catch (const Error& e) {
