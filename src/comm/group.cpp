@@ -6,6 +6,7 @@
 
 #include "comm/self/self_backend.h"
 #include "tensor/error.h"
+#include "tensor/profile.h"
 
 namespace parallama::comm {
 
@@ -99,6 +100,7 @@ bool Request::test() {
 
 void Request::wait() {
   if (!op_) return;
+  prof::KindScope scope(prof::Kind::comm);
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(st_->opt.timeout_s));
   if (!poll(*op_, deadline))
