@@ -29,7 +29,7 @@ void charge() {
 // Scopes count on the thread that runs the step, outside parallel regions: a kernel called from
 // inside another's OpenMP loop (a GEMM within attention) is charged to the enclosing kind.
 bool counts() {
-  return g_on && !omp_in_parallel();
+  return g_on && omp_get_level() == 0;  // also with one thread, where no region is "active"
 }
 
 }  // namespace
