@@ -110,8 +110,8 @@ nlohmann::json print_profile(const prof::Report& r, int steps, comm::Group& worl
       std::printf("  %-14s %9.4f %6.1f%%\n", prof::part_name(Part(p)), r.part_s[p] / steps,
                   100 * r.part_s[p] / wall);
   // Part x kind, % of the step, only the kinds that appear.
-  static const char* kShort[] = {"gemm", "gemm_lp", "convert", "attn", "rmsnorm", "rope",
-                                 "swiglu", "xent",  "embed",   "optim", "comm",    "other"};
+  static const char* kShort[] = {"gemm",   "gemm_lp", "convert", "attn",  "rmsnorm", "rope",
+                                 "swiglu", "xent",    "embed",   "optim", "comm",    "other"};
   static_assert(sizeof kShort / sizeof *kShort == static_cast<size_t>(Kind::count));
   std::printf("  %% of step    ");
   for (int k = 0; k < nk; ++k)

@@ -43,8 +43,7 @@ void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n);
 uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols);
 
 // c (M, N) = op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in fp32.
-void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-             const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
-             int64_t ldc);
+void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
+             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace parallama::kernels

@@ -189,7 +189,7 @@ class Llama {
   std::vector<uint16_t> wlp_;  // mixed precision: 16-bit weights at the parameters' offsets
   uint16_t *xh_ = nullptr, *dyh_ = nullptr;  // mixed precision: 16-bit operand scratch
   float* tmp_ = nullptr;                     // mixed precision: fp32 before rounding
-  LayerActs shared_{};  // recompute: one layer's dropped activations
+  LayerActs shared_{};                       // recompute: one layer's dropped activations
   Arena scratch_;
   float *cos_, *sin_;
   float *dres_, *dln_, *dqkv_, *datty_, *dgu_, *dact_;  // backward scratch

@@ -24,8 +24,8 @@ struct ParallelConfig {
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;
-  bool check_collectives = false;    // stamp every collective and compare across ranks (debug)
-  double timeout_s = 120.0;          // a collective that takes longer is an error, not a hang
+  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
+  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
   // How replicas stay together: allreduce | ps | ps-async | local | diloco
   std::string sync = "allreduce";
   int ps_servers = 1;        // ps, ps-async: server ranks (the last ones)

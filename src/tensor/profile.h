@@ -13,17 +13,17 @@
 namespace parallama::prof {
 
 enum class Kind : int {
-  gemm,           // fp32 matrix multiplies (oneDNN sgemm)
-  gemm_lp,        // bf16 / fp16 matrix multiplies
-  convert,        // fp32 <-> bf16 / fp16 conversion of weights, activations and gradients
-  attention,      // the attention kernels outside their GEMMs
+  gemm,       // fp32 matrix multiplies (oneDNN sgemm)
+  gemm_lp,    // bf16 / fp16 matrix multiplies
+  convert,    // fp32 <-> bf16 / fp16 conversion of weights, activations and gradients
+  attention,  // the attention kernels outside their GEMMs
   rmsnorm,
   rope,
   swiglu,
   cross_entropy,
   embedding,
-  optimizer,      // AdamW / SGD updates
-  comm,           // waiting in collectives (tensor-, data- or pipeline-parallel)
+  optimizer,  // AdamW / SGD updates
+  comm,       // waiting in collectives (tensor-, data- or pipeline-parallel)
   other,
   count
 };

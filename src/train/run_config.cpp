@@ -318,8 +318,9 @@ void RunConfig::validate(ConfigUse use) const {
     int exp = 0;
     if (!(train.loss_scale >= 1.0 && train.loss_scale <= 1e30) ||
         std::frexp(train.loss_scale, &exp) != 0.5)
-      throw Error("train.loss_scale must be a power of two between 1 and 1e30 (scaling by it, "
-                  "and back, is then exact)");
+      throw Error(
+          "train.loss_scale must be a power of two between 1 and 1e30 (scaling by it, "
+          "and back, is then exact)");
     if (train.loss_scale_window < 1) throw Error("train.loss_scale_window must be at least 1");
   }
   if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
