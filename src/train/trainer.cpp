@@ -196,9 +196,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp, mesh.pp);
     step = cs.step;
     loader.set_position(cs.data_position);
-    if (st.scaler.enabled())
-      st.scaler.from_json(resume_json.value("loss_scale", nlohmann::json()),
-                          opt.resume + "/trainer.json");
+    // A checkpoint of an fp16 run carries its scaler; one trained otherwise starts a fresh one.
+    if (st.scaler.enabled() && resume_json.contains("loss_scale"))
+      st.scaler.from_json(resume_json["loss_scale"], opt.resume + "/trainer.json");
   }
   // The same parameters on every copy of this rank's slice (with servers: every rank, tp = 1).
   check_same_params(st.params, roles.num_servers ? world : mesh.dp);
