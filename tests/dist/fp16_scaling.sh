@@ -71,12 +71,23 @@ for x, y in zip(a, b):
     assert x["loss_scale"] == y["loss_scale"] and x.get("skipped") == y.get("skipped"), x["step"]
 PY
 # Not 1e-5 as in fp32: the layouts multiply matrices of 2 and 8 rows, whose fp32 sums differ in
-# the last bit, and such a difference now and then tips a rounding to fp16 (2^-11). Over 40 steps
-# at lr 1e-2 that grows to about 1e-4 in the loss and 3e-4 in the weights; a wrong unscaling (by
-# the rank count, the micro-batch count or the scale) is off by a factor of 2 or more.
+# the last bit, and such a difference now and then tips a rounding to fp16 (2^-11); losses then
+# differ by up to about 2e-4 over 40 steps. The weights are not compared: AdamW turns the
+# rounding of a near-zero gradient (a rare token's embedding row) into a full step. The unscaled
+# gradient norm of every applied step is: it must agree within 2e-3 (measured up to 6.4e-4),
+# where unscaling by the wrong factor (the rank count, the micro-batch count, a stale scale) is
+# off by 2x or more.
 compare metrics dp2/metrics.jsonl a/metrics.jsonl --tol 3e-4 || fail "dp losses"
-compare params dp2/step-40/model.safetensors a/step-40/model.safetensors --tol 1e-3 ||
-  fail "dp weights"
+/usr/bin/python3 - a/metrics.jsonl dp2/metrics.jsonl <<'PY' || fail "dp gradient norms"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+applied = [(x, y) for x, y in zip(a, b) if not x.get("skipped")]
+assert len(applied) >= 20, len(applied)
+worst = max(abs(x["grad_norm"] - y["grad_norm"]) / y["grad_norm"] for x, y in applied)
+print(f"{len(applied)} applied steps: unscaled gradient norms within {worst:.1e}")
+assert worst <= 2e-3
+PY
 # Unscaled, the first step's gradient norm is fp32's up to fp16 rounding (2^-11 per operand).
 "$bin" "${run[@]}" --precision fp16 --train.steps 40 --train.out_dir f16 --stop-at 2 > /dev/null
 "$bin" "${run[@]}" --train.steps 40 --train.out_dir f32 --stop-at 2 > /dev/null
