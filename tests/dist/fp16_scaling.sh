@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # fp16 mixed precision with dynamic loss scaling:
-# 1. a first scale far beyond fp16's range overflows (the tiny model's residual-stream gradients
-#    reach about 5e4 at a scale of 128: its random weights and RMSNorm's 1/rms amplify them): those steps are skipped (the weights stay
-#    bit for bit) and the scale halves each time; after train.loss_scale_window clean steps in a
-#    row it doubles; the scale of every step is in metrics.jsonl and follows these rules exactly;
+# 1. a first scale of 2^30 overflows fp16 (the tiny model's gradients fit below about 2^22):
+#    those steps are skipped (the weights stay bit for bit) and the scale halves each time; after
+#    train.loss_scale_window clean steps in a row it doubles; the scale of every step is in
+#    metrics.jsonl and follows these rules exactly;
 # 2. the scale is in the checkpoint, and resuming gives the same steps as never stopping;
 # 3. unscaling is right under gradient accumulation and data parallelism: 2 ranks x 2
 #    micro-batches and 1 rank x 1 micro-batch of the same 8 sequences skip the same steps and
-#    agree on every loss and the final weights; and the first step's gradient norm, unscaled,
-#    equals fp32's within fp16's rounding.
+#    agree on every loss and every applied step's unscaled gradient norm; and the first step's
+#    gradient norm, unscaled, equals fp32's within fp16's rounding.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400
