@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "tensor/profile.h"
+
 namespace parallama::kernels {
 
 namespace {
@@ -23,6 +25,7 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
 
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
                        const AttnDims& d) {
+  prof::KindScope scope(prof::Kind::attention);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel for collapse(3) schedule(static)
@@ -55,6 +58,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
                         const float* q, const float* k, const float* v, const AttnDims& d) {
+  prof::KindScope scope(prof::Kind::attention);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One task per (batch, KV head): it owns dk and dv of that KV head, so no two threads write

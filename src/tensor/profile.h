@@ -2,11 +2,13 @@
 // Where the time of a training step goes: wall time per kernel kind and per part of the model,
 // collected only while enabled (`parallama bench --profile`); when disabled a scope costs one
 // branch on a global flag. Scopes nest: time is charged to the innermost kind scope (a GEMM
-// inside the attention kernel is charged to gemm, not twice) and, independently, to the
-// innermost part scope. Time not inside any kind scope is charged to Kind::other, time outside
-// any part scope to Part::other, so each table adds up to the measured wall time.
-// Single-threaded use: the model and the trainer call scopes from one thread (the kernels'
-// OpenMP threads run inside them).
+// called by a kernel between its own parallel loops is charged to gemm, not twice) and,
+// independently, to the innermost part scope. Time not inside any kind scope is charged to
+// Kind::other, time outside any part scope to Part::other, so each table adds up to the
+// measured wall time.
+// Single-threaded use: the model and the trainer call scopes from one thread. A scope opened
+// inside an OpenMP parallel region does not count, so a kernel called from inside another's
+// parallel loop (flash attention's per-block GEMMs) is charged to the enclosing kind.
 #include <array>
 #include <cstdint>
 
@@ -16,7 +18,7 @@ enum class Kind : int {
   gemm,       // fp32 matrix multiplies (oneDNN sgemm)
   gemm_lp,    // bf16 / fp16 matrix multiplies
   convert,    // fp32 <-> bf16 / fp16 conversion of weights, activations and gradients
-  attention,  // the attention kernels outside their GEMMs
+  attention,  // the attention kernels, with the block GEMMs inside their parallel loops
   rmsnorm,
   rope,
   swiglu,
