@@ -86,7 +86,9 @@ TEST(Profile, ModelStepReachesEveryKernelKindAndPart) {
     for (K k : {K::attention, K::rmsnorm, K::rope, K::swiglu, K::cross_entropy, K::embedding,
                 p == Precision::fp32 ? K::gemm : K::gemm_lp})
       EXPECT_GT(r.calls[static_cast<int>(k)], 0) << prof::kind_name(k);
-    if (p == Precision::bf16) EXPECT_GT(r.calls[static_cast<int>(K::convert)], 0);
+    if (p == Precision::bf16) {
+      EXPECT_GT(r.calls[static_cast<int>(K::convert)], 0);
+    }
     for (prof::Part part :
          {prof::Part::embedding, prof::Part::attention, prof::Part::mlp, prof::Part::head})
       EXPECT_GT(r.part_s[static_cast<int>(part)], 0.0) << prof::part_name(part);
