@@ -1,6 +1,5 @@
 #include "kernels/matmul.h"
 
-#include <algorithm>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -31,16 +30,6 @@ void linear_backward(float* dx, float* dw, const float* dy, const float* x, cons
                      int64_t N, int64_t I, int64_t O, bool accumulate_dx) {
   if (dx) gemm(false, false, N, I, O, 1.0f, dy, O, w, I, accumulate_dx ? 1.0f : 0.0f, dx, I);
   if (dw) gemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
-}
-
-void linear_backward_weight(float* dw, const float* dy, const float* x, int64_t N, int64_t I,
-                            int64_t O, int chunks, const std::function<void()>& between) {
-  const int64_t step = (O + chunks - 1) / chunks;
-  for (int64_t o0 = 0; o0 < O; o0 += step) {
-    const int64_t rows = std::min(step, O - o0);
-    gemm(true, false, rows, I, N, 1.0f, dy + o0, O, x, I, 1.0f, dw + o0 * I, I);
-    if (between) between();
-  }
 }
 
 }  // namespace parallama::kernels

@@ -2,7 +2,6 @@
 // Matrix multiplies through oneDNN. Row-major throughout. Weights follow the Hugging Face
 // convention (out_features, in_features), so a linear layer is y = x · wᵀ.
 #include <cstdint>
-#include <functional>
 
 namespace parallama::kernels {
 
@@ -17,11 +16,6 @@ void linear_forward(float* y, const float* x, const float* w, int64_t N, int64_t
 // dw (O, I) += dy (N, O)ᵀ · x (N, I).
 void linear_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
                      int64_t N, int64_t I, int64_t O, bool accumulate_dx = false);
-
-// dw (O, I) += dy (N, O)ᵀ · x (N, I) in `chunks` blocks of rows of dw, calling between() after
-// each block: a caller overlapping communication with this GEMM polls its request there.
-void linear_backward_weight(float* dw, const float* dy, const float* x, int64_t N, int64_t I,
-                            int64_t O, int chunks, const std::function<void()>& between);
 
 }  // namespace parallama::kernels
 

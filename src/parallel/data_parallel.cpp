@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "kernels/matmul.h"
 #include "tensor/bf16.h"
 #include "tensor/error.h"
 
@@ -28,9 +29,9 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
   return off;
 }
 
+// Round to nearest even, in parallel.
 void to_bf16(const float* x, uint16_t* out, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(x[i]);
+  kernels::to_lowp(kernels::LowP::bf16, out, x, n);
 }
 
 }  // namespace
