@@ -19,8 +19,13 @@ namespace parallama {
 
 namespace {
 
-RunConfig checkpoint_config(const std::string& ckpt) {
-  return config_from_json(read_trainer_json(ckpt).at("config"), ckpt + "/trainer.json");
+// The checkpoint's tokenizer, checked against the hash its trainer.json records.
+std::string checkpoint_tokenizer(const std::string& ckpt) {
+  const nlohmann::json tj = read_trainer_json(ckpt);
+  const std::string path = (fs::path(ckpt) / "tokenizer.model").string();
+  if (tj.contains("tokenizer_hash"))
+    check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
+  return path;
 }
 
 MeshShape layout_of(const comm::Group& world, int tp) {
@@ -37,7 +42,7 @@ struct Loaded {
   ParamLayout layout;
   ParamBuffer params;
   Loaded(const std::string& ckpt, const comm::Group& world, int tp)
-      : cfg(checkpoint_config(ckpt)),
+      : cfg(checkpoint_config(read_trainer_json(ckpt), ckpt + "/trainer.json")),
         mesh(world, layout_of(world, tp), cfg.model),
         layout(cfg.model, mesh.shard()),
         params(layout) {
@@ -54,7 +59,7 @@ int run_generate(const std::string& ckpt, const std::string& prompt, const Sampl
     throw Error("generate runs one prompt on --tp ranks: start it with mpirun -np " +
                 std::to_string(tp) + " (or without mpirun for one process)");
   Loaded m(ckpt, world, tp);
-  const Tokenizer tok((fs::path(ckpt) / "tokenizer.model").string());
+  const Tokenizer tok(checkpoint_tokenizer(ckpt));
   std::vector<int32_t> ids = {tok.bos_id()};
   const auto p = tok.encode(prompt);
   ids.insert(ids.end(), p.begin(), p.end());

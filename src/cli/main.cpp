@@ -2,8 +2,12 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <set>
 
 #include "cli/commands.h"
 #include "comm/mpi/mpi_backend.h"
@@ -14,15 +18,59 @@
 
 namespace {
 
-// One line on stderr (rank 0 plainly, other ranks naming themselves); in a job of several
-// processes, every process then ends, so that none waits forever for this one.
+// One line on stderr, once per job: when every process failed (a bad setting, seen by all, or an
+// error they agreed on), rank 0 prints the line, and any different line of another rank, and
+// every process exits normally with `code`. Otherwise this process was the first to see it: it
+// prints the line (naming its rank) and ends every process, so that none waits forever for it.
 int fail(parallama::comm::Group& world, int code, const std::string& line) {
-  if (world.rank() == 0)
+  if (world.size() == 1) {
     std::fprintf(stderr, "%s\n", line.c_str());
-  else
-    std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
-  if (world.size() > 1) parallama::comm::mpi_abort(code);
+    return code;
+  }
+  const auto lines = parallama::comm::mpi_gather_failures(line, 3.0);
+  if (!lines) {
+    if (world.rank() == 0)
+      std::fprintf(stderr, "%s\n", line.c_str());
+    else
+      std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
+    parallama::comm::mpi_abort(code);
+  }
+  std::set<std::string> said;
+  for (size_t r = 0; r < lines->size(); ++r)
+    if (said.insert((*lines)[r]).second)
+      std::fprintf(stderr, r == 0 ? "%s%s\n" : "rank %s: %s\n",
+                   r == 0 ? "" : std::to_string(r).c_str(), (*lines)[r].c_str());
   return code;
+}
+
+// A command-line number that must be finite and within [lo, hi].
+CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+          char range[96];
+          std::snprintf(range, sizeof range, "a number between %g and %g", lo, hi);
+          return "'" + text + "' is not " + range;
+        }
+        return std::string();
+      },
+      "NUMBER");
+}
+
+// A command-line whole number of at least lo.
+CLI::Validator whole_at_least(long long lo) {
+  return CLI::Validator(
+      [lo](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(text.c_str(), &end, 10);
+        if (end == text.c_str() || *end != '\0' || errno || v < lo)
+          return "'" + text + "' is not a whole number of at least " + std::to_string(lo);
+        return std::string();
+      },
+      "INT");
 }
 
 }  // namespace
@@ -58,10 +106,14 @@ int main(int argc, char** argv) {
   TrainOptions topt;
   int dp = 0, tp = 0, pp = 0, zero = -1;
   auto add_layout = [&](CLI::App* sub) {
-    sub->add_option("--zero", zero, "ZeRO stage 0, 1 or 2 (same as --parallel.zero)");
-    sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)");
-    sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)");
-    sub->add_option("--pp", pp, "pipeline stages (same as --parallel.pp); dp·tp·pp = processes");
+    sub->add_option("--zero", zero, "ZeRO stage 0, 1 or 2 (same as --parallel.zero)")
+        ->check(CLI::Range(0, 2));
+    sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)")
+        ->check(whole_at_least(1));
+    sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)")
+        ->check(whole_at_least(1));
+    sub->add_option("--pp", pp, "pipeline stages (same as --parallel.pp); dp·tp·pp = processes")
+        ->check(whole_at_least(1));
   };
   std::string sync_flag, precision_flag;
   auto add_precision = [&](CLI::App* sub) {
@@ -73,8 +125,14 @@ int main(int argc, char** argv) {
   add_precision(train_cmd);
   train_cmd->add_option("--sync", sync_flag,
                         "allreduce, ps, ps-async, local or diloco (same as --parallel.sync)");
-  train_cmd->add_option("--resume", topt.resume, "continue from this checkpoint directory");
-  train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint");
+  train_cmd->add_option("--resume", topt.resume,
+                        "continue from a checkpoint directory, a run directory (its latest "
+                        "checkpoint), or auto: train.out_dir's latest, if there is one");
+  train_cmd->add_flag("--force", topt.force,
+                      "start over in a train.out_dir that holds another run's checkpoints "
+                      "(they are deleted)");
+  train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint")
+      ->check(whole_at_least(1));
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
   add_precision(bench_cmd);
@@ -109,18 +167,23 @@ int main(int argc, char** argv) {
   CLI::App* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint (KV cache)");
   gen_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
   gen_cmd->add_option("--prompt", prompt, "text to continue")->required();
-  gen_cmd->add_option("--temperature", sc.temperature, "0 = greedy");
-  gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass");
+  gen_cmd->add_option("--temperature", sc.temperature, "0 = greedy")->check(finite_in(0, 1e6));
+  gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass")->check(finite_in(1e-9, 1));
   gen_cmd->add_option("--seed", sc.seed, "sampling seed");
-  gen_cmd->add_option("--max-tokens", sc.max_tokens, "tokens to generate at most");
-  gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)");
+  gen_cmd->add_option("--max-tokens", sc.max_tokens, "tokens to generate at most")
+      ->check(whole_at_least(1));
+  gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)")
+      ->check(whole_at_least(1));
   CLI::App* eval_cmd =
       app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
   eval_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
   eval_cmd->add_option("--data", data, "token shard (e.g. data/kjv/val.bin)")->required();
-  eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)");
-  eval_cmd->add_option("--tp", tp,
-                       "tensor-parallel ranks; the processes / tp replicas share the batches");
+  eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)")
+      ->check(whole_at_least(0));
+  eval_cmd
+      ->add_option("--tp", tp,
+                   "tensor-parallel ranks; the processes / tp replicas share the batches")
+      ->check(whole_at_least(1));
   std::string trace_json, trace_svg;
   CLI::App* plot_cmd = app.add_subcommand(
       "plot", "draw RUN_DIR/loss.svg (and pipeline.svg from pipeline_trace.json), or one trace");
@@ -133,8 +196,17 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    const CLI::App* sub = app.get_subcommands().empty() ? nullptr : app.get_subcommands().front();
+    return fail(
+        world, 2,
+        "error: " + what + " (see parallama " + (sub ? sub->get_name() + " " : "") + "--help)");
   }
   try {
     CLI::App* sub = app.get_subcommands().front();
@@ -163,6 +235,10 @@ int main(int argc, char** argv) {
     if (sub == plan_cmd) return run_plan(cfg, plan_opt, json);
   } catch (const Error& e) {
     return fail(world, 2, "error: " + std::string(e.what()));
+  } catch (const std::bad_alloc&) {
+    return fail(world, 2,
+                "error: out of memory; lower train.batch_size or train.seq_len, or spread the "
+                "model over more processes");
   } catch (const std::exception& e) {
     return fail(world, 3, "internal error: " + std::string(e.what()));
   }

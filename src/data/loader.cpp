@@ -21,7 +21,13 @@ DataLoader::DataLoader(const std::vector<int32_t>& tokens, int64_t T, uint64_t s
                 std::to_string(T + 1));
 }
 
+void DataLoader::set_position(int64_t p) {
+  if (p < 0) throw Error("data position " + std::to_string(p) + " is negative");
+  position_ = p;
+}
+
 int64_t DataLoader::sample_at(int64_t g) {
+  if (g < 0) throw Error("sample " + std::to_string(g) + " is negative");
   const int64_t epoch = g / num_samples_, i = g % num_samples_;
   Perm& slot = cache_[epoch & 1];
   if (slot.epoch != epoch) {

@@ -17,7 +17,7 @@ class DataLoader {
   int64_t num_samples() const { return num_samples_; }
   int64_t position() const { return position_; }
   int64_t epoch() const { return position_ / num_samples_; }
-  void set_position(int64_t p) { position_ = p; }
+  void set_position(int64_t p);  // throws Error for a negative position
 
   // Fills micro-batch k (B samples) of this rank in the current global batch:
   // tokens, targets (B, T).

@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "io/param_io.h"
 #include "tensor/error.h"
@@ -17,15 +20,63 @@ namespace parallama {
 
 namespace {
 
-constexpr int kFormat = 1;
+constexpr int kFormat = 2;  // 2: trainer.json carries its own checksum
 constexpr const char* kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
 
+std::string hex16(uint64_t h) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+// The checksum of trainer.json: FNV-1a of its compact text without the "checksum" key (nlohmann
+// writes an object's keys sorted and numbers in their shortest round-trip form, so the text of
+// the parsed file is the text that was hashed).
+std::string json_checksum(nlohmann::json j) {
+  j.erase("checksum");
+  return hex16(fnv1a64(j.dump()));
+}
+
+bool is_hex16(const nlohmann::json& v) {
+  if (!v.is_string()) return false;
+  const std::string& s = v.get_ref<const std::string&>();
+  return s.size() == 16 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
 void write_text(const fs::path& path, const std::string& text) {
+  errno = 0;
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!(f << text) || !f.flush()) throw Error("cannot write " + path.string());
+  if (!(f << text) || !f.flush())
+    throw Error("cannot write " + path.string() +
+                (errno ? ": " + std::string(std::strerror(errno)) : ""));
 }
 
 }  // namespace
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const fs::path target(path);
+  const fs::path tmp = target.parent_path() /
+                       ("." + target.filename().string() + ".tmp-" + std::to_string(getpid()));
+  try {
+    write_text(tmp, text);
+    fs::rename(tmp, target);
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    if (dynamic_cast<const Error*>(&e)) throw;
+    throw Error("cannot write " + path + ": " + e.what());
+  }
+}
+
+void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
+                          const std::string& recorded_in) {
+  const std::string got = file_checksum(tokenizer_path), expected = hex16(want);
+  if (got != expected)
+    throw Error(tokenizer_path + " (hash " + got + ") is not the tokenizer that " + recorded_in +
+                " was made with (hash " + expected +
+                "); the tokenizer was replaced: run `parallama prepare` again, or put back the "
+                "original");
+}
 
 std::string file_checksum(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -36,9 +87,7 @@ std::string file_checksum(const std::string& path) {
     f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     h = fnv1a64(buf.data(), static_cast<size_t>(f.gcount()), h);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return hex16(h);
 }
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
@@ -74,6 +123,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       j["data_position"] = state.data_position;
       for (const char* name : kTensorFiles)
         j["checksums"][name] = file_checksum((tmp / name).string());
+      seal_trainer_json(j);
       write_text(tmp / "trainer.json", j.dump(1) + "\n");  // written last: marks completeness
       ::sync();
       if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
@@ -94,23 +144,74 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   io::agree_on_failure(tp, pp, dp, error);
 }
 
+void seal_trainer_json(nlohmann::json& j) { j["checksum"] = json_checksum(j); }
+
+nlohmann::json parse_trainer_json(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    std::string why = e.what();
+    if (const size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
+    throw Error(source + ": corrupt (" + why + ")");
+  }
+  auto bad = [&](const std::string& what) { return Error(source + ": corrupt (" + what + ")"); };
+  if (!j.is_object()) throw bad("not a JSON object");
+  if (!j.contains("format") || !j["format"].is_number_integer()) throw bad("no integer \"format\"");
+  const int64_t format = j["format"].get<int64_t>();
+  if (format < 1 || format > kFormat)
+    throw Error(source + ": checkpoint format " + j["format"].dump() +
+                " is not supported (this parallama reads formats 1 to " + std::to_string(kFormat) +
+                ")");
+  if (format >= 2) {  // format 1 had no checksum of its own
+    if (!is_hex16(j.value("checksum", nlohmann::json())))
+      throw bad("no \"checksum\" of 16 hex digits");
+    const std::string want = j["checksum"].get<std::string>(), got = json_checksum(j);
+    if (got != want)
+      throw Error(source + ": checksum " + got + " does not match the one recorded (" + want +
+                  "); the file was edited or is corrupt");
+  }
+  // Every field a command reads, with its type and range.
+  auto integer = [&](const char* key, int64_t lo, int64_t hi, bool required) {
+    if (!j.contains(key)) {
+      if (required) throw bad(std::string("no \"") + key + "\"");
+      return;
+    }
+    const nlohmann::json& v = j[key];
+    const bool ok = v.is_number_integer() &&
+                    (v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                            : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi);
+    if (!ok)
+      throw bad(std::string("\"") + key + "\" is " + v.dump() + ", not an integer in [" +
+                std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  };
+  constexpr int64_t kMaxSteps = 1'000'000'000'000, kMaxPosition = int64_t{1} << 53;
+  integer("step", 0, kMaxSteps, true);
+  integer("data_position", 0, kMaxPosition, true);
+  integer("epoch", 0, kMaxPosition, false);
+  if (j.contains("tokenizer_hash") && !j["tokenizer_hash"].is_number_unsigned() &&
+      !(j["tokenizer_hash"].is_number_integer() && j["tokenizer_hash"].get<int64_t>() >= 0))
+    throw bad("\"tokenizer_hash\" is not an unsigned integer");
+  if (!j.contains("checksums") || !j["checksums"].is_object())
+    throw bad("no \"checksums\" of the tensor files");
+  for (const char* name : kTensorFiles)
+    if (!is_hex16(j["checksums"].value(name, nlohmann::json())))
+      throw bad(std::string("the checksum of ") + name + " is not 16 hex digits");
+  for (const char* key : {"config", "layout", "rng", "loss_scale"})
+    if (j.contains(key) && !j[key].is_object())
+      throw bad(std::string("\"") + key + "\" is not an object");
+  if (j.contains("loss") && !j["loss"].is_number()) throw bad("\"loss\" is not a number");
+  return j;
+}
+
 nlohmann::json read_trainer_json(const std::string& dir) {
   const fs::path p = fs::path(dir) / "trainer.json";
   if (!fs::is_directory(dir)) throw Error("checkpoint '" + dir + "' is not a directory");
-  std::ifstream f(p);
+  std::ifstream f(p, std::ios::binary);
   if (!f) throw Error(p.string() + ": missing; '" + dir + "' is not a complete checkpoint");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(p.string() + ": corrupt (" + std::string(e.what()) + ")");
-  }
-  if (!j.is_object() || !j.contains("format") || !j.contains("step") || !j.contains("checksums") ||
-      !j.contains("data_position"))
-    throw Error(p.string() + ": corrupt (missing format, step, data_position or checksums)");
-  if (j["format"] != kFormat)
-    throw Error(p.string() + ": checkpoint format " + j["format"].dump() + " is not supported");
-  return j;
+  const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  if (f.bad()) throw Error("cannot read " + p.string());
+  return parse_trainer_json(text, p.string());
 }
 
 namespace {

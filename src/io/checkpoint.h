@@ -50,6 +50,22 @@ void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Gr
 
 // Just trainer.json, parsed and checked (for reading the config before building the model).
 nlohmann::json read_trainer_json(const std::string& dir);
+// The same from its text (source names it in errors): its own checksum (format 2 on), and the
+// type and range of every field a command reads (step, data_position, epoch, tokenizer_hash, the
+// tensor files' checksums, and that config, layout, rng and loss_scale are objects). Throws Error
+// with one line; never returns a value a later read could trip on.
+nlohmann::json parse_trainer_json(const std::string& text, const std::string& source);
+// Sets j's "checksum" to that of the rest of j (as save_checkpoint does before writing it).
+void seal_trainer_json(nlohmann::json& j);
+
+// Writes text to path through a temporary file and a rename. Throws Error naming the path and the
+// reason on any failure, and leaves no temporary file behind.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+// Throws Error unless the tokenizer model at tokenizer_path is the one whose hash (FNV-1a 64 of
+// its bytes, as Tokenizer::hash) `recorded_in` (a token shard, a checkpoint) records.
+void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
+                          const std::string& recorded_in);
 
 // FNV-1a 64 of a file's bytes (read in pieces), as 16 hex digits.
 std::string file_checksum(const std::string& path);

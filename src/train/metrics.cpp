@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <vector>
@@ -45,10 +47,17 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
       }
     }
   }
+  path_ = path;
+  errno = 0;
   out_.open(path, std::ios::trunc);
-  if (!out_) throw Error("cannot write " + path);
+  if (!out_) fail();
   for (const auto& line : keep) out_ << line << "\n";
-  out_.flush();
+  if (!out_.flush()) fail();
+}
+
+void Progress::fail() const {
+  throw Error("cannot write " + path_ + (errno ? ": " + std::string(std::strerror(errno)) : "") +
+              "; the run stops here (resume it from its last checkpoint with --resume auto)");
 }
 
 Progress::~Progress() {
@@ -71,8 +80,9 @@ void Progress::step(nlohmann::json j, int64_t tokens_this_step) {
   const double el = elapsed();
   const int64_t step = j["step"].get<int64_t>();
   j["elapsed"] = el;
+  errno = 0;
   out_ << j.dump() << "\n";
-  out_.flush();
+  if (!out_.flush()) fail();
   const double done = static_cast<double>(step - first_step_);
   const double eta = done > 0 ? el / done * static_cast<double>(total_ - step) : 0.0;
   char line[256];

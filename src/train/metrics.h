@@ -16,13 +16,16 @@ class Progress {
   // resumed from a checkpoint rewrites its later history).
   Progress(const std::string& run_dir, int64_t total_steps, int64_t resume_step, int log_every);
   ~Progress();
-  // Writes one metrics line (j must hold "step") and shows progress.
+  // Writes one metrics line (j must hold "step") and shows progress. A line that cannot be written
+  // (a full disk) throws Error: a run does not go on without its record.
   void step(nlohmann::json j, int64_t tokens_this_step);
   void message(const std::string& line);  // a line of its own, above the live status
   double elapsed() const;
 
  private:
+  [[noreturn]] void fail() const;
   std::ofstream out_;
+  std::string path_;
   int64_t total_, first_step_;
   int log_every_;
   bool tty_;

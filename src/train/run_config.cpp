@@ -3,7 +3,11 @@
 #include <toml++/toml.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "model/llama.h"
@@ -11,6 +15,7 @@
 #include "parallel/mesh.h"
 #include "parallel/schedule.h"
 #include "tensor/error.h"
+#include "tensor/utf8.h"
 
 namespace parallama {
 
@@ -18,7 +23,10 @@ namespace {
 
 class Reader {
  public:
-  Reader(toml::table& root, std::string source) : root_(root), source_(std::move(source)) {}
+  // raw: the text of each command-line setting as typed ("section.key" → text). A string setting
+  // takes it as it is even where it reads as another TOML type (--train.out_dir 2024).
+  Reader(toml::table& root, std::string source, std::map<std::string, std::string> raw = {})
+      : root_(root), source_(std::move(source)), raw_(std::move(raw)) {}
 
   template <class T>
   void get(const std::string& section, const std::string& key, T& out) {
@@ -46,17 +54,26 @@ class Reader {
         out = static_cast<T>(n->as_floating_point()->get());
       else
         fail(full, "must be a number");
+      if (!std::isfinite(static_cast<double>(out))) fail(full, "must be a finite number");
     } else if constexpr (std::is_same_v<T, std::vector<int>>) {
       const toml::array* arr = n->as_array();
       if (!arr) fail(full, "must be a list of integers, e.g. [2, 2, 1]");
       out.clear();
       for (const toml::node& e : *arr) {
         if (!e.is_integer()) fail(full, "must be a list of integers, e.g. [2, 2, 1]");
-        out.push_back(static_cast<int>(e.as_integer()->get()));
+        const int64_t v = e.as_integer()->get();
+        if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+          fail(full, "has an element out of range");
+        out.push_back(static_cast<int>(v));
       }
     } else {
-      if (!n->is_string()) fail(full, "must be a string");
-      out = n->as_string()->get();
+      if (n->is_string())
+        out = n->as_string()->get();
+      else if (raw_.count(full))
+        out = raw_.at(full);
+      else
+        fail(full, "must be a string");
+      if (!valid_utf8(out)) fail(full, "must be valid UTF-8 text");
     }
   }
 
@@ -80,6 +97,7 @@ class Reader {
  private:
   toml::table& root_;
   std::string source_;
+  std::map<std::string, std::string> raw_;
   std::set<std::string> seen_;
 };
 
@@ -172,18 +190,13 @@ Overrides parse_overrides(const std::vector<std::string>& args) {
   return out;
 }
 
-RunConfig load_run_config(const std::string& path, const Overrides& overrides, ConfigUse use) {
-  toml::table root;
-  const std::string source = path.empty() ? "command line" : path;
-  if (!path.empty()) {
-    try {
-      root = toml::parse_file(path);
-    } catch (const toml::parse_error& e) {
-      const auto& b = e.source().begin;
-      throw Error(path + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
-                  std::string(e.description()));
-    }
-  }
+namespace {
+
+// Command-line settings go into the table: a value that parses as TOML keeps its type (3e-4 →
+// float, 8 → integer, true → bool); anything else is a string, so paths need no quoting. Their
+// text as typed is kept in raw, for string settings.
+void apply_overrides(toml::table& root, const Overrides& overrides,
+                     std::map<std::string, std::string>& raw) {
   for (const auto& [key, value] : overrides) {
     const size_t dot = key.find('.');
     if (dot == std::string::npos || dot == 0 || dot + 1 == key.size() ||
@@ -193,31 +206,81 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides, C
     if (!root.contains(sec)) root.insert(sec, toml::table{});
     toml::table* t = root[sec].as_table();
     if (!t) throw Error("setting '--" + key + "': '" + sec + "' is not a section");
-    // A value that parses as TOML keeps its type (3e-4 → float, 8 → integer, true → bool);
-    // anything else is a string, so paths need no quoting.
     toml::table parsed;
     try {
       parsed = toml::parse("v = " + value);
     } catch (const toml::parse_error&) {
       parsed = toml::table{};
+    }
+    if (parsed.size() != 1 || !parsed.contains("v")) {  // not one TOML value: a string
+      parsed = toml::table{};
       parsed.insert("v", value);
     }
     t->insert_or_assign(k, *parsed.get("v"));
+    raw[key] = value;
   }
+}
 
+RunConfig read_table(toml::table& root, const std::string& source,
+                     std::map<std::string, std::string> raw, ConfigUse use) {
   RunConfig c;
-  Reader r(root, source);
+  Reader r(root, source, std::move(raw));
   std::string preset = "tiny";
   r.get("model", "preset", preset);
   c.model = llama_preset(preset);
   for_each_field(c, [&](const char* sec, const char* key, auto& field) { r.get(sec, key, field); });
   r.check_unknown();
   try {
-    c.validate(use);
+    if (use != ConfigUse::none) c.validate(use);
   } catch (const Error& e) {
     throw Error(source + ": " + e.what());
   }
   return c;
+}
+
+}  // namespace
+
+namespace {
+
+toml::table parse_toml(const std::string& text, const std::string& source) {
+  try {
+    return toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw Error(source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                std::string(e.description()));
+  }
+}
+
+}  // namespace
+
+RunConfig parse_run_config_text(const std::string& text, const std::string& source,
+                                const Overrides& overrides, ConfigUse use) {
+  toml::table root = parse_toml(text, source);
+  std::map<std::string, std::string> raw;
+  apply_overrides(root, overrides, raw);
+  return read_table(root, source, std::move(raw), use);
+}
+
+RunConfig load_run_config(const std::string& path, const Overrides& overrides, ConfigUse use) {
+  toml::table root;
+  if (!path.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      throw Error("--config " + path + " is a directory, not a TOML configuration file");
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error("cannot read configuration file '" + path + "'");
+    const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+    if (f.bad()) throw Error("cannot read configuration file '" + path + "'");
+    root = parse_toml(text, path);
+    if (root.empty())
+      throw Error(path +
+                  ": the configuration file holds no settings (leave out --config for the "
+                  "defaults)");
+  }
+  std::map<std::string, std::string> raw;
+  apply_overrides(root, overrides, raw);
+  return read_table(root, path.empty() ? "command line" : path, std::move(raw), use);
 }
 
 nlohmann::json config_to_json(const RunConfig& c) {
@@ -228,21 +291,58 @@ nlohmann::json config_to_json(const RunConfig& c) {
   return j;
 }
 
-RunConfig config_from_json(const nlohmann::json& j, const std::string& source) {
-  Overrides o;
-  try {
-    for (const auto& [sec, table] : j.items())
-      for (const auto& [key, value] : table.items())
-        o.emplace_back(sec + "." + key,
-                       value.is_string() ? value.get<std::string>() : value.dump());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(source + ": config is not a table of sections");
+// The JSON values go into the table with their own types, so that a string stays a string
+// whatever it looks like ("2024", "1979-05-27").
+RunConfig config_from_json(const nlohmann::json& j, const std::string& source, ConfigUse use) {
+  if (!j.is_object()) throw Error(source + ": config is not a table of sections");
+  toml::table root;
+  for (const auto& [sec, table] : j.items()) {
+    if (!table.is_object()) throw Error(source + ": config section '" + sec + "' is not a table");
+    toml::table t;
+    for (const auto& [key, v] : table.items()) {
+      const std::string full = sec + "." + key;
+      switch (v.type()) {
+        case nlohmann::json::value_t::string:
+          t.insert(key, v.get<std::string>());
+          break;
+        case nlohmann::json::value_t::boolean:
+          t.insert(key, v.get<bool>());
+          break;
+        case nlohmann::json::value_t::number_integer:
+          t.insert(key, v.get<int64_t>());
+          break;
+        case nlohmann::json::value_t::number_unsigned:
+          if (v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+            throw Error(source + ": config key '" + full + "' is out of range");
+          t.insert(key, static_cast<int64_t>(v.get<uint64_t>()));
+          break;
+        case nlohmann::json::value_t::number_float:
+          t.insert(key, v.get<double>());
+          break;
+        case nlohmann::json::value_t::array: {
+          toml::array arr;
+          for (const auto& e : v) {
+            if (!e.is_number_integer())
+              throw Error(source + ": config key '" + full + "' must be a list of integers");
+            arr.push_back(e.get<int64_t>());
+          }
+          t.insert(key, std::move(arr));
+          break;
+        }
+        default:
+          throw Error(source + ": config key '" + full + "' has a value of no config type (" +
+                      std::string(v.type_name()) + ")");
+      }
+    }
+    root.insert(sec, std::move(t));
   }
-  try {
-    return load_run_config("", o);
-  } catch (const Error& e) {
-    throw Error(source + ": " + e.what());
-  }
+  return read_table(root, source, {}, use);
+}
+
+RunConfig checkpoint_config(const nlohmann::json& trainer_json, const std::string& source) {
+  if (!trainer_json.contains("config"))
+    throw Error(source + ": no \"config\"; not a checkpoint of a training run");
+  return config_from_json(trainer_json["config"], source);
 }
 
 MeshShape mesh_shape(const RunConfig& c) {
@@ -335,7 +435,8 @@ void RunConfig::validate(ConfigUse use) const {
         "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
         "--zero), not --sync " +
         p.sync);
-  if (!(parallel.timeout_s > 0)) throw Error("parallel.timeout_s must be positive");
+  if (!(parallel.timeout_s > 0 && parallel.timeout_s <= 1e6))
+    throw Error("parallel.timeout_s must be positive and at most 1e6 seconds (11.6 days)");
   if (bench.steps < 1 || bench.warmup < 0)
     throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");
 }

@@ -49,8 +49,9 @@ struct BenchConfig {
 };
 
 // What a command uses of the configuration. Every key is always read strictly (name and type);
-// only the sections a command uses are checked for sense: `info` has no training run.
-enum class ConfigUse { model, run };
+// only the sections a command uses are checked for sense: `info` has no training run; none checks
+// names and types only.
+enum class ConfigUse { none, model, run };
 
 struct RunConfig {
   LlamaConfig model;
@@ -72,12 +73,22 @@ using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.
 // Reads `path` (may be empty: defaults and overrides only). Throws Error with one line naming the
 // file and key for an unknown key or a value of the wrong type anywhere, and for a value that
 // makes no sense in the sections that `use` needs.
+// A directory, an unreadable or an empty file is an error. A string setting given on the command
+// line is taken as typed, whatever TOML type it looks like (--train.out_dir 2024).
 RunConfig load_run_config(const std::string& path, const Overrides& overrides,
                           ConfigUse use = ConfigUse::run);
+// The same from TOML text (source names it in errors).
+RunConfig parse_run_config_text(const std::string& text, const std::string& source,
+                                const Overrides& overrides = {}, ConfigUse use = ConfigUse::run);
 
-// Every key with its value, as nested JSON ({"model": {...}, ...}), for trainer.json; and back.
+// Every key with its value, as nested JSON ({"model": {...}, ...}), for trainer.json; and back,
+// exactly: each value keeps its JSON type (a string "2024" stays a string).
 nlohmann::json config_to_json(const RunConfig& c);
-RunConfig config_from_json(const nlohmann::json& j, const std::string& source);
+RunConfig config_from_json(const nlohmann::json& j, const std::string& source,
+                           ConfigUse use = ConfigUse::run);
+
+// The config recorded in a checkpoint's trainer.json (source: its path, for errors).
+RunConfig checkpoint_config(const nlohmann::json& trainer_json, const std::string& source);
 
 // Splits leftover command-line words "--a.b v" / "--a.b=v" into overrides; throws Error otherwise.
 Overrides parse_overrides(const std::vector<std::string>& args);

@@ -2,23 +2,70 @@
 
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <cstdlib>
 #include <thread>
 
 #include "comm/mpi/mpi_backend.h"
+#include "plan/plan.h"
 #include "tensor/error.h"
 
 namespace parallama {
 
 namespace {
 
-// Refuses shape-only presets before any memory is allocated for them.
+// This machine's memory in bytes: physical memory, or a smaller cgroup limit.
+double machine_memory_bytes() {
+  double bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  std::ifstream limit("/sys/fs/cgroup/memory.max");
+  double v = 0;
+  if (limit >> v && v > 0) bytes = std::min(bytes, v);  // "max" reads as no number
+  return bytes;
+}
+
+// Refuses, naming the memory it needs, a run whose ranks on this machine would not fit in its
+// memory (by the planner's count of what a rank allocates), before anything is allocated.
+void check_memory(const RunConfig& cfg) {
+  PlanInput in;
+  in.model = cfg.model;
+  in.shape = mesh_shape(cfg);
+  in.schedule = parse_schedule(cfg.parallel.pp_schedule);
+  in.batch = cfg.train.batch_size;
+  in.seq_len = cfg.train.seq_len;
+  in.micro_batches = cfg.train.micro_batches;
+  in.zero = cfg.parallel.zero;
+  in.recompute = parse_recompute(cfg.train.recompute);
+  in.moments = cfg.optim.name == "adamw" ? 2 : 1;
+  in.bucket_mb = cfg.parallel.bucket_mb;
+  const Plan plan = make_plan(in, Device{});
+  const RankGroup& g = plan.groups[plan.largest];
+  const int ranks = comm::local_ranks();
+  const double need = g.memory() * ranks, have = machine_memory_bytes();
+  if (need <= have) return;
+  char line[480];
+  std::snprintf(line, sizeof line,
+                "a micro-batch of %d x %d tokens needs about %.1f GB per rank (parameters %.2f, "
+                "gradients %.2f, optimizer %.2f, activations %.1f GB)%s, more than this "
+                "machine's %.1f GB; lower train.batch_size or train.seq_len, set train.recompute "
+                "= \"full\", or spread the model with --tp or --pp",
+                cfg.train.batch_size, cfg.train.seq_len, g.memory() / 1e9, g.state.params / 1e9,
+                g.state.grads / 1e9, g.state.optimizer / 1e9, g.activations / 1e9,
+                ranks > 1 ? (", " + std::to_string(ranks) + " ranks here").c_str() : "",
+                have / 1e9);
+  throw Error(line);
+}
+
+// Refuses shape-only presets, and runs that cannot fit, before any memory is allocated for them.
 const LlamaConfig& trainable(const RunConfig& cfg) {
   const LlamaConfig& c = cfg.model;
   if (c.shape_only)
     throw Error("preset '" + c.name + "' is a published shape for sizing only and is not " +
                 "trained here; pick tiny, kjv-small or bench15m");
+  check_memory(cfg);
   return c;
 }
 

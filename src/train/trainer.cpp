@@ -20,6 +20,8 @@
 #include "tensor/error.h"
 #include "tensor/hash.h"
 #include "train/metrics.h"
+#include "train/preempt.h"
+#include "train/run_dir.h"
 #include "train/step.h"
 #include "train/trace.h"
 #include "train/traffic.h"
@@ -153,6 +155,31 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
   cfg.check_processes(world.size());
+  // The run directory: rank 0 locks it (for the whole run), finds the checkpoint to resume, or
+  // makes sure a fresh start replaces nobody's checkpoints, and sweeps what interrupted saves
+  // left; every rank gets the same answer or the same error.
+  std::optional<RunDirLock> lock;
+  std::string resume;
+  {
+    std::exception_ptr error;
+    if (world.rank() == 0)
+      io::guarded(error, [&] {
+        lock.emplace(tc.out_dir);
+        resume = resolve_resume(opt.resume, tc.out_dir);
+        if (resume.empty()) {
+          const std::string removed = claim_for_fresh_start(tc.out_dir, opt.force);
+          if (!removed.empty()) std::printf("--force: deleted %s\n", removed.c_str());
+        }
+        if (const int n = sweep_stale_checkpoint_dirs(tc.out_dir))
+          std::printf("removed %d unfinished checkpoint director%s of an interrupted run\n", n,
+                      n == 1 ? "y" : "ies");
+      });
+    io::agree_on_failure(world, error);
+    int64_t len = static_cast<int64_t>(resume.size());
+    world.broadcast(&len, 1, 0, comm::DataType::I64);
+    resume.resize(static_cast<size_t>(len));
+    if (len > 0) world.broadcast(resume.data(), len, 0, comm::DataType::Byte);
+  }
   const SyncConfig sc = sync_config(cfg);
   Roles roles = make_roles(world, sc);
   // The workers form the dp × tp × pp mesh; each parameter server stands alone.
@@ -167,6 +194,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
   if (train_data.header.tokenizer_hash != val_data.header.tokenizer_hash)
     throw Error(cfg.data.dir + ": train.bin and val.bin were made with different tokenizers");
+  const std::string tokenizer_path = (fs::path(cfg.data.dir) / "tokenizer.model").string();
+  check_tokenizer_hash(tokenizer_path, train_data.header.tokenizer_hash, train_data.path);
   DataLoader loader(train_data.tokens, T, tc.seed, mesh.coord().dp, workers);
   const int64_t global = B * K * workers;
   if (global > loader.num_samples())
@@ -177,14 +206,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   if (static_cast<int64_t>(val_data.tokens.size()) <= T)
     throw Error(val_data.path + ": fewer than " + std::to_string(T + 1) + " tokens for validation");
   nlohmann::json resume_json;
-  if (!opt.resume.empty()) {
-    resume_json = read_trainer_json(opt.resume);
-    const RunConfig old = config_from_json(resume_json.at("config"), opt.resume + "/trainer.json");
+  if (!resume.empty()) {
+    resume_json = read_trainer_json(resume);
+    const RunConfig old = checkpoint_config(resume_json, resume + "/trainer.json");
     if (config_to_json(old)["model"] != config_to_json(cfg)["model"])
-      throw Error(opt.resume + ": the checkpoint is of another model (" +
+      throw Error(resume + ": the checkpoint is of another model (" +
                   config_to_json(old)["model"].dump() + ")");
     if (resume_json.value("tokenizer_hash", uint64_t{0}) != train_data.header.tokenizer_hash)
-      throw Error(opt.resume + ": the checkpoint was trained with another tokenizer than " +
+      throw Error(resume + ": the checkpoint was trained with another tokenizer than " +
                   cfg.data.dir);
   }
 
@@ -192,13 +221,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   TrainState st(cfg, mesh);
   if (st.pipeline && !cfg.parallel.pp_trace.empty()) st.pipeline->set_tracing(true);
   int64_t step = 0;
-  if (!opt.resume.empty()) {
-    const CheckpointState cs = load_checkpoint(opt.resume, st.params, st.optim, mesh.tp, mesh.pp);
+  if (!resume.empty()) {
+    const CheckpointState cs = load_checkpoint(resume, st.params, st.optim, mesh.tp, mesh.pp);
     step = cs.step;
     loader.set_position(cs.data_position);
     // A checkpoint of an fp16 run carries its scaler; one trained otherwise starts a fresh one.
     if (st.scaler.enabled() && resume_json.contains("loss_scale"))
-      st.scaler.from_json(resume_json["loss_scale"], opt.resume + "/trainer.json");
+      st.scaler.from_json(resume_json["loss_scale"], resume + "/trainer.json");
   }
   // The same parameters on every copy of this rank's slice (with servers: every rank, tp = 1).
   check_same_params(st.params, roles.num_servers ? world : mesh.dp);
@@ -255,7 +284,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
         {"loss", last_loss},
         {"tokenizer_hash", train_data.header.tokenizer_hash}};
     if (st.scaler.enabled()) cs.extra["loss_scale"] = st.scaler.to_json();
-    cs.copy_files = {(fs::path(cfg.data.dir) / "tokenizer.model").string()};
+    cs.copy_files = {tokenizer_path};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
     sync->gather_state(st.replica, at);
     // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO
@@ -280,7 +309,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     (zero ? roles.all_workers : mesh.replica)
         .all_reduce(&peak, 1, comm::DataType::F64, comm::ReduceOp::Max);
     if (!writes) return;
-    std::ofstream(fs::path(tc.out_dir) / "latest") << "step-" << at << "\n";
+    write_file_atomically((fs::path(tc.out_dir) / "latest").string(),
+                          "step-" + std::to_string(at) + "\n");
     char gathered[128] = "";  // one process writes its tensors as they are: nothing gathered
     if (peak > 0)
       std::snprintf(gathered, sizeof gathered,
@@ -289,6 +319,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     say("checkpoint " + dir + gathered);
   };
 
+  // Workers in step with each other stop together on a signal. (Parameter servers run their own
+  // schedule: there a signal ends the run as before, and it continues from its last checkpoint.)
+  const bool preemptible = roles.num_servers == 0;
+  std::optional<PreemptionGuard> guard;
+  if (preemptible) guard.emplace(writes);
   const int64_t first_step = step + 1;
   int64_t sent0 = world.bytes_sent(), received0 = world.bytes_received();
   // Bytes per mesh axis of the training steps alone (see train/traffic.h).
@@ -371,6 +406,19 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     }
     if (progress) progress->step(j, global * T);
     if (is_checkpoint(step)) save(step, loss);
+    // A signal to any worker stops them all after this same step, with a checkpoint.
+    if (preemptible) {
+      int64_t sig = PreemptionGuard::signal_received();
+      roles.all_workers.all_reduce(&sig, 1, comm::DataType::I64, comm::ReduceOp::Max);
+      if (sig) {
+        if (!is_checkpoint(step)) save(step, loss);
+        say(std::string("stopped by ") + signal_name(static_cast<int>(sig)) + " after step " +
+            std::to_string(step) + " with checkpoint " +
+            (fs::path(tc.out_dir) / ("step-" + std::to_string(step))).string() +
+            "; continue with --resume auto");
+        return kExitPreempted;
+      }
+    }
   }
   if (st.pipeline && last >= first_step) {  // every stage's peak activation memory
     const PipeStepStats& ps = st.pipeline->last_step();
@@ -409,14 +457,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       traffic_summary(world, roles, last - first_step + 1, axes_total, st.params.size());
   if (writes && last >= first_step && world.size() > 1) {
     for (const auto& r : traffic) say(describe_rank_traffic(r));
-    std::ofstream(fs::path(tc.out_dir) / "summary.json")
-        << nlohmann::json{{"sync", cfg.parallel.sync},
-                          {"zero", cfg.parallel.zero},
-                          {"steps", last - first_step + 1},
-                          {"ranks", traffic},
-                          {"memory", memory}}
-               .dump(1)
-        << "\n";
+    write_file_atomically((fs::path(tc.out_dir) / "summary.json").string(),
+                          nlohmann::json{{"sync", cfg.parallel.sync},
+                                         {"zero", cfg.parallel.zero},
+                                         {"steps", last - first_step + 1},
+                                         {"ranks", traffic},
+                                         {"memory", memory}}
+                                  .dump(1) +
+                              "\n");
   }
   return 0;
 }

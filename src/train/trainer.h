@@ -12,9 +12,16 @@
 namespace parallama {
 
 struct TrainOptions {
-  std::string resume;   // a checkpoint directory to continue from ("" = start fresh)
+  // A checkpoint directory, a run directory (its latest checkpoint), or "auto" (train.out_dir's
+  // latest checkpoint, or a fresh start when it has none); "" = start fresh (see train/run_dir.h).
+  std::string resume;
+  bool force = false;   // start fresh even where train.out_dir holds another run's checkpoints
   int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
 };
+
+// The exit code of a run stopped by SIGTERM, SIGINT
+// or SIGUSR1 (EX_TEMPFAIL: run it again with --resume auto to continue).
+inline constexpr int kExitPreempted = 75;
 
 // Trains on the processes of `world` (size 1: one process) with the --sync strategy of the
 // config; with a parameter server the last ranks serve. Only rank 0 writes logs,

@@ -2,9 +2,12 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <numeric>
+#include <thread>
 
 #include "tensor/error.h"
 
@@ -75,8 +78,7 @@ class MpiBackend : public Backend {
                                         ReduceOp how) override {
     auto op = std::make_unique<MpiOp>();
     check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t),
-                         how == ReduceOp::Max ? MPI_MAX : MPI_SUM,
-                         comm_, &op->req),
+                         how == ReduceOp::Max ? MPI_MAX : MPI_SUM, comm_, &op->req),
           "MPI_Iallreduce");
     return op;
   }
@@ -157,6 +159,12 @@ int local_ranks() {
   return 1;
 }
 
+namespace {
+// A communicator of its own for reporting failures: no collective in flight on another one can
+// match its operations.
+MPI_Comm failure_comm = MPI_COMM_NULL;
+}  // namespace
+
 Group mpi_world(const Options& opt) {
   int inited = 0;
   MPI_Initialized(&inited);
@@ -164,8 +172,40 @@ Group mpi_world(const Options& opt) {
     int provided = 0;
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     std::atexit(finalize_at_exit);
+    check(MPI_Comm_dup(MPI_COMM_WORLD, &failure_comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(failure_comm, MPI_ERRORS_RETURN);
   }
   return Group(std::make_shared<MpiBackend>(MPI_COMM_WORLD), opt);
+}
+
+std::optional<std::vector<std::string>> mpi_gather_failures(const std::string& line,
+                                                            double wait_s) {
+  if (failure_comm == MPI_COMM_NULL) return std::nullopt;
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(failure_comm, &req) != MPI_SUCCESS) return std::nullopt;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
+  for (int done = 0;;) {
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return std::nullopt;
+    if (done) break;
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;  // some did not fail
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Every process is here: rank 0 gets every line.
+  int rank = 0, size = 1;
+  MPI_Comm_rank(failure_comm, &rank);
+  MPI_Comm_size(failure_comm, &size);
+  const int len = static_cast<int>(std::min<size_t>(line.size(), 1 << 16));
+  std::vector<int> lens(size), displs(size);
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, failure_comm);
+  int total = 0;
+  for (int r = 0; r < size; ++r) displs[r] = total, total += lens[r];
+  std::string all(rank == 0 ? total : 0, '\0');
+  MPI_Gatherv(line.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, 0,
+              failure_comm);
+  std::vector<std::string> lines;
+  if (rank == 0)
+    for (int r = 0; r < size; ++r) lines.push_back(all.substr(displs[r], lens[r]));
+  return lines;
 }
 
 void mpi_abort(int code) {

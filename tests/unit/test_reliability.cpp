@@ -1,0 +1,242 @@
+// What a user names things, and what a checkpoint's trainer.json holds, never make a run
+// unloadable: the stored config round-trips exactly, trainer.json is checksummed and every field
+// is checked; bad numbers and strings are refused with one line.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "io/checkpoint.h"
+#include "tensor/utf8.h"
+#include "test_util.h"
+#include "train/run_config.h"
+
+namespace parallama {
+
+using test::error_of;
+
+namespace {
+
+// Strings that read as other TOML or JSON types, or carry quoting, escapes and non-ASCII text.
+const char* const kTrickyStrings[] = {"2024",
+                                      "1979-05-27",
+                                      "1979-05-27T07:32:00Z",
+                                      "07:32:00",
+                                      "true",
+                                      "false",
+                                      "3e-4",
+                                      "-0",
+                                      "inf",
+                                      "nan",
+                                      "[1, 2]",
+                                      "{a = 1}",
+                                      "",
+                                      " ",
+                                      "a b",
+                                      "x = 1",
+                                      "#not a comment",
+                                      "\"quoted\"",
+                                      "'single'",
+                                      "back\\slash",
+                                      "tab\there",
+                                      "new\nline",
+                                      "runs/2024-01-01",
+                                      "ünïcödé ✓",
+                                      "0x1F",
+                                      "1_000",
+                                      "+5",
+                                      "null"};
+
+// A random value of the same JSON type as v (float fields get values a float holds exactly).
+nlohmann::json random_like(const nlohmann::json& v, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> pick(0, std::size(kTrickyStrings) - 1);
+  switch (v.type()) {
+    case nlohmann::json::value_t::string:
+      return kTrickyStrings[pick(rng)];
+    case nlohmann::json::value_t::boolean:
+      return rng() % 2 == 0;
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+      return static_cast<int64_t>(rng() % 2147483647);
+    case nlohmann::json::value_t::number_float: {
+      const float f = std::ldexp(static_cast<float>(rng() % 16777216) / 16777216.0f,
+                                 static_cast<int>(rng() % 200) - 100);
+      return static_cast<double>(f);
+    }
+    case nlohmann::json::value_t::array: {
+      nlohmann::json a = nlohmann::json::array();
+      for (uint64_t i = 0, n = rng() % 4; i < n; ++i) a.push_back(static_cast<int>(rng() % 100));
+      return a;
+    }
+    default:
+      return v;
+  }
+}
+
+}  // namespace
+
+// Property: any config (every value replaced at random by one of its type) written as JSON reads
+// back to exactly the same JSON: a string stays a string whatever it looks like.
+TEST(ConfigRoundTrip, RandomConfigsRoundTripExactly) {
+  const nlohmann::json base = config_to_json(load_run_config("", {}, ConfigUse::none));
+  std::mt19937_64 rng(20261123);
+  for (int trial = 0; trial < 300; ++trial) {
+    nlohmann::json j = base;
+    for (auto& [sec, table] : j.items())
+      for (auto& [key, value] : table.items())
+        if (!(sec == "model" && key == "preset")) value = random_like(value, rng);
+    const RunConfig c = config_from_json(j, "random", ConfigUse::none);
+    ASSERT_EQ(config_to_json(c), j) << "trial " << trial;
+    // ... and through the text of trainer.json.
+    ASSERT_EQ(config_to_json(
+                  config_from_json(nlohmann::json::parse(j.dump(1)), "random", ConfigUse::none)),
+              j);
+  }
+}
+
+TEST(ConfigRoundTrip, StringSettingsOnTheCommandLineAreTakenAsTyped) {
+  for (const char* s : {"2024", "1979-05-27", "true", "3e-4", "1979-05-27T07:32:00"}) {
+    const RunConfig c = load_run_config(
+        "",
+        {{"train.out_dir", s}, {"data.dir", s}, {"model.preset", "tiny"}, {"train.seq_len", "16"}});
+    EXPECT_EQ(c.train.out_dir, s);
+    EXPECT_EQ(c.data.dir, s);
+    const RunConfig back = checkpoint_config({{"config", config_to_json(c)}}, "trainer.json");
+    EXPECT_EQ(back.train.out_dir, s);
+    EXPECT_EQ(back.data.dir, s);
+  }
+  // A number setting stays strict.
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"train.steps", "1979-05-27"}});
+            }).find("must be an integer"),
+            std::string::npos);
+}
+
+TEST(ConfigChecks, NonFiniteAndAbsurdNumbersAreRefused) {
+  for (const char* key : {"model.norm_eps", "model.rope_theta", "optim.eps", "train.grad_clip",
+                          "optim.weight_decay", "optim.lr", "parallel.timeout_s"})
+    for (const char* v : {"inf", "-inf", "nan", "1e300"}) {
+      const std::string e = error_of([&] {
+        load_run_config("", {{key, v}, {"train.seq_len", "16"}});
+      });
+      EXPECT_TRUE(e.find("finite") != std::string::npos ||
+                  e.find("at most 1e6") != std::string::npos)
+          << key << " = " << v << ": " << e;
+    }
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"parallel.timeout_s", "1e10"}, {"train.seq_len", "16"}});
+            }).find("at most 1e6"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"parallel.pp_layers", "[1, 99999999999]"}});
+            }).find("out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"train.out_dir", "bad\xff"}});
+            }).find("UTF-8"),
+            std::string::npos);
+}
+
+TEST(Utf8, ValidAndInvalidSequences) {
+  EXPECT_TRUE(valid_utf8("plain"));
+  EXPECT_TRUE(valid_utf8("ünïcödé ✓ 𝄞"));
+  EXPECT_EQ(first_invalid_utf8("ab\xff"), 2u);
+  EXPECT_EQ(first_invalid_utf8("\xc0\xaf"), 0u);          // overlong '/'
+  EXPECT_EQ(first_invalid_utf8("x\xed\xa0\x80"), 1u);     // a surrogate
+  EXPECT_EQ(first_invalid_utf8("\xf4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(first_invalid_utf8("\xe2\x9c"), 0u);          // cut short
+}
+
+namespace {
+
+nlohmann::json good_trainer_json() {
+  nlohmann::json j = {
+      {"format", 2},
+      {"step", 40},
+      {"data_position", 1280},
+      {"epoch", 0},
+      {"loss", 3.5},
+      {"tokenizer_hash", 12345678901234567890ull},
+      {"checksums",
+       {{"model.safetensors", "0123456789abcdef"}, {"optimizer.safetensors", "fedcba9876543210"}}},
+      {"config", config_to_json(load_run_config("", {}, ConfigUse::none))},
+      {"layout", {{"dp", 1}, {"tp", 1}, {"pp", 1}}}};
+  seal_trainer_json(j);
+  return j;
+}
+
+std::string parse_error(const nlohmann::json& j) {
+  return error_of([&] { parse_trainer_json(j.dump(1), "t/trainer.json"); });
+}
+
+}  // namespace
+
+TEST(TrainerJson, SealedFileRoundTripsAndEditsAreCaught) {
+  const nlohmann::json j = good_trainer_json();
+  EXPECT_EQ(parse_trainer_json(j.dump(1), "x"), j);
+  nlohmann::json edited = j;
+  edited["step"] = 41;
+  EXPECT_NE(parse_error(edited).find("does not match"), std::string::npos);
+  edited = j;
+  edited.erase("checksum");
+  EXPECT_NE(parse_error(edited).find("checksum"), std::string::npos);
+  // Format 1 had no checksum of its own and still loads.
+  edited = j;
+  edited.erase("checksum");
+  edited["format"] = 1;
+  EXPECT_EQ(parse_error(edited), "");
+}
+
+TEST(TrainerJson, EveryFieldIsTypeAndRangeChecked) {
+  const std::vector<std::pair<std::string, nlohmann::json>> bad = {
+      {"data_position", -100},
+      {"data_position", "0"},
+      {"data_position", 1.5},
+      {"step", -1},
+      {"step", 1e15},
+      {"step", "7"},
+      {"step", nullptr},
+      {"epoch", -3},
+      {"tokenizer_hash", -1},
+      {"tokenizer_hash", "abc"},
+      {"checksums", "x"},
+      {"config", 5},
+      {"loss_scale", "big"},
+      {"loss", "low"},
+      {"format", 99},
+      {"format", "2"},
+      {"layout", nlohmann::json::array()}};
+  for (const auto& [key, value] : bad) {
+    nlohmann::json j = good_trainer_json();
+    j[key] = value;
+    seal_trainer_json(j);  // a well-formed checksum: the field check itself must catch it
+    const std::string e = parse_error(j);
+    EXPECT_NE(e, "") << key << " = " << value.dump();
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    EXPECT_EQ(e.find("json.exception"), std::string::npos) << e;
+  }
+  nlohmann::json j = good_trainer_json();
+  j.erase("step");
+  seal_trainer_json(j);
+  EXPECT_NE(parse_error(j).find("step"), std::string::npos);
+  j = good_trainer_json();
+  j["checksums"]["model.safetensors"] = "XYZ";
+  seal_trainer_json(j);
+  EXPECT_NE(parse_error(j).find("model.safetensors"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_trainer_json("{\"step\": ", "t"); }).find("corrupt"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_trainer_json("[1, 2]", "t"); }).find("not a JSON object"),
+            std::string::npos);
+  // The config inside is read strictly, and a missing one is named.
+  EXPECT_NE(error_of([] { checkpoint_config(nlohmann::json::object(), "t"); }).find("config"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              checkpoint_config({{"config", {{"train", {{"steps", "many"}}}}}}, "t");
+            }).find("train.steps"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              checkpoint_config({{"config", {{"train", {{"steps", nullptr}}}}}}, "t");
+            }).find("train.steps"),
+            std::string::npos);
+}
+
+}  // namespace parallama
