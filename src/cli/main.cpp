@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   int dp = 0, tp = 0, pp = 0, zero = -1;
   auto add_layout = [&](CLI::App* sub) {
     sub->add_option("--zero", zero, "ZeRO stage 0, 1 or 2 (same as --parallel.zero)")
-        ->check(CLI::Range(0, 2));
+        ->check(whole_at_least(0));
     sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)")
         ->check(whole_at_least(1));
     sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)")

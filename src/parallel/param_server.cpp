@@ -46,8 +46,8 @@ void reply(Roles& r, Replica& st, int w, ps::PullHead head, int64_t lo, int64_t 
 
 // Synchronous: every step, the sum of all workers' gradients, clipped by the global norm
 // (summed over the servers), one optimizer step, the new slice back to every worker.
-void serve_sync(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedule& sched,
-                int64_t lo, int64_t hi) {
+int64_t serve_sync(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedule& sched,
+                   int64_t lo, int64_t hi) {
   const int W = r.num_workers;
   const int64_t n = hi - lo;
   std::vector<float> buf(static_cast<size_t>(W) * std::max<int64_t>(n, 1));
@@ -76,10 +76,13 @@ void serve_sync(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedu
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, cfg.steps);
     st.optim.step(st.params, st.grads, lr, lo, hi);
     ++version;
-    const ps::PullHead head{version, norm, 0, 0, 0, 0, 0};
+    const ps::PullHead head{version, norm, 0, 0, 0, 0, 0, sched.signal ? sched.signal() : 0};
     for (int w = 0; w < W; ++w) reply(r, st, w, head, lo, hi);
-    if (sched.is_checkpoint(step)) ps::send_state(r, st, lo, hi);
+    const bool last = heads[0].last != 0;  // the workers agreed on it
+    if (sched.is_checkpoint(step) || last) ps::send_state(r, st, lo, hi);
+    if (last) return step;
   }
+  return sched.last_step;
 }
 
 // Asynchronous: each push is applied when it arrives. A worker's next parameters are held back
@@ -135,6 +138,7 @@ void serve_async(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSched
                               stale_sum / static_cast<double>(updates),
                               static_cast<double>(lead_max),
                               0,
+                              0,
                               0};
       reply(r, st, w, head, lo, hi);
       waiting[w] = false;
@@ -157,14 +161,13 @@ void serve_async(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSched
 
 }  // namespace
 
-void run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
-                          const ServerSchedule& sched) {
+int64_t run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
+                             const ServerSchedule& sched) {
   const int s = roles.world.rank() - roles.num_workers;
   const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);
-  if (cfg.parallel.sync == "ps")
-    serve_sync(cfg, roles, st, sched, lo, hi);
-  else
-    serve_async(cfg, roles, st, sched, lo, hi);
+  if (cfg.parallel.sync == "ps") return serve_sync(cfg, roles, st, sched, lo, hi);
+  serve_async(cfg, roles, st, sched, lo, hi);
+  return sched.last_step;
 }
 
 }  // namespace parallama

@@ -18,6 +18,7 @@ enum Tag : int {
 struct PushHead {   // worker -> server, followed by the gradient slice
   int64_t step;     // the worker's step (1-based)
   int64_t version;  // the server's parameter version the gradient was computed on
+  int64_t last;     // ps: 1 when the workers agreed to stop after this step (a signal)
 };
 
 struct PullHead {  // server -> worker, followed by the parameter slice
@@ -27,6 +28,7 @@ struct PullHead {  // server -> worker, followed by the parameter slice
   double staleness_mean;
   double lead_max;        // ps-async: most steps any worker was let run ahead of the slowest
   double sent, received;  // the server's bytes so far, for the workers' traffic records
+  int64_t signal;         // ps: a stop signal the server received (0: none), for the workers
 };
 
 // Rank 0 receives every server's slice of the optimizer state (and its step count) before

@@ -215,14 +215,17 @@ class PsWorker : public Synchronizer {
     for (int s = 0; s < S; ++s) {
       const auto [lo, hi] = server_slice(st.params.size(), S, s);
       const int peer = roles_.num_workers + s;
-      push[s] = {step, version_[s]};
+      push[s] = {step, version_[s], last_ ? 1 : 0};
       reqs.push_back(roles_.world.isend(&push[s], sizeof(ps::PushHead), peer, ps::kPushHead));
       reqs.push_back(roles_.world.isend(st.grads.data() + lo, (hi - lo) * 4, peer, ps::kPushData));
       reqs.push_back(roles_.world.irecv(&pull[s], sizeof(ps::PullHead), peer, ps::kPullHead));
       reqs.push_back(roles_.world.irecv(st.params.data() + lo, (hi - lo) * 4, peer, ps::kPullData));
     }
     for (auto& r : reqs) r.wait();
-    for (int s = 0; s < S; ++s) version_[s] = pull[s].version;
+    for (int s = 0; s < S; ++s) {
+      version_[s] = pull[s].version;
+      if (pull[s].signal) peer_signal_ = static_cast<int>(pull[s].signal);
+    }
     if (!async_)
       out.grad_norm = pull[0].grad_norm;
     else
@@ -243,8 +246,12 @@ class PsWorker : public Synchronizer {
     if (roles_.world.rank() != 0) return;
     ps::receive_state(roles_, st);
   }
+  void set_last_step() override { last_ = true; }
+  int peer_signal() const override { return peer_signal_; }
 
  private:
+  bool last_ = false;
+  int peer_signal_ = 0;
   const SyncConfig& cfg_;
   Roles& roles_;
   bool async_;

@@ -81,6 +81,11 @@ class Synchronizer {
   // Before rank 0 writes a checkpoint of this step: bring the optimizer state home (the
   // servers send it at the same steps).
   virtual void gather_state(Replica&, int64_t) {}
+  // Before update(): every worker agreed that this step is the run's last (a signal stops it
+  // early); the parameter servers of --sync ps then send their state and end with it.
+  virtual void set_last_step() {}
+  // A stop signal that a rank outside the workers (a parameter server) received, 0 if none.
+  virtual int peer_signal() const { return 0; }
 };
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st);
@@ -90,8 +95,11 @@ std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& ro
 struct ServerSchedule {
   int64_t first_step, last_step;
   std::function<bool(int64_t)> is_checkpoint;
+  std::function<int()> signal;  // a stop signal this server received (0: none), passed on
 };
-void run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
-                          const ServerSchedule& sched);
+// Returns the last step served: sched.last_step, or an earlier one that the workers (--sync ps)
+// marked as their last.
+int64_t run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
+                             const ServerSchedule& sched);
 
 }  // namespace parallama

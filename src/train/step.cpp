@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "comm/mpi/mpi_backend.h"
@@ -27,8 +27,8 @@ double machine_memory_bytes() {
   return bytes;
 }
 
-// Refuses, naming the memory it needs, a run whose ranks on this machine would not fit in its
-// memory (by the planner's count of what a rank allocates), before anything is allocated.
+}  // namespace
+
 void check_memory(const RunConfig& cfg) {
   PlanInput in;
   in.model = cfg.model;
@@ -58,6 +58,8 @@ void check_memory(const RunConfig& cfg) {
                 have / 1e9);
   throw Error(line);
 }
+
+namespace {
 
 // Refuses shape-only presets, and runs that cannot fit, before any memory is allocated for them.
 const LlamaConfig& trainable(const RunConfig& cfg) {

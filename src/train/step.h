@@ -48,6 +48,10 @@ class TrainState {
   std::unique_ptr<Pipeline> pipeline;  // with --pp above 1
 };
 
+// Refuses, naming the memory it needs, a run whose ranks on this machine would not fit in its
+// memory (by the planner's count of what a rank allocates), before anything is allocated.
+void check_memory(const RunConfig& cfg);
+
 // Sets the OpenMP thread count and returns the count in use. 0: OMP_NUM_THREADS if set, else
 // the machine's cores divided by the ranks started on this machine.
 int configure_threads(int threads);

@@ -155,31 +155,6 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
   cfg.check_processes(world.size());
-  // The run directory: rank 0 locks it (for the whole run), finds the checkpoint to resume, or
-  // makes sure a fresh start replaces nobody's checkpoints, and sweeps what interrupted saves
-  // left; every rank gets the same answer or the same error.
-  std::optional<RunDirLock> lock;
-  std::string resume;
-  {
-    std::exception_ptr error;
-    if (world.rank() == 0)
-      io::guarded(error, [&] {
-        lock.emplace(tc.out_dir);
-        resume = resolve_resume(opt.resume, tc.out_dir);
-        if (resume.empty()) {
-          const std::string removed = claim_for_fresh_start(tc.out_dir, opt.force);
-          if (!removed.empty()) std::printf("--force: deleted %s\n", removed.c_str());
-        }
-        if (const int n = sweep_stale_checkpoint_dirs(tc.out_dir))
-          std::printf("removed %d unfinished checkpoint director%s of an interrupted run\n", n,
-                      n == 1 ? "y" : "ies");
-      });
-    io::agree_on_failure(world, error);
-    int64_t len = static_cast<int64_t>(resume.size());
-    world.broadcast(&len, 1, 0, comm::DataType::I64);
-    resume.resize(static_cast<size_t>(len));
-    if (len > 0) world.broadcast(resume.data(), len, 0, comm::DataType::Byte);
-  }
   const SyncConfig sc = sync_config(cfg);
   Roles roles = make_roles(world, sc);
   // The workers form the dp × tp × pp mesh; each parameter server stands alone.
@@ -205,6 +180,32 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 " tokens in " + train_data.path);
   if (static_cast<int64_t>(val_data.tokens.size()) <= T)
     throw Error(val_data.path + ": fewer than " + std::to_string(T + 1) + " tokens for validation");
+  check_memory(cfg);
+  // The run directory: rank 0 locks it (for the whole run), finds the checkpoint to resume, or
+  // makes sure a fresh start replaces nobody's checkpoints, and sweeps what interrupted saves
+  // left; every rank gets the same answer or the same error.
+  std::optional<RunDirLock> lock;
+  std::string resume;
+  {
+    std::exception_ptr error;
+    if (world.rank() == 0)
+      io::guarded(error, [&] {
+        lock.emplace(tc.out_dir);
+        resume = resolve_resume(opt.resume, tc.out_dir);
+        if (resume.empty()) {
+          const std::string removed = claim_for_fresh_start(tc.out_dir, opt.force);
+          if (!removed.empty()) std::printf("--force: deleted %s\n", removed.c_str());
+        }
+        if (const int n = sweep_stale_checkpoint_dirs(tc.out_dir))
+          std::printf("removed %d unfinished checkpoint director%s of an interrupted run\n", n,
+                      n == 1 ? "y" : "ies");
+      });
+    io::agree_on_failure(world, error);
+    int64_t len = static_cast<int64_t>(resume.size());
+    world.broadcast(&len, 1, 0, comm::DataType::I64);
+    resume.resize(static_cast<size_t>(len));
+    if (len > 0) world.broadcast(resume.data(), len, 0, comm::DataType::Byte);
+  }
   nlohmann::json resume_json;
   if (!resume.empty()) {
     resume_json = read_trainer_json(resume);
@@ -236,8 +237,17 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   auto is_checkpoint = [&](int64_t s) {
     return s == last || (!async && tc.ckpt_every > 0 && s % tc.ckpt_every == 0);
   };
+  // Workers in step with each other stop together on a signal to any rank (with --sync ps the
+  // servers pass theirs on). ps-async workers are never in step: there a signal ends the run as
+  // before, and it continues from its last checkpoint.
+  const bool preemptible = !async;
+  std::optional<PreemptionGuard> guard;
+  if (preemptible) guard.emplace(writes);
   if (roles.server) {
-    run_parameter_server(sc, roles, st.replica, {step + 1, last, is_checkpoint});
+    const int64_t served = run_parameter_server(
+        sc, roles, st.replica,
+        {step + 1, last, is_checkpoint, [] { return PreemptionGuard::signal_received(); }});
+    if (served < last) return kExitPreempted;  // the workers stopped early, on a signal
     const auto [lo, hi] =
         server_slice(st.params.size(), roles.num_servers, rank - roles.num_workers);
     traffic_summary(world, roles, last - step, {}, hi - lo);
@@ -319,11 +329,6 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     say("checkpoint " + dir + gathered);
   };
 
-  // Workers in step with each other stop together on a signal. (Parameter servers run their own
-  // schedule: there a signal ends the run as before, and it continues from its last checkpoint.)
-  const bool preemptible = roles.num_servers == 0;
-  std::optional<PreemptionGuard> guard;
-  if (preemptible) guard.emplace(writes);
   const int64_t first_step = step + 1;
   int64_t sent0 = world.bytes_sent(), received0 = world.bytes_received();
   // Bytes per mesh axis of the training steps alone (see train/traffic.h).
@@ -350,6 +355,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                   "; lower optim.lr or set train.grad_clip");
     const float lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, tc.steps);
     const double loss_scale = st.scaler.scale();
+    // A signal to any rank: every worker agrees to make this step the last.
+    int64_t stop_signal = 0;
+    if (preemptible) {
+      stop_signal = std::max(PreemptionGuard::signal_received(), sync->peer_signal());
+      roles.all_workers.all_reduce(&stop_signal, 1, comm::DataType::I64, comm::ReduceOp::Max);
+      if (step == last) stop_signal = 0;  // the run ends here anyway
+      if (stop_signal) sync->set_last_step();
+    }
     const SyncStep upd = st.update(*sync, lr, step);
     const AxisBytes axes = axis_bytes(mesh, servers) - axes0;
     axes_total += axes;
@@ -406,18 +419,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     }
     if (progress) progress->step(j, global * T);
     if (is_checkpoint(step)) save(step, loss);
-    // A signal to any worker stops them all after this same step, with a checkpoint.
-    if (preemptible) {
-      int64_t sig = PreemptionGuard::signal_received();
-      roles.all_workers.all_reduce(&sig, 1, comm::DataType::I64, comm::ReduceOp::Max);
-      if (sig) {
-        if (!is_checkpoint(step)) save(step, loss);
-        say(std::string("stopped by ") + signal_name(static_cast<int>(sig)) + " after step " +
-            std::to_string(step) + " with checkpoint " +
-            (fs::path(tc.out_dir) / ("step-" + std::to_string(step))).string() +
-            "; continue with --resume auto");
-        return kExitPreempted;
-      }
+    if (stop_signal) {
+      if (!is_checkpoint(step)) save(step, loss);
+      say(std::string("stopped by ") + signal_name(static_cast<int>(stop_signal)) + " after step " +
+          std::to_string(step) + " with checkpoint " +
+          (fs::path(tc.out_dir) / ("step-" + std::to_string(step))).string() +
+          "; continue with --resume auto");
+      return kExitPreempted;
     }
   }
   if (st.pipeline && last >= first_step) {  // every stage's peak activation memory

@@ -44,5 +44,28 @@ printf '[train]\nbatch_size = "eight"\n' > bad.toml
 expect_error "bad.toml: key 'train.batch_size' must be an integer" train --config bad.toml
 printf '[train\n' > broken.toml
 expect_error "broken.toml:1" train --config broken.toml
+# A directory or an empty file as --config; inf and nan; absurd and malformed flags.
+expect_error "is a directory, not a TOML configuration file" train --config data
+: > empty.toml
+expect_error "empty.toml: the configuration file holds no settings" train --config empty.toml
+printf '# only a comment\n' > comment.toml
+expect_error "holds no settings" train --config comment.toml
+for key in model.norm_eps model.rope_theta optim.eps train.grad_clip optim.weight_decay; do
+  expect_error "key '$key' must be a finite number" train "${tiny[@]}" --$key inf
+  expect_error "key '$key' must be a finite number" train "${tiny[@]}" --$key nan
+done
+expect_error "timeout_s must be positive and at most 1e6" train "${tiny[@]}" --parallel.timeout_s 1e10
+expect_error "key 'parallel.timeout_s' must be a finite number" train "${tiny[@]}" --parallel.timeout_s inf
+for v in 0 -1 abc 1.5; do
+  expect_error "--dp: '$v' is not a whole number of at least 1" train "${tiny[@]}" --dp $v
+done
+expect_error "--stop-at: '0' is not a whole number" train "${tiny[@]}" --stop-at 0
+expect_error "--zero must be 0, 1 or 2" train "${tiny[@]}" --zero 3
+expect_error "--temperature: 'nan' is not a number" generate --ckpt x --prompt y --temperature nan
+expect_error "--top-p: 'nan' is not a number" generate --ckpt x --prompt y --top-p nan
+expect_error "--max-tokens: '0' is not a whole number" generate --ckpt x --prompt y --max-tokens 0
+# A batch that cannot fit names the memory it needs.
+expect_error "needs about .* GB per rank .* more than this machine's" bench \
+  --config "$src/configs/bench15m.toml" --train.batch_size 20000
 [ ! -e runs ] || fail "a refused run wrote files"
 echo "e2e cli: all checks passed"
