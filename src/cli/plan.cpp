@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "plan/plan.h"
 #include "tensor/error.h"
+#include "train/step.h"
 
 namespace parallama {
 
@@ -278,18 +279,8 @@ int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
   if (cfg.parallel.sync != "allreduce")
     throw Error("plan models --sync allreduce (with or without ZeRO), not --sync " +
                 cfg.parallel.sync);
-  PlanInput in;
-  in.model = cfg.model;
-  in.shape = mesh_shape(cfg);
-  in.schedule = parse_schedule(cfg.parallel.pp_schedule);
-  in.batch = cfg.train.batch_size;
-  in.seq_len = cfg.train.seq_len;
-  in.micro_batches = cfg.train.micro_batches;
-  in.zero = cfg.parallel.zero;
-  in.recompute = parse_recompute(cfg.train.recompute);
+  PlanInput in = plan_input(cfg);
   in.precision = parse_precision(opt.precision);
-  in.moments = cfg.optim.name == "adamw" ? 2 : 1;
-  in.bucket_mb = cfg.parallel.bucket_mb;
   if (!(opt.device.tflops >= 0) || !(opt.device.efficiency > 0 && opt.device.efficiency <= 1) ||
       !(opt.device.link_gbps > 0) || !(opt.device.tp_link_gbps > 0) || !(opt.device.memory_gb > 0))
     throw Error(

@@ -29,7 +29,7 @@ double machine_memory_bytes() {
 
 }  // namespace
 
-void check_memory(const RunConfig& cfg) {
+PlanInput plan_input(const RunConfig& cfg) {
   PlanInput in;
   in.model = cfg.model;
   in.shape = mesh_shape(cfg);
@@ -41,7 +41,11 @@ void check_memory(const RunConfig& cfg) {
   in.recompute = parse_recompute(cfg.train.recompute);
   in.moments = cfg.optim.name == "adamw" ? 2 : 1;
   in.bucket_mb = cfg.parallel.bucket_mb;
-  const Plan plan = make_plan(in, Device{});
+  return in;
+}
+
+void check_memory(const RunConfig& cfg) {
+  const Plan plan = make_plan(plan_input(cfg), Device{});
   const RankGroup& g = plan.groups[plan.largest];
   const int ranks = comm::local_ranks();
   const double need = g.memory() * ranks, have = machine_memory_bytes();

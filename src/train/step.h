@@ -10,6 +10,7 @@
 #include "parallel/mesh.h"
 #include "parallel/pipeline.h"
 #include "parallel/sync.h"
+#include "plan/plan.h"
 #include "train/loss_scale.h"
 #include "train/run_config.h"
 
@@ -47,6 +48,9 @@ class TrainState {
   Replica replica;
   std::unique_ptr<Pipeline> pipeline;  // with --pp above 1
 };
+
+// The planner's input for a run's configuration (fp32; set precision for another).
+PlanInput plan_input(const RunConfig& cfg);
 
 // Refuses, naming the memory it needs, a run whose ranks on this machine would not fit in its
 // memory (by the planner's count of what a rank allocates), before anything is allocated.
