@@ -128,6 +128,8 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume", topt.resume,
                         "continue from a checkpoint directory, a run directory (its latest "
                         "checkpoint), or auto: train.out_dir's latest, if there is one");
+  train_cmd->add_option("--init", topt.init,
+                        "start from this checkpoint's weights (fine-tuning; a fresh optimizer)");
   train_cmd->add_flag("--force", topt.force,
                       "start over in a train.out_dir that holds another run's checkpoints "
                       "(they are deleted)");

@@ -206,6 +206,20 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     resume.resize(static_cast<size_t>(len));
     if (len > 0) world.broadcast(resume.data(), len, 0, comm::DataType::Byte);
   }
+  // Fine-tuning starts from another checkpoint's weights: the same model and tokenizer.
+  const std::string init = resume.empty() ? opt.init : std::string();
+  if (!init.empty()) {
+    const nlohmann::json init_json = read_trainer_json(init);
+    const RunConfig base = checkpoint_config(init_json, init + "/trainer.json");
+    if (config_to_json(base)["model"] != config_to_json(cfg)["model"])
+      throw Error("--init " + init + ": the checkpoint is of another model (" +
+                  config_to_json(base)["model"].dump() + "); use its [model] settings");
+    if (init_json.contains("tokenizer_hash") &&
+        init_json["tokenizer_hash"].get<uint64_t>() != train_data.header.tokenizer_hash)
+      throw Error("--init " + init + ": the checkpoint's tokenizer is not the one " + cfg.data.dir +
+                  " was made with (prepare the data with --tokenizer " + init +
+                  "/tokenizer.model)");
+  }
   nlohmann::json resume_json;
   if (!resume.empty()) {
     resume_json = read_trainer_json(resume);
@@ -230,6 +244,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (st.scaler.enabled() && resume_json.contains("loss_scale"))
       st.scaler.from_json(resume_json["loss_scale"], resume + "/trainer.json");
   }
+  if (!init.empty()) load_checkpoint_model(init, st.params, mesh.tp, mesh.pp);
   // The same parameters on every copy of this rank's slice (with servers: every rank, tp = 1).
   check_same_params(st.params, roles.num_servers ? world : mesh.dp);
   const int64_t last = opt.stop_at > 0 ? std::min(opt.stop_at, tc.steps) : tc.steps;
@@ -271,7 +286,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 workers, static_cast<long long>(K), static_cast<long long>(B),
                 static_cast<long long>(T), threads, cfg.parallel.sync.c_str(), shape.dp, shape.tp,
                 shape.pp, cfg.train.precision.c_str());
-  say(head + (step ? " from step " + std::to_string(step) : std::string()));
+  say(head + (step ? " from step " + std::to_string(step) : std::string()) +
+      (init.empty() ? std::string() : ", starting from the weights of " + init));
   if (shape.pp > 1) {  // the pipeline plan, stage by stage
     std::string plan = describe_mesh(cfg.model, shape);
     say("pipeline: " + cfg.parallel.pp_schedule + " schedule, " + std::to_string(K) +

@@ -16,6 +16,9 @@ struct TrainOptions {
   // latest checkpoint, or a fresh start when it has none); "" = start fresh (see train/run_dir.h).
   std::string resume;
   bool force = false;   // start fresh even where train.out_dir holds another run's checkpoints
+  // A fresh start from this checkpoint's weights (a pretrained or converted model): fine-tuning.
+  // The optimizer, step and data position start anew. Ignored when a checkpoint is resumed.
+  std::string init;
   int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
 };
 

@@ -51,4 +51,20 @@ cp -r full/step-40 broken
 head -c 1000 full/step-40/model.safetensors > broken/model.safetensors
 expect_error "broken/model.safetensors" train "${run[@]}" --train.out_dir again --resume broken
 expect_error "broken/model.safetensors" eval --ckpt broken --data d1/val.bin
+# Fine-tuning: --init starts from a checkpoint's weights with a fresh optimizer at step 0. With a
+# learning rate of 0 the saved weights are the checkpoint's, bit for bit, and the first loss is
+# the checkpoint's (far below a fresh model's).
+"$bin" train "${run[@]}" --train.out_dir ft --init full/step-40 --train.steps 1 --optim.lr 0 \
+  --optim.min_lr 0 > ft.log
+grep -q "starting from the weights of full/step-40" ft.log || fail "--init not reported"
+/usr/bin/python3 "$src/tests/dist/compare.py" params ft/step-1/model.safetensors \
+  full/step-40/model.safetensors --tol 0 > /dev/null || fail "--init did not load the weights"
+/usr/bin/python3 - full/metrics.jsonl ft/metrics.jsonl <<'PY' || fail "--init loss"
+import json, sys
+full = [json.loads(l) for l in open(sys.argv[1])]
+ft = [json.loads(l) for l in open(sys.argv[2])]
+assert ft[0]["step"] == 1 and ft[0]["loss"] < full[0]["loss"] - 0.5, (ft[0], full[0])
+PY
+expect_error "the checkpoint is of another model" train "${run[@]}" --train.out_dir ft2 \
+  --init full/step-40 --model.n_layers 3
 echo "e2e train: all checks passed"
