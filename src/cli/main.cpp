@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <set>
 
 #include "cli/commands.h"
@@ -14,6 +15,7 @@
 #include "data/prepare.h"
 #include "tensor/error.h"
 #include "train/plot.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 namespace {
@@ -213,6 +215,9 @@ int main(int argc, char** argv) {
   try {
     CLI::App* sub = app.get_subcommands().front();
     if (sub == prepare_cmd) return prepare(prep), 0;
+    // --ckpt may name a run directory: its latest checkpoint.
+    if (!ckpt.empty() && !std::filesystem::exists(std::filesystem::path(ckpt) / "trainer.json"))
+      if (const std::string latest = latest_checkpoint(ckpt); !latest.empty()) ckpt = latest;
     if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1));
     if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches, world, std::max(tp, 1));
     if (sub == plot_cmd) {

@@ -21,6 +21,7 @@ grep -q '"out_dir": "2024"' 2024/step-10/trainer.json || fail "out_dir not store
 "$bin" "${run[@]}" --data.dir 2024-01-01 --train.out_dir 2024 --resume auto > resumed.log
 grep -q "from step 10" resumed.log || fail "--resume auto did not read latest"
 "$bin" eval --ckpt 2024/step-20 --data data/val.bin --batches 2 > /dev/null
+"$bin" eval --ckpt 2024 --data data/val.bin --batches 2 > /dev/null  # a run directory: its latest
 "$bin" generate --ckpt 2024/step-20 --prompt "In the beginning" --max-tokens 4 > /dev/null
 
 # A fresh start into a run's directory is refused; --resume RUN_DIR and --force.
