@@ -1,9 +1,16 @@
 #include "data/prepare.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,10 +18,253 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "tensor/error.h"
+#include "tensor/utf8.h"
 
 namespace fs = std::filesystem;
 
 namespace parallama {
+
+namespace {
+
+// The set `prepare` writes, and replaces as a whole.
+constexpr const char* kSetFiles[] = {"tokenizer.model", "train.bin", "val.bin", "meta.json"};
+
+bool in_set(const std::string& name) {
+  for (const char* f : kSetFiles)
+    if (name == f) return true;
+  return false;
+}
+
+[[noreturn]] void write_failed(const fs::path& path, int err) {
+  throw Error("cannot write " + path.string() + ": " +
+              (err ? std::strerror(err) : "the write failed"));
+}
+
+// Writes `bytes` to `path`, checking the open, the write, the flush and the close.
+void write_file(const fs::path& path, const std::string& bytes) {
+  errno = 0;
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f.is_open()) write_failed(path, errno);
+  if (!f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush())
+    write_failed(path, errno);
+  f.close();
+  if (!f) write_failed(path, errno);
+}
+
+// Forces a file's (or a directory's entries') data to the disk.
+void sync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) write_failed(path, errno);
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) write_failed(path, err);  // EINVAL: this file cannot be synced
+}
+
+// After the swap the new set is in place and its files are on the disk: making the rename itself
+// durable is all that is left, and a failure there is no reason to report the set as not written.
+void sync_path_quietly(const fs::path& path) {
+  if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// "PATH: line L, byte offset B", where a text file holds a byte that is not text.
+std::string where(const std::string& path, size_t line, size_t offset) {
+  return path + ": line " + std::to_string(line) + ", byte offset " + std::to_string(offset);
+}
+
+// Reads one text file into `lines` (its non-blank lines, without line ends), refusing a
+// directory and anything that is not UTF-8 text. Returns its entry for meta.json's "inputs".
+nlohmann::json read_text(const std::string& path, std::vector<std::string>& lines) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw Error("--text '" + path +
+                "' is a directory, not a text file (give each file: --text DIR/*.txt)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read text file '" + path + "': " + std::strerror(errno));
+  size_t count = 0, bytes = 0, line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) {  // a byte-order mark is no text
+      line.erase(0, 3);
+      bytes += 3;
+    }
+    if (const size_t nul = line.find('\0'); nul != std::string::npos)
+      throw Error(where(path, line_no, bytes + nul) +
+                  " holds a NUL byte: a binary file, not UTF-8 text");
+    if (const size_t bad = first_invalid_utf8(line); bad != std::string::npos) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(line[bad]));
+      throw Error(where(path, line_no, bytes + bad) + " holds byte " + hex +
+                  ", which is not valid UTF-8: a binary file, or text in another encoding "
+                  "(convert it with iconv)");
+    }
+    bytes += line.size() + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    lines.push_back(std::move(line));
+    ++count;
+  }
+  if (in.bad()) throw Error("cannot read text file '" + path + "': " + std::strerror(errno));
+  if (count == 0) throw Error("text file '" + path + "' is empty");
+  return {{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}};
+}
+
+std::string read_tokenizer(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw Error("--tokenizer '" + path + "' is a directory, not a sentencepiece model");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read tokenizer '" + path + "': " + std::strerror(errno));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error("cannot read tokenizer '" + path + "': " + std::strerror(errno));
+  return bytes;
+}
+
+// --out as an absolute path without a trailing separator, "." or "..", through any symbolic link.
+fs::path resolve_out(const std::string& out_dir) {
+  fs::path p = fs::absolute(out_dir).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  std::error_code ec;
+  if (fs::exists(p, ec))
+    if (fs::path real = fs::canonical(p, ec); !ec) p = real;
+  if (!p.has_filename() || p == p.root_path())
+    throw Error("--out '" + out_dir + "' cannot be replaced: give a directory below it");
+  if (fs::exists(p, ec) && !fs::is_directory(p, ec))
+    throw Error("--out '" + out_dir + "' exists and is not a directory");
+  return p;
+}
+
+bool process_alive(long pid) {
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// The pid in a sibling's name ".NAME" + tag + "PID", or 0 when the name is not of that form.
+long pid_in(const std::string& entry, const std::string& prefix) {
+  if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) return 0;
+  const std::string digits = entry.substr(prefix.size());
+  if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return std::stol(digits);
+}
+
+// Moves the entries of `from` that are not part of the set into `to` (files a user keeps beside
+// the set), leaving any that `to` already has.
+void move_back_others(const fs::path& from, const fs::path& to) {
+  for (const auto& e : fs::directory_iterator(from)) {
+    const std::string name = e.path().filename().string();
+    if (in_set(name) || fs::exists(fs::symlink_status(to / name))) continue;
+    fs::rename(e.path(), to / name);
+  }
+}
+
+// A prepare killed while it built OUT's new set leaves ".NAME.tmp-PID"; one killed while it
+// swapped the sets leaves the old set as ".NAME.old-PID". Those of processes that are gone are
+// removed, after putting back an old set that OUT lacks, or the user's files that it held.
+void sweep_stale(const fs::path& out) try {
+  const fs::path parent = out.parent_path();
+  const std::string name = out.filename().string();
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) return;
+  std::vector<fs::path> olds, tmps;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string entry = e.path().filename().string();
+    // This process has made nothing yet: a name with its pid is from an earlier one.
+    auto stale = [](long pid) { return pid > 0 && (pid == ::getpid() || !process_alive(pid)); };
+    if (stale(pid_in(entry, "." + name + ".old-"))) olds.push_back(e.path());
+    if (stale(pid_in(entry, "." + name + ".tmp-"))) tmps.push_back(e.path());
+  }
+  for (const fs::path& old : olds) {
+    if (!fs::exists(fs::symlink_status(out, ec))) {
+      fs::rename(old, out, ec);  // the new set never made it: the old one stays
+      if (!ec) continue;
+    }
+    try {
+      move_back_others(old, out);
+      fs::remove_all(old);
+    } catch (const fs::filesystem_error&) {
+      // Left for a later run: it may still hold a user's files.
+    }
+  }
+  // A mount point as --out gets its temporary directory inside (see replace_files_in).
+  if (fs::is_directory(out, ec))
+    for (const auto& e : fs::directory_iterator(out, ec)) {
+      const long pid = pid_in(e.path().filename().string(), "." + name + ".tmp-");
+      if (pid > 0 && (pid == ::getpid() || !process_alive(pid))) tmps.push_back(e.path());
+    }
+  for (const fs::path& tmp : tmps) fs::remove_all(tmp, ec);
+} catch (const fs::filesystem_error&) {
+  // Sweeping is housekeeping: what cannot be swept now stays for a later run.
+}
+
+// --out is a mount point, which cannot be renamed: the set is copied into a temporary directory
+// inside it, whose files then replace the old ones one by one, tokenizer.model last. (The shards
+// carry their tokenizer's hash: a set that a crash left mixed is refused when used, not trusted.)
+void replace_files_in(const fs::path& tmp, const fs::path& out) {
+  const fs::path inner = out / tmp.filename();
+  fs::remove_all(inner);
+  fs::create_directory(inner);
+  try {
+    for (const char* f : kSetFiles) {
+      fs::copy_file(tmp / f, inner / f);
+      sync_path(inner / f);
+    }
+    sync_path(inner);
+    for (const char* f : {"meta.json", "val.bin", "train.bin", "tokenizer.model"})
+      fs::rename(inner / f, out / f);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(inner, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::remove_all(inner, ec);
+  fs::remove_all(tmp, ec);
+  sync_path_quietly(out);
+}
+
+// Puts the complete set in `tmp` in the place of `out`. A user's other files in `out` move over.
+void swap_into_place(const fs::path& tmp, const fs::path& out) {
+  const fs::path parent = out.parent_path();
+  if (!fs::exists(fs::symlink_status(out))) {
+    fs::rename(tmp, out);
+    sync_path_quietly(parent);
+    return;
+  }
+  const fs::path old =
+      parent / ("." + out.filename().string() + ".old-" + std::to_string(::getpid()));
+  fs::remove_all(old);
+  if (std::error_code ec; fs::rename(out, old, ec), ec) {
+    if (ec == std::errc::device_or_resource_busy || ec == std::errc::cross_device_link)
+      return replace_files_in(tmp, out);
+    throw fs::filesystem_error("cannot rename", out, old, ec);
+  }
+  try {
+    fs::rename(tmp, out);
+  } catch (...) {
+    std::error_code ec;
+    fs::rename(old, out, ec);
+    throw;
+  }
+  try {
+    move_back_others(old, out);
+  } catch (const fs::filesystem_error& e) {
+    throw Error("wrote a new set to " + out.string() + ", but could not move the other files of " +
+                "the old one back from " + old.string() + " (" + e.code().message() +
+                "): move them by hand");
+  }
+  std::error_code ec;
+  fs::remove_all(old, ec);  // what a failure leaves, the next run sweeps
+  sync_path_quietly(parent);
+}
+
+}  // namespace
+
+std::vector<std::string> read_text_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  read_text(path, lines);
+  return lines;
+}
 
 void prepare(const PrepareOptions& opt) {
   if (opt.texts.empty()) throw Error("prepare: give at least one --text FILE");
@@ -23,43 +273,36 @@ void prepare(const PrepareOptions& opt) {
     throw Error("prepare: --val-fraction must lie strictly between 0 and 1");
   if (opt.tokenizer.empty() && (opt.vocab_size < 260 || opt.vocab_size > 1 << 20))
     throw Error("prepare: --vocab must be between 260 (256 bytes + specials) and 1048576");
+  const fs::path out = resolve_out(opt.out_dir);
 
+  // Everything is read, checked and computed in memory first: a --tokenizer inside --out too.
   std::vector<std::string> lines;
   nlohmann::json inputs = nlohmann::json::array();
-  for (const auto& path : opt.texts) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("cannot read text file '" + path + "'");
-    size_t count = 0, bytes = 0;
-    for (std::string line; std::getline(in, line);) {
-      bytes += line.size() + 1;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.find_first_not_of(" \t") == std::string::npos) continue;
-      lines.push_back(std::move(line));
-      ++count;
-    }
-    if (count == 0) throw Error("text file '" + path + "' is empty");
-    inputs.push_back(
-        {{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}});
-  }
-
-  fs::create_directories(opt.out_dir);
-  const std::string model_path = (fs::path(opt.out_dir) / "tokenizer.model").string();
+  for (const auto& path : opt.texts) inputs.push_back(read_text(path, lines));
   std::string model_bytes;
   if (!opt.tokenizer.empty()) {
-    std::ifstream in(opt.tokenizer, std::ios::binary);
-    if (!in) throw Error("cannot read tokenizer '" + opt.tokenizer + "'");
-    model_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  } else {
+    model_bytes = read_tokenizer(opt.tokenizer);
+    const Tokenizer check(Tokenizer::from_bytes, model_bytes, opt.tokenizer);
+  }
+  sweep_stale(out);
+  if (opt.tokenizer.empty()) {
     std::printf("training a %d-token BPE tokenizer on %zu lines\n", opt.vocab_size, lines.size());
-    model_bytes = Tokenizer::train(lines, opt.vocab_size);
+    std::fflush(stdout);
+    try {
+      model_bytes = Tokenizer::train(lines, opt.vocab_size);
+    } catch (const VocabSizeError& e) {
+      const std::string v = std::to_string(opt.vocab_size), n = std::to_string(e.limit);
+      if (e.too_large)
+        throw Error("--vocab " + v +
+                    " is more than this text can give: sentencepiece found at most " + n +
+                    " pieces; try --vocab " + n + " or less");
+      throw Error("--vocab " + v +
+                  " is too small for this text: its characters, the 256 byte pieces and the 3 "
+                  "special pieces alone need " +
+                  n + "; try --vocab " + n + " or more");
+    }
   }
-  const bool same_file =
-      !opt.tokenizer.empty() && fs::exists(model_path) && fs::equivalent(opt.tokenizer, model_path);
-  if (!same_file) {
-    std::ofstream(model_path + ".tmp", std::ios::binary) << model_bytes;
-    fs::rename(model_path + ".tmp", model_path);
-  }
-  const Tokenizer tok(model_path);
+  const Tokenizer tok(Tokenizer::from_bytes, model_bytes, (out / "tokenizer.model").string());
 
   // Lines go in blocks of 64; the blocks where ⌊(i+1)·f⌋ > ⌊i·f⌋ are validation, which spreads the
   // validation set evenly over the corpus. A text too short for that gives its last block.
@@ -82,8 +325,6 @@ void prepare(const PrepareOptions& opt) {
     throw Error(
         "prepare: the text has fewer than 128 lines, too few to hold some out for validation");
   const uint64_t vocab = static_cast<uint64_t>(tok.vocab_size());
-  write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, vocab, tok.hash());
-  write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, vocab, tok.hash());
   // The unigram baseline: cross-entropy of the validation tokens under the training tokens'
   // frequencies (add-one smoothed), in nats. A model that learned anything beats it.
   std::vector<double> counts(vocab, 1.0);
@@ -101,7 +342,46 @@ void prepare(const PrepareOptions& opt) {
                                {"val_fraction", opt.val_fraction},
                                {"unigram_val_loss", std::round(unigram * 1e6) / 1e6},
                                {"inputs", inputs}};
-  std::ofstream(fs::path(opt.out_dir) / "meta.json") << meta.dump(1) << "\n";
+
+  // The four files go to a temporary sibling of --out, which then takes its place as a whole:
+  // whatever fails, --out holds the old set or the new one, never a mix.
+  const fs::path tmp =
+      out.parent_path() / ("." + out.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  try {
+    fs::create_directories(out.parent_path());
+    fs::remove_all(tmp);
+    fs::create_directory(tmp);
+    std::error_code ec;
+    if (const auto st = fs::status(out, ec); fs::is_directory(st))
+      fs::permissions(tmp, st.permissions(), ec);
+    write_file(tmp / "tokenizer.model", model_bytes);
+    const Tokenizer written((tmp / "tokenizer.model").string());
+    if (written.hash() != tok.hash())
+      throw Error("cannot write " + (tmp / "tokenizer.model").string() +
+                  ": it does not read back as written");
+    const std::pair<const char*, const std::vector<int32_t>*> shards[] = {{"train.bin", &train},
+                                                                          {"val.bin", &val}};
+    for (const auto& [name, tokens] : shards) {
+      const std::string path = (tmp / name).string();
+      write_shard(path, *tokens, vocab, tok.hash());
+      const TokenShard back = read_shard(path);  // a short write shows as a truncated shard
+      if (back.tokens != *tokens || back.header.tokenizer_hash != tok.hash())
+        throw Error("cannot write " + path + ": it does not read back as written");
+    }
+    write_file(tmp / "meta.json", meta.dump(1) + "\n");
+    for (const char* f : kSetFiles) sync_path(tmp / f);
+    sync_path(tmp);
+    swap_into_place(tmp, out);
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    const fs::path& p = e.path1().empty() ? out : e.path1();
+    throw Error("cannot write " + p.string() + ": " + e.code().message());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    throw;
+  }
   std::printf(
       "wrote %s: vocab %llu, %zu train tokens, %zu validation tokens; unigram baseline "
       "validation loss %.4f\n",

@@ -13,8 +13,17 @@ struct PrepareOptions {
   double val_fraction = 0.05;
 };
 
-// Deterministic: the same inputs give byte-identical outputs. Throws Error for empty or
-// unreadable input.
+// Deterministic: the same inputs give byte-identical outputs. The four files are one set: they are
+// written to a temporary sibling of out_dir (".NAME.tmp-PID"), which then takes out_dir's place
+// (other files in out_dir stay); on any failure out_dir keeps its old set, and the temporary
+// directories of a prepare that was killed are removed by the next one. Throws Error, before
+// anything is written, for empty, unreadable or binary (not UTF-8, or NUL bytes) text, a
+// directory given as a text, a tokenizer that is not a sentencepiece model, or a vocabulary size
+// the text cannot give.
 void prepare(const PrepareOptions& opt);
+
+// The documents of one text file as prepare reads them: its non-blank lines, without line ends
+// (a trailing carriage return and a leading byte-order mark dropped). Throws Error as prepare does.
+std::vector<std::string> read_text_lines(const std::string& path);
 
 }  // namespace parallama

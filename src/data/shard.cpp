@@ -11,6 +11,12 @@ namespace parallama {
 namespace {
 
 constexpr size_t kHeaderBytes = 64;
+constexpr uint64_t kMaxVocab = (uint64_t{1} << 31) - 1;  // token ids are int32
+
+// The token width a vocabulary takes: 2 bytes up to 65536 ids, else 4.
+uint32_t width_for(uint64_t vocab_size) {
+  return vocab_size <= 65536 ? 2 : 4;
+}
 
 template <class T>
 void put(std::vector<char>& buf, size_t at, T v) {
@@ -28,7 +34,9 @@ T get(const char* p) {
 
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint64_t vocab_size,
                  uint64_t tokenizer_hash) {
-  const uint32_t width = vocab_size <= 65536 ? 2 : 4;
+  if (vocab_size > kMaxVocab)
+    throw Error(path + ": vocabulary size " + std::to_string(vocab_size) + " is above 2^31 - 1");
+  const uint32_t width = width_for(vocab_size);
   std::vector<char> buf(kHeaderBytes + tokens.size() * width, 0);
   std::memcpy(buf.data(), ShardHeader::kMagic, 8);
   put<uint32_t>(buf, 8, ShardHeader::kVersion);
@@ -57,6 +65,52 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, ui
   std::filesystem::rename(tmp, path);
 }
 
+namespace {
+
+// The header of a shard of `size` bytes, checked against the size.
+ShardHeader parse_header(const char* head, uint64_t size, const std::string& path) {
+  if (size < kHeaderBytes) throw Error(path + ": too short for a token shard header");
+  if (std::memcmp(head, ShardHeader::kMagic, 8) != 0)
+    throw Error(path + ": not a token shard (bad magic); make one with `parallama prepare`");
+  if (get<uint32_t>(head + 8) != ShardHeader::kVersion)
+    throw Error(path + ": token shard version " + std::to_string(get<uint32_t>(head + 8)) +
+                " is not supported (expected " + std::to_string(ShardHeader::kVersion) + ")");
+  ShardHeader h;
+  h.token_bytes = get<uint32_t>(head + 12);
+  h.token_count = get<uint64_t>(head + 16);
+  h.vocab_size = get<uint64_t>(head + 24);
+  h.tokenizer_hash = get<uint64_t>(head + 32);
+  const uint32_t w = h.token_bytes;
+  if (w != 2 && w != 4) throw Error(path + ": token width " + std::to_string(w) + " is not 2 or 4");
+  if (h.vocab_size > kMaxVocab)
+    throw Error(path + ": vocabulary size " + std::to_string(h.vocab_size) +
+                " is above 2^31 - 1 (token ids are 32-bit signed integers; corrupt header?)");
+  if (w != width_for(h.vocab_size))
+    throw Error(path + ": token width " + std::to_string(w) + " does not match the vocabulary of " +
+                std::to_string(h.vocab_size) + " (expected " +
+                std::to_string(width_for(h.vocab_size)) + "; corrupt header?)");
+  if (h.token_count > (size - kHeaderBytes) / w || kHeaderBytes + h.token_count * w != size)
+    throw Error(path + ": header says " + std::to_string(h.token_count) +
+                " tokens but the file holds " + std::to_string((size - kHeaderBytes) / w) +
+                " (truncated or corrupt)");
+  return h;
+}
+
+// The ids of h.token_count tokens at raw, each checked to lie in [0, vocab_size).
+std::vector<int32_t> decode_tokens(const char* raw, const ShardHeader& h, const std::string& path) {
+  std::vector<int32_t> tokens(h.token_count);
+  for (uint64_t i = 0; i < h.token_count; ++i) {
+    const uint32_t v = h.token_bytes == 2 ? get<uint16_t>(raw + 2 * i) : get<uint32_t>(raw + 4 * i);
+    if (v >= h.vocab_size)
+      throw Error(path + ": token " + std::to_string(i) + " has id " + std::to_string(v) +
+                  " outside the vocabulary of " + std::to_string(h.vocab_size));
+    tokens[i] = static_cast<int32_t>(v);  // v < vocab_size ≤ 2^31 - 1
+  }
+  return tokens;
+}
+
+}  // namespace
+
 TokenShard read_shard(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error("cannot read token shard '" + path + "'");
@@ -65,36 +119,21 @@ TokenShard read_shard(const std::string& path) {
   f.seekg(0);
   char head[kHeaderBytes];
   f.read(head, kHeaderBytes);
-  if (std::memcmp(head, ShardHeader::kMagic, 8) != 0)
-    throw Error(path + ": not a token shard (bad magic); make one with `parallama prepare`");
   TokenShard s;
   s.path = path;
-  if (get<uint32_t>(head + 8) != ShardHeader::kVersion)
-    throw Error(path + ": token shard version " + std::to_string(get<uint32_t>(head + 8)) +
-                " is not supported (expected " + std::to_string(ShardHeader::kVersion) + ")");
-  s.header.token_bytes = get<uint32_t>(head + 12);
-  s.header.token_count = get<uint64_t>(head + 16);
-  s.header.vocab_size = get<uint64_t>(head + 24);
-  s.header.tokenizer_hash = get<uint64_t>(head + 32);
-  const uint32_t w = s.header.token_bytes;
-  if (w != 2 && w != 4) throw Error(path + ": token width " + std::to_string(w) + " is not 2 or 4");
-  if (s.header.token_count > (size - kHeaderBytes) / w ||
-      kHeaderBytes + s.header.token_count * w != size)
-    throw Error(path + ": header says " + std::to_string(s.header.token_count) +
-                " tokens but the file holds " + std::to_string((size - kHeaderBytes) / w) +
-                " (truncated or corrupt)");
-  std::vector<char> raw(s.header.token_count * w);
+  s.header = parse_header(head, size, path);
+  std::vector<char> raw(s.header.token_count * s.header.token_bytes);
   f.read(raw.data(), static_cast<std::streamsize>(raw.size()));
   if (!f) throw Error(path + ": read failed");
-  s.tokens.resize(s.header.token_count);
-  for (uint64_t i = 0; i < s.header.token_count; ++i) {
-    const uint32_t v =
-        w == 2 ? get<uint16_t>(raw.data() + 2 * i) : get<uint32_t>(raw.data() + 4 * i);
-    if (v >= s.header.vocab_size)
-      throw Error(path + ": token " + std::to_string(i) + " has id " + std::to_string(v) +
-                  " outside the vocabulary of " + std::to_string(s.header.vocab_size));
-    s.tokens[i] = static_cast<int32_t>(v);
-  }
+  s.tokens = decode_tokens(raw.data(), s.header, path);
+  return s;
+}
+
+TokenShard parse_shard(const char* data, size_t size, const std::string& path) {
+  TokenShard s;
+  s.path = path;
+  s.header = parse_header(data, size, path);
+  s.tokens = decode_tokens(data + kHeaderBytes, s.header, path);
   return s;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Token shards: a 64-byte header (magic, version, token width, token count, vocabulary size,
 // tokenizer hash), then the tokens as little-endian unsigned integers of that width.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,12 +22,16 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, ui
                  uint64_t tokenizer_hash);
 
 // A shard read fully into memory as int32 ids. Throws Error naming the file for a bad magic,
-// version, width, a size that disagrees with the header, or an id ≥ vocab_size.
+// version, width (not the one its vocabulary takes), a vocabulary above 2^31 - 1 (ids are
+// int32), a size that disagrees with the header, or an id ≥ vocab_size: every id returned lies
+// in [0, vocab_size).
 struct TokenShard {
   ShardHeader header;
   std::vector<int32_t> tokens;
   std::string path;
 };
 TokenShard read_shard(const std::string& path);
+// The same from a shard's bytes in memory (path names it in errors).
+TokenShard parse_shard(const char* data, size_t size, const std::string& path);
 
 }  // namespace parallama

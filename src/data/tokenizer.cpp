@@ -3,8 +3,10 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <unordered_map>
 
 #include "tensor/error.h"
@@ -26,6 +28,18 @@ class VectorIterator : public sentencepiece::SentenceIterator {
   const std::vector<std::string>& v_;
   size_t i_ = 0;
 };
+
+// A status's message without sentencepiece's source location and failed condition
+// ("./src/trainer_interface.cc(660) [cond] message" gives "message").
+std::string plain_message(const sentencepiece::util::Status& st) {
+  std::string m = st.message();
+  if (const size_t at = m.find(") ["); at != std::string::npos && m.rfind("./", 0) == 0) {
+    const size_t end = m.find("] ", at);
+    m = end == std::string::npos ? std::string() : m.substr(end + 2);
+  }
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\n')) m.pop_back();
+  return m;
+}
 
 }  // namespace
 
@@ -52,7 +66,27 @@ std::string Tokenizer::train(const std::vector<std::string>& sentences, int voca
   VectorIterator it(sentences);
   std::string model;
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
-  if (!st.ok()) throw Error("tokenizer training failed: " + st.ToString());
+  if (!st.ok()) {
+    // sentencepiece's advice names its own options; say what the vocabulary size can be instead.
+    const std::string m = plain_message(st);
+    std::smatch g;
+    if (std::regex_search(m, g, std::regex(R"(value <= ([0-9]+))"))) {
+      const int most = std::atoi(g[1].str().c_str());
+      throw VocabSizeError("a vocabulary of " + std::to_string(vocab_size) +
+                               " is more than this text can give: sentencepiece found at most " +
+                               std::to_string(most) + " pieces",
+                           true, most);
+    }
+    if (std::regex_search(m, g, std::regex(R"(required_chars\. [0-9]+ vs ([0-9]+))"))) {
+      const int least = std::atoi(g[1].str().c_str());
+      throw VocabSizeError("a vocabulary of " + std::to_string(vocab_size) +
+                               " is too small for this text: its characters, the 256 byte "
+                               "pieces and the 3 special pieces alone need " +
+                               std::to_string(least),
+                           false, least);
+    }
+    throw Error("tokenizer training failed: " + (m.empty() ? st.ToString() : m));
+  }
   return model;
 }
 
@@ -61,8 +95,26 @@ Tokenizer::Tokenizer(const std::string& model_path)
   std::ifstream in(model_path, std::ios::binary);
   if (!in) throw Error("cannot read tokenizer '" + model_path + "'");
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  load(bytes, model_path);
+}
+
+Tokenizer::Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+  load(model_bytes, name);
+  if (sp_->unk_id() != 0 || sp_->bos_id() != bos_id() || sp_->eos_id() != eos_id())
+    throw Error(name + ": this sentencepiece model has ids unk " + std::to_string(sp_->unk_id()) +
+                ", bos " + std::to_string(sp_->bos_id()) + ", eos " +
+                std::to_string(sp_->eos_id()) + "; parallama needs unk 0, bos 1, eos 2");
+}
+
+void Tokenizer::load(const std::string& bytes, const std::string& name) {
+  if (bytes.empty()) throw Error(name + " is empty, not a sentencepiece model");
   const auto st = sp_->LoadFromSerializedProto(bytes);
-  if (!st.ok()) throw Error(model_path + ": not a sentencepiece model (" + st.ToString() + ")");
+  if (!st.ok()) {
+    const std::string m = plain_message(st);
+    throw Error(name + " is not a sentencepiece model (" +
+                (m.empty() ? std::string("it does not parse as one") : m) + ")");
+  }
   hash_ = fnv1a64(bytes.data(), bytes.size());
 }
 

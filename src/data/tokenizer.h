@@ -6,19 +6,39 @@
 #include <string>
 #include <vector>
 
+#include "tensor/error.h"
+
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
 
 namespace parallama {
 
+// Thrown by Tokenizer::train when the text cannot give the vocabulary size asked for: `limit` is
+// the largest size it can give (too_large) or the smallest it needs (!too_large).
+class VocabSizeError : public Error {
+ public:
+  VocabSizeError(const std::string& what, bool too_large, int limit)
+      : Error(what), too_large(too_large), limit(limit) {}
+  bool too_large;
+  int limit;
+};
+
 class Tokenizer {
  public:
   // Trains a BPE model on `sentences` (deterministic: one thread, no sampling) and returns the
-  // serialized model. Throws Error when the vocabulary cannot be reached.
+  // serialized model. Throws VocabSizeError when the text cannot give `vocab_size` pieces, and
+  // Error for any other failure.
   static std::string train(const std::vector<std::string>& sentences, int vocab_size);
 
   explicit Tokenizer(const std::string& model_path);  // throws Error naming the file
+
+  // A model already read into memory; `name` (its file) is what errors name. Besides being a
+  // sentencepiece model, it must use the ids above (0 unk, 1 bos, 2 eos).
+  struct FromBytes {};
+  static constexpr FromBytes from_bytes{};
+  Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name);
+
   ~Tokenizer();
   std::vector<int32_t> encode(const std::string& text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
@@ -28,6 +48,8 @@ class Tokenizer {
   uint64_t hash() const { return hash_; }  // FNV-1a of the model file, recorded in token shards
 
  private:
+  void load(const std::string& bytes, const std::string& name);
+
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   uint64_t hash_ = 0;
 };

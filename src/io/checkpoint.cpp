@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "io/json_depth.h"
 #include "io/param_io.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
@@ -20,7 +21,8 @@ namespace parallama {
 
 namespace {
 
-constexpr int kFormat = 2;  // 2: trainer.json carries its own checksum
+constexpr int kFormat = 2;         // 2: trainer.json carries its own checksum
+constexpr int kMaxJsonDepth = 16;  // trainer.json nests 3 deep (config.model.rope_...)
 constexpr const char* kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
 
 std::string hex16(uint64_t h) {
@@ -144,16 +146,20 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   io::agree_on_failure(tp, pp, dp, error);
 }
 
-void seal_trainer_json(nlohmann::json& j) { j["checksum"] = json_checksum(j); }
+void seal_trainer_json(nlohmann::json& j) {
+  j["checksum"] = json_checksum(j);
+}
 
 nlohmann::json parse_trainer_json(const std::string& text, const std::string& source) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = parse_json_bounded(text.begin(), text.end(), kMaxJsonDepth);
   } catch (const nlohmann::json::exception& e) {
     std::string why = e.what();
     if (const size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
     throw Error(source + ": corrupt (" + why + ")");
+  } catch (const Error& e) {
+    throw Error(source + ": corrupt (" + e.what() + ")");
   }
   auto bad = [&](const std::string& what) { return Error(source + ": corrupt (" + what + ")"); };
   if (!j.is_object()) throw bad("not a JSON object");

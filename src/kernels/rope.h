@@ -2,11 +2,33 @@
 // Rotary position embedding in the Hugging Face Llama convention: the head dimension is split in
 // two halves, and element i pairs with element i + D/2 (rotate_half), not with its neighbour.
 #include <cstdint>
+#include <string>
 
 namespace parallama::kernels {
 
-// cos, sin (T, D/2) for positions pos0 .. pos0+T-1: angle(t, i) = t · theta^(-2i/D)
-void rope_table(float* cos, float* sin, int64_t T, int64_t D, float theta, int64_t pos0 = 0);
+// Rescaled rotary frequencies for contexts longer than the model was pre-trained on. "llama3"
+// (Llama 3.1): with wavelength w_i = 2π / f_i of the plain frequency f_i = theta^(-2i/D),
+//   w_i < original_max_len / high_freq_factor: f_i unchanged (high frequencies),
+//   w_i > original_max_len / low_freq_factor:  f_i / factor (low frequencies),
+//   otherwise, with s = (original_max_len / w_i - low_freq_factor) /
+//                       (high_freq_factor - low_freq_factor):
+//     (1 - s) · f_i / factor + s · f_i (a smooth blend in between).
+// "none" keeps every f_i.
+struct RopeScaling {
+  std::string type = "none";  // none | llama3
+  float factor = 8.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int original_max_len = 8192;
+};
+
+// inv_freq (D/2): the rotary frequency of each pair (i, i + D/2), scaled as `scaling` says.
+void rope_inv_freq(float* inv_freq, int64_t D, float theta, const RopeScaling& scaling = {});
+
+// cos, sin (T, D/2) for positions pos0 .. pos0+T-1: angle(t, i) = t · inv_freq(i), with
+// inv_freq(i) = theta^(-2i/D) rescaled by `scaling`.
+void rope_table(float* cos, float* sin, int64_t T, int64_t D, float theta, int64_t pos0 = 0,
+                const RopeScaling& scaling = {});
 
 // x (B, T, NH, D), rows of one token NH·D wide but ld floats apart; rotated in place.
 // cos, sin (T, D/2)

@@ -51,12 +51,14 @@ std::vector<std::string> preset_names() {
 }
 
 LlamaConfig llama_preset(const std::string& name) {
+  if (name == "custom") return LlamaConfig{};  // a blank: every key of [model] given
   std::string known;
   for (const auto& c : presets()) {
     if (c.name == name) return c;
     known += (known.empty() ? "" : ", ") + c.name;
   }
-  throw Error("unknown model preset '" + name + "' (known: " + known + ")");
+  throw Error("unknown model preset '" + name + "' (known: " + known +
+              ", or custom with every [model] key given)");
 }
 
 void LlamaConfig::validate() const {
@@ -77,6 +79,14 @@ void LlamaConfig::validate() const {
           "head dim " + s(head_dim()) + " (dim / n_heads) must be even for rotary embeddings");
   require(norm_eps > 0.0f, "norm_eps must be positive");
   require(rope_theta > 1.0f, "rope_theta must be greater than 1");
+  const kernels::RopeScaling& r = rope_scaling;
+  require(r.type == "none" || r.type == "llama3",
+          "rope_scaling '" + r.type + "' is not supported (none or llama3)");
+  if (r.type == "llama3")
+    require(r.factor >= 1.0f && r.low_freq_factor > 0.0f &&
+                r.high_freq_factor > r.low_freq_factor && r.original_max_len > 0,
+            "llama3 rope scaling needs rope_factor >= 1, 0 < rope_low_freq_factor < "
+            "rope_high_freq_factor and rope_original_max_len > 0");
   // Tensors are indexed with 32-bit ints in places; keep every tensor below 2^31 elements.
   const int64_t big = std::numeric_limits<int32_t>::max();
   require(int64_t(vocab_size) * dim < big, "vocab_size * dim exceeds 2^31 elements");

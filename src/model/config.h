@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/rope.h"
+
 namespace parallama {
 
 struct LlamaConfig {
@@ -17,8 +19,9 @@ struct LlamaConfig {
   int max_seq_len = 0;  // longest T the model is built for
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
-  bool tie_embeddings = false;  // lm_head shares model.embed_tokens.weight
-  bool shape_only = false;      // a published shape for sizing; not trained here
+  kernels::RopeScaling rope_scaling;  // rotary frequencies for long contexts (Llama 3.1)
+  bool tie_embeddings = false;        // lm_head shares model.embed_tokens.weight
+  bool shape_only = false;            // a published shape for sizing; not trained here
 
   int head_dim() const { return n_heads > 0 ? dim / n_heads : 0; }  // D
   int q_dim() const { return n_heads * head_dim(); }                // H*D
@@ -33,7 +36,9 @@ struct LlamaConfig {
 
 // Names accepted by llama_preset().
 std::vector<std::string> preset_names();
-// Throws Error listing the known presets when `name` is unknown.
+// Throws Error listing the known presets when `name` is unknown. "custom" (not in
+// preset_names()) is a blank shape whose every [model] key must be given, as a model converted
+// from another format records it.
 LlamaConfig llama_preset(const std::string& name);
 
 }  // namespace parallama

@@ -147,7 +147,7 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
     }
   });
   if (lowp_) wlp_.resize(static_cast<size_t>(layout.total()));
-  rope_table(cos_, sin_, T_, D_, cfg_.rope_theta);
+  rope_table(cos_, sin_, T_, D_, cfg_.rope_theta, 0, cfg_.rope_scaling);
   for (int c = 0; c < num_chunks(); ++c) release(acquire(c, 0));  // one slot each up front
   reset_peak();
 }

@@ -1,5 +1,7 @@
 #include "train/plot.h"
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -36,22 +38,51 @@ std::string polyline(const Series& s, double x0, double x1, double y0, double y1
          "\" stroke-width=\"1.5\" points=\"" + pts + "\"/>\n";
 }
 
-// Written to a temporary file and renamed, so a reader never sees half a picture.
+[[noreturn]] void cannot_write(const std::string& path, int err) {
+  throw Error("cannot write " + path + ": " + (err ? std::strerror(err) : "the write failed"));
+}
+
+// Writes `text` to `file`, checking the open, the write, the flush and the close; errors name
+// `path`, the file the user asked for.
+void write_checked(const std::string& file, const std::string& text, const std::string& path) {
+  errno = 0;
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  if (!out.is_open()) cannot_write(path, errno);
+  if (!out.write(text.data(), static_cast<std::streamsize>(text.size())) || !out.flush())
+    cannot_write(path, errno);
+  out.close();
+  if (!out) cannot_write(path, errno);
+}
+
+// Written to a temporary file and renamed, so a reader never sees half a picture. A symbolic link
+// is followed (the picture lands where it points, and the link stays); a device or a pipe is
+// written straight into.
 void write_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error("cannot write " + path + ": " + std::strerror(errno));
-    }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    write_checked(path, text, path);
+    return;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw Error("cannot write " + path + ": " + why);
+  fs::path target = path;
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
+    const fs::path to = fs::read_symlink(target, ec);
+    if (ec) break;
+    target = to.is_absolute() ? to : target.parent_path() / to;
+  }
+  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp-" +
+                                               std::to_string(static_cast<long>(::getpid())));
+  try {
+    write_checked(tmp.string(), text, path);
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    fs::remove(tmp, ec);
+    cannot_write(path, err);
   }
 }
 

@@ -5,7 +5,10 @@
 namespace parallama {
 
 // Reads run_dir/metrics.jsonl and writes run_dir/loss.svg: training and validation loss against
-// steps. Returns the path written. Throws Error when there are no metrics.
+// steps. Returns the path written. Throws Error when there are no metrics, and
+// "cannot write PATH: REASON" when the picture cannot be written. Every picture is written to a
+// temporary file and renamed into place; a symbolic link at PATH is followed (the link stays), and
+// a device or a pipe is written straight into.
 std::string plot_losses(const std::string& run_dir);
 
 // Reads a Chrome trace (train/trace.h) and writes an SVG timeline to svg_out (empty: the trace's

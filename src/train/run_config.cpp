@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -116,6 +118,11 @@ void for_each_field(RunConfig& c, F&& f) {
   f("model", "norm_eps", m.norm_eps);
   f("model", "rope_theta", m.rope_theta);
   f("model", "tie_embeddings", m.tie_embeddings);
+  f("model", "rope_scaling", m.rope_scaling.type);  // none | llama3 (Llama 3.1)
+  f("model", "rope_factor", m.rope_scaling.factor);
+  f("model", "rope_low_freq_factor", m.rope_scaling.low_freq_factor);
+  f("model", "rope_high_freq_factor", m.rope_scaling.high_freq_factor);
+  f("model", "rope_original_max_len", m.rope_scaling.original_max_len);
   TrainConfig& t = c.train;
   f("train", "batch_size", t.batch_size);
   f("train", "seq_len", t.seq_len);
@@ -192,6 +199,69 @@ Overrides parse_overrides(const std::vector<std::string>& args) {
 
 namespace {
 
+constexpr size_t kMaxKeyParts = 32;  // parallama's keys have two (section.key)
+
+// The most parts of one dotted key in TOML text (a.b."c" has 3), outside strings and comments.
+// toml++ builds a dotted key's tables by recursion, so a key of thousands of parts (a table
+// header [a.a.a...] of a few hundred kilobytes) overflows the stack inside the parser; such text
+// is refused before it is parsed. Nested arrays and inline tables toml++ bounds itself.
+size_t most_key_parts(const std::string& s) {
+  enum { other, part, dot } prev = other;
+  size_t best = 0, parts = 0;
+  auto begin_part = [&] {
+    parts = prev == dot ? parts + 1 : 1;
+    best = std::max(best, parts);
+    prev = part;
+  };
+  size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (c == '"' || c == '\'') {  // a string: a quoted key part, or a value
+      const bool multi = s.compare(i, 3, std::string(3, c)) == 0;
+      const size_t quotes = multi ? 3 : 1;
+      size_t j = i + quotes;
+      while (j < s.size() && s.compare(j, quotes, std::string(quotes, c)) != 0) {
+        if (!multi && s[j] == '\n') break;
+        j += c == '"' && s[j] == '\\' ? 2 : 1;
+      }
+      j += quotes;
+      while (multi && j < s.size() && s[j] == c) ++j;  // """a""""": up to two quotes close it
+      i = j;
+      begin_part();
+    } else if (c == '#') {
+      while (i < s.size() && s[i] != '\n') ++i;
+      prev = other;
+    } else if (c == ' ' || c == '\t') {
+      ++i;
+    } else if (c == '.') {
+      prev = prev == part ? dot : other;
+      ++i;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
+      while (i < s.size() &&
+             (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_' || s[i] == '-'))
+        ++i;
+      begin_part();
+    } else {
+      prev = other;
+      ++i;
+    }
+  }
+  return best;
+}
+
+toml::table parse_toml(const std::string& text, const std::string& source) {
+  if (most_key_parts(text) > kMaxKeyParts)
+    throw Error(source + ": a dotted key has more than " + std::to_string(kMaxKeyParts) +
+                " parts (parallama's keys are section.key)");
+  try {
+    return toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw Error(source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                std::string(e.description()));
+  }
+}
+
 // Command-line settings go into the table: a value that parses as TOML keeps its type (3e-4 →
 // float, 8 → integer, true → bool); anything else is a string, so paths need no quoting. Their
 // text as typed is kept in raw, for string settings.
@@ -208,8 +278,8 @@ void apply_overrides(toml::table& root, const Overrides& overrides,
     if (!t) throw Error("setting '--" + key + "': '" + sec + "' is not a section");
     toml::table parsed;
     try {
-      parsed = toml::parse("v = " + value);
-    } catch (const toml::parse_error&) {
+      parsed = parse_toml("v = " + value, "--" + key);
+    } catch (const Error&) {
       parsed = toml::table{};
     }
     if (parsed.size() != 1 || !parsed.contains("v")) {  // not one TOML value: a string
@@ -236,20 +306,6 @@ RunConfig read_table(toml::table& root, const std::string& source,
     throw Error(source + ": " + e.what());
   }
   return c;
-}
-
-}  // namespace
-
-namespace {
-
-toml::table parse_toml(const std::string& text, const std::string& source) {
-  try {
-    return toml::parse(text, source);
-  } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    throw Error(source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
-                std::string(e.description()));
-  }
 }
 
 }  // namespace

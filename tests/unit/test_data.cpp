@@ -4,14 +4,19 @@
 #include "test_util.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <set>
 
 #include "data/loader.h"
+#include "data/prepare.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "tensor/error.h"
+#include "train/plot.h"
 
 namespace parallama {
 
@@ -48,6 +53,48 @@ TEST(Shard, RoundTripBothWidthsAndRefusesDamage) {
             std::string::npos);
   EXPECT_NE(error_of([] { read_shard("/nonexistent/x.bin"); }).find("cannot read"),
             std::string::npos);
+}
+
+// A shard made by hand: the 64-byte header, then 4-byte ids.
+static std::string shard_bytes(uint32_t width, uint64_t vocab, const std::vector<uint32_t>& ids) {
+  std::string b(64, '\0');
+  b.replace(0, 8, "PLLAMATK");
+  const uint32_t version = 1;
+  const uint64_t count = ids.size();
+  std::memcpy(b.data() + 8, &version, 4);
+  std::memcpy(b.data() + 12, &width, 4);
+  std::memcpy(b.data() + 16, &count, 8);
+  std::memcpy(b.data() + 24, &vocab, 8);
+  for (uint32_t id : ids) b.append(reinterpret_cast<const char*>(&id), width);
+  return b;
+}
+
+TEST(Shard, EveryIdIsInZeroToVocabAndAVocabAboveInt32IsRefused) {
+  const auto path = tmp("parallama_shard_vocab.bin");
+  // A header vocabulary above 2^31 - 1 would let 4-byte ids of 2^31 and more through as
+  // negative int32 ids.
+  std::ofstream(path, std::ios::binary) << shard_bytes(4, uint64_t{1} << 32, {5, 0x80000000u});
+  const std::string e = error_of([&] { read_shard(path); });
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  EXPECT_NE(e.find("above 2^31 - 1"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  // The largest vocabulary int32 ids allow reads, from a file and from memory alike.
+  const std::string ok = shard_bytes(4, 0x7fffffffu, {0, 0x7ffffffeu});
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << ok;
+  EXPECT_EQ(read_shard(path).tokens, (std::vector<int32_t>{0, 0x7ffffffe}));
+  EXPECT_EQ(parse_shard(ok.data(), ok.size(), "mem").tokens, read_shard(path).tokens);
+  const std::string id_at_vocab = shard_bytes(4, 0x7fffffffu, {0x7fffffffu});
+  EXPECT_NE(error_of([&] {
+              parse_shard(id_at_vocab.data(), id_at_vocab.size(), "mem");
+            }).find("outside the vocabulary"),
+            std::string::npos);
+  // A width other than the one the vocabulary takes (2 bytes up to 65536 ids) is refused.
+  const std::string wide = shard_bytes(4, 300, {1, 2});
+  EXPECT_NE(error_of([&] { parse_shard(wide.data(), wide.size(), "mem"); }).find("width 4"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { write_shard(tmp("x.bin"), {1}, uint64_t{1} << 31, 0); }).find("2^31"),
+            std::string::npos);
+  fs::remove(path);
 }
 
 TEST(Tokenizer, TrainingIsDeterministicAndLossless) {
@@ -124,6 +171,100 @@ TEST(Loader, RefusesDataShorterThanOneSequence) {
   std::vector<int32_t> toks(10);
   EXPECT_NE(error_of([&] { DataLoader(toks, 10, 1, 0, 1); }).find("fewer than one sequence"),
             std::string::npos);
+}
+
+// The bytes of every file in `dir`, by name.
+static std::map<std::string, std::string> files_in(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    files[e.path().filename().string()].assign(std::istreambuf_iterator<char>(in), {});
+  }
+  return files;
+}
+
+// Entries of `dir` whose names hold `part`.
+static std::vector<std::string> entries_with(const std::string& dir, const std::string& part) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().find(part) != std::string::npos)
+      found.push_back(e.path().filename().string());
+  return found;
+}
+
+TEST(Prepare, AFailureLeavesTheOldSetAndBadInputIsRefused) {
+  const std::string dir = tmp("parallama_prepare_test"), out = dir + "/data";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream text(dir + "/text.txt");
+    for (int i = 0; i < 400; ++i)
+      text << "And the LORD spake unto Moses, saying, verse " << i
+           << (i % 3 ? " and it was so.\n" : " Behold, the days come.\n");
+  }
+  PrepareOptions opt;
+  opt.texts = {dir + "/text.txt"};
+  opt.vocab_size = 400;
+  opt.out_dir = out;
+  prepare(opt);
+  std::ofstream(out + "/notes.txt") << "kept";
+  const auto before = files_in(out);
+  ASSERT_EQ(before.size(), 5u);
+
+  auto refused = [&](PrepareOptions o, const std::string& want) {
+    const std::string msg = error_of([&] { prepare(o); });
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_EQ(files_in(out), before) << "after: " << msg;
+    EXPECT_TRUE(entries_with(dir, ".tmp-").empty()) << msg;
+  };
+  PrepareOptions o = opt;
+  o.tokenizer = dir + "/text.txt";
+  refused(o, "text.txt is not a sentencepiece model");
+  std::ofstream(dir + "/bin.txt", std::ios::binary) << "In the beginning\nGod\xff\xfe\n";
+  o = opt;
+  o.texts = {dir + "/bin.txt"};
+  refused(o, "bin.txt: line 2, byte offset 20 holds byte 0xFF, which is not valid UTF-8");
+  std::ofstream(dir + "/nul.txt", std::ios::binary) << std::string("abc\0def\n", 8);
+  o.texts = {dir + "/text.txt", dir + "/nul.txt"};
+  refused(o, "nul.txt: line 1, byte offset 3 holds a NUL byte");
+  o.texts = {dir};
+  refused(o, "is a directory, not a text file");
+  o = opt;
+  o.vocab_size = 100000;
+  refused(o, "--vocab 100000 is more than this text can give");
+
+  // A killed prepare's directory is swept (999999999 is no process); reusing the set's own
+  // tokenizer gives the same bytes and keeps the user's file.
+  fs::create_directories(dir + "/.data.tmp-999999999");
+  o = opt;
+  o.tokenizer = out + "/tokenizer.model";
+  prepare(o);
+  EXPECT_EQ(files_in(out), before);
+  EXPECT_TRUE(entries_with(dir, ".tmp-").empty());
+  fs::remove_all(dir);
+}
+
+TEST(Plot, AFailedWriteIsAnErrorAndALinkIsFollowed) {
+  const std::string dir = tmp("parallama_plot_write_test");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/metrics.jsonl")
+      << "{\"step\": 1, \"loss\": 5.5}\n{\"step\": 2, \"loss\": 4}\n";
+  fs::create_symlink("/dev/full", dir + "/loss.svg");
+  const std::string msg = error_of([&] { plot_losses(dir); });
+  EXPECT_NE(msg.find("cannot write " + dir + "/loss.svg: No space left on device"),
+            std::string::npos)
+      << msg;
+  fs::remove(dir + "/loss.svg");
+  fs::create_symlink("elsewhere.svg", dir + "/loss.svg");
+  EXPECT_EQ(plot_losses(dir), dir + "/loss.svg");
+  EXPECT_TRUE(fs::is_symlink(dir + "/loss.svg"));
+  std::ifstream svg(dir + "/elsewhere.svg");
+  EXPECT_NE(std::string(std::istreambuf_iterator<char>(svg), {}).find("<polyline"),
+            std::string::npos);
+  EXPECT_TRUE(entries_with(dir, ".tmp").empty());
+  fs::remove_all(dir);
 }
 
 }  // namespace parallama

@@ -136,6 +136,33 @@ TEST(ConfigChecks, NonFiniteAndAbsurdNumbersAreRefused) {
             std::string::npos);
 }
 
+// Nesting that would make a reader recurse past the stack is refused with a message: dotted keys
+// of a hundred thousand parts (toml++ builds their tables by recursion) and JSON nested as deep
+// (dumped for its checksum). Ordinary dotted keys, floats and dotted strings are untouched.
+TEST(ConfigChecks, PathologicalNestingIsRefusedNotACrash) {
+  std::string header = "[a", key = "a", quoted = "a";
+  for (int i = 0; i < 100000; ++i) header += ".a", key += ".a", quoted += ".\"a\"";
+  for (const std::string& text : {header + "]\n", "[[" + header.substr(1) + "]]\n", key + " = 1\n",
+                                  quoted + " = 1\n", "x = {" + key + " = 1}\n"})
+    EXPECT_NE(error_of([&] {
+                parse_run_config_text(text, "deep.toml", {}, ConfigUse::none);
+              }).find("more than 32 parts"),
+              std::string::npos);
+  // As a command-line value it is no TOML value, so it is taken as a string (and refused as one).
+  EXPECT_NE(error_of([&] { load_run_config("", {{"train.steps", "{" + key + " = 1}"}}); }), "");
+  const RunConfig c = parse_run_config_text(
+      "train.out_dir = \"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.1.2.3.4.5.6.7.8\"\n"
+      "model.\"norm_eps\" = 1e-5\n"
+      "[optim]\nlr = 1.5e-3 # "
+      "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.1.2.3.4.5.6.7.8\n",
+      "ok.toml", {}, ConfigUse::none);
+  EXPECT_EQ(c.train.out_dir, "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.1.2.3.4.5.6.7.8");
+  EXPECT_EQ(c.optim.lr, 1.5e-3f);
+  const std::string deep = "{\"format\": 2, \"x\": " + std::string(100000, '[');
+  EXPECT_NE(error_of([&] { parse_trainer_json(deep, "trainer.json"); }).find("levels deep"),
+            std::string::npos);
+}
+
 TEST(Utf8, ValidAndInvalidSequences) {
   EXPECT_TRUE(valid_utf8("plain"));
   EXPECT_TRUE(valid_utf8("ünïcödé ✓ 𝄞"));
