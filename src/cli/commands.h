@@ -18,10 +18,22 @@ struct PlanOptions {
   std::string precision = "fp32";
 };
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json);
+// print_ids: also print the generated ids as a JSON array, on a line of their own.
 int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,
-                 comm::Group world, int tp);
-// Under mpirun the processes of `world` share the batches (see evaluate()).
-int run_eval(const std::string& ckpt, const std::string& data, int64_t max_batches,
-             comm::Group world, int tp);
+                 comm::Group world, int tp, bool print_ids = false);
+// Under mpirun the processes of `world` share the batches (see evaluate()). The tokens are those
+// of the token shard `data`, or (text non-empty) of a text file tokenized as prepare does: each
+// non-blank line is <s> and the line's tokens.
+int run_eval(const std::string& ckpt, const std::string& data, const std::string& text,
+             int64_t max_batches, comm::Group world, int tp);
+// `tokenize`: the ids of each non-blank line of a text file under a checkpoint's tokenizer (no
+// <s>), one JSON array per line, and the ids <s> and </s>.
+int run_tokenize(const std::string& ckpt, const std::string& text);
+// `convert`: --from hf:DIR --to CKPT, or --from CKPT (or a run directory) --to hf:DIR with the
+// tensors stored as dtype (f32 | bf16 | f16; "": the type the model was converted from, else
+// f32) in files of at most shard_mb MB (1e6 bytes), or --to gguf:FILE (dtype f32 | f16 | q8_0;
+// "": f16) for llama.cpp. One process.
+int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
+                double shard_mb = 5000);
 
 }  // namespace parallama

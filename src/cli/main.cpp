@@ -178,16 +178,47 @@ int main(int argc, char** argv) {
       ->check(whole_at_least(1));
   gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)")
       ->check(whole_at_least(1));
+  bool print_ids = false;
+  gen_cmd->add_flag("--ids", print_ids, "also print the generated token ids (a JSON array)");
   CLI::App* eval_cmd =
       app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
   eval_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
-  eval_cmd->add_option("--data", data, "token shard (e.g. data/kjv/val.bin)")->required();
+  std::string eval_text, tok_text;
+  CLI::Option* data_opt =
+      eval_cmd->add_option("--data", data, "token shard (e.g. data/kjv/val.bin)");
+  eval_cmd
+      ->add_option("--text", eval_text,
+                   "or a UTF-8 text file, tokenized as prepare does (<s> before each line)")
+      ->excludes(data_opt);
   eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)")
       ->check(whole_at_least(0));
   eval_cmd
       ->add_option("--tp", tp,
                    "tensor-parallel ranks; the processes / tp replicas share the batches")
       ->check(whole_at_least(1));
+  CLI::App* tok_cmd = app.add_subcommand(
+      "tokenize",
+      "the token ids of each line of a text file (JSON), under a checkpoint's tokenizer");
+  tok_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
+  tok_cmd->add_option("--text", tok_text, "UTF-8 text file (one document per non-blank line)")
+      ->required();
+  std::string conv_from, conv_to, conv_dtype;
+  double shard_mb = 5000;
+  CLI::App* convert_cmd = app.add_subcommand(
+      "convert",
+      "convert a Hugging Face Llama directory (hf:DIR) to a checkpoint, or back; or a checkpoint "
+      "to gguf:FILE (llama.cpp)");
+  convert_cmd->add_option("--from", conv_from, "hf:DIR, or a checkpoint (or run) directory")
+      ->required();
+  convert_cmd->add_option("--to", conv_to, "a checkpoint directory, hf:DIR, or gguf:FILE")
+      ->required();
+  convert_cmd->add_option("--dtype", conv_dtype,
+                          "tensor type of hf:DIR output: f32, bf16 or f16 (default: the type "
+                          "the model was converted from, else f32); of gguf:FILE: f32, f16 "
+                          "(default) or q8_0");
+  convert_cmd->add_option("--shard-mb", shard_mb, "largest weight file of hf:DIR output, MB")
+      ->check(finite_in(1e-6, 1e15))
+      ->group("");  // hidden: tests split small models
   std::string trace_json, trace_svg;
   CLI::App* plot_cmd = app.add_subcommand(
       "plot", "draw RUN_DIR/loss.svg (and pipeline.svg from pipeline_trace.json), or one trace");
@@ -215,11 +246,19 @@ int main(int argc, char** argv) {
   try {
     CLI::App* sub = app.get_subcommands().front();
     if (sub == prepare_cmd) return prepare(prep), 0;
+    if (sub == convert_cmd) {
+      if (world.size() > 1) throw Error("convert runs in one process (start it without mpirun)");
+      return run_convert(conv_from, conv_to, conv_dtype, shard_mb);
+    }
     // --ckpt may name a run directory: its latest checkpoint.
     if (!ckpt.empty() && !std::filesystem::exists(std::filesystem::path(ckpt) / "trainer.json"))
       if (const std::string latest = latest_checkpoint(ckpt); !latest.empty()) ckpt = latest;
-    if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1));
-    if (sub == eval_cmd) return run_eval(ckpt, data, eval_batches, world, std::max(tp, 1));
+    if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1), print_ids);
+    if (sub == eval_cmd && data.empty() && eval_text.empty())
+      throw Error("eval needs --data SHARD or --text FILE");
+    if (sub == eval_cmd)
+      return run_eval(ckpt, data, eval_text, eval_batches, world, std::max(tp, 1));
+    if (sub == tok_cmd) return run_tokenize(ckpt, tok_text);
     if (sub == plot_cmd) {
       const auto written = trace_json.empty() ? plot_run(run_dir)
                                               : std::vector{plot_timeline(trace_json, trace_svg)};

@@ -15,7 +15,8 @@ namespace parallama {
 
 using namespace kernels;
 
-Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp)
+Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp,
+                     int64_t context)
     : cfg_(layout.config()), params_(params), tp_(std::move(tp)) {
   const ModelShard& sh = layout.shard();
   if (sh.first_layer != 0 || sh.last_layer != cfg_.n_layers || !sh.has_embedding || !sh.has_head)
@@ -24,7 +25,8 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm:
     throw Error("internal: the shard's tensor-parallel rank does not match its group");
   C_ = cfg_.dim, H_ = sh.local_heads(cfg_), KVH_ = sh.local_kv_heads(cfg_), D_ = cfg_.head_dim();
   F_ = sh.local_ffn(cfg_), V_ = sh.local_vocab(cfg_), QKV_ = (H_ + 2 * KVH_) * D_;
-  maxT_ = cfg_.max_seq_len, Vfull_ = cfg_.vocab_size, v0_ = sh.vocab_begin(cfg_);
+  maxT_ = context > 0 ? std::min<int64_t>(context, cfg_.max_seq_len) : cfg_.max_seq_len;
+  Vfull_ = cfg_.vocab_size, v0_ = sh.vocab_begin(cfg_);
   off_embed_ = layout.find("model.embed_tokens.weight").offset;
   off_norm_ = layout.find("model.norm.weight").offset;
   off_head_ = cfg_.tie_embeddings ? off_embed_ : layout.find("lm_head.weight").offset;
@@ -45,12 +47,13 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm:
       kcache_[l] = take(maxT_ * KVH_ * D_), vcache_[l] = take(maxT_ * KVH_ * D_);
   };
   arena_.plan(plan);
-  rope_table(cos_, sin_, maxT_, D_, cfg_.rope_theta);
+  rope_table(cos_, sin_, maxT_, D_, cfg_.rope_theta, 0, cfg_.rope_scaling);
 }
 
 const float* Generator::feed(int32_t token) {
   if (pos_ >= maxT_)
-    throw Error("context is full: max_seq_len " + std::to_string(maxT_) + " tokens");
+    throw Error("context is full: " + std::to_string(maxT_) + " tokens (max_seq_len " +
+                std::to_string(cfg_.max_seq_len) + ")");
   if (token < 0 || token >= Vfull_)
     throw Error("token id " + std::to_string(token) + " outside the vocabulary");
   const float* W = params_.data();

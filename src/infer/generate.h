@@ -21,7 +21,10 @@ struct SampleConfig {
 
 class Generator {
  public:
-  Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp = {});
+  // The KV cache holds `context` positions (0, or more than the model's max_seq_len: max_seq_len),
+  // so that a model of a long context (Llama 3.1: 131072) generates a short text in little memory.
+  Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp = {},
+            int64_t context = 0);
   // Feeds one token at the next position and returns the logits (V) for the position after it.
   const float* feed(int32_t token);
   int64_t position() const { return pos_; }

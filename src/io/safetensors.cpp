@@ -14,6 +14,7 @@
 
 #include "tensor/bf16.h"
 #include "tensor/error.h"
+#include "tensor/f16.h"
 
 namespace parallama::io {
 
@@ -27,7 +28,7 @@ using nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // same limit as the reference implementation
 constexpr uint64_t kMaxElements = uint64_t{1} << 62;
 constexpr int kMaxJsonDepth = 16;  // a valid header nests 3 deep; refuse pathological nesting
-constexpr uint64_t kStageElements = uint64_t{1} << 18;  // BF16 read in pieces of 512 KiB
+constexpr uint64_t kStageElements = uint64_t{1} << 18;  // BF16, F16 read in pieces of 512 KiB
 constexpr size_t kWriteBuffer = size_t{1} << 20;        // the stream writer's buffer
 
 // 'name' with control characters escaped, so messages stay on one line.
@@ -64,9 +65,9 @@ std::string not_uint_reason(const json& v) {
 }
 
 bool parse_dtype(const std::string& s, DType* out) {
-  if (s != "F32" && s != "BF16") return false;
-  *out = s == "F32" ? DType::F32 : DType::BF16;
-  return true;
+  for (DType t : {DType::F32, DType::BF16, DType::F16})
+    if (s == dtype_name(t)) return *out = t, true;
+  return false;
 }
 
 // Product of dims, or false if a dim is negative or the product exceeds kMaxElements.
@@ -201,6 +202,7 @@ void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
 
 void SafeTensorsReader::parse_entry(const std::string& name, const json& entry) {
   const std::string what = "tensor " + quote(name);
+  if (name.empty()) fail("a tensor has an empty name");  // as the writer requires
   if (!entry.is_object()) {
     fail(what + ": entry must be a JSON object, got " + entry.type_name());
   }
@@ -214,7 +216,7 @@ void SafeTensorsReader::parse_entry(const std::string& name, const json& entry) 
   if (!dtype.is_string()) fail(what + ": dtype must be a string, got " + dtype.type_name());
   const auto& dtype_s = dtype.get_ref<const std::string&>();
   if (!parse_dtype(dtype_s, &t.dtype)) {
-    fail(what + ": unsupported dtype " + quote(dtype_s) + " (supported: F32, BF16)");
+    fail(what + ": unsupported dtype " + quote(dtype_s) + " (supported: F32, BF16, F16)");
   }
 
   const json& shape = entry["shape"];
@@ -305,7 +307,10 @@ void SafeTensorsReader::read_elements(const TensorInfo& t, uint64_t first, uint6
   for (uint64_t i = 0; i < n; i += stage.size()) {
     const uint64_t m = std::min<uint64_t>(stage.size(), n - i);
     read_bytes(at + i * sizeof(uint16_t), stage.data(), m * sizeof(uint16_t), what);
-    for (uint64_t j = 0; j < m; ++j) dst[i + j] = bf16_to_float(stage[j]);  // little-endian host
+    if (t.dtype == DType::BF16)  // little-endian host
+      for (uint64_t j = 0; j < m; ++j) dst[i + j] = bf16_to_float(stage[j]);
+    else
+      for (uint64_t j = 0; j < m; ++j) dst[i + j] = f16_to_float(stage[j]);
   }
 }
 
@@ -315,7 +320,7 @@ void SafeTensorsReader::read_f32(const std::string& name, float* dst,
   shape_must_be(t, expected_shape);
   const uint64_t n = (t.end - t.begin) / dtype_size(t.dtype);
   if (n == 0) return;
-  std::vector<uint16_t> stage(t.dtype == DType::BF16 ? std::min(n, kStageElements) : 0);
+  std::vector<uint16_t> stage(t.dtype != DType::F32 ? std::min(n, kStageElements) : 0);
   note_buffer(stage.size() * sizeof(uint16_t));
   read_elements(t, 0, n, dst, stage);
 }
@@ -336,7 +341,7 @@ void SafeTensorsReader::read_f32_slice(const std::string& name, float* dst,
   for (int d = axis + 1; d < rank; ++d) inner *= static_cast<uint64_t>(t.shape[d]);
   const uint64_t dim = static_cast<uint64_t>(t.shape[axis]), run = count * inner;
   if (outer == 0 || run == 0) return;
-  std::vector<uint16_t> stage(t.dtype == DType::BF16 ? std::min(run, kStageElements) : 0);
+  std::vector<uint16_t> stage(t.dtype != DType::F32 ? std::min(run, kStageElements) : 0);
   note_buffer(stage.size() * sizeof(uint16_t));
   // One contiguous run of the file per index of the leading dims (one run in all for axis 0).
   for (uint64_t o = 0; o < outer; ++o)
@@ -398,12 +403,12 @@ struct SafeTensorsStreamWriter::Out {
     std::memcpy(buf.data() + used, p, n);
     used += n;
   }
-  void put_bf16(const float* x, uint64_t n) {
+  void put_half(const float* x, uint64_t n, DType t) {  // BF16 or F16
     while (n > 0) {
       if (buf.size() - used < sizeof(uint16_t)) flush();
       const uint64_t m = std::min<uint64_t>(n, (buf.size() - used) / sizeof(uint16_t));
       for (uint64_t i = 0; i < m; ++i) {
-        const uint16_t h = float_to_bf16(x[i]);
+        const uint16_t h = t == DType::BF16 ? float_to_bf16(x[i]) : float_to_f16(x[i]);
         std::memcpy(buf.data() + used + i * sizeof(uint16_t), &h, sizeof h);
       }
       used += m * sizeof(uint16_t), x += m, n -= m;
@@ -484,7 +489,7 @@ void SafeTensorsStreamWriter::append(const std::string& name, const float* data,
   if (decls_[cur_].dtype == DType::F32)
     out_->put(data, static_cast<size_t>(count) * sizeof(float));
   else
-    out_->put_bf16(data, static_cast<uint64_t>(count));
+    out_->put_half(data, static_cast<uint64_t>(count), decls_[cur_].dtype);
   written_ += static_cast<uint64_t>(count);
 }
 

@@ -2,9 +2,9 @@
 // Reader and writer for the safetensors format (https://huggingface.co/docs/safetensors):
 //   [u64 little-endian N][N bytes of UTF-8 JSON header][data region]
 // Each header key (other than the optional string->string "__metadata__" map) describes one tensor:
-//   {"dtype": "F32"|"BF16", "shape": [d0, d1, ...], "data_offsets": [begin, end]}
-// with offsets relative to the start of the data region. Only F32 and BF16 are supported; tensors
-// are always handed to callers as fp32.
+//   {"dtype": "F32"|"BF16"|"F16", "shape": [d0, d1, ...], "data_offsets": [begin, end]}
+// with offsets relative to the start of the data region. Only F32, BF16 and F16 are supported;
+// tensors are always handed to callers as fp32.
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -43,7 +43,8 @@ class SafeTensorsReader {
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   // Throws Error naming the file and the tensor if there is no tensor `name`.
   const TensorInfo& info(const std::string& name) const;
-  // Copies tensor `name` into dst (numel(expected_shape) floats) as fp32, widening BF16. Throws
+  // Copies tensor `name` into dst (numel(expected_shape) floats) as fp32, widening BF16 and F16
+  // (exactly). Throws
   // Error, showing both shapes, unless the stored shape equals expected_shape exactly; throws Error
   // naming the tensor if the file has become shorter since it was opened.
   void read_f32(const std::string& name, float* dst, const Shape& expected_shape) const;
@@ -56,7 +57,7 @@ class SafeTensorsReader {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return path_; }
   // The largest buffer this reader has allocated so far, in bytes (the header text, or a bounded
-  // staging buffer for widening BF16): far below the file size, whatever the file holds.
+  // staging buffer for widening BF16 or F16): far below the file size, whatever the file holds.
   uint64_t peak_buffer_bytes() const { return peak_buffer_.load(); }
 
  private:
@@ -65,7 +66,7 @@ class SafeTensorsReader {
   void parse_entry(const std::string& name, const nlohmann::json& entry);
   void check_layout();
   void shape_must_be(const TensorInfo& t, const Shape& expected) const;
-  // Reads n elements of t from element `first` on into dst, widening BF16 through `stage`.
+  // Reads n elements of t from element `first` on into dst, widening BF16, F16 through `stage`.
   void read_elements(const TensorInfo& t, uint64_t first, uint64_t n, float* dst,
                      std::vector<uint16_t>& stage) const;
   void read_bytes(uint64_t offset, void* dst, uint64_t n, const std::string& what) const;
@@ -106,9 +107,9 @@ class SafeTensorsStreamWriter {
   SafeTensorsStreamWriter& operator=(const SafeTensorsStreamWriter&) = delete;
 
   // Appends the next `count` elements of tensor `name` (data: count floats, converted to the
-  // tensor's dtype, BF16 rounding to nearest even). `name` must be the first declared tensor not
-  // yet complete. Throws Error naming the file for a tensor out of order, more elements than the
-  // tensor holds, or a failed write.
+  // tensor's dtype, BF16 and F16 rounding to nearest even). `name` must be the first declared
+  // tensor not yet complete. Throws Error naming the file for a tensor out of order, more elements
+  // than the tensor holds, or a failed write.
   void append(const std::string& name, const float* data, int64_t count);
   // Throws Error naming the file if a tensor is incomplete or on any I/O failure.
   void commit();

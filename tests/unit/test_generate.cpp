@@ -95,6 +95,23 @@ TEST(Generator, GreedyIsTheArgmaxOfTheFullForwardAtEveryStep) {
   }
 }
 
+// A KV cache of only the positions a prompt and its continuation need samples the same tokens
+// as one of the model's whole context, and says so when that short context is full.
+TEST(Generator, AShortContextGeneratesTheSameTokens) {
+  TinyModel m;
+  const std::vector<int32_t> prompt = {1, 2, 3, 4};
+  SampleConfig sc;
+  sc.temperature = 0.7f;
+  sc.max_tokens = 5;
+  Generator whole(m.layout, m.params);
+  Generator just(m.layout, m.params, {}, static_cast<int64_t>(prompt.size()) + sc.max_tokens);
+  const std::vector<int32_t> a = whole.generate(prompt, sc, -1), b = just.generate(prompt, sc, -1);
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(a, b);
+  sc.max_tokens = 7;  // more than the short cache holds: it stops where its context ends
+  EXPECT_EQ(just.generate(prompt, sc, -1).size(), 6u);
+}
+
 TEST(Generator, TopPNeverSamplesOutsideTheNucleus) {
   TinyModel m;
   const int64_t V = m.cfg.vocab_size;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
+#include "scratch_dir.h"
 #include "test_util.h"
 
 #include <cmath>
@@ -66,19 +67,8 @@ std::string slurp(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-class SafeTensors : public ::testing::Test {
+class SafeTensors : public test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("parallama_st_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
   std::string write_raw(const std::string& bytes, const std::string& name = "t.safetensors") {
     const std::string p = file(name);
     std::ofstream out(p, std::ios::binary);
@@ -110,8 +100,6 @@ class SafeTensors : public ::testing::Test {
     EXPECT_NE(msg.find(substring), std::string::npos)
         << "header: " << header << "\nmessage: " << msg << "\nexpected: " << substring;
   }
-
-  fs::path dir_;
 };
 
 // --- Round trips -------------------------------------------------------------------------------
@@ -420,9 +408,9 @@ TEST_F(SafeTensors, RejectsBadShapes) {
 TEST_F(SafeTensors, RejectsUnsupportedDtypes) {
   const std::string d(16, '\0');
   expect_header_error(R"({"x": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})", d,
-                      "tensor 'x': unsupported dtype 'I64' (supported: F32, BF16)");
-  expect_header_error(R"({"x": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}})", d,
-                      "unsupported dtype 'F16' (supported: F32, BF16)");
+                      "tensor 'x': unsupported dtype 'I64' (supported: F32, BF16, F16)");
+  expect_header_error(R"({"x": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}})", d,
+                      "unsupported dtype 'F64' (supported: F32, BF16, F16)");
   expect_header_error(R"({"x": {"dtype": "f32", "shape": [2], "data_offsets": [0, 8]}})", d,
                       "unsupported dtype 'f32'");
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "io/safetensors.h"
+#include "scratch_dir.h"
 #include "tensor/bf16.h"
 #include "tensor/error.h"
 #include "test_util.h"
@@ -21,19 +22,7 @@ namespace fs = std::filesystem;
 using test::error_of;
 using test::randn;
 
-class SafeTensorsStream : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("parallama_sts_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+class SafeTensorsStream : public test::ScratchDirTest {};
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
