@@ -1,5 +1,6 @@
 #include "comm/group.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -98,12 +99,25 @@ bool Request::test() {
   return !op_;
 }
 
+namespace {
+std::atomic<int64_t> waited_ns{0};  // see wait_seconds()
+}  // namespace
+
+double wait_seconds() {
+  return static_cast<double>(waited_ns.load(std::memory_order_relaxed)) * 1e-9;
+}
+
 void Request::wait() {
   if (!op_) return;
   prof::KindScope scope(prof::Kind::comm);
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(st_->opt.timeout_s));
-  if (!poll(*op_, deadline))
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(st_->opt.timeout_s));
+  const bool completed = poll(*op_, deadline);
+  waited_ns.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
+      std::memory_order_relaxed);
+  if (!completed)
     throw Error("rank " + std::to_string(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
                 std::to_string(seq_) + " did not complete within " +
                 std::to_string(static_cast<int>(st_->opt.timeout_s)) +

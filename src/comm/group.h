@@ -151,6 +151,10 @@ class Group {
   std::shared_ptr<GroupState> st_;
 };
 
+// Seconds this process has spent blocked in Request::wait, in every group, since it started:
+// the time it waited for communication and for slower peers (a step's share: the difference).
+double wait_seconds();
+
 // Even split of n elements over `parts` (the first n % parts get one more).
 std::vector<int64_t> even_counts(int64_t n, int parts);
 

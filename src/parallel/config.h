@@ -28,10 +28,8 @@ struct ParallelConfig {
   double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
   // How replicas stay together: allreduce | ps | ps-async | local | diloco
   std::string sync = "allreduce";
-  int ps_servers = 1;        // ps, ps-async: server ranks (the last ones)
-  int ps_max_staleness = 2;  // ps-async: how many steps a worker may run ahead of the slowest
-  int ps_slow_rank = -1;     // ps-async test aid: this worker sleeps ps_slow_ms every step
-  int ps_slow_ms = 0;
+  int ps_servers = 1;            // ps, ps-async: server ranks (the last ones)
+  int ps_max_staleness = 2;      // ps-async: how many steps a worker may run ahead of the slowest
   int local_period = 8;          // local: steps between parameter averages
   int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
   float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate

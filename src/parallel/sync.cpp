@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <thread>
 
 #include "optim/schedule.h"
 #include "parallel/ps_protocol.h"
@@ -205,8 +204,6 @@ class PsWorker : public Synchronizer {
     if (async_) {  // each push is applied alone: the worker clips its own gradient
       out.grad_norm = grad_norm(st.grads);
       clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
-      if (roles_.world.rank() == cfg_.parallel.ps_slow_rank)
-        std::this_thread::sleep_for(std::chrono::milliseconds(cfg_.parallel.ps_slow_ms));
     }
     const int S = roles_.num_servers;
     std::vector<ps::PushHead> push(S);

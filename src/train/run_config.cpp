@@ -168,8 +168,6 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "sync", c.parallel.sync);
   f("ps", "servers", c.parallel.ps_servers);
   f("ps", "max-staleness", c.parallel.ps_max_staleness);
-  f("ps", "slow-rank", c.parallel.ps_slow_rank);
-  f("ps", "slow-ms", c.parallel.ps_slow_ms);
   f("local", "period", c.parallel.local_period);
   f("diloco", "inner-steps", c.parallel.diloco_inner_steps);
   f("diloco", "outer-lr", c.parallel.diloco_outer_lr);
@@ -398,7 +396,15 @@ RunConfig config_from_json(const nlohmann::json& j, const std::string& source, C
 RunConfig checkpoint_config(const nlohmann::json& trainer_json, const std::string& source) {
   if (!trainer_json.contains("config"))
     throw Error(source + ": no \"config\"; not a checkpoint of a training run");
-  return config_from_json(trainer_json["config"], source);
+  // Settings that older checkpoints record and parallama no longer has (a test aid that slowed
+  // a worker from inside the program); they changed nothing about the model or the data.
+  static const std::pair<const char*, const char*> kRetired[] = {{"ps", "slow-rank"},
+                                                                 {"ps", "slow-ms"}};
+  nlohmann::json config = trainer_json["config"];
+  for (const auto& [section, key] : kRetired)
+    if (config.is_object() && config.contains(section) && config[section].is_object())
+      config[section].erase(key);
+  return config_from_json(config, source);
 }
 
 MeshShape mesh_shape(const RunConfig& c) {

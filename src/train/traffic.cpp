@@ -48,13 +48,22 @@ std::string describe_axes(const AxisBytes& b) {
 }
 
 void add_step_traffic(nlohmann::json& j, comm::Group& all_workers, bool own_only, bool many,
-                      const comm::Traffic& step, const AxisBytes& axes) {
+                      const comm::Traffic& step, const AxisBytes& axes, const StepTimes& times) {
   const auto v = axes.values();
   j["bytes_sent"] = step.sent, j["bytes_received"] = step.received;
   for (int a = 0; a < kAxisCount; ++a) j[std::string("bytes_") + kAxes[a]] = v[a];
+  j["compute_s"] = times.compute_s, j["wait_s"] = times.wait_s;
   if (!many) return;
-  constexpr int kPer = 2 + kAxisCount;  // sent, received, then the axes
-  const double mine[kPer] = {step.sent, step.received, v[0], v[1], v[2], v[3]};
+  constexpr int kPer = 5 + kAxisCount;  // sent, received, the axes, compute, wait, stage
+  const double mine[kPer] = {step.sent,
+                             step.received,
+                             v[0],
+                             v[1],
+                             v[2],
+                             v[3],
+                             times.compute_s,
+                             times.wait_s,
+                             static_cast<double>(times.stage)};
   std::vector<double> all(mine, mine + kPer);
   if (!own_only) {
     all.resize(kPer * all_workers.size());
@@ -66,6 +75,8 @@ void add_step_traffic(nlohmann::json& j, comm::Group& all_workers, bool own_only
     const double* r = all.data() + kPer * w;
     nlohmann::json e = {{"rank", w}, {"role", "worker"}, {"sent", r[0]}, {"received", r[1]}};
     for (int a = 0; a < kAxisCount; ++a) e[kAxes[a]] = r[2 + a];
+    e["compute_s"] = r[2 + kAxisCount], e["wait_s"] = r[3 + kAxisCount];
+    e["stage"] = static_cast<int>(r[4 + kAxisCount]);
     per_rank.push_back(e);
   }
   if (j.contains("server_bytes")) {  // a server's traffic is all data-parallel

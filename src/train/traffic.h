@@ -42,13 +42,20 @@ AxisBytes axis_bytes(const Mesh& mesh, const comm::Group* servers = nullptr);
 // "dp 1.234 MB, tp 0.000 MB, pp 0.567 MB, other 0.000 MB"
 std::string describe_axes(const AxisBytes& b);
 
-// Fills a metrics line with this step's traffic: this rank's bytes_sent, bytes_received and
-// bytes_dp, bytes_tp, bytes_pp, bytes_other; with more than one process (`many`) also
-// bytes_per_rank, every worker's {rank, role, sent, received, dp, tp, pp, other} (gathered over
-// all_workers, collective; with `own_only`, this rank's alone), then the servers' from
-// j["server_bytes"], which it removes.
+// Where a step's wall time went on this rank: waiting, blocked in communication (for the data
+// and for slower peers: comm::wait_seconds()), and computing, the rest.
+struct StepTimes {
+  double compute_s = 0, wait_s = 0;
+  int stage = 0;  // this rank's pipeline stage: only ranks of one stage do the same work
+};
+
+// Fills a metrics line with this step's traffic and times: this rank's bytes_sent,
+// bytes_received, bytes_dp, bytes_tp, bytes_pp, bytes_other, compute_s and wait_s; with more
+// than one process (`many`) also bytes_per_rank, every worker's {rank, role, sent, received, dp,
+// tp, pp, other, compute_s, wait_s, stage} (gathered over all_workers, collective; with `own_only`,
+// this rank's alone), then the servers' bytes from j["server_bytes"], which it removes.
 void add_step_traffic(nlohmann::json& j, comm::Group& all_workers, bool own_only, bool many,
-                      const comm::Traffic& step, const AxisBytes& axes);
+                      const comm::Traffic& step, const AxisBytes& axes, const StepTimes& times);
 
 // Every rank's traffic per step over a run, gathered over `world` (collective): for each rank
 // {rank, role, params (of its shard, or a server's slice), bytes_sent_per_step,

@@ -23,6 +23,7 @@
 #include "train/preempt.h"
 #include "train/run_dir.h"
 #include "train/step.h"
+#include "train/straggler.h"
 #include "train/trace.h"
 #include "train/traffic.h"
 
@@ -350,8 +351,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   // Bytes per mesh axis of the training steps alone (see train/traffic.h).
   const comm::Group* servers = roles.num_servers ? &roles.world : nullptr;
   AxisBytes axes_total;
+  StragglerWatch stragglers;
   for (++step; step <= last; ++step) {
     const auto t0 = Clock::now();
+    const double waited0 = comm::wait_seconds();
     const AxisBytes axes0 = axis_bytes(mesh, servers);
     int64_t valid = 0;
     for (int k = 0; k < K; ++k) {
@@ -386,6 +389,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     loader.advance(global);
 
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double waited = comm::wait_seconds() - waited0;
+    const StepTimes times{dt - waited, waited, mesh.pp.rank()};
     nlohmann::json j = {{"step", step},
                         {"loss", loss},
                         {"lr", lr},
@@ -416,7 +421,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     sent0 = world.bytes_sent(), received0 = world.bytes_received();
     // Every rank's bytes of this step (the gathering counted in the next one's sent and
     // received); ps-async workers are never in step: only rank 0's own.
-    add_step_traffic(j, roles.all_workers, async, world.size() > 1, mine, axes);
+    add_step_traffic(j, roles.all_workers, async, world.size() > 1, mine, axes, times);
+    for (const std::string& line : stragglers.observe(step, worker_times(j))) say(line);
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       comm::Group& eval_group = sync->global_batch() ? dp : alone;
       const int64_t samples = tc.val_batches * global;
@@ -486,7 +492,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                                          {"zero", cfg.parallel.zero},
                                          {"steps", last - first_step + 1},
                                          {"ranks", traffic},
-                                         {"memory", memory}}
+                                         {"memory", memory},
+                                         {"stragglers", stragglers.report()}}
                                   .dump(1) +
                               "\n");
   }

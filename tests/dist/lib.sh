@@ -14,3 +14,30 @@ prepare_tiny() {
   make_corpus text.txt 3000
   "$bin" prepare --text text.txt --vocab 400 --out data > /dev/null
 }
+# rank_pid R: the process of world rank R of the job running in this test's directory (other
+# tests may run jobs beside it); waits up to 15 s for it to start, fails the test without it.
+rank_pid() {
+  for _ in $(seq 300); do
+    for p in $(pgrep -f "parallama train"); do
+      [ "$(readlink "/proc/$p/cwd" 2> /dev/null)" = "$PWD" ] || continue
+      if tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
+        echo "$p"
+        return
+      fi
+    done
+    sleep 0.05
+  done
+  fail "no process of rank $1 in $PWD"
+}
+# slow_rank R [STOP_S RUN_S]: slows world rank R of the running job from outside the program, as
+# a busy neighbour would: stopped for STOP_S (0.01) of every STOP_S + RUN_S (0.02) seconds until
+# it exits. Returns at once.
+slow_rank() {
+  local pid stop=${2:-0.01} run=${3:-0.01}
+  pid=$(rank_pid "$1")
+  (while kill -STOP "$pid" 2> /dev/null; do
+    sleep "$stop"
+    kill -CONT "$pid" 2> /dev/null || break
+    sleep "$run"
+  done) &
+}

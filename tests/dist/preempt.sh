@@ -17,14 +17,6 @@ wait_steps() {  # wait_steps METRICS N: until the run has logged N steps
   done
   fail "$1: no $2 steps logged"
 }
-rank_pid() {  # rank_pid R: the process of world rank R of the running job
-  for p in $(pgrep -f "parallama train"); do
-    if tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
-      echo "$p"
-      return
-    fi
-  done
-}
 stopped_at() {  # stopped_at LOG: the step the run stopped after
   grep -o 'stopped by SIG[A-Z0-9]* after step [0-9]*' "$1" | grep -o '[0-9]*$'
 }

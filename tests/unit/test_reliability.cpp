@@ -264,6 +264,18 @@ TEST(TrainerJson, EveryFieldIsTypeAndRangeChecked) {
               checkpoint_config({{"config", {{"train", {{"steps", nullptr}}}}}}, "t");
             }).find("train.steps"),
             std::string::npos);
+  // Settings parallama no longer has still load from older checkpoints, and only from them.
+  EXPECT_EQ(error_of([] {
+              checkpoint_config(
+                  {{"config",
+                    {{"train", {{"seq_len", 16}}}, {"ps", {{"slow-rank", -1}, {"slow-ms", 0}}}}}},
+                  "t");
+            }),
+            "");
+  EXPECT_NE(error_of([] {
+              load_run_config("", {{"ps.slow-rank", "2"}});
+            }).find("unknown key"),
+            std::string::npos);
 }
 
 }  // namespace parallama
