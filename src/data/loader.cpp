@@ -50,7 +50,11 @@ int64_t DataLoader::sample_at(int64_t g) {
 }
 
 void DataLoader::micro_batch(int k, int64_t B, int32_t* tokens, int32_t* targets) {
-  const int64_t first = position_ + (static_cast<int64_t>(k) * world_ + rank_) * B;
+  global_micro_batch(static_cast<int64_t>(k) * world_ + rank_, B, tokens, targets);
+}
+
+void DataLoader::global_micro_batch(int64_t m, int64_t B, int32_t* tokens, int32_t* targets) {
+  const int64_t first = position_ + m * B;
   for (int64_t b = 0; b < B; ++b) {
     const int32_t* src = tokens_.data() + sample_at(first + b) * T_;
     for (int64_t t = 0; t < T_; ++t) {

@@ -22,6 +22,9 @@ class DataLoader {
   // Fills micro-batch k (B samples) of this rank in the current global batch:
   // tokens, targets (B, T).
   void micro_batch(int k, int64_t B, int32_t* tokens, int32_t* targets);
+  // Fills micro-batch m of the global batch, whichever rank takes it: the B samples at p + m·B
+  // (micro_batch(k) is m = k·world + rank). Dynamic balancing hands ranks other sets of m.
+  void global_micro_batch(int64_t m, int64_t B, int32_t* tokens, int32_t* targets);
   // Moves to the next global batch of `global` = B · micro-batches · world samples.
   void advance(int64_t global) { position_ += global; }
 

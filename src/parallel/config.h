@@ -34,6 +34,12 @@ struct ParallelConfig {
   int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
   float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
   float diloco_outer_momentum = 0.9f;
+  // How the data-parallel ranks share each global batch: static (equal shares) or dynamic
+  // (shares of micro-batches that follow each rank's measured speed, re-planned every
+  // balance_every steps, at most balance_cap times the equal share). See parallel/balance.h.
+  std::string balance = "static";
+  int balance_every = 10;
+  double balance_cap = 2.0;
   int servers() const { return sync == "ps" || sync == "ps-async" ? ps_servers : 0; }
 };
 

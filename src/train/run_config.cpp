@@ -166,6 +166,9 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "check_collectives", c.parallel.check_collectives);
   f("parallel", "timeout_s", c.parallel.timeout_s);
   f("parallel", "sync", c.parallel.sync);
+  f("parallel", "balance", c.parallel.balance);
+  f("parallel", "balance_every", c.parallel.balance_every);
+  f("parallel", "balance_cap", c.parallel.balance_cap);
   f("ps", "servers", c.parallel.ps_servers);
   f("ps", "max-staleness", c.parallel.ps_max_staleness);
   f("local", "period", c.parallel.local_period);
@@ -497,6 +500,16 @@ void RunConfig::validate(ConfigUse use) const {
         "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
         "--zero), not --sync " +
         p.sync);
+  if (p.balance != "static" && p.balance != "dynamic")
+    throw Error("parallel.balance must be \"static\" or \"dynamic\", not \"" + p.balance + "\"");
+  if (p.balance_every < 1) throw Error("parallel.balance_every must be at least 1");
+  if (!(p.balance_cap >= 1 && p.balance_cap <= 64))
+    throw Error("parallel.balance_cap must be between 1 and 64 (times the equal share)");
+  if (p.balance == "dynamic" && (p.sync != "allreduce" || p.tp > 1 || p.pp > 1))
+    throw Error(
+        "parallel.balance = \"dynamic\" shares the batch among data-parallel replicas of "
+        "whole models under --sync allreduce (--tp 1 --pp 1), not --sync " +
+        p.sync + " --tp " + std::to_string(p.tp) + " --pp " + std::to_string(p.pp));
   if (!(parallel.timeout_s > 0 && parallel.timeout_s <= 1e6))
     throw Error("parallel.timeout_s must be positive and at most 1e6 seconds (11.6 days)");
   if (bench.steps < 1 || bench.warmup < 0)

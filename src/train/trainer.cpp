@@ -15,6 +15,7 @@
 #include "io/param_io.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
+#include "parallel/balance.h"
 #include "parallel/mesh.h"
 #include "parallel/sync.h"
 #include "tensor/error.h"
@@ -297,7 +298,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
         "\n" + plan.substr(0, plan.size() - 1));
   }
 
-  std::vector<int32_t> tokens(K * B * T), targets(K * B * T);
+  // Dynamic balancing: this rank's share of the global batch follows its measured speed; the
+  // input buffers hold the largest share once (activations are per micro-batch).
+  std::optional<Balancer> balancer;
+  if (cfg.parallel.balance == "dynamic" && workers > 1)
+    balancer.emplace(workers, static_cast<int>(K), cfg.parallel.balance_every,
+                     cfg.parallel.balance_cap);
+  const int64_t slots = balancer ? balancer->cap() : K;
+  std::vector<int32_t> tokens(slots * B * T), targets(slots * B * T);
   auto save = [&](int64_t at, double last_loss) {
     CheckpointState cs;
     cs.step = at;
@@ -357,15 +365,20 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     const double waited0 = comm::wait_seconds();
     const AxisBytes axes0 = axis_bytes(mesh, servers);
     int64_t valid = 0;
-    for (int k = 0; k < K; ++k) {
-      loader.micro_batch(k, B, tokens.data() + k * B * T, targets.data() + k * B * T);
-      for (int64_t i = 0; i < B * T; ++i) valid += targets[k * B * T + i] != kernels::kIgnoreIndex;
+    const int share = balancer ? balancer->share(dp.rank()) : static_cast<int>(K);
+    const int first_micro = balancer ? balancer->first(dp.rank()) : 0;
+    for (int k = 0; k < share; ++k) {
+      int32_t *in = tokens.data() + k * B * T, *tgt = targets.data() + k * B * T;
+      if (balancer)
+        loader.global_micro_batch(first_micro + k, B, in, tgt);
+      else
+        loader.micro_batch(k, B, in, tgt);
+      for (int64_t i = 0; i < B * T; ++i) valid += tgt[i] != kernels::kIgnoreIndex;
     }
     // Every rank scales by the global count of targets, so the summed gradients are those of
     // the global mean loss, whatever each rank holds.
     if (sync->global_batch()) valid = dp.sum(valid);
-    double loss_sum =
-        st.forward_backward(tokens.data(), targets.data(), static_cast<int>(K), valid, *sync);
+    double loss_sum = st.forward_backward(tokens.data(), targets.data(), share, valid, *sync);
     // The global mean when workers share a batch; otherwise this worker's own.
     if (sync->global_batch()) loss_sum = dp.sum(loss_sum);
     const double loss = valid ? loss_sum / static_cast<double>(valid) : 0.0;
@@ -423,6 +436,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     // received); ps-async workers are never in step: only rank 0's own.
     add_step_traffic(j, roles.all_workers, async, world.size() > 1, mine, axes, times);
     for (const std::string& line : stragglers.observe(step, worker_times(j))) say(line);
+    if (balancer) {
+      j["shares"] = balancer->shares();  // micro-batches per data-parallel rank in this step
+      if (balancer->observe(dp, times.compute_s)) {
+        std::string line = "step " + std::to_string(step) + ": shares of the next steps";
+        for (const int n : balancer->shares()) line += " " + std::to_string(n);
+        say(line + " micro-batches (by measured speed)");
+      }
+    }
     if ((tc.val_every > 0 && step % tc.val_every == 0) || step == tc.steps) {
       comm::Group& eval_group = sync->global_batch() ? dp : alone;
       const int64_t samples = tc.val_batches * global;
