@@ -21,6 +21,7 @@
 #include "tensor/arena.h"
 #include "tensor/error.h"
 #include "tensor/profile.h"
+#include "train/stage_time.h"
 #include "train/step.h"
 #include "train/traffic.h"
 
@@ -132,7 +133,9 @@ nlohmann::json print_profile(const prof::Report& r, int steps, comm::Group& worl
 int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool profile) {
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
   cfg.check_processes(world_group.size());
-  const MeshShape shape = mesh_shape(cfg);
+  MeshShape shape = mesh_shape(cfg);
+  if (shape.pp > 1 && shape.pp_balance == "measure" && shape.pp_layers.empty())
+    shape.measured = measure_stage_costs(cfg, world_group);
   Mesh mesh(world_group, shape, cfg.model);
   comm::Group& dp = mesh.dp;
   const int world = world_group.size(), replicas = shape.dp;

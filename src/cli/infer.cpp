@@ -33,7 +33,9 @@ MeshShape layout_of(const comm::Group& world, int tp) {
   if (tp < 1 || world.size() % tp)
     throw Error("--tp " + std::to_string(tp) + " must divide the " + std::to_string(world.size()) +
                 " processes started");
-  return {world.size() / tp, tp, 1};
+  MeshShape s;
+  s.dp = world.size() / tp, s.tp = tp;
+  return s;
 }
 
 // The checkpoint's model on the mesh of the processes: each tensor-parallel rank loads its slice.

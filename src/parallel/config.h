@@ -17,7 +17,10 @@ struct ParallelConfig {
   std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
   int pp_virtual = 1;                // model chunks per rank (interleaved)
   std::string pp_trace;              // write the pipeline timeline here (Chrome trace JSON)
-  double bucket_mb = 4.0;            // gradient all-reduce bucket size
+  // Stage boundaries without pp_layers: "cost" (FLOP estimate), "measure" (a short timed pass
+  // of the embedding, one layer and the head on this machine) or "even" (layers alone).
+  std::string pp_balance = "cost";
+  double bucket_mb = 4.0;  // gradient all-reduce bucket size
   // How gradient buckets travel over the data-parallel group: fp32, or bf16 (half the bytes,
   // summed in fp32; see parallel/data_parallel.h). --sync allreduce only.
   std::string reduce_dtype = "fp32";

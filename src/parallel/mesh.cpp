@@ -31,6 +31,24 @@ StageCosts stage_costs(const LlamaConfig& m, int seq_len) {
   return {layer, 3.0 * C, head};
 }
 
+namespace {
+
+// The costs a split weighs (see MeshShape::pp_balance).
+StageCosts split_costs(const LlamaConfig& m, const MeshShape& shape) {
+  if (shape.pp_balance == "even") return {1.0, 0.0, 0.0};
+  if (shape.pp_balance == "measure" && shape.measured.layer > 0) return shape.measured;
+  return stage_costs(m, shape.seq_len);
+}
+
+const char* split_name(const MeshShape& shape) {
+  if (!shape.pp_layers.empty()) return "by hand";
+  if (shape.pp_balance == "even") return "even: layers alone";
+  if (shape.pp_balance == "measure" && shape.measured.layer > 0) return "balanced by measured time";
+  return "balanced by estimated cost";
+}
+
+}  // namespace
+
 std::vector<int> pipeline_split(const LlamaConfig& m, const MeshShape& shape) {
   const int S = shape.pp * shape.pp_virtual, L = m.n_layers;
   auto s = [](int v) { return std::to_string(v); };
@@ -53,7 +71,7 @@ std::vector<int> pipeline_split(const LlamaConfig& m, const MeshShape& shape) {
     throw Error("--pp " + s(shape.pp) + (shape.pp_virtual > 1 ? " × " + s(shape.pp_virtual) : "") +
                 " asks for " + s(S) + " pipeline stages but the model has " + s(L) +
                 " layers: each stage needs at least one");
-  const StageCosts c = stage_costs(m, shape.seq_len);
+  const StageCosts c = split_costs(m, shape);
   // best[k][i]: the least possible cost of the most expensive of k stages over layers [0, i).
   auto cost = [&](int k, int j, int i) {  // stage k - 1 holds layers [j, i)
     return (i - j) * c.layer + (k == 1 ? c.embedding : 0.0) + (k == S ? c.head : 0.0);
@@ -97,7 +115,9 @@ std::string describe_mesh(const LlamaConfig& m, const MeshShape& shape) {
   out += line;
   if (shape.pp > 1) {  // the pipeline plan: layers and estimated cost of every stage
     const std::vector<int> layers = pipeline_split(m, shape);
-    const StageCosts c = stage_costs(m, shape.seq_len);
+    const StageCosts c = shape.pp_balance == "measure" && shape.measured.layer > 0
+                             ? shape.measured
+                             : stage_costs(m, shape.seq_len);
     const int S = static_cast<int>(layers.size());
     double total = 0, most = 0;
     std::vector<double> cost(S);
@@ -105,10 +125,8 @@ std::string describe_mesh(const LlamaConfig& m, const MeshShape& shape) {
       cost[k] = layers[k] * c.layer + (k == 0 ? c.embedding : 0) + (k == S - 1 ? c.head : 0);
       total += cost[k], most = std::max(most, cost[k]);
     }
-    out += std::string("pipeline plan (") +
-           (shape.pp_layers.empty() ? "balanced by cost" : "by hand") +
-           "; the head costs as much as " + std::to_string(c.head / c.layer).substr(0, 4) +
-           " layers):";
+    out += std::string("pipeline plan (") + split_name(shape) + "; the head costs as much as " +
+           std::to_string(c.head / c.layer).substr(0, 4) + " layers):";
     for (int k = 0, first = 0; k < S; first += layers[k++]) {
       std::snprintf(line, sizeof line, " %sstage %d: layers [%d, %d) %.0f%%%s",
                     shape.pp_virtual > 1 ? "virtual " : "", k, first, first + layers[k],

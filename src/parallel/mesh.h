@@ -16,6 +16,14 @@
 
 namespace parallama {
 
+// Training cost per token of one transformer layer, of the embedding and of the head with its
+// loss (forward and backward; tensor parallelism divides all alike).
+struct StageCosts {
+  double layer = 0, embedding = 0, head = 0;
+};
+// The estimate from FLOPs, whole model.
+StageCosts stage_costs(const LlamaConfig& model, int seq_len);
+
 struct MeshShape {
   int dp = 1, tp = 1, pp = 1;
   // Pipeline plan: layers of each virtual stage (pp · pp_virtual entries) by hand, or empty for
@@ -24,6 +32,11 @@ struct MeshShape {
   std::vector<int> pp_layers = {};
   int pp_virtual = 1;
   int seq_len = 0;
+  // How a split without pp_layers weighs the stages: "cost" (the FLOP estimate), "measure"
+  // (`measured`, seconds per token timed on this machine; the estimate until it is set) or
+  // "even" (layers alone, as if the embedding and the head cost nothing).
+  std::string pp_balance = "cost";
+  StageCosts measured;
   int size() const { return dp * tp * pp; }
 };
 
@@ -34,13 +47,6 @@ struct MeshCoord {
 // Coordinates of `rank` in a mesh of `shape` (rank < shape.size()).
 MeshCoord mesh_coord(const MeshShape& shape, int rank);
 int mesh_rank(const MeshShape& shape, const MeshCoord& c);
-
-// Estimated training cost per token of one transformer layer, of the embedding and of the head
-// with its loss (forward and backward FLOPs, whole model: tensor parallelism divides all alike).
-struct StageCosts {
-  double layer, embedding, head;
-};
-StageCosts stage_costs(const LlamaConfig& model, int seq_len);
 
 // The number of layers of each of the shape.pp · shape.pp_virtual virtual stages: shape.pp_layers
 // when given (checked: one entry per virtual stage, each ≥ 1, adding up to the model's layers),

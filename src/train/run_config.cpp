@@ -160,6 +160,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "pp_schedule", c.parallel.pp_schedule);
   f("parallel", "pp_virtual", c.parallel.pp_virtual);
   f("parallel", "pp_trace", c.parallel.pp_trace);
+  f("parallel", "pp_balance", c.parallel.pp_balance);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
   f("parallel", "reduce_dtype", c.parallel.reduce_dtype);
   f("parallel", "zero", c.parallel.zero);
@@ -412,7 +413,9 @@ RunConfig checkpoint_config(const nlohmann::json& trainer_json, const std::strin
 
 MeshShape mesh_shape(const RunConfig& c) {
   const ParallelConfig& p = c.parallel;
-  MeshShape s{p.dp, p.tp, p.pp, p.pp_layers, p.pp_virtual, c.train.seq_len};
+  MeshShape s;
+  s.dp = p.dp, s.tp = p.tp, s.pp = p.pp, s.pp_layers = p.pp_layers, s.pp_virtual = p.pp_virtual;
+  s.seq_len = c.train.seq_len, s.pp_balance = p.pp_balance;
   return s;
 }
 
@@ -500,6 +503,9 @@ void RunConfig::validate(ConfigUse use) const {
         "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
         "--zero), not --sync " +
         p.sync);
+  if (p.pp_balance != "cost" && p.pp_balance != "measure" && p.pp_balance != "even")
+    throw Error("parallel.pp_balance must be \"cost\", \"measure\" or \"even\", not \"" +
+                p.pp_balance + "\"");
   if (p.balance != "static" && p.balance != "dynamic")
     throw Error("parallel.balance must be \"static\" or \"dynamic\", not \"" + p.balance + "\"");
   if (p.balance_every < 1) throw Error("parallel.balance_every must be at least 1");

@@ -23,6 +23,7 @@
 #include "train/metrics.h"
 #include "train/preempt.h"
 #include "train/run_dir.h"
+#include "train/stage_time.h"
 #include "train/step.h"
 #include "train/straggler.h"
 #include "train/trace.h"
@@ -160,7 +161,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const SyncConfig sc = sync_config(cfg);
   Roles roles = make_roles(world, sc);
   // The workers form the dp × tp × pp mesh; each parameter server stands alone.
-  const MeshShape shape = roles.server ? MeshShape{} : mesh_shape(cfg);
+  MeshShape shape = roles.server ? MeshShape{} : mesh_shape(cfg);
+  if (!roles.server && shape.pp > 1 && shape.pp_balance == "measure" && shape.pp_layers.empty())
+    shape.measured = measure_stage_costs(cfg, roles.all_workers);
   Mesh mesh(roles.server ? comm::Group() : roles.all_workers, shape, cfg.model);
   if (!roles.server) roles.workers = mesh.dp;
   const int workers = shape.dp, rank = world.rank();

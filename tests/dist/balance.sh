@@ -3,7 +3,8 @@
 # program (stopped for 30 ms of every 40). Its share of each global batch of 12 micro-batches
 # falls while the others' grow; every step still holds the same samples, so the losses and the
 # final parameters equal those of equal shares within 1e-5 (only the order of sums differs), and a run
-# stopped at step 20 and resumed (on equal shares, then re-planned) ends the same.
+# stopped at step 20 and resumed (on equal shares, then re-planned) ends the same. Pipeline
+# stages split by measured time train as one process does.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400
@@ -36,4 +37,12 @@ mpi 3 "${run[@]}" "${dynamic[@]}" --train.out_dir resumed --stop-at 20 > /dev/nu
 mpi 3 "${run[@]}" "${dynamic[@]}" --train.out_dir resumed --resume auto > /dev/null
 compare metrics resumed/metrics.jsonl static/metrics.jsonl || fail "resumed dynamic run"
 compare params resumed/step-40/model.safetensors static/step-40/model.safetensors || fail "resumed parameters"
-echo "dynamic balancing: shares follow speed, the trajectory does not change"
+# Pipeline stages split by measured time (a timed pass of the embedding, one layer and the head on
+# rank 0): the plan says so, every rank splits alike, and the run equals one process.
+pipe=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400
+      --model.n_layers 4 --train.steps 10 --train.val_every 0 --train.ckpt_every 0)
+"$bin" "${pipe[@]}" --train.out_dir one > /dev/null
+mpi 2 "${pipe[@]}" --pp 2 --parallel.pp_balance measure --train.out_dir measured > measured.log
+grep -q "pipeline plan (balanced by measured time" measured.log || fail "no measured split"
+compare metrics measured/metrics.jsonl one/metrics.jsonl || fail "measured split changed the losses"
+echo "dynamic balancing: shares follow speed, the trajectory does not change; measured stages"
