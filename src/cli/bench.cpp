@@ -224,6 +224,12 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
       "%lld x %lld, %d thread(s) per rank\n",
       m.name.c_str(), m.num_params() / 1e6, m.num_matmul_params() / 1e6, world, shape.dp, shape.tp,
       shape.pp, static_cast<long long>(B), static_cast<long long>(T), threads);
+  if (shape.pp > 1) {  // the split this run used (measured on this machine with pp_balance)
+    const std::string mesh_text = describe_mesh(m, shape);
+    const size_t at = mesh_text.find("pipeline plan");
+    if (at != std::string::npos)
+      std::printf("%s\n", mesh_text.substr(at, mesh_text.find('\n', at) - at).c_str());
+  }
   std::printf("step: median %.4f s (min %.4f, max %.4f, %d steps after %d warm-up), loss %.4f\n",
               step_s, *std::min_element(times.begin(), times.end()),
               *std::max_element(times.begin(), times.end()), cfg.bench.steps, cfg.bench.warmup,
