@@ -52,7 +52,7 @@ LAYOUTS
   done < layouts.txt
  done
 done
-grep -q "pipeline plan (balanced by cost" tied/L5/np3_pp3.log || fail "pp 3 plan not printed"
+grep -q "pipeline plan (balanced by estimated cost" tied/L5/np3_pp3.log || fail "pp 3 plan not printed"
 
 # Memory: stage 0 holds m micro-batches under GPipe, at most pp under 1F1B (m = 8, pp = 2).
 run=("${base[@]}" --train.steps 2 --train.batch_size 1 --train.micro_batches 8)
