@@ -57,11 +57,6 @@ json read_json(const fs::path& path) {
   }
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!(f << text) || !f.flush()) throw Error("cannot write " + path.string());
-}
-
 // The output directory: refused when it exists and is not empty. Files go into a temporary
 // sibling, renamed into place by commit(); without commit() (an error) it is removed.
 class NewDir {
@@ -199,7 +194,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
     std::vector<float>().swap(buf);
   }
   fs::copy_file(tok_path, d / "tokenizer.model");
-  write_text(d / "model.toml", model_toml(rc, d.path()));
+  write_file_checked(d / "model.toml", model_toml(rc, d.path()));
   json j;
   j["config"] = config_to_json(rc);
   j["layout"] = {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", rc.parallel.sync}};
@@ -213,7 +208,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   seal_trainer_json(j);
   const std::string text = j.dump(1) + "\n";
   parse_trainer_json(text, d / "trainer.json");  // what every command will check on load
-  write_text(d / "trainer.json", text);          // written last, as save_checkpoint does
+  write_file_checked(d / "trainer.json", text);  // written last, as save_checkpoint does
   d.commit();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("converted hf:%s (%.2fM parameters, %s) to %s in %.1f s\n", hf.c_str(),
@@ -285,9 +280,11 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
     w.commit();
   }
   if (shards.size() > 1)
-    write_text(d / "model.safetensors.index.json", io::hf_index_json(shards).dump(2) + "\n");
-  write_text(d / "config.json", io::hf_config_json(m, io::torch_dtype_name(dt)).dump(2) + "\n");
-  write_text(d / "generation_config.json", io::hf_generation_config_json().dump(2) + "\n");
+    write_file_checked(d / "model.safetensors.index.json",
+                       io::hf_index_json(shards).dump(2) + "\n");
+  write_file_checked(d / "config.json",
+                     io::hf_config_json(m, io::torch_dtype_name(dt)).dump(2) + "\n");
+  write_file_checked(d / "generation_config.json", io::hf_generation_config_json().dump(2) + "\n");
   fs::copy_file(tok_path, d / "tokenizer.model");
   d.commit();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -17,6 +17,7 @@
 
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "io/checkpoint.h"
 #include "tensor/error.h"
 #include "tensor/utf8.h"
 
@@ -38,17 +39,6 @@ bool in_set(const std::string& name) {
 [[noreturn]] void write_failed(const fs::path& path, int err) {
   throw Error("cannot write " + path.string() + ": " +
               (err ? std::strerror(err) : "the write failed"));
-}
-
-// Writes `bytes` to `path`, checking the open, the write, the flush and the close.
-void write_file(const fs::path& path, const std::string& bytes) {
-  errno = 0;
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f.is_open()) write_failed(path, errno);
-  if (!f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush())
-    write_failed(path, errno);
-  f.close();
-  if (!f) write_failed(path, errno);
 }
 
 // Forces a file's (or a directory's entries') data to the disk.
@@ -354,7 +344,7 @@ void prepare(const PrepareOptions& opt) {
     std::error_code ec;
     if (const auto st = fs::status(out, ec); fs::is_directory(st))
       fs::permissions(tmp, st.permissions(), ec);
-    write_file(tmp / "tokenizer.model", model_bytes);
+    write_file_checked((tmp / "tokenizer.model").string(), model_bytes);
     const Tokenizer written((tmp / "tokenizer.model").string());
     if (written.hash() != tok.hash())
       throw Error("cannot write " + (tmp / "tokenizer.model").string() +
@@ -368,7 +358,7 @@ void prepare(const PrepareOptions& opt) {
       if (back.tokens != *tokens || back.header.tokenizer_hash != tok.hash())
         throw Error("cannot write " + path + ": it does not read back as written");
     }
-    write_file(tmp / "meta.json", meta.dump(1) + "\n");
+    write_file_checked((tmp / "meta.json").string(), meta.dump(1) + "\n");
     for (const char* f : kSetFiles) sync_path(tmp / f);
     sync_path(tmp);
     swap_into_place(tmp, out);

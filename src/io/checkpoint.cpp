@@ -45,22 +45,29 @@ bool is_hex16(const nlohmann::json& v) {
   return s.size() == 16 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  errno = 0;
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!(f << text) || !f.flush())
-    throw Error("cannot write " + path.string() +
-                (errno ? ": " + std::string(std::strerror(errno)) : ""));
-}
-
 }  // namespace
+
+void write_file_checked(const std::string& file, const std::string& bytes,
+                        const std::string& name) {
+  auto failed = [&](int err) {
+    throw Error("cannot write " + (name.empty() ? file : name) + ": " +
+                (err ? std::strerror(err) : "the write failed"));
+  };
+  errno = 0;
+  std::ofstream f(file, std::ios::binary | std::ios::trunc);
+  if (!f.is_open()) failed(errno);
+  if (!f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush())
+    failed(errno);
+  f.close();
+  if (!f) failed(errno);
+}
 
 void write_file_atomically(const std::string& path, const std::string& text) {
   const fs::path target(path);
   const fs::path tmp = target.parent_path() /
                        ("." + target.filename().string() + ".tmp-" + std::to_string(getpid()));
   try {
-    write_text(tmp, text);
+    write_file_checked(tmp.string(), text, path);
     fs::rename(tmp, target);
   } catch (const std::exception& e) {
     std::error_code ignored;
@@ -126,7 +133,8 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       for (const char* name : kTensorFiles)
         j["checksums"][name] = file_checksum((tmp / name).string());
       seal_trainer_json(j);
-      write_text(tmp / "trainer.json", j.dump(1) + "\n");  // written last: marks completeness
+      write_file_checked((tmp / "trainer.json").string(),
+                         j.dump(1) + "\n");  // written last: marks completeness
       ::sync();
       if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
         const fs::path old =

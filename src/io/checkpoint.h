@@ -61,6 +61,10 @@ void seal_trainer_json(nlohmann::json& j);
 // Writes text to path through a temporary file and a rename. Throws Error naming the path and the
 // reason on any failure, and leaves no temporary file behind.
 void write_file_atomically(const std::string& path, const std::string& text);
+// Writes `bytes` to `file` (replacing it), checking the open, the write, the flush and the
+// close: Error "cannot write NAME: <reason>", NAME being `name`, else `file`.
+void write_file_checked(const std::string& file, const std::string& bytes,
+                        const std::string& name = "");
 
 // Throws Error unless the tokenizer model at tokenizer_path is the one whose hash (FNV-1a 64 of
 // its bytes, as Tokenizer::hash) `recorded_in` (a token shard, a checkpoint) records.

@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "io/checkpoint.h"
 #include "tensor/error.h"
 #include "train/trace.h"
 
@@ -42,18 +43,6 @@ std::string polyline(const Series& s, double x0, double x1, double y0, double y1
   throw Error("cannot write " + path + ": " + (err ? std::strerror(err) : "the write failed"));
 }
 
-// Writes `text` to `file`, checking the open, the write, the flush and the close; errors name
-// `path`, the file the user asked for.
-void write_checked(const std::string& file, const std::string& text, const std::string& path) {
-  errno = 0;
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  if (!out.is_open()) cannot_write(path, errno);
-  if (!out.write(text.data(), static_cast<std::streamsize>(text.size())) || !out.flush())
-    cannot_write(path, errno);
-  out.close();
-  if (!out) cannot_write(path, errno);
-}
-
 // Written to a temporary file and renamed, so a reader never sees half a picture. A symbolic link
 // is followed (the picture lands where it points, and the link stays); a device or a pipe is
 // written straight into.
@@ -62,7 +51,7 @@ void write_file(const std::string& path, const std::string& text) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (fs::exists(st) && !fs::is_regular_file(st)) {
-    write_checked(path, text, path);
+    write_file_checked(path, text, path);
     return;
   }
   fs::path target = path;
@@ -74,7 +63,7 @@ void write_file(const std::string& path, const std::string& text) {
   const fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp-" +
                                                std::to_string(static_cast<long>(::getpid())));
   try {
-    write_checked(tmp.string(), text, path);
+    write_file_checked(tmp.string(), text, path);
   } catch (...) {
     fs::remove(tmp, ec);
     throw;
