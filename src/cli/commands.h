@@ -21,6 +21,13 @@ int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json);
 // print_ids: also print the generated ids as a JSON array, on a line of their own.
 int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,
                  comm::Group world, int tp, bool print_ids = false);
+// `generate --prompts FILE --out FILE` (infer/prompts.h): the prompts in batches of `batch`,
+// shared over the data-parallel replicas (processes / tp) by estimated cost; rank 0 writes one
+// JSON line per prompt, in input order. Each prompt samples with its own seed (its "seed", else
+// sc.seed plus its index in the file), so the output does not depend on the number of processes.
+int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
+                      const std::string& out_file, const SampleConfig& sc, int64_t batch,
+                      comm::Group world, int tp);
 // Under mpirun the processes of `world` share the batches (see evaluate()). The tokens are those
 // of the token shard `data`, or (text non-empty) of a text file tokenized as prepare does: each
 // non-blank line is <s> and the line's tokens.

@@ -1,4 +1,6 @@
 // `parallama generate` and `parallama eval`: load a checkpoint directory and use the model.
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -7,6 +9,8 @@
 #include "data/prepare.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "infer/prompts.h"
+#include "infer/share.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
 #include "parallel/mesh.h"
@@ -107,6 +111,146 @@ int run_generate(const std::string& ckpt, const std::string& prompt, const Sampl
   const auto out = gen.generate(ids, sc, tok.eos_id());
   std::printf("%s%s\n", prompt.c_str(), tok.decode(out).c_str());
   if (print_ids) std::printf("%s\n", nlohmann::json(out).dump().c_str());
+  return 0;
+}
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Progress of this rank's share, on rank 0's stderr, at most once a second and at the end.
+struct Progress {
+  int64_t total = 0, mine = 0, done = 0, tokens = 0;
+  double cost = 0, cost_done = 0, t0 = now(), last = 0;
+  int ranks = 1;
+  void batch_done(int64_t prompts, int64_t new_tokens, double batch_cost, bool show) {
+    done += prompts, tokens += new_tokens, cost_done += batch_cost;
+    const double t = now(), el = t - t0;
+    if (!show || (t - last < 1.0 && done < mine)) return;
+    last = t;
+    const double eta = cost_done > 0 ? el * (cost - cost_done) / cost_done : 0;
+    if (ranks == 1)
+      std::fprintf(stderr, "generate: %lld/%lld prompts, %.0f tokens/s, ETA %.0f s\n",
+                   static_cast<long long>(done), static_cast<long long>(total),
+                   el > 0 ? tokens / el : 0.0, eta);
+    else
+      std::fprintf(stderr,
+                   "generate: %lld/%lld prompts of rank 0 (%lld on %d ranks), %.0f tokens/s, "
+                   "ETA %.0f s\n",
+                   static_cast<long long>(done), static_cast<long long>(mine),
+                   static_cast<long long>(total), ranks, el > 0 ? tokens / el : 0.0, eta);
+  }
+};
+
+}  // namespace
+
+int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
+                      const std::string& out_file, const SampleConfig& sc, int64_t batch,
+                      comm::Group world, int tp) {
+  if (out_file.empty()) throw Error("--prompts needs --out FILE for the results (JSON Lines)");
+  if (batch < 1) throw Error("--batch must be at least 1");
+  const std::vector<Prompt> prompts = read_prompts(prompts_file);
+  Loaded m(ckpt, world, tp);
+  const Tokenizer tok(checkpoint_tokenizer(ckpt));
+  const int64_t n = static_cast<int64_t>(prompts.size()), context = m.cfg.model.max_seq_len;
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(n));
+  std::vector<int64_t> lengths(static_cast<size_t>(n));
+  int64_t longest = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Prompt& p = prompts[static_cast<size_t>(i)];
+    auto& v = ids[static_cast<size_t>(i)];
+    v = {tok.bos_id()};
+    const auto t = tok.encode(p.text);
+    v.insert(v.end(), t.begin(), t.end());
+    lengths[static_cast<size_t>(i)] = static_cast<int64_t>(v.size());
+    if (static_cast<int64_t>(v.size()) >= context)
+      throw Error(prompts_file + ":" + std::to_string(p.line) + ": prompt " + p.id.dump() +
+                  " has " + std::to_string(v.size()) +
+                  " tokens (with <s>); the model's context is " + std::to_string(context) +
+                  ", and generation needs room for one more");
+    longest = std::max(longest, static_cast<int64_t>(v.size()));
+  }
+  // Batches of similar prompts, shared over the replicas by estimated cost: prompt tokens plus
+  // tokens to generate. The tensor-parallel ranks of a replica run the same batches.
+  const auto batches = plan_batches(lengths, batch);
+  std::vector<double> cost(batches.size(), 0.0);
+  for (size_t b = 0; b < batches.size(); ++b)
+    for (int64_t i : batches[b]) cost[b] += static_cast<double>(lengths[i] + sc.max_tokens);
+  comm::Group dp = m.mesh.dp;
+  const std::vector<int> owner = share_by_cost(cost, dp.size());
+  std::vector<double> load(static_cast<size_t>(dp.size()), 0.0);
+  for (size_t b = 0; b < batches.size(); ++b) load[owner[b]] += cost[b];
+  Progress prog;
+  prog.total = n, prog.ranks = dp.size(), prog.cost = load[dp.rank()];
+  for (size_t b = 0; b < batches.size(); ++b)
+    if (owner[b] == dp.rank()) prog.mine += static_cast<int64_t>(batches[b].size());
+  const bool show = world.rank() == 0;
+  // The cache holds what the longest prompt and its continuation need.
+  Generator gen(m.layout, m.params, m.mesh.tp, longest + sc.max_tokens,
+                std::min<int64_t>(batch, n));
+  std::vector<std::pair<int64_t, std::string>> mine;
+  int64_t my_tokens = 0;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    if (owner[b] != dp.rank()) continue;
+    std::vector<std::vector<int32_t>> in;
+    std::vector<SampleConfig> sample;
+    for (int64_t i : batches[b]) {
+      in.push_back(ids[static_cast<size_t>(i)]);
+      SampleConfig c = sc;  // the prompt's own seed, else --seed plus its index in the file
+      c.seed = prompts[static_cast<size_t>(i)].seed.value_or(sc.seed + static_cast<uint64_t>(i));
+      sample.push_back(c);
+    }
+    const std::vector<Generated> got = gen.generate_batch(in, sample, tok.eos_id());
+    int64_t new_tokens = 0;
+    for (size_t k = 0; k < got.size(); ++k) {
+      const int64_t i = batches[b][k];
+      const Prompt& p = prompts[static_cast<size_t>(i)];
+      const nlohmann::json j = {{"id", p.id},
+                                {"prompt", p.text},
+                                {"completion", tok.decode(got[k].tokens)},
+                                {"prompt_tokens", lengths[static_cast<size_t>(i)]},
+                                {"completion_tokens", got[k].tokens.size()},
+                                {"seconds", std::round(got[k].seconds * 1e4) / 1e4}};
+      mine.emplace_back(i, j.dump());
+      new_tokens += static_cast<int64_t>(got[k].tokens.size());
+    }
+    my_tokens += new_tokens;
+    prog.batch_done(static_cast<int64_t>(got.size()), new_tokens, cost[b], show);
+  }
+  const double busy = now() - prog.t0;
+  // The slowest replica may still be at work: wait for it as long as the shares suggest.
+  comm::Options o = dp.options();
+  const double slowest =
+      prog.cost > 0 ? busy * *std::max_element(load.begin(), load.end()) / prog.cost : 3600.0;
+  o.timeout_s = std::max(o.timeout_s, 3 * slowest + 60);
+  dp.set_options(o);
+  const std::vector<std::string> lines = gather_in_order(dp, mine, n);
+  // Each replica's share and busy time, so that imbalance shows.
+  const double stats[4] = {static_cast<double>(mine.size()), static_cast<double>(my_tokens), busy,
+                           load[dp.rank()]};
+  std::vector<double> all(4 * static_cast<size_t>(dp.size()));
+  dp.all_gather(stats, all.data(), std::vector<int64_t>(static_cast<size_t>(dp.size()), 4),
+                comm::DataType::F64);
+  if (world.rank() != 0) return 0;
+  std::string text;
+  for (const std::string& l : lines) text += l + "\n";
+  write_file_checked(out_file, text);
+  double tokens = 0, most = 0, sum = 0, total_cost = 0;
+  for (int r = 0; r < dp.size(); ++r)
+    tokens += all[4 * r + 1], most = std::max(most, all[4 * r + 2]), sum += all[4 * r + 2],
+                              total_cost += all[4 * r + 3];
+  std::printf("wrote %s: %lld prompts, %.0f tokens in %.2f s (%.0f tokens/s)\n", out_file.c_str(),
+              static_cast<long long>(n), tokens, most, most > 0 ? tokens / most : 0.0);
+  if (dp.size() > 1) {
+    for (int r = 0; r < dp.size(); ++r)
+      std::printf("rank %d: %.0f prompts, %.0f tokens, busy %.2f s, %.0f%% of the estimated cost\n",
+                  r * tp, all[4 * r], all[4 * r + 1], all[4 * r + 2],
+                  total_cost > 0 ? 100 * all[4 * r + 3] / total_cost : 0.0);
+    std::printf("busiest rank %.2f s, mean %.2f s (%.2fx)\n", most, sum / dp.size(),
+                sum > 0 ? most * dp.size() / sum : 1.0);
+  }
   return 0;
 }
 

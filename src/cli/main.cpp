@@ -170,7 +170,17 @@ int main(int argc, char** argv) {
   int64_t eval_batches = 0;
   CLI::App* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint (KV cache)");
   gen_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
-  gen_cmd->add_option("--prompt", prompt, "text to continue")->required();
+  std::string prompts_file, gen_out;
+  int64_t gen_batch = 8;
+  CLI::Option* prompt_opt = gen_cmd->add_option("--prompt", prompt, "text to continue");
+  gen_cmd
+      ->add_option("--prompts", prompts_file,
+                   "or a file of prompts, one per line or JSON Lines {\"id\", \"prompt\", "
+                   "\"seed\"}; the processes share them (data-parallel)")
+      ->excludes(prompt_opt);
+  gen_cmd->add_option("--out", gen_out, "with --prompts: the results, one JSON line per prompt");
+  gen_cmd->add_option("--batch", gen_batch, "with --prompts: prompts generated together")
+      ->check(whole_at_least(1));
   gen_cmd->add_option("--temperature", sc.temperature, "0 = greedy")->check(finite_in(0, 1e6));
   gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass")->check(finite_in(1e-9, 1));
   gen_cmd->add_option("--seed", sc.seed, "sampling seed");
@@ -253,6 +263,10 @@ int main(int argc, char** argv) {
     // --ckpt may name a run directory: its latest checkpoint.
     if (!ckpt.empty() && !std::filesystem::exists(std::filesystem::path(ckpt) / "trainer.json"))
       if (const std::string latest = latest_checkpoint(ckpt); !latest.empty()) ckpt = latest;
+    if (sub == gen_cmd && !prompts_file.empty())
+      return run_generate_many(ckpt, prompts_file, gen_out, sc, gen_batch, world, std::max(tp, 1));
+    if (sub == gen_cmd && prompt.empty())
+      throw Error("generate needs --prompt TEXT or --prompts FILE");
     if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1), print_ids);
     if (sub == eval_cmd && data.empty() && eval_text.empty())
       throw Error("eval needs --data SHARD or --text FILE");

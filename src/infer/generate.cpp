@@ -1,114 +1,48 @@
 #include "infer/generate.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
-#include <cstring>
 
-#include "kernels/embedding.h"
-#include "kernels/matmul.h"
-#include "kernels/rmsnorm.h"
-#include "kernels/rope.h"
-#include "kernels/swiglu.h"
 #include "tensor/error.h"
 
 namespace parallama {
 
-using namespace kernels;
+namespace {
 
-Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp,
-                     int64_t context)
-    : cfg_(layout.config()), params_(params), tp_(std::move(tp)) {
-  const ModelShard& sh = layout.shard();
-  if (sh.first_layer != 0 || sh.last_layer != cfg_.n_layers || !sh.has_embedding || !sh.has_head)
-    throw Error("generation runs every layer on each rank (use --pp 1)");
-  if (sh.tp_size != tp_.size() || sh.tp_rank != tp_.rank())
-    throw Error("internal: the shard's tensor-parallel rank does not match its group");
-  C_ = cfg_.dim, H_ = sh.local_heads(cfg_), KVH_ = sh.local_kv_heads(cfg_), D_ = cfg_.head_dim();
-  F_ = sh.local_ffn(cfg_), V_ = sh.local_vocab(cfg_), QKV_ = (H_ + 2 * KVH_) * D_;
-  maxT_ = context > 0 ? std::min<int64_t>(context, cfg_.max_seq_len) : cfg_.max_seq_len;
-  Vfull_ = cfg_.vocab_size, v0_ = sh.vocab_begin(cfg_);
-  off_embed_ = layout.find("model.embed_tokens.weight").offset;
-  off_norm_ = layout.find("model.norm.weight").offset;
-  off_head_ = cfg_.tie_embeddings ? off_embed_ : layout.find("lm_head.weight").offset;
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* n :
-         {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.o_proj.weight",
-          "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"})
-      off_.push_back(layout.find(p + n).offset);
-  }
-  auto plan = [&](auto&& take) {
-    x_ = take(C_), xn_ = take(C_), qkv_ = take(QKV_), att_ = take(maxT_), atty_ = take(H_ * D_);
-    gu_ = take(2 * F_), act_ = take(F_), logits_ = take(Vfull_), local_ = take(V_);
-    rstd_ = take(1);
-    cos_ = take(maxT_ * D_ / 2), sin_ = take(maxT_ * D_ / 2);
-    kcache_.assign(cfg_.n_layers, nullptr), vcache_.assign(cfg_.n_layers, nullptr);
-    for (int l = 0; l < cfg_.n_layers; ++l)
-      kcache_[l] = take(maxT_ * KVH_ * D_), vcache_[l] = take(maxT_ * KVH_ * D_);
-  };
-  arena_.plan(plan);
-  rope_table(cos_, sin_, maxT_, D_, cfg_.rope_theta, 0, cfg_.rope_scaling);
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+int64_t capacity(const LlamaConfig& c, int64_t context) {
+  return context > 0 ? std::min<int64_t>(context, c.max_seq_len) : c.max_seq_len;
+}
+
+// The model's batch (B, T) for `rows` tokens a call: T up to max_seq_len, B to make up the rest.
+int64_t rows_for(int64_t sequences, int64_t rows) {
+  return rows > 0 ? std::max(rows, sequences) : std::max<int64_t>(sequences, 128);
+}
+Llama make_model(const ParamLayout& layout, comm::Group tp, int64_t rows) {
+  const int64_t T = std::min<int64_t>(rows, layout.config().max_seq_len);
+  // Recompute::full: one layer's activations at a time, all that a forward alone needs.
+  return Llama(layout, (rows + T - 1) / T, T, std::move(tp), Recompute::full);
+}
+
+}  // namespace
+
+Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp,
+                     int64_t context, int64_t sequences, int64_t rows)
+    : params_(params),
+      V_(layout.config().vocab_size),
+      model_(make_model(layout, std::move(tp), rows_for(sequences, rows))),
+      cache_(model_, sequences, capacity(layout.config(), context)) {}
+
 const float* Generator::feed(int32_t token) {
-  if (pos_ >= maxT_)
-    throw Error("context is full: " + std::to_string(maxT_) + " tokens (max_seq_len " +
-                std::to_string(cfg_.max_seq_len) + ")");
-  if (token < 0 || token >= Vfull_)
-    throw Error("token id " + std::to_string(token) + " outside the vocabulary");
-  const float* W = params_.data();
-  const int64_t HD = H_ * D_, KVD = KVH_ * D_, group = H_ / KVH_, half = D_ / 2;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-  const bool adds_residual = tp_.rank() == 0;  // row-parallel sums count the residual once
-  embedding_forward(x_, &token, W + off_embed_, 1, C_, v0_, V_);
-  tp_.all_reduce(x_, C_);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const int64_t* o = &off_[6 * l];
-    rmsnorm_forward(xn_, rstd_, x_, W + o[0], 1, C_, cfg_.norm_eps);
-    linear_forward(qkv_, xn_, W + o[1], 1, C_, QKV_);
-    rope_forward(qkv_, cos_ + pos_ * half, sin_ + pos_ * half, 1, 1, H_, D_, QKV_);
-    rope_forward(qkv_ + HD, cos_ + pos_ * half, sin_ + pos_ * half, 1, 1, KVH_, D_, QKV_);
-    std::memcpy(kcache_[l] + pos_ * KVD, qkv_ + HD, KVD * sizeof(float));
-    std::memcpy(vcache_[l] + pos_ * KVD, qkv_ + HD + KVD, KVD * sizeof(float));
-    for (int64_t h = 0; h < H_; ++h) {  // attention of the new token over positions 0..pos
-      const int64_t g = h / group;
-      const float* q = qkv_ + h * D_;
-      float mx = -INFINITY, sum = 0.0f;
-      for (int64_t j = 0; j <= pos_; ++j) {
-        const float* k = kcache_[l] + j * KVD + g * D_;
-        float s = 0.0f;
-        for (int64_t i = 0; i < D_; ++i) s += q[i] * k[i];
-        att_[j] = s * scale;
-        mx = std::max(mx, att_[j]);
-      }
-      for (int64_t j = 0; j <= pos_; ++j) sum += (att_[j] = std::exp(att_[j] - mx));
-      float* out = atty_ + h * D_;
-      std::fill(out, out + D_, 0.0f);
-      for (int64_t j = 0; j <= pos_; ++j) {
-        const float* v = vcache_[l] + j * KVD + g * D_;
-        const float p = att_[j] / sum;
-        for (int64_t i = 0; i < D_; ++i) out[i] += p * v[i];
-      }
-    }
-    if (!adds_residual) std::fill(x_, x_ + C_, 0.0f);
-    gemm(false, true, 1, C_, HD, 1.0f, atty_, HD, W + o[2], HD, 1.0f, x_, C_);  // x += attn · Woᵀ
-    tp_.all_reduce(x_, C_);
-    rmsnorm_forward(xn_, rstd_, x_, W + o[3], 1, C_, cfg_.norm_eps);
-    linear_forward(gu_, xn_, W + o[4], 1, C_, 2 * F_);
-    swiglu_forward(act_, gu_, 1, F_);
-    if (!adds_residual) std::fill(x_, x_ + C_, 0.0f);
-    gemm(false, true, 1, C_, F_, 1.0f, act_, F_, W + o[5], F_, 1.0f, x_, C_);  // x += mlp
-    tp_.all_reduce(x_, C_);
-  }
-  rmsnorm_forward(xn_, rstd_, x_, W + off_norm_, 1, C_, cfg_.norm_eps);
-  linear_forward(local_, xn_, W + off_head_, 1, C_, V_);  // this rank's vocabulary columns
-  tp_.all_gather(local_, logits_, comm::even_counts(Vfull_, tp_.size()));  // as the shards split
-  ++pos_;
-  return logits_;
+  return model_.decode(params_, cache_, {{0, 1}}, &token);
 }
 
 int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng) {
-  const int64_t V = Vfull_;
+  const int64_t V = V_;
   if (sc.temperature <= 0.0f)
     return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
   const float mx = *std::max_element(logits, logits + V);
@@ -134,21 +68,78 @@ int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19
 
 std::vector<int32_t> Generator::generate(const std::vector<int32_t>& prompt, const SampleConfig& sc,
                                          int32_t eos_id) {
-  if (prompt.empty()) throw Error("the prompt must hold at least one token");
-  if (static_cast<int64_t>(prompt.size()) >= maxT_)
-    throw Error("the prompt has " + std::to_string(prompt.size()) +
-                " tokens; the model's context is " + std::to_string(maxT_));
-  reset();
-  std::mt19937_64 rng(sc.seed);
-  const float* logits = nullptr;
-  for (int32_t t : prompt) logits = feed(t);
-  std::vector<int32_t> out;
-  while (static_cast<int>(out.size()) < sc.max_tokens) {
-    const int32_t next = sample(logits, sc, rng);
-    if (next == eos_id) break;
-    out.push_back(next);
-    if (pos_ >= maxT_) break;  // context full
-    logits = feed(next);
+  return generate_batch({prompt}, {sc}, eos_id)[0].tokens;
+}
+
+std::vector<Generated> Generator::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                 const std::vector<SampleConfig>& sc,
+                                                 int32_t eos_id) {
+  const auto n = static_cast<int64_t>(prompts.size());
+  if (n > cache_.sequences() || sc.size() != prompts.size())
+    throw Error("internal: a batch of " + std::to_string(n) + " prompts for " +
+                std::to_string(cache_.sequences()) + " sequences");
+  for (const auto& p : prompts) {
+    if (p.empty()) throw Error("the prompt must hold at least one token");
+    if (static_cast<int64_t>(p.size()) >= cache_.capacity())
+      throw Error("the prompt has " + std::to_string(p.size()) +
+                  " tokens; the model's context is " + std::to_string(cache_.capacity()));
+  }
+  const double t0 = now();
+  std::vector<Generated> out(static_cast<size_t>(n));
+  std::vector<std::mt19937_64> rng;
+  for (const SampleConfig& c : sc) rng.emplace_back(c.seed);
+  for (int64_t s = 0; s < n; ++s) cache_.clear(s);
+  std::vector<char> live(static_cast<size_t>(n), 1);
+  std::vector<int32_t> next(static_cast<size_t>(n));  // the token each sequence feeds next
+  std::vector<DecodeSegment> seg;
+  std::vector<int32_t> rows;
+  // The logits of sequence s's last fed token: sample it, and stop it or queue the token.
+  auto take = [&](int64_t s, const float* logits) {
+    const auto i = static_cast<size_t>(s);
+    Generated& g = out[i];
+    const int32_t t = static_cast<int>(g.tokens.size()) < sc[i].max_tokens
+                          ? sample(logits, sc[i], rng[i])
+                          : eos_id;
+    if (t == eos_id) {
+      live[i] = 0;
+    } else {
+      g.tokens.push_back(t);
+      next[i] = t;
+      // With the context full, or max_tokens reached, the token is not fed.
+      if (cache_.length(s) >= cache_.capacity() ||
+          static_cast<int>(g.tokens.size()) >= sc[i].max_tokens)
+        live[i] = 0;
+    }
+    if (!live[i]) g.seconds = now() - t0;
+  };
+  // The prompts, in calls of at most max_rows tokens; a long one is split over several.
+  const int64_t cap = model_.max_rows();
+  int64_t s = 0, fed = 0;  // the next prompt token to feed: prompt s, from position fed
+  while (s < n) {
+    seg.clear(), rows.clear();
+    std::vector<int64_t> done;  // sequences whose prompt this call completes
+    while (s < n && static_cast<int64_t>(rows.size()) < cap) {
+      const auto& p = prompts[static_cast<size_t>(s)];
+      const int64_t k = std::min<int64_t>(static_cast<int64_t>(p.size()) - fed,
+                                          cap - static_cast<int64_t>(rows.size()));
+      seg.push_back({s, k});
+      rows.insert(rows.end(), p.begin() + fed, p.begin() + fed + k);
+      fed += k;
+      if (fed == static_cast<int64_t>(p.size())) done.push_back(s), ++s, fed = 0;
+    }
+    const float* logits = model_.decode(params_, cache_, seg, rows.data());
+    for (size_t g = 0; g < seg.size(); ++g)
+      if (std::find(done.begin(), done.end(), seg[g].seq) != done.end())
+        take(seg[g].seq, logits + static_cast<int64_t>(g) * V_);
+  }
+  // Then one token a step for every sequence still going.
+  for (;;) {
+    seg.clear(), rows.clear();
+    for (int64_t q = 0; q < n; ++q)
+      if (live[static_cast<size_t>(q)]) seg.push_back({q, 1}), rows.push_back(next[q]);
+    if (seg.empty()) break;
+    const float* logits = model_.decode(params_, cache_, seg, rows.data());
+    for (size_t g = 0; g < seg.size(); ++g) take(seg[g].seq, logits + static_cast<int64_t>(g) * V_);
   }
   return out;
 }

@@ -1,14 +1,17 @@
 #pragma once
-// Token-by-token generation with a KV cache. Under tensor parallelism every rank of the group
-// runs the same calls on its shard (heads, FFN columns and vocabulary rows split as in training);
-// the logits are gathered whole, so every rank samples the same tokens.
+// Generation with a KV cache, through the model's own forward (Llama::decode): the same layers
+// that train, fed the new tokens of a batch of sequences at once. A batch's prompts are fed
+// together (in calls of at most the model's rows, a long prompt over several), then every
+// unfinished sequence takes one token per step. Under tensor parallelism every rank of the group
+// runs the same calls on its shard; the logits are gathered whole, so every rank samples the
+// same tokens.
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "comm/group.h"
+#include "model/llama.h"
 #include "model/params.h"
-#include "tensor/arena.h"
 
 namespace parallama {
 
@@ -19,35 +22,44 @@ struct SampleConfig {
   int max_tokens = 200;
 };
 
+// One sequence's continuation: the new ids (without eos), and the seconds from the start of its
+// batch until it ended.
+struct Generated {
+  std::vector<int32_t> tokens;
+  double seconds = 0;
+};
+
 class Generator {
  public:
-  // The KV cache holds `context` positions (0, or more than the model's max_seq_len: max_seq_len),
-  // so that a model of a long context (Llama 3.1: 131072) generates a short text in little memory.
+  // sequences: how many generate together (a batch). Each has room for `context` positions (0,
+  // or more than the model's max_seq_len: max_seq_len), so that a model of a long context
+  // (Llama 3.1: 131072) generates a short text in little memory. rows: the most tokens one call
+  // of the model takes (0: enough for a step of every sequence, and at least 128).
   Generator(const ParamLayout& layout, const ParamBuffer& params, comm::Group tp = {},
-            int64_t context = 0);
-  // Feeds one token at the next position and returns the logits (V) for the position after it.
+            int64_t context = 0, int64_t sequences = 1, int64_t rows = 0);
+  // Sequence 0 alone: feeds one token at its next position and returns the logits (V) for the
+  // position after it.
   const float* feed(int32_t token);
-  int64_t position() const { return pos_; }
-  void reset() { pos_ = 0; }
+  int64_t position() const { return cache_.length(0); }
+  void reset() { cache_.clear(0); }
   // Feeds the prompt, then samples until max_tokens or eos; returns the new ids (without eos).
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const SampleConfig& sc,
                                 int32_t eos_id);
+  // Up to sequences() prompts together, each with its own sampling (and seed): each result is
+  // what generate() gives that prompt alone, up to the rounding of the batch's GEMMs.
+  std::vector<Generated> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                        const std::vector<SampleConfig>& sc, int32_t eos_id);
+  int64_t sequences() const { return cache_.sequences(); }
+  int64_t context() const { return cache_.capacity(); }
+  size_t cache_bytes() const { return cache_.bytes(); }
 
  private:
   int32_t sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng);
 
-  const LlamaConfig& cfg_;
   const ParamBuffer& params_;
-  comm::Group tp_;
-  int64_t C_, H_, KVH_, D_, F_, V_, QKV_, maxT_;  // local: heads, FFN and vocabulary are 1/tp
-  int64_t Vfull_, v0_;
-  int64_t pos_ = 0;
-  std::vector<int64_t> off_;  // per layer: ln1, wqkv, wo, ln2, wgu, wdown
-  int64_t off_embed_, off_norm_, off_head_;
-  Arena arena_;
-  float *x_, *xn_, *qkv_, *att_, *atty_, *gu_, *act_, *logits_ /* (V) */, *local_ /* (V/tp) */;
-  float *rstd_, *cos_, *sin_;
-  std::vector<float*> kcache_, vcache_;  // per layer (maxT, KVH·D)
+  int64_t V_;
+  Llama model_;
+  KVCache cache_;
   std::vector<std::pair<float, int32_t>> cand_;
 };
 

@@ -9,6 +9,10 @@ struct AttnDims {
   int64_t B, T, H, KVH, D;
   int64_t ldq;   // floats between consecutive tokens in q / dq (≥ H·D)
   int64_t ldkv;  // floats between consecutive tokens in k, v / dk, dv (≥ KVH·D)
+  // Queries at positions past .. past+T-1 of their sequence, attending to keys 0 .. past+T-1:
+  // k and v then hold past + T tokens per batch row (generation with a KV cache). Only the
+  // memory-light forward (flash_attention.h) takes past > 0.
+  int64_t past = 0;
 };
 
 // out (B, T, H, D) contiguous; att (B, H, T, T) softmax probabilities (row t uses columns ≤ t);

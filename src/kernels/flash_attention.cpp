@@ -6,6 +6,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
+#include "tensor/error.h"
 #include "tensor/profile.h"
 
 namespace parallama::kernels {
@@ -23,7 +24,7 @@ constexpr int64_t kBlock = 64;
 void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                              const AttnDims& d) {
   prof::KindScope scope(prof::Kind::attention);
-  const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
+  const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH, P = d.past, Tk = P + T;
   const int64_t nblocks = (T + kBlock - 1) / kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel
@@ -42,21 +43,24 @@ void flash_attention_forward(float* out, float* lse, const float* q, const float
       for (int64_t h = 0; h < H; ++h)
         for (int64_t qb = 0; qb < nblocks; ++qb) {
           const int64_t i0 = qb * kBlock, n = std::min(kBlock, T - i0);
-          const float* kh = k + b * T * d.ldkv + (h / group) * D;
-          const float* vh = v + b * T * d.ldkv + (h / group) * D;
+          const float* kh = k + b * Tk * d.ldkv + (h / group) * D;
+          const float* vh = v + b * Tk * d.ldkv + (h / group) * D;
           const float* qi = q + (b * T + i0) * d.ldq + h * D;
           std::fill(acc, acc + n * D, 0.0f);
           std::fill(m, m + n, -INFINITY);
           std::fill(l, l + n, 0.0f);
-          for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
-            const int64_t nk = std::min(kBlock, i0 + n - j0);
-            const bool diagonal = j0 == i0;
+          // Row r of the block is at position P + i0 + r and sees keys up to it. Key blocks
+          // start at 0, so with P = 0 only the diagonal tile is masked.
+          for (int64_t j0 = 0; j0 < P + i0 + n; j0 += kBlock) {
+            const int64_t nk = std::min(kBlock, P + i0 + n - j0);
+            const bool masked = j0 + nk > P + i0 + 1;
             // s (n, nk) = scale · q_block · k_blockᵀ
             gemm(false, true, n, nk, D, scale, qi, d.ldq, kh + j0 * d.ldkv, d.ldkv, 0.0f, s,
                  kBlock);
             for (int64_t r = 0; r < n; ++r) {
               float* sr = s + r * kBlock;
-              const int64_t je = diagonal ? r + 1 : nk;  // keys visible to this row
+              // keys visible to this row (every row sees the first tile's key 0)
+              const int64_t je = masked ? std::clamp<int64_t>(P + i0 + r + 1 - j0, 0, nk) : nk;
               float mx = m[r];
 #pragma omp simd reduction(max : mx)
               for (int64_t j = 0; j < je; ++j) mx = sr[j] > mx ? sr[j] : mx;
@@ -93,6 +97,7 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout
                               const float* lse, const float* q, const float* k, const float* v,
                               const AttnDims& d) {
   prof::KindScope scope(prof::Kind::attention);
+  if (d.past != 0) throw Error("internal: the attention backward runs without a KV cache");
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One task per (batch, KV head): it owns dk and dv of that KV head and dq of its query heads,

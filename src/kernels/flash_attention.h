@@ -7,15 +7,16 @@
 
 namespace parallama::kernels {
 
-// out (B, T, H, D) contiguous; lse (B, H, T): log Σ_{j ≤ t} exp(q_t·k_j / √D) per row, may be
-// null when no backward follows; q (B, T, H, D), k, v (B, T, KVH, D), strided as in dims.
+// out (B, T, H, D) contiguous; lse (B, H, T): log Σ_{j ≤ past+t} exp(q_t·k_j / √D) per row, may
+// be null when no backward follows; q (B, T, H, D), k, v (B, past + T, KVH, D), strided as in
+// dims: query t is at position past + t and sees keys 0 .. past + t.
 void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                              const AttnDims& d);
 
 // dq (B, T, H, D), dk, dv (B, T, KVH, D) = (overwritten), strided as in dims; dout (B, T, H, D)
 // contiguous; out, lse, q, k, v as given to and returned by the forward. One task per
 // (batch, KV head) owns dk, dv of that head and dq of its query heads, so the result does not
-// depend on the number of threads.
+// depend on the number of threads. dims.past must be 0.
 void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                               const float* lse, const float* q, const float* k, const float* v,
                               const AttnDims& d);

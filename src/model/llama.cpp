@@ -375,19 +375,20 @@ Llama::LayerActs Llama::acts_of(const Slot& s, int i) const {
 }
 
 void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
-                          const float* W) {
+                          const float* W, const Decoding* dec) {
   const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  const int64_t N = dec ? dec->rows : N_;      // rows: the batch's, or a decode call's
   const bool adds_residual = tp_.rank() == 0;  // the residual enters the sum over ranks once
   // y (N, C) = (rank 0: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the ranks:
   // the row-parallel GEMM and its forward all-reduce.
   auto row_parallel = [&](float* y, const float* residual, Op v, Op w, int64_t K) {
     if (adds_residual)
-      std::memcpy(y, residual, N_ * C_ * sizeof(float));
+      std::memcpy(y, residual, N * C_ * sizeof(float));
     else
-      std::memset(y, 0, N_ * C_ * sizeof(float));
-    mm(false, true, N_, C_, K, v, K, w, K, 1.0f, y, C_);
-    tp_reduce(y, N_ * C_);
+      std::memset(y, 0, N * C_ * sizeof(float));
+    mm(false, true, N, C_, K, v, K, w, K, 1.0f, y, C_);
+    tp_reduce(y, N * C_);
   };
   // A GEMM-only activation: computed in fp32, kept as it is or rounded to 16 bits.
   auto keep = [&](float* f, uint16_t* h, int64_t n, auto&& compute) -> Op {
@@ -397,24 +398,31 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
     return {nullptr, h};
   };
   std::optional<prof::PartScope> part(prof::Part::attention);
-  const Op ln1 = keep(a.ln1, a.ln1h, N_ * C_, [&](float* y) {
-    rmsnorm_forward(y, a.rstd1, x, W + p.ln1, N_, C_, cfg_.norm_eps);
+  const Op ln1 = keep(a.ln1, a.ln1h, N * C_, [&](float* y) {
+    rmsnorm_forward(y, a.rstd1, x, W + p.ln1, N, C_, cfg_.norm_eps);
   });
   // (N, QKV) = [q | k | v], local heads
-  mm(false, true, N_, QKV_, C_, ln1, C_, weight(p.wqkv, W), C_, 0.0f, a.qkv, QKV_);
-  rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
-  rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
-  flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+  mm(false, true, N, QKV_, C_, ln1, C_, weight(p.wqkv, W), C_, 0.0f, a.qkv, QKV_);
+  if (dec) {  // each row at its own position
+    const float *c = dec->cache->rcos_.data(), *sn = dec->cache->rsin_.data();
+    rope_forward(a.qkv, c, sn, 1, N, H_, D_, QKV_);
+    rope_forward(a.qkv + HD, c, sn, 1, N, KVH_, D_, QKV_);
+    cached_attention(a, *dec);
+  } else {
+    rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
+    rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
+    flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+  }
   // res_mid = x + attn · Woᵀ
-  row_parallel(a.res_mid, x, operand(a.atty, N_ * HD, xh_), weight(p.wo, W), HD);
+  row_parallel(a.res_mid, x, operand(a.atty, N * HD, xh_), weight(p.wo, W), HD);
   part.reset();
   part.emplace(prof::Part::mlp);
-  const Op ln2 = keep(a.ln2, a.ln2h, N_ * C_, [&](float* y) {
-    rmsnorm_forward(y, a.rstd2, a.res_mid, W + p.ln2, N_, C_, cfg_.norm_eps);
+  const Op ln2 = keep(a.ln2, a.ln2h, N * C_, [&](float* y) {
+    rmsnorm_forward(y, a.rstd2, a.res_mid, W + p.ln2, N, C_, cfg_.norm_eps);
   });
   // (N, 2F) = [gate | up], local
-  mm(false, true, N_, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
-  const Op act = keep(a.act, a.acth, N_ * F_, [&](float* y) { swiglu_forward(y, a.gu, N_, F_); });
+  mm(false, true, N, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
+  const Op act = keep(a.act, a.acth, N * F_, [&](float* y) { swiglu_forward(y, a.gu, N, F_); });
   if (out) row_parallel(out, a.res_mid, act, weight(p.wdown, W), F_);
 }
 
@@ -514,6 +522,122 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
   }
   release(s);
   return din;
+}
+
+KVCache::KVCache(const Llama& m, int64_t sequences, int64_t capacity)
+    : S_(sequences), cap_(capacity), kvd_(m.KVH_ * m.D_) {
+  if (sequences < 1 || capacity < 1 || capacity > m.cfg_.max_seq_len)
+    throw Error("a KV cache of " + std::to_string(sequences) + " sequences of " +
+                std::to_string(capacity) + " positions does not fit a model of max_seq_len " +
+                std::to_string(m.cfg_.max_seq_len));
+  const auto layers = static_cast<int64_t>(m.lp_.size());
+  len_.assign(static_cast<size_t>(S_), 0);
+  k_.assign(static_cast<size_t>(layers * S_ * cap_ * kvd_), 0.0f);
+  v_.assign(k_.size(), 0.0f);
+  const int64_t half = m.D_ / 2, rows = m.N_, S = std::min(rows, S_);
+  cos_.resize(static_cast<size_t>(cap_ * half)), sin_.resize(cos_.size());
+  rope_table(cos_.data(), sin_.data(), cap_, m.D_, m.cfg_.rope_theta, 0, m.cfg_.rope_scaling);
+  rcos_.resize(static_cast<size_t>(rows * half)), rsin_.resize(rcos_.size());
+  hin_.resize(static_cast<size_t>(S * m.C_)), hn_.resize(hin_.size()), rstd_.resize(S);
+  local_.resize(static_cast<size_t>(S * m.V_));
+  if (m.tp_.size() > 1) gathered_.resize(static_cast<size_t>(S * m.cfg_.vocab_size));
+  logits_.resize(static_cast<size_t>(S * m.cfg_.vocab_size));
+}
+
+void Llama::cached_attention(const LayerActs& a, const Decoding& dec) {
+  KVCache& kv = *dec.cache;
+  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  int64_t row = 0;
+  for (const DecodeSegment& g : *dec.segments) {
+    const int64_t past = kv.len_[static_cast<size_t>(g.seq)];
+    float *kc = kv.k(dec.layer, g.seq), *vc = kv.v(dec.layer, g.seq);
+    for (int64_t r = 0; r < g.count; ++r) {
+      const float* src = a.qkv + (row + r) * QKV_ + HD;
+      std::memcpy(kc + (past + r) * KVD, src, KVD * sizeof(float));
+      std::memcpy(vc + (past + r) * KVD, src + KVD, KVD * sizeof(float));
+    }
+    AttnDims ad{1, g.count, H_, KVH_, D_, QKV_, KVD};
+    ad.past = past;
+    flash_attention_forward(a.atty + row * HD, nullptr, a.qkv + row * QKV_, kc, vc, ad);
+    row += g.count;
+  }
+}
+
+const float* Llama::decode(const ParamBuffer& params, KVCache& kv,
+                           const std::vector<DecodeSegment>& segments, const int32_t* tokens) {
+  if (num_chunks() != 1 || !chunks_[0].embedding || !chunks_[0].head)
+    throw Error("generation runs every layer on each rank (use --pp 1)");
+  if (lowp_) throw Error("generation runs in fp32");
+  if (kv.kvd_ != KVH_ * D_ || kv.len_.empty() || kv.rcos_.size() != size_t(N_ * D_ / 2))
+    throw Error("internal: the KV cache was made for another model");
+  const auto S = static_cast<int64_t>(segments.size());
+  int64_t rows = 0;
+  std::vector<char> seen(static_cast<size_t>(kv.S_), 0);
+  for (const DecodeSegment& g : segments) {
+    if (g.seq < 0 || g.seq >= kv.S_ || seen[static_cast<size_t>(g.seq)] || g.count < 1)
+      throw Error("internal: decode segment of sequence " + std::to_string(g.seq) + " with " +
+                  std::to_string(g.count) + " tokens");
+    seen[static_cast<size_t>(g.seq)] = 1;
+    if (kv.len_[static_cast<size_t>(g.seq)] + g.count > kv.cap_)
+      throw Error("context is full: " + std::to_string(kv.cap_) + " tokens (max_seq_len " +
+                  std::to_string(cfg_.max_seq_len) + ")");
+    rows += g.count;
+  }
+  if (S == 0) return nullptr;
+  if (rows > N_)
+    throw Error("internal: " + std::to_string(rows) + " rows in one decode call; the model takes " +
+                std::to_string(N_));
+  const size_t half = static_cast<size_t>(D_ / 2);
+  size_t at = 0;
+  for (const DecodeSegment& g : segments)  // each row's position in the rotary table
+    for (int64_t r = 0; r < g.count; ++r, at += half) {
+      const size_t pos = static_cast<size_t>(kv.len_[static_cast<size_t>(g.seq)] + r) * half;
+      std::memcpy(kv.rcos_.data() + at, kv.cos_.data() + pos, half * sizeof(float));
+      std::memcpy(kv.rsin_.data() + at, kv.sin_.data() + pos, half * sizeof(float));
+    }
+  for (int64_t n = 0; n < rows; ++n)
+    if (tokens[n] < 0 || tokens[n] >= cfg_.vocab_size)
+      throw Error("token id " + std::to_string(tokens[n]) + " is outside the vocabulary [0, " +
+                  std::to_string(cfg_.vocab_size) + ")");
+  for (auto& s : slots_[0])  // a forward without backward (evaluation) leaves its slot behind
+    if (s->micro == 0) release(*s);
+  Slot& s = acquire(0, 0);
+  const float* W = params.data();
+  embedding_forward(s.res[0], tokens, W + off_embed_, rows, C_, v0_, V_);  // (rows, C)
+  tp_reduce(s.res[0], rows * C_);
+  const int nl = static_cast<int>(lp_.size());
+  for (int i = 0; i < nl; ++i) {
+    const Decoding dec{&kv, &segments, rows, i};
+    layer_forward(acts_of(s, i), lp_[i], s.res[i], s.res[i + 1], W, &dec);
+  }
+  // The head, for the last row of each segment only.
+  int64_t row = 0;
+  for (int64_t g = 0; g < S; ++g) {
+    row += segments[static_cast<size_t>(g)].count;
+    std::memcpy(kv.hin_.data() + g * C_, s.res[nl] + (row - 1) * C_, C_ * sizeof(float));
+    kv.len_[static_cast<size_t>(segments[static_cast<size_t>(g)].seq)] +=
+        segments[static_cast<size_t>(g)].count;
+  }
+  release(s);
+  rmsnorm_forward(kv.hn_.data(), kv.rstd_.data(), kv.hin_.data(), W + off_norm_, S, C_,
+                  cfg_.norm_eps);
+  float* local = tp_.size() == 1 ? kv.logits_.data() : kv.local_.data();
+  gemm(false, true, S, V_, C_, 1.0f, kv.hn_.data(), C_, W + off_head_, C_, 0.0f, local, V_);
+  if (tp_.size() == 1) return kv.logits_.data();
+  // Vocabulary-parallel: rank r's (S, V_r) block, then each row's columns put in order.
+  const std::vector<int64_t> vocab = comm::even_counts(cfg_.vocab_size, tp_.size());
+  std::vector<int64_t> counts(vocab.size());
+  for (size_t r = 0; r < vocab.size(); ++r) counts[r] = S * vocab[r];
+  tp_.all_gather(local, kv.gathered_.data(), counts);
+  const float* block = kv.gathered_.data();
+  int64_t col = 0;
+  for (int64_t vr : vocab) {
+    for (int64_t g = 0; g < S; ++g)
+      std::memcpy(kv.logits_.data() + g * cfg_.vocab_size + col, block + g * vr,
+                  vr * sizeof(float));
+    block += S * vr, col += vr;
+  }
+  return kv.logits_.data();
 }
 
 }  // namespace parallama

@@ -63,6 +63,40 @@ struct TpCommStats {
   int64_t all_reduces = 0;
 };
 
+class Llama;
+
+// Generation with a KV cache: the keys and values of the positions a sequence has been fed, for
+// each of the model's layers (this rank's KV heads), for `sequences` numbered sequences of up to
+// `capacity` positions each, plus what a decode step needs beside the model's activations.
+class KVCache {
+ public:
+  // Throws Error for a capacity beyond the model's max_seq_len.
+  KVCache(const Llama& model, int64_t sequences, int64_t capacity);
+  int64_t sequences() const { return S_; }
+  int64_t capacity() const { return cap_; }
+  int64_t length(int64_t seq) const { return len_.at(static_cast<size_t>(seq)); }
+  void clear(int64_t seq) { len_.at(static_cast<size_t>(seq)) = 0; }
+  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+
+ private:
+  friend class Llama;
+  float* k(int64_t layer, int64_t seq) { return k_.data() + (layer * S_ + seq) * cap_ * kvd_; }
+  float* v(int64_t layer, int64_t seq) { return v_.data() + (layer * S_ + seq) * cap_ * kvd_; }
+  int64_t S_, cap_, kvd_;
+  std::vector<int64_t> len_;
+  std::vector<float> k_, v_;        // (layers, sequences, capacity, KVH·D)
+  std::vector<float> cos_, sin_;    // (capacity, D/2): the rotary table of every position
+  std::vector<float> rcos_, rsin_;  // (rows, D/2): the table rows of one call's positions
+  // One call's head: the final rows (S, C), normalised, their rstd, this rank's logits (S, V/tp)
+  // and the whole vocabulary's (S, V), with S at most min(rows, sequences).
+  std::vector<float> hin_, hn_, rstd_, local_, gathered_, logits_;
+};
+
+// `count` new tokens of sequence `seq`, at its next positions.
+struct DecodeSegment {
+  int64_t seq = 0, count = 0;
+};
+
 class Llama {
  public:
   // Throws Error for a shape-only preset, T > max_seq_len, or a tensor-parallel group that does
@@ -104,6 +138,17 @@ class Llama {
   // Frees the slot of a micro-batch that ran forward only (evaluation).
   void discard_chunk(int c, int micro);
 
+  // --- Generation (a whole model, fp32): the same layers as training, fed with the new tokens
+  // of several sequences at once. tokens: the segments' tokens one after another, at most
+  // max_rows() in all; each sequence at most once. Each token's keys and values join the cache
+  // and its attention covers its sequence's positions so far. Returns the logits (S, V) of each
+  // segment's last token over the whole vocabulary (gathered on every tensor-parallel rank),
+  // valid until the next call. Throws Error for an id outside the vocabulary, a full cache, or
+  // a model that is not whole (pipeline stages) or not fp32.
+  const float* decode(const ParamBuffer& params, KVCache& cache,
+                      const std::vector<DecodeSegment>& segments, const int32_t* tokens);
+  int64_t max_rows() const { return N_; }
+
   // (B, T, V/tp) logits of the last forward of the head chunk (micro-batch 0 for forward()):
   // this rank's vocabulary columns [shard.vocab_begin, + V/tp); overwritten by backward.
   const float* logits() const;
@@ -138,6 +183,12 @@ class Llama {
   struct LayerParams {  // offsets into a ParamBuffer
     int64_t ln1, wqkv, wo, ln2, wgu, wdown;
   };
+  struct Decoding {  // one decode() call, as layer_forward sees it
+    KVCache* cache;
+    const std::vector<DecodeSegment>* segments;
+    int64_t rows;
+    int layer;
+  };
   struct Chunk {
     int first = 0, last = 0;  // local layer indices [first, last) into lp_
     bool embedding = false, head = false;
@@ -165,8 +216,12 @@ class Llama {
   void head_forward(Slot& s, const float* W);
   // Layer forward from x into a; out (N, C) = the layer's output when given (else stops after
   // the MLP activation: all that backward needs).
+  // dec: a decode() call (its rows, positions and cache) instead of the (B, T) batch.
   void layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
-                     const float* W);
+                     const float* W, const Decoding* dec = nullptr);
+  // Decoding: the new keys and values into the cache, and each segment's attention over it.
+  void cached_attention(const LayerActs& a, const Decoding& dec);
+  friend class KVCache;
   // Carves one layer's activations from an arena (lse and atty only when `attention`).
   template <class Take>
   void take_layer(LayerActs& a, Take&& take, bool attention) const;

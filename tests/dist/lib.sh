@@ -8,6 +8,15 @@ mpi() {  # mpi NP ARGS...: parallama on NP ranks of this machine
   mpirun --oversubscribe -np "$np" "$bin" "$@"
 }
 compare() { /usr/bin/python3 "$src/tests/dist/compare.py" "$@"; }
+# check_once WANT ARGS...: mpirun -np 2 parallama ARGS fails, its error (WANT) said once, with no
+# abort banner.
+check_once() {
+  local want=$1; shift
+  set +e; mpi 2 "$@" > /dev/null 2> err.txt; local rc=$?; set -e
+  [ $rc -ne 0 ] || fail "mpirun $*: exit 0"
+  [ "$(grep -c -- "$want" err.txt)" -eq 1 ] || fail "mpirun $*: not once: $(cat err.txt)"
+  ! grep -q "MPI_ABORT\|rank 1:" err.txt || fail "mpirun $*: abort banner or second line: $(cat err.txt)"
+}
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 # A prepared corpus for the tiny model.
 prepare_tiny() {

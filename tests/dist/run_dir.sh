@@ -78,13 +78,6 @@ grep -q "File too large" err.txt || fail "checkpoint write failure not named: $(
 "$bin" "${run[@]}" --data.dir data --train.out_dir small --resume auto > /dev/null
 
 # Under mpirun: one line, no abort banner, whether every rank sees the error or only one does.
-check_once() {  # check_once WANT ARGS...: mpirun -np 2 parallama ARGS fails with one line
-  local want=$1; shift
-  set +e; mpi 2 "$@" > /dev/null 2> err.txt; local rc=$?; set -e
-  [ $rc -ne 0 ] || fail "mpirun $*: exit 0"
-  [ "$(grep -c "$want" err.txt)" -eq 1 ] || fail "mpirun $*: not once: $(cat err.txt)"
-  ! grep -q "MPI_ABORT\|rank 1:" err.txt || fail "mpirun $*: abort banner or second line: $(cat err.txt)"
-}
 check_once "train.batch_size must be at least 1" "${run[@]}" --data.dir data --dp 2 \
   --train.out_dir m --train.batch_size 0
 check_once "'abc' is not a whole number" "${run[@]}" --data.dir data --dp abc

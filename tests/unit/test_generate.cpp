@@ -10,6 +10,7 @@
 
 #include "infer/generate.h"
 #include "model/llama.h"
+#include "tensor/error.h"
 #include "test_util.h"
 
 namespace parallama {
@@ -110,6 +111,80 @@ TEST(Generator, AShortContextGeneratesTheSameTokens) {
   EXPECT_EQ(a, b);
   sc.max_tokens = 7;  // more than the short cache holds: it stops where its context ends
   EXPECT_EQ(just.generate(prompt, sc, -1).size(), 6u);
+}
+
+// Several sequences through the model at once, with prompts split across calls and a call
+// mixing prompt tokens of one sequence with decode steps of others: the logits of each segment's
+// last token equal the full forward's at that position.
+TEST(Generator, BatchedDecodeLogitsEqualTheFullForward) {
+  TinyModel m;
+  const int64_t V = m.cfg.vocab_size;
+  std::vector<std::vector<int32_t>> seqs(3);
+  for (int64_t s = 0; s < 3; ++s)
+    for (int64_t t = 0; t < 5 + 5 * s; ++t)  // up to max_seq_len 16
+      seqs[s].push_back(int32_t((t * (31 + 4 * s) + 3 * s + 1) % V));
+  std::vector<std::vector<float>> full;
+  for (const auto& q : seqs) full.push_back(full_logits(m, q));
+  Llama model(m.layout, 1, 8, {}, Recompute::full);  // 8 rows a call
+  KVCache cache(model, 3, m.cfg.max_seq_len);
+  // Calls of (sequence, tokens) segments, ending with single-token steps of all three.
+  const std::vector<std::vector<DecodeSegment>> calls = {
+      {{0, 3}, {1, 5}}, {{2, 8}}, {{1, 4}, {0, 1}, {2, 3}}, {{0, 1}, {1, 1}, {2, 1}}, {{2, 3}}};
+  int checked = 0;
+  for (const auto& call : calls) {
+    std::vector<int32_t> rows;
+    for (const DecodeSegment& g : call) {
+      const auto& q = seqs[g.seq];
+      const int64_t at = cache.length(g.seq);
+      ASSERT_LE(at + g.count, static_cast<int64_t>(q.size()));
+      rows.insert(rows.end(), q.begin() + at, q.begin() + at + g.count);
+    }
+    const float* l = model.decode(m.params, cache, call, rows.data());
+    for (size_t g = 0; g < call.size(); ++g) {
+      const int64_t pos = cache.length(call[g].seq) - 1;  // the segment's last token
+      const std::vector<float> a(l + g * V, l + (g + 1) * V);
+      const std::vector<float> b(full[call[g].seq].begin() + pos * V,
+                                 full[call[g].seq].begin() + (pos + 1) * V);
+      EXPECT_LT(test::rel_err(a, b), 1e-5) << "sequence " << call[g].seq << " position " << pos;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 10);
+  for (int64_t s = 0; s < 3; ++s) EXPECT_EQ(cache.length(s), static_cast<int64_t>(seqs[s].size()));
+  // A segment past the cache's end is refused.
+  const int32_t one = 1;
+  KVCache tiny(model, 1, 2);
+  model.decode(m.params, tiny, {{0, 1}}, &one);
+  model.decode(m.params, tiny, {{0, 1}}, &one);
+  EXPECT_THROW(model.decode(m.params, tiny, {{0, 1}}, &one), Error);
+}
+
+// A batch of prompts of different lengths, each with its own seed, generates what each prompt
+// generates alone, whether its prompt is fed in one call or split over several.
+TEST(Generator, ABatchGeneratesWhatEachPromptAlone) {
+  TinyModel m;
+  const std::vector<std::vector<int32_t>> prompts = {
+      {1, 2, 3}, {50}, {7, 99, 13, 42, 0, 64, 8, 9, 10, 11, 12}, {4, 4}};
+  std::vector<SampleConfig> sc(prompts.size());
+  for (size_t i = 0; i < sc.size(); ++i) {
+    sc[i].temperature = 0.9f, sc[i].seed = 11 + i, sc[i].max_tokens = 6 + 3 * int(i);
+  }
+  sc[1].temperature = 0.0f;
+  Generator alone(m.layout, m.params);
+  for (const int64_t rows : {int64_t{0}, int64_t{5}}) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    Generator batch(m.layout, m.params, {}, 0, 4, rows);
+    const std::vector<Generated> out = batch.generate_batch(prompts, sc, -1);
+    ASSERT_EQ(out.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(out[i].tokens, alone.generate(prompts[i], sc[i], -1)) << "prompt " << i;
+      // max_tokens, or up to the end of the context (16): the last token sampled is not fed.
+      const auto room = static_cast<int64_t>(m.cfg.max_seq_len - prompts[i].size() + 1);
+      EXPECT_EQ(static_cast<int64_t>(out[i].tokens.size()),
+                std::min<int64_t>(sc[i].max_tokens, room));
+      EXPECT_GT(out[i].seconds, 0.0);
+    }
+  }
 }
 
 TEST(Generator, TopPNeverSamplesOutsideTheNucleus) {

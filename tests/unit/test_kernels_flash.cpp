@@ -241,6 +241,37 @@ TEST(FlashAttention, ForwardWithoutLogSumExp) {
   EXPECT_EQ(a, b);
 }
 
+// With a KV cache: the queries of positions P .. P+T-1 against the keys 0 .. P+T-1 give the last
+// T rows of the whole sequence's attention (the double reference), for splits on and off the
+// kernel's 64-key blocks, one query (a decode step) and many (a prefill after a prefix).
+TEST(FlashAttention, QueriesAfterAPastMatchTheWholeSequence) {
+  uint32_t seed = 500;
+  for (const AttnShape& s : {AttnShape{1, 150, 6, 2, 12, true}, AttnShape{1, 37, 4, 4, 9, false},
+                             AttnShape{1, 200, 3, 1, 16, true, 3.0f}})
+    for (int64_t P : {int64_t{0}, int64_t{1}, int64_t{36}, int64_t{63}, int64_t{64}, int64_t{65},
+                      int64_t{129}, s.T - 1}) {
+      if (P >= s.T) continue;
+      SCOPED_TRACE(name(s) + " past=" + std::to_string(P));
+      Inputs in(s, seed++);
+      const Result r = reference(in, std::vector<double>(s.B * s.T * s.H * s.D, 0.0));
+      kernels::AttnDims d = in.dims();
+      d.T = s.T - P, d.past = P;
+      const int64_t HD = s.H * s.D;
+      std::vector<float> out(d.T * HD), lse(s.H * d.T);
+      kernels::flash_attention_forward(out.data(), lse.data(), in.qp() + P * in.ldq, in.kp(),
+                                       in.vp(), d);
+      const std::vector<double> want(r.out.begin() + P * HD, r.out.end());
+      EXPECT_LT(rel_err(out, want), 1e-5);
+      double lse_err = 0;
+      for (int64_t h = 0; h < s.H; ++h)
+        for (int64_t t = 0; t < d.T; ++t) {
+          const double w = r.lse[h * s.T + P + t];
+          lse_err = std::max(lse_err, std::abs(lse[h * d.T + t] - w) / (1.0 + std::abs(w)));
+        }
+      EXPECT_LT(lse_err, 1e-5);
+    }
+}
+
 TEST(FlashAttention, SameBitsForAnyThreadCount) {
   Inputs in({2, 150, 6, 3, 20, true}, 400);
   const auto dout = randn(2 * 150 * 6 * 20, 401);
