@@ -7,6 +7,10 @@
 #include "plan/plan.h"
 #include "train/run_config.h"
 
+namespace CLI {
+class App;
+}
+
 namespace parallama {
 
 // profile: also print where the time of a step goes (tensor/profile.h).
@@ -42,5 +46,11 @@ int run_tokenize(const std::string& ckpt, const std::string& text);
 // "": f16) for llama.cpp. One process.
 int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
                 double shard_mb = 5000);
+
+// `prepare-classify`, `finetune --task classify` and `classify` (cli/finetune.cpp): added to the
+// app before parsing; run_finetune_commands runs the one that `sub` is, or returns -1.
+struct FinetuneCommands;
+FinetuneCommands* add_finetune_commands(CLI::App& app);
+int run_finetune_commands(const FinetuneCommands* cmds, const CLI::App* sub, comm::Group world);
 
 }  // namespace parallama

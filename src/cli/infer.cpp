@@ -24,15 +24,6 @@ namespace parallama {
 
 namespace {
 
-// The checkpoint's tokenizer, checked against the hash its trainer.json records.
-std::string checkpoint_tokenizer(const std::string& ckpt) {
-  const nlohmann::json tj = read_trainer_json(ckpt);
-  const std::string path = (fs::path(ckpt) / "tokenizer.model").string();
-  if (tj.contains("tokenizer_hash"))
-    check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
-  return path;
-}
-
 MeshShape layout_of(const comm::Group& world, int tp) {
   if (tp < 1 || world.size() % tp)
     throw Error("--tp " + std::to_string(tp) + " must divide the " + std::to_string(world.size()) +

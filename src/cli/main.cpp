@@ -239,6 +239,7 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("--out", trace_svg, "SVG for --trace (default: the trace's name, .svg)")
       ->needs(trace_opt);
 
+  FinetuneCommands* finetune_cmds = add_finetune_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -256,6 +257,7 @@ int main(int argc, char** argv) {
   try {
     CLI::App* sub = app.get_subcommands().front();
     if (sub == prepare_cmd) return prepare(prep), 0;
+    if (const int rc = run_finetune_commands(finetune_cmds, sub, world); rc >= 0) return rc;
     if (sub == convert_cmd) {
       if (world.size() > 1) throw Error("convert runs in one process (start it without mpirun)");
       return run_convert(conv_from, conv_to, conv_dtype, shard_mb);

@@ -87,6 +87,36 @@ void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
                 "original");
 }
 
+std::string checkpoint_tokenizer(const std::string& ckpt) {
+  const nlohmann::json tj = read_trainer_json(ckpt);
+  const std::string path = (fs::path(ckpt) / "tokenizer.model").string();
+  if (tj.contains("tokenizer_hash"))
+    check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
+  return path;
+}
+
+void write_dir_atomically(const std::string& dir,
+                          const std::function<void(const fs::path& tmp)>& fill) {
+  const fs::path out(dir);
+  const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  const fs::path tmp =
+      parent / ("." + out.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  try {
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp);
+    fill(tmp);
+    fs::remove_all(out, ec);
+    fs::rename(tmp, out);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(tmp, ec);
+    throw Error("cannot write " + dir + ": " + e.code().message());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
 std::string file_checksum(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot read " + path);

@@ -7,6 +7,9 @@
 // into any other.
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <functional>
+
 #include <string>
 
 #include "comm/group.h"
@@ -70,6 +73,16 @@ void write_file_checked(const std::string& file, const std::string& bytes,
 // its bytes, as Tokenizer::hash) `recorded_in` (a token shard, a checkpoint) records.
 void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
                           const std::string& recorded_in);
+
+// The tokenizer.model of checkpoint directory ckpt, checked against the hash its trainer.json
+// records (Error when it was swapped for another).
+std::string checkpoint_tokenizer(const std::string& ckpt);
+
+// Makes directory `dir` as a whole: fill(tmp) writes its files into a temporary sibling, which
+// then replaces dir (an older dir of that name is removed). On failure nothing of the new one is
+// left, and a filesystem failure is Error "cannot write DIR: reason".
+void write_dir_atomically(const std::string& dir,
+                          const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 // FNV-1a 64 of a file's bytes (read in pieces), as 16 hex digits.
 std::string file_checksum(const std::string& path);

@@ -547,19 +547,29 @@ KVCache::KVCache(const Llama& m, int64_t sequences, int64_t capacity)
 void Llama::cached_attention(const LayerActs& a, const Decoding& dec) {
   KVCache& kv = *dec.cache;
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
-  int64_t row = 0;
-  for (const DecodeSegment& g : *dec.segments) {
-    const int64_t past = kv.len_[static_cast<size_t>(g.seq)];
-    float *kc = kv.k(dec.layer, g.seq), *vc = kv.v(dec.layer, g.seq);
-    for (int64_t r = 0; r < g.count; ++r) {
-      const float* src = a.qkv + (row + r) * QKV_ + HD;
+  const auto& segs = *dec.segments;
+  const auto n = static_cast<int64_t>(segs.size());
+  std::vector<int64_t> first(segs.size() + 1, 0);  // each segment's first row
+  for (size_t g = 0; g < segs.size(); ++g) {
+    first[g + 1] = first[g] + segs[g].count;
+    const int64_t past = kv.len_[static_cast<size_t>(segs[g].seq)];
+    float *kc = kv.k(dec.layer, segs[g].seq), *vc = kv.v(dec.layer, segs[g].seq);
+    for (int64_t r = 0; r < segs[g].count; ++r) {
+      const float* src = a.qkv + (first[g] + r) * QKV_ + HD;
       std::memcpy(kc + (past + r) * KVD, src, KVD * sizeof(float));
       std::memcpy(vc + (past + r) * KVD, src + KVD, KVD * sizeof(float));
     }
-    AttnDims ad{1, g.count, H_, KVH_, D_, QKV_, KVD};
-    ad.past = past;
-    flash_attention_forward(a.atty + row * HD, nullptr, a.qkv + row * QKV_, kc, vc, ad);
-    row += g.count;
+  }
+  // One sequence's attention per task when there are several (each then runs single-threaded
+  // inside); one sequence alone spreads its heads over the threads. Either way every row is
+  // computed the same way, so the result does not depend on the threads.
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+  for (int64_t g = 0; g < n; ++g) {
+    const DecodeSegment& sg = segs[static_cast<size_t>(g)];
+    AttnDims ad{1, sg.count, H_, KVH_, D_, QKV_, KVD};
+    ad.past = kv.len_[static_cast<size_t>(sg.seq)];
+    flash_attention_forward(a.atty + first[g] * HD, nullptr, a.qkv + first[g] * QKV_,
+                            kv.k(dec.layer, sg.seq), kv.v(dec.layer, sg.seq), ad);
   }
 }
 

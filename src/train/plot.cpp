@@ -77,6 +77,23 @@ void write_file(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '&')
+      out += "&amp;";
+    else if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '"')
+      out += "&quot;";
+    else
+      out += c;
+  }
+  return out;
+}
+
 std::string plot_losses(const std::string& run_dir) {
   const std::string in_path = run_dir + "/metrics.jsonl";
   std::ifstream in(in_path);
@@ -170,23 +187,6 @@ int lane_of(const std::string& kind) {
 // Waiting is drawn first, so that anything drawn over it stays visible.
 int layer_of(const std::string& kind) {
   return kind == "idle" ? 0 : is_compute(kind) ? 2 : 1;
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '&')
-      out += "&amp;";
-    else if (c == '<')
-      out += "&lt;";
-    else if (c == '>')
-      out += "&gt;";
-    else if (c == '"')
-      out += "&quot;";
-    else
-      out += c;
-  }
-  return out;
 }
 
 // A tick spacing of 1, 2 or 5 times a power of ten giving about `target` ticks over `span`.

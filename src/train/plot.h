@@ -4,6 +4,9 @@
 
 namespace parallama {
 
+// s with & < > " replaced by their XML entities, for SVG text and attributes.
+std::string xml_escape(const std::string& s);
+
 // Reads run_dir/metrics.jsonl and writes run_dir/loss.svg: training and validation loss against
 // steps. Returns the path written. Throws Error when there are no metrics, and
 // "cannot write PATH: REASON" when the picture cannot be written. Every picture is written to a

@@ -1,0 +1,229 @@
+#include "finetune/classifier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "io/checkpoint.h"
+#include "io/param_io.h"
+#include "io/safetensors.h"
+#include "kernels/rmsnorm.h"
+#include "tensor/error.h"
+
+namespace fs = std::filesystem;
+
+namespace parallama::finetune {
+
+ModelShard body_shard(const LlamaConfig& c) {
+  ModelShard s = ModelShard::whole(c);
+  s.has_head = false;
+  return s;
+}
+
+std::vector<float> init_head(const HeadLayout& h, uint64_t seed, float std) {
+  std::vector<float> p(static_cast<size_t>(h.total()), 0.0f);
+  std::fill(p.begin(), p.begin() + h.C, 1.0f);
+  std::mt19937_64 rng(seed ^ 0x5c0e5c0e5c0eull);
+  std::normal_distribution<float> d(0.0f, std);
+  for (int64_t i = 0; i < h.K * h.C; ++i) p[h.weight() + i] = d(rng);
+  return p;
+}
+
+Classifier::Classifier(const ParamLayout& body, int classes, int64_t B, int64_t T)
+    : B_(B), T_(T), N_(B * T), C_(body.config().dim), K_(classes), eps_(body.config().norm_eps) {
+  if (body.shard().has_head || !body.shard().has_embedding || body.shard().first_layer != 0 ||
+      body.shard().last_layer != body.config().n_layers)
+    throw Error("internal: a classifier body holds the embedding and every layer, no head");
+  if (classes < 2) throw Error("a classifier needs at least two classes");
+  hl_ = {K_, C_};
+  llama_ = std::make_unique<Llama>(body, B, T);
+  len_.resize(B_), lab_.resize(B_), w_.resize(B_);
+  y_.resize(N_ * C_), rstd_.resize(N_), pooled_.resize(B_ * C_), probs_.resize(B_ * K_);
+  dy_.resize(N_ * C_), dx_.resize(N_ * C_);
+}
+
+Classifier::~Classifier() = default;
+
+double Classifier::forward(const ParamBuffer& body, const std::vector<float>& head,
+                           const int32_t* tokens, const int32_t* lengths, const int32_t* labels,
+                           const float* weights, bool train) {
+  h_ = llama_->forward_chunk(body, 0, 0, tokens, tokens, nullptr);  // (N, C)
+  std::copy(lengths, lengths + B_, len_.begin());
+  std::copy(labels, labels + B_, lab_.begin());
+  std::copy(weights, weights + B_, w_.begin());
+  const float* g = head.data() + hl_.norm();
+  const float* W = head.data() + hl_.weight();   // (K, C)
+  const float* bias = head.data() + hl_.bias();  // (K)
+  kernels::rmsnorm_forward(y_.data(), rstd_.data(), h_, g, N_, C_, eps_);
+  double loss = 0;
+  for (int64_t b = 0; b < B_; ++b) {
+    float* pb = pooled_.data() + b * C_;  // (C) mean of the row's real tokens
+    std::fill(pb, pb + C_, 0.0f);
+    const int64_t n = std::clamp<int64_t>(len_[b], 0, T_);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* yt = y_.data() + (b * T_ + t) * C_;
+      for (int64_t c = 0; c < C_; ++c) pb[c] += yt[c];
+    }
+    if (n > 0)
+      for (int64_t c = 0; c < C_; ++c) pb[c] /= static_cast<float>(n);
+    float* p = probs_.data() + b * K_;  // (K) logits, then softmax
+    float mx = -INFINITY;
+    for (int64_t k = 0; k < K_; ++k) {
+      float z = bias[k];
+      for (int64_t c = 0; c < C_; ++c) z += W[k * C_ + c] * pb[c];
+      p[k] = z, mx = std::max(mx, z);
+    }
+    double sum = 0;
+    for (int64_t k = 0; k < K_; ++k) sum += std::exp(static_cast<double>(p[k] - mx));
+    const double lse = mx + std::log(sum);
+    if (n > 0 && w_[b] != 0.0f) {
+      if (lab_[b] < 0 || lab_[b] >= K_) throw Error("internal: label outside the classes");
+      loss += static_cast<double>(w_[b]) * (lse - p[lab_[b]]);
+    }
+    for (int64_t k = 0; k < K_; ++k) p[k] = static_cast<float>(std::exp(p[k] - lse));
+  }
+  if (!train) llama_->discard_chunk(0, 0);
+  return loss;
+}
+
+void Classifier::backward(const ParamBuffer& body, ParamBuffer& body_grads,
+                          const std::vector<float>& head, std::vector<float>& head_grads) {
+  const float* W = head.data() + hl_.weight();
+  float* dg = head_grads.data() + hl_.norm();
+  float* dW = head_grads.data() + hl_.weight();
+  float* dbias = head_grads.data() + hl_.bias();
+  std::fill(dy_.begin(), dy_.end(), 0.0f);
+  std::vector<float> dlogit(K_), dpooled(C_);
+  for (int64_t b = 0; b < B_; ++b) {
+    const int64_t n = std::clamp<int64_t>(len_[b], 0, T_);
+    if (n == 0 || w_[b] == 0.0f) continue;
+    const float* p = probs_.data() + b * K_;
+    const float* pb = pooled_.data() + b * C_;
+    for (int64_t k = 0; k < K_; ++k)  // ∂loss/∂logits = w·(softmax − one-hot)
+      dlogit[k] = w_[b] * (p[k] - (k == lab_[b] ? 1.0f : 0.0f));
+    std::fill(dpooled.begin(), dpooled.end(), 0.0f);
+    for (int64_t k = 0; k < K_; ++k) {
+      dbias[k] += dlogit[k];
+      for (int64_t c = 0; c < C_; ++c) {
+        dW[k * C_ + c] += dlogit[k] * pb[c];
+        dpooled[c] += dlogit[k] * W[k * C_ + c];
+      }
+    }
+    const float inv = 1.0f / static_cast<float>(n);  // the mean spreads evenly over real tokens
+    for (int64_t t = 0; t < n; ++t) {
+      float* dyt = dy_.data() + (b * T_ + t) * C_;
+      for (int64_t c = 0; c < C_; ++c) dyt[c] = dpooled[c] * inv;
+    }
+  }
+  kernels::rmsnorm_backward(dx_.data(), dg, dy_.data(), h_, head.data() + hl_.norm(), rstd_.data(),
+                            N_, C_);
+  llama_->backward_chunk(body, body_grads, 0, 0, 1.0f, dx_.data());
+  h_ = nullptr;
+}
+
+std::vector<int32_t> classifier_tokens(const std::vector<int32_t>& text_ids, int32_t bos,
+                                       int64_t T) {
+  std::vector<int32_t> s = {bos};
+  s.insert(s.end(), text_ids.begin(), text_ids.end());
+  if (static_cast<int64_t>(s.size()) > T) s.resize(static_cast<size_t>(T));
+  return s;
+}
+
+void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
+             const std::vector<int32_t>& seq) {
+  const int64_t n = std::min<int64_t>(T, static_cast<int64_t>(seq.size()));
+  std::fill(tokens + b * T, tokens + (b + 1) * T, 0);
+  std::copy(seq.begin(), seq.begin() + n, tokens + b * T);
+  lengths[b] = static_cast<int32_t>(n);
+}
+
+// --- Checkpoints.
+
+void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
+                     const std::vector<float>& head, const std::string& tokenizer_path) {
+  const int64_t C = meta.cfg.model.dim, K = static_cast<int64_t>(meta.labels.size());
+  const HeadLayout hl{K, C};
+  write_dir_atomically(dir, [&](const fs::path& tmp) {
+    io::SafeTensorsWriter w;
+    body.visit([&](const ParamSpec& s, const float* p) { w.add(s.name, p, s.shape); });
+    w.add("model.norm.weight", head.data() + hl.norm(), Shape{C});
+    w.add("score.weight", head.data() + hl.weight(), Shape{K, C});
+    w.add("score.bias", head.data() + hl.bias(), Shape{K});
+    w.set_metadata({{"format", "pt"}, {"parallama", "classifier"}});
+    w.write((tmp / "model.safetensors").string());
+    nlohmann::json j = meta.extra.is_object() ? meta.extra : nlohmann::json::object();
+    j["format"] = 1;
+    j["task"] = meta.task;
+    j["labels"] = meta.labels;
+    j["seq_len"] = meta.seq_len;
+    j["pooling"] = "mean of the final norm's output over the real tokens";
+    j["config"] = config_to_json(meta.cfg);
+    write_file_checked((tmp / "classifier.json").string(), j.dump(1) + "\n");
+    fs::copy_file(tokenizer_path, tmp / "tokenizer.model");
+  });
+}
+
+std::string find_classifier(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "classifier.json")) return dir;
+  const fs::path sub = fs::path(dir) / "classifier";
+  if (fs::exists(sub / "classifier.json")) return sub.string();
+  if (!fs::is_directory(dir)) throw Error(dir + ": no such checkpoint directory");
+  if (fs::exists(fs::path(dir) / "trainer.json") || fs::exists(fs::path(dir) / "latest"))
+    throw Error(dir +
+                " is a language-model checkpoint without a classification head; make a classifier "
+                "with parallama finetune --task classify --init " +
+                dir + " --data DIR --out OUT, then classify --ckpt OUT");
+  throw Error(dir +
+              " has no classification head (no classifier.json); make one with parallama "
+              "finetune --task classify");
+}
+
+ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
+  const std::string path = (fs::path(ckpt_dir) / "classifier.json").string();
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read " + path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(path + ": not JSON");
+  }
+  auto need = [&](const char* key, bool ok) {
+    if (!j.is_object() || !j.contains(key) || !ok)
+      throw Error(path + ": missing or malformed \"" + key + "\"");
+  };
+  need("labels", j.contains("labels") && j["labels"].is_array() && j["labels"].size() >= 2);
+  need("seq_len", j.contains("seq_len") && j["seq_len"].is_number_integer());
+  need("config", j.contains("config") && j["config"].is_object());
+  ClassifierMeta m;
+  for (const auto& l : j["labels"]) {
+    if (!l.is_string()) throw Error(path + ": labels must be strings");
+    m.labels.push_back(l.get<std::string>());
+  }
+  m.task = j.value("task", "");
+  m.seq_len = j["seq_len"].get<int64_t>();
+  m.cfg = config_from_json(j["config"], path);
+  if (m.seq_len < 1 || m.seq_len > m.cfg.model.max_seq_len)
+    throw Error(path + ": seq_len " + std::to_string(m.seq_len) + " outside the model's 1.." +
+                std::to_string(m.cfg.model.max_seq_len));
+  m.extra = j;
+  return m;
+}
+
+void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& body,
+                             std::vector<float>& head, const HeadLayout& hl) {
+  const std::string path = (fs::path(ckpt_dir) / "model.safetensors").string();
+  const io::SafeTensorsReader r(path);
+  if (!r.has("score.weight"))
+    throw Error(path + " holds no score.weight: not a classifier checkpoint");
+  io::read_params(r, body);
+  head.assign(static_cast<size_t>(hl.total()), 0.0f);
+  r.read_f32("model.norm.weight", head.data() + hl.norm(), Shape{hl.C});
+  r.read_f32("score.weight", head.data() + hl.weight(), Shape{hl.K, hl.C});
+  r.read_f32("score.bias", head.data() + hl.bias(), Shape{hl.K});
+}
+
+}  // namespace parallama::finetune

@@ -1,0 +1,92 @@
+#pragma once
+// A sequence classifier on a LLaMA body: the embedding and every layer (a ModelShard without the
+// language-model head, like a first pipeline stage that holds all layers) run by the model's own
+// forward_chunk / backward_chunk; then the final RMSNorm, a mean over each row's real tokens
+// (padding excluded) and a linear head (K, C) with bias, and cross-entropy.
+//
+// The head's parameters live in a flat buffer of their own: norm (C), weight (K, C), bias (K).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/llama.h"
+#include "model/params.h"
+#include "train/run_config.h"
+
+namespace parallama::finetune {
+
+// The body: layers [0, n_layers) and the embedding, no head (and so no final norm).
+ModelShard body_shard(const LlamaConfig& c);
+
+struct HeadLayout {
+  int64_t K = 0, C = 0;
+  int64_t norm() const { return 0; }
+  int64_t weight() const { return C; }
+  int64_t bias() const { return C + K * C; }
+  int64_t total() const { return C + K * C + K; }
+};
+
+// Head parameters: norm ones, weight N(0, std) (seeded), bias zero.
+std::vector<float> init_head(const HeadLayout& h, uint64_t seed, float std = 0.02f);
+
+class Classifier {
+ public:
+  // B rows of T tokens per call.
+  Classifier(const ParamLayout& body, int classes, int64_t B, int64_t T);
+  ~Classifier();
+
+  // tokens (B, T), padded after each row's lengths[b] real tokens (0: a row without an example);
+  // labels (B); weights (B): each row's weight in the loss. Returns Σ_b weights[b]·loss_b.
+  // Keeps the activations for backward() when `train`; probabilities() afterwards either way.
+  double forward(const ParamBuffer& body, const std::vector<float>& head, const int32_t* tokens,
+                 const int32_t* lengths, const int32_t* labels, const float* weights, bool train);
+  // grads += ∂(Σ_b weights[b]·loss_b)/∂params, for the last forward(train = true).
+  void backward(const ParamBuffer& body, ParamBuffer& body_grads, const std::vector<float>& head,
+                std::vector<float>& head_grads);
+  const float* probabilities() const { return probs_.data(); }  // (B, K)
+  const HeadLayout& head_layout() const { return hl_; }
+  int64_t batch() const { return B_; }
+  int64_t seq_len() const { return T_; }
+
+ private:
+  HeadLayout hl_;
+  int64_t B_, T_, N_, C_, K_;
+  float eps_;
+  std::unique_ptr<Llama> llama_;
+  const float* h_ = nullptr;  // (N, C) the body's output of the last forward
+  std::vector<int32_t> len_, lab_;
+  std::vector<float> w_, y_, rstd_, pooled_, probs_, dy_, dx_;
+};
+
+// Tokens of a text as the classifier reads it: <s>, then the text's tokens, cut to T.
+std::vector<int32_t> classifier_tokens(const std::vector<int32_t>& text_ids, int32_t bos,
+                                       int64_t T);
+// Fills row b of tokens (B, T) and lengths (B) with seq (at most T ids), padding with 0.
+void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
+             const std::vector<int32_t>& seq);
+
+// A classifier checkpoint directory: model.safetensors (the body under its Hugging Face names,
+// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json (labels, task,
+// sequence length, pooling and the model's configuration) and tokenizer.model.
+struct ClassifierMeta {
+  std::string task;
+  std::vector<std::string> labels;
+  int64_t seq_len = 0;
+  RunConfig cfg;
+  nlohmann::json extra;  // recorded as given (init, steps, ...)
+};
+// Written into a temporary sibling of dir and renamed into place. One process writes.
+void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
+                     const std::vector<float>& head, const std::string& tokenizer_path);
+// Where a classifier checkpoint is: dir itself, or dir/classifier (a finetune output directory).
+// Throws Error with one line when there is none (a language-model checkpoint, say).
+std::string find_classifier(const std::string& dir);
+ClassifierMeta read_classifier_meta(const std::string& ckpt_dir);
+// Loads the weights into body (laid out by body_shard) and head.
+void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& body,
+                             std::vector<float>& head, const HeadLayout& hl);
+
+}  // namespace parallama::finetune

@@ -1,0 +1,362 @@
+#include "finetune/train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "data/prepare.h"
+#include "data/tokenizer.h"
+#include "finetune/metrics.h"
+#include "infer/share.h"
+#include "io/checkpoint.h"
+#include "io/param_io.h"
+#include "io/safetensors.h"
+#include "kernels/optim.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "tensor/error.h"
+#include "train/step.h"
+
+namespace fs = std::filesystem;
+
+namespace parallama::finetune {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The classifier's inputs of a split: token rows and labels.
+struct Split {
+  std::vector<std::vector<int32_t>> rows;  // <s> + text, cut to T
+  std::vector<std::vector<int32_t>> bags;  // the text's tokens, whole (naive Bayes)
+  std::vector<int> labels;
+};
+
+Split tokenize(const Tokenizer& tok, const std::vector<Example>& xs, int64_t T) {
+  Split s;
+  for (const Example& e : xs) {
+    s.bags.push_back(tok.encode(e.text));
+    s.rows.push_back(classifier_tokens(s.bags.back(), tok.bos_id(), T));
+    s.labels.push_back(e.label);
+  }
+  return s;
+}
+
+// The model being trained: the body's layout and weights and the head.
+struct Model {
+  std::unique_ptr<ParamLayout> layout;
+  std::unique_ptr<ParamBuffer> body;
+  std::vector<float> head;
+};
+
+struct RunResult {
+  Confusion conf;
+  double train_s = 0, eval_s = 0, last_loss = 0;
+};
+
+// Predictions for every example of `split`, each rank taking examples rank, rank + ranks, ...
+Confusion evaluate(Classifier& clf, const Model& m, const Split& split, int classes,
+                   comm::Group& world) {
+  const int64_t n = static_cast<int64_t>(split.rows.size()), B = clf.batch(), T = clf.seq_len();
+  const int R = world.size(), r = world.rank();
+  std::vector<int64_t> pred(static_cast<size_t>(n), 0);
+  std::vector<int32_t> tokens(B * T), lengths(B), labels(B, 0);
+  std::vector<float> weights(B, 0.0f);
+  std::vector<int64_t> mine;
+  for (int64_t i = r; i < n; i += R) mine.push_back(i);
+  for (size_t at = 0; at < mine.size(); at += static_cast<size_t>(B)) {
+    const int64_t rows = std::min<int64_t>(B, static_cast<int64_t>(mine.size() - at));
+    std::fill(lengths.begin(), lengths.end(), 0);
+    for (int64_t b = 0; b < rows; ++b)
+      put_row(tokens.data(), lengths.data(), b, T, split.rows[mine[at + b]]);
+    clf.forward(*m.body, m.head, tokens.data(), lengths.data(), labels.data(), weights.data(),
+                false);
+    for (int64_t b = 0; b < rows; ++b) {
+      const float* p = clf.probabilities() + b * classes;
+      pred[mine[at + b]] = std::max_element(p, p + classes) - p;
+    }
+  }
+  world.all_reduce(pred.data(), n, comm::DataType::I64);
+  return Confusion(split.labels, std::vector<int>(pred.begin(), pred.end()), classes);
+}
+
+// One AdamW step of the head's parameters [lo, hi) (weight decay on the matrix only).
+void head_step(std::vector<float>& head, std::vector<float>& m, std::vector<float>& v,
+               const std::vector<float>& g, const HeadLayout& hl, const OptimConfig& oc, float lr,
+               int64_t step, float scale) {
+  auto run = [&](int64_t lo, int64_t hi, float wd) {
+    const kernels::AdamWHyper h{lr, oc.beta1, oc.beta2, oc.eps, wd, step, scale};
+    kernels::adamw_update(head.data() + lo, m.data() + lo, v.data() + lo, g.data() + lo, hi - lo,
+                          h);
+  };
+  run(hl.norm(), hl.weight(), 0.0f);
+  run(hl.weight(), hl.bias(), oc.weight_decay);
+  run(hl.bias(), hl.total(), 0.0f);
+}
+
+RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train, const Split& test,
+                             int classes, const FinetuneOptions& opt, comm::Group& world,
+                             const char* name) {
+  const int R = world.size(), r = world.rank();
+  const int64_t B = (opt.batch + R - 1) / R, T = opt.seq_len, n = train.rows.size();
+  Classifier clf(*m.layout, classes, B, T);
+  const HeadLayout& hl = clf.head_layout();
+  ParamBuffer grads(*m.layout);
+  std::vector<float> hgrads(hl.total()), hm(hl.total()), hv(hl.total());
+  OptimConfig oc = cfg.optim;
+  oc.name = "adamw", oc.lr = opt.lr, oc.weight_decay = opt.weight_decay;
+  Optimizer optim(*m.layout, oc);
+  const int64_t warmup = std::max<int64_t>(1, opt.steps / 10);
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  int64_t perm_epoch = -1;
+  std::vector<int32_t> tokens(B * T), lengths(B), labels(B);
+  std::vector<float> weights(B);
+  RunResult res;
+  const auto t0 = Clock::now();
+  for (int64_t step = 1; step <= opt.steps; ++step) {
+    std::fill(lengths.begin(), lengths.end(), 0);
+    std::fill(weights.begin(), weights.end(), 0.0f);
+    std::fill(labels.begin(), labels.end(), 0);
+    for (int64_t j = r, b = 0; j < opt.batch; j += R, ++b) {
+      const int64_t pos = (step - 1) * opt.batch + j, epoch = pos / n;
+      if (epoch != perm_epoch) {  // the same permutation on every rank
+        std::iota(perm.begin(), perm.end(), 0);
+        std::mt19937_64 rng(opt.seed * 1000003 + static_cast<uint64_t>(epoch));
+        for (int64_t i = n - 1; i > 0; --i)  // Fisher-Yates, independent of the library
+          std::swap(perm[i], perm[rng() % static_cast<uint64_t>(i + 1)]);
+        perm_epoch = epoch;
+      }
+      const int64_t idx = perm[pos % n];
+      put_row(tokens.data(), lengths.data(), b, T, train.rows[idx]);
+      labels[b] = train.labels[idx];
+      weights[b] = 1.0f / static_cast<float>(opt.batch);
+    }
+    grads.zero();
+    std::fill(hgrads.begin(), hgrads.end(), 0.0f);
+    double loss = clf.forward(*m.body, m.head, tokens.data(), lengths.data(), labels.data(),
+                              weights.data(), true);
+    clf.backward(*m.body, grads, m.head, hgrads);
+    world.all_reduce(grads.data(), grads.size());  // Σ over ranks: the global mean's gradient
+    world.all_reduce(hgrads.data(), static_cast<int64_t>(hgrads.size()));
+    loss = world.sum(loss);
+    double sq = grad_norm(grads);
+    sq *= sq;
+    for (float g : hgrads) sq += static_cast<double>(g) * g;
+    const float scale = clip_factor(std::sqrt(sq), opt.clip);
+    const float lr = lr_at(step, opt.lr, opt.lr * 0.1f, warmup, opt.steps);
+    optim.step(*m.body, grads, lr, 0, -1, scale);
+    head_step(m.head, hm, hv, hgrads, hl, oc, lr, optim.steps_taken(), scale);
+    res.last_loss = loss;
+    if (r == 0 && (step % opt.log_every == 0 || step == opt.steps || step == 1)) {
+      std::printf("%s step %lld/%lld loss %.4f grad_norm %.3f lr %.2e (%.1fs)\n", name,
+                  static_cast<long long>(step), static_cast<long long>(opt.steps), loss,
+                  std::sqrt(sq), lr, since(t0));
+      std::fflush(stdout);
+    }
+  }
+  res.train_s = since(t0);
+  const auto t1 = Clock::now();
+  res.conf = evaluate(clf, m, test, classes, world);
+  res.eval_s = since(t1);
+  return res;
+}
+
+nlohmann::json result_json(const RunResult& r) {
+  nlohmann::json j = confusion_json(r.conf);
+  j["train_seconds"] = r.train_s;
+  j["eval_seconds"] = r.eval_s;
+  j["last_loss"] = r.last_loss;
+  return j;
+}
+
+// The body and head to start from: init's weights (and final norm), or a random body.
+Model start_model(const RunConfig& cfg, const std::string& init, bool scratch, int classes,
+                  uint64_t seed) {
+  Model m;
+  m.layout = std::make_unique<ParamLayout>(cfg.model, body_shard(cfg.model));
+  m.body = std::make_unique<ParamBuffer>(*m.layout);
+  const HeadLayout hl{classes, cfg.model.dim};
+  m.head = init_head(hl, seed);
+  if (scratch) {
+    init_params(*m.body, cfg.train.seed);
+  } else {
+    comm::Group one;
+    load_checkpoint_model(init, *m.body, one, one);
+    const io::SafeTensorsReader r((fs::path(init) / "model.safetensors").string());
+    r.read_f32("model.norm.weight", m.head.data() + hl.norm(), Shape{hl.C});
+  }
+  return m;
+}
+
+void write_outputs(const FinetuneOptions& opt, const nlohmann::json& results,
+                   const std::vector<std::pair<std::string, Confusion>>& confusions,
+                   const std::vector<std::string>& labels, const std::string& title) {
+  fs::create_directories(opt.out);
+  for (const auto& [name, c] : confusions)
+    write_file_checked((fs::path(opt.out) / ("confusion-" + name + ".svg")).string(),
+                       confusion_svg(c, labels, title + ", " + name));
+  write_file_atomically((fs::path(opt.out) / "results.json").string(), results.dump(1) + "\n");
+}
+
+}  // namespace
+
+nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world) {
+  if (opt.steps < 1 || opt.batch < 1 || opt.seq_len < 2 || !(opt.lr > 0))
+    throw Error("finetune: --steps, --batch and --lr must be positive and --seq-len at least 2");
+  if (opt.out.empty()) throw Error("finetune: give --out DIR");
+  const nlohmann::json tj = read_trainer_json(opt.init);
+  const RunConfig cfg = checkpoint_config(tj, opt.init + "/trainer.json");
+  if (opt.seq_len > cfg.model.max_seq_len)
+    throw Error("--seq-len " + std::to_string(opt.seq_len) + " is longer than the model's " +
+                std::to_string(cfg.model.max_seq_len) + " tokens");
+  configure_threads(cfg.train.threads);
+  const std::string tok_path = checkpoint_tokenizer(opt.init);
+  const Tokenizer tok(tok_path);
+  const Dataset d = read_dataset(opt.data);
+  const int K = static_cast<int>(d.labels.size());
+  const Split train = tokenize(tok, d.train, opt.seq_len),
+              test = tokenize(tok, d.test, opt.seq_len);
+  const bool print = world.rank() == 0;
+  if (print)
+    std::printf("task %s: %d labels, %zu train and %zu test examples, %d rank(s), batch %d, T %d\n",
+                d.task.c_str(), K, train.rows.size(), test.rows.size(), world.size(), opt.batch,
+                opt.seq_len);
+
+  // Baselines without a model.
+  const int major = majority_label(train.labels, K);
+  const Confusion majority(test.labels, std::vector<int>(test.labels.size(), major), K);
+  NaiveBayes nb(K, tok.vocab_size());
+  nb.fit(train.bags, train.labels);
+  std::vector<int> nb_pred;
+  for (const auto& bag : test.bags) nb_pred.push_back(nb.predict(bag));
+  const Confusion bayes(test.labels, nb_pred, K);
+
+  nlohmann::json results = {{"task", d.task},
+                            {"labels", d.labels},
+                            {"init", opt.init},
+                            {"train_examples", train.rows.size()},
+                            {"test_examples", test.rows.size()},
+                            {"steps", opt.steps},
+                            {"batch", opt.batch},
+                            {"seq_len", opt.seq_len},
+                            {"lr", opt.lr},
+                            {"ranks", world.size()},
+                            {"majority", confusion_json(majority)},
+                            {"naive_bayes", confusion_json(bayes)}};
+  std::vector<std::pair<std::string, Confusion>> confusions = {{"naive-bayes", bayes}};
+
+  const char* main_name = opt.from_scratch ? "from_scratch" : "finetuned";
+  Model m = start_model(cfg, opt.init, opt.from_scratch, K, opt.seed);
+  const RunResult main = train_and_evaluate(m, cfg, train, test, K, opt, world, main_name);
+  results[main_name] = result_json(main);
+  confusions.emplace_back(opt.from_scratch ? "from-scratch" : "finetuned", main.conf);
+  if (opt.scratch_baseline && !opt.from_scratch) {
+    Model s = start_model(cfg, opt.init, true, K, opt.seed);
+    const RunResult sr = train_and_evaluate(s, cfg, train, test, K, opt, world, "from_scratch");
+    results["from_scratch"] = result_json(sr);
+    confusions.emplace_back("from-scratch", sr.conf);
+  }
+
+  std::exception_ptr error;
+  if (world.rank() == 0)
+    io::guarded(error, [&] {
+      ClassifierMeta meta;
+      meta.task = d.task, meta.labels = d.labels, meta.seq_len = opt.seq_len, meta.cfg = cfg;
+      meta.extra = {{"init", opt.init}, {"steps", opt.steps}, {"from_scratch", opt.from_scratch}};
+      save_classifier((fs::path(opt.out) / "classifier").string(), meta, *m.body, m.head, tok_path);
+      write_outputs(opt, results, confusions, d.labels, "KJV " + d.task);
+    });
+  io::agree_on_failure(world, error);
+
+  if (print) {
+    std::printf("\n%s on the test split (%zu verses):\n", d.task.c_str(), test.rows.size());
+    std::printf("  %-14s %9s %9s %9s\n", "model", "accuracy", "macro-F1", "train s");
+    auto row = [](const char* name, const nlohmann::json& j) {
+      std::printf("  %-14s %9.4f %9.4f %9s\n", name, j["accuracy"].get<double>(),
+                  j["macro_f1"].get<double>(),
+                  j.contains("train_seconds")
+                      ? std::to_string(std::lround(j["train_seconds"].get<double>())).c_str()
+                      : "-");
+    };
+    for (const char* k : {"finetuned", "from_scratch", "naive_bayes", "majority"})
+      if (results.contains(k)) row(k, results[k]);
+    std::printf("\nconfusion of %s:\n%s", main_name, confusion_text(main.conf, d.labels).c_str());
+    std::printf("wrote %s/results.json, %s/classifier\n", opt.out.c_str(), opt.out.c_str());
+  }
+  return results;
+}
+
+void run_classify(const std::string& ckpt, const std::string& text_file,
+                  const std::string& out_file, int batch, comm::Group world) {
+  if (batch < 1) throw Error("classify: --batch must be positive");
+  if (out_file.empty()) throw Error("classify: give --out FILE");
+  const std::string dir = find_classifier(ckpt);
+  const ClassifierMeta meta = read_classifier_meta(dir);
+  configure_threads(meta.cfg.train.threads);
+  const int K = static_cast<int>(meta.labels.size());
+  const ParamLayout layout(meta.cfg.model, body_shard(meta.cfg.model));
+  ParamBuffer body(layout);
+  std::vector<float> head;
+  const HeadLayout hl{K, meta.cfg.model.dim};
+  load_classifier_weights(dir, body, head, hl);
+  const Tokenizer tok((fs::path(dir) / "tokenizer.model").string());
+  if (fs::exists(text_file) && fs::is_regular_file(text_file) && fs::file_size(text_file) == 0)
+    throw Error(text_file + " is empty: nothing to classify (one text per line)");
+  const std::vector<std::string> lines = read_text_lines(text_file);
+  const int64_t T = meta.seq_len, n = static_cast<int64_t>(lines.size());
+  std::vector<std::vector<int32_t>> rows;
+  std::vector<double> cost;
+  for (const std::string& l : lines) {
+    rows.push_back(classifier_tokens(tok.encode(l), tok.bos_id(), T));
+    cost.push_back(static_cast<double>(rows.back().size()));
+  }
+  const std::vector<int> owner = share_by_cost(cost, world.size());
+  std::vector<int64_t> mine;
+  for (int64_t i = 0; i < n; ++i)
+    if (owner[i] == world.rank()) mine.push_back(i);
+  const int64_t B =
+      std::max<int64_t>(1, std::min<int64_t>(batch, std::max<size_t>(1, mine.size())));
+  Classifier clf(layout, K, B, T);
+  std::vector<int32_t> tokens(B * T), lengths(B), labels(B, 0);
+  std::vector<float> weights(B, 0.0f);
+  std::vector<std::pair<int64_t, std::string>> results;
+  for (size_t at = 0; at < mine.size(); at += static_cast<size_t>(B)) {
+    const int64_t count = std::min<int64_t>(B, static_cast<int64_t>(mine.size() - at));
+    std::fill(lengths.begin(), lengths.end(), 0);
+    for (int64_t b = 0; b < count; ++b)
+      put_row(tokens.data(), lengths.data(), b, T, rows[mine[at + b]]);
+    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
+    for (int64_t b = 0; b < count; ++b) {
+      const float* p = clf.probabilities() + b * K;
+      const int64_t i = mine[at + b];
+      nlohmann::json probs = nlohmann::json::object();
+      for (int k = 0; k < K; ++k) probs[meta.labels[k]] = p[k];
+      const nlohmann::json j = {{"line", i + 1},
+                                {"text", lines[i]},
+                                {"label", meta.labels[std::max_element(p, p + K) - p]},
+                                {"probabilities", probs}};
+      results.emplace_back(i, j.dump());
+    }
+  }
+  const std::vector<std::string> all = gather_in_order(world, results, n);
+  std::exception_ptr error;
+  if (world.rank() == 0)
+    io::guarded(error, [&] {
+      std::string text;
+      for (const std::string& s : all) text += s + "\n";
+      write_file_atomically(out_file, text);
+      std::printf("classified %lld lines on %d rank(s) with %s: wrote %s\n",
+                  static_cast<long long>(n), world.size(), dir.c_str(), out_file.c_str());
+    });
+  io::agree_on_failure(world, error);
+}
+
+}  // namespace parallama::finetune

@@ -1,0 +1,155 @@
+// The classifier on the tiny model: gradients of the head, the final norm, the pooling and the
+// body against finite differences; padding changes nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "finetune/classifier.h"
+#include "scratch_dir.h"
+#include "test_util.h"
+
+namespace parallama::finetune {
+
+namespace {
+
+struct TinyClassifier {
+  static constexpr int64_t B = 3, T = 6;
+  static constexpr int K = 3;
+  LlamaConfig cfg = llama_preset("tiny");
+  ParamLayout layout{cfg, body_shard(cfg)};
+  ParamBuffer body{layout}, grads{layout};
+  HeadLayout hl{K, cfg.dim};
+  std::vector<float> head = init_head(hl, 5, 0.5f), hgrads = std::vector<float>(hl.total());
+  Classifier clf{layout, K, B, T};
+  // Rows of 6 and 3 real tokens, and a padding row; labels; weights as a batch of 4 would give.
+  std::vector<int32_t> tokens = std::vector<int32_t>(B * T, 0), lengths = {6, 3, 0},
+                       labels = {2, 0, 1};
+  std::vector<float> weights = {0.25f, 0.25f, 0.0f};
+  TinyClassifier() {
+    init_params(body, 11);
+    std::mt19937 rng(7);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < lengths[b]; ++t) tokens[b * T + t] = 1 + rng() % (cfg.vocab_size - 1);
+    for (int64_t c = 0; c < hl.C; ++c) head[c] = 1.0f + 0.3f * std::sin(static_cast<float>(c));
+  }
+  double loss() {
+    return clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(),
+                       false);
+  }
+  void gradients() {
+    grads.zero();
+    std::fill(hgrads.begin(), hgrads.end(), 0.0f);
+    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), true);
+    clf.backward(body, grads, head, hgrads);
+  }
+};
+
+// Central difference of the loss in one float, in fp32 arithmetic (step h).
+template <class F>
+double central(float& x, F loss, float h) {
+  const float keep = x;
+  x = keep + h;
+  const double up = loss();
+  x = keep - h;
+  const double down = loss();
+  x = keep;
+  return (up - down) / (2.0 * h);
+}
+
+}  // namespace
+
+TEST(ClassifierGrad, HeadNormAndPoolingMatchFiniteDifferences) {
+  TinyClassifier m;
+  m.gradients();
+  const HeadLayout& hl = m.hl;
+  int checked = 0;
+  // Every bias, a spread of head weights and of final-norm weights.
+  std::vector<int64_t> at;
+  for (int64_t k = 0; k < hl.K; ++k) at.push_back(hl.bias() + k);
+  for (int64_t i = 0; i < hl.K * hl.C; i += 7) at.push_back(hl.weight() + i);
+  for (int64_t c = 0; c < hl.C; c += 5) at.push_back(hl.norm() + c);
+  double num2 = 0, den2 = 0;
+  for (int64_t i : at) {
+    const double fd = central(
+        m.head[i], [&] { return m.loss(); }, 1e-2f);
+    num2 += (fd - m.hgrads[i]) * (fd - m.hgrads[i]);
+    den2 += fd * fd;
+    EXPECT_NEAR(m.hgrads[i], fd, 2e-3 + 2e-2 * std::fabs(fd)) << "head element " << i;
+    ++checked;
+  }
+  EXPECT_LT(std::sqrt(num2 / den2), 1e-2);
+  EXPECT_GT(checked, 30);
+  EXPECT_GT(den2, 1e-4);  // the check is not vacuous
+}
+
+TEST(ClassifierGrad, BodyGradientThroughPoolingMatchesADirectionalDifference) {
+  TinyClassifier m;
+  m.gradients();
+  // A random direction over every body parameter: (L(x + h·d) − L(x − h·d)) / 2h ≈ ∇L · d.
+  std::vector<float> d = test::randn(m.body.size(), 21);
+  std::vector<float> x0(m.body.data(), m.body.data() + m.body.size());
+  double analytic = 0;
+  for (int64_t i = 0; i < m.body.size(); ++i) analytic += double(m.grads.data()[i]) * d[i];
+  const float h = 2e-4f;
+  auto at = [&](float s) {
+    for (int64_t i = 0; i < m.body.size(); ++i) m.body.data()[i] = x0[i] + s * d[i];
+    return m.loss();
+  };
+  const double fd = (at(h) - at(-h)) / (2.0 * h);
+  at(0.0f);
+  EXPECT_GT(std::fabs(analytic), 1e-3);
+  EXPECT_NEAR(analytic, fd, 2e-2 * std::fabs(fd) + 1e-4);
+  // The embedding rows of padding never get a gradient from the padded positions: id 0 fills
+  // them, and no real token is 0 here.
+  const ParamSpec& emb = m.layout.find("model.embed_tokens.weight");
+  for (int64_t c = 0; c < m.cfg.dim; ++c) EXPECT_EQ(m.grads.at(emb)[c], 0.0f);
+}
+
+TEST(ClassifierGrad, PaddingAndZeroWeightRowsChangeNothing) {
+  TinyClassifier m;
+  const double base = m.loss();
+  const std::vector<float> p0(m.clf.probabilities(), m.clf.probabilities() + 2 * m.K);
+  // Other tokens after a row's real ones, and in the padding row.
+  for (int64_t t = 3; t < m.T; ++t) m.tokens[1 * m.T + t] = 42;
+  for (int64_t t = 0; t < m.T; ++t) m.tokens[2 * m.T + t] = 17;
+  EXPECT_EQ(m.loss(), base);
+  for (int k = 0; k < 2 * m.K; ++k) EXPECT_EQ(m.clf.probabilities()[k], p0[k]);
+  // The loss is the weighted sum of the rows' cross-entropies.
+  const float* p = m.clf.probabilities();
+  const double want = -0.25 * std::log(p[0 * m.K + 2]) - 0.25 * std::log(p[1 * m.K + 0]);
+  EXPECT_NEAR(base, want, 1e-6);
+}
+
+class ClassifierCheckpoint : public test::ScratchDirTest {};
+
+TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
+  TinyClassifier m;
+  const std::string dir = dir_.string();
+  ClassifierMeta meta;
+  meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
+  meta.cfg.model = m.cfg;
+  meta.cfg.train.seq_len = m.T;
+  const std::string tok = dir + "/tok.model";
+  { std::ofstream(tok) << "not read here"; }
+  save_classifier(dir + "/c", meta, m.body, m.head, tok);
+  EXPECT_EQ(find_classifier(dir + "/c"), dir + "/c");
+  const ClassifierMeta back = read_classifier_meta(dir + "/c");
+  EXPECT_EQ(back.labels, meta.labels);
+  EXPECT_EQ(back.seq_len, m.T);
+  ParamBuffer body(m.layout);
+  std::vector<float> head;
+  load_classifier_weights(dir + "/c", body, head, m.hl);
+  EXPECT_EQ(head, m.head);
+  for (int64_t i = 0; i < body.size(); ++i) ASSERT_EQ(body.data()[i], m.body.data()[i]);
+  // A directory without a head is refused with one line naming the way to make one.
+  std::filesystem::create_directories(dir + "/lm");
+  { std::ofstream(dir + "/lm/trainer.json") << "{}"; }
+  EXPECT_NE(
+      test::error_of([&] { find_classifier(dir + "/lm"); }).find("without a classification head"),
+      std::string::npos);
+}
+
+}  // namespace parallama::finetune
