@@ -22,7 +22,10 @@ echo "| processes | batch | prompts | tokens generated | seconds (slowest rank) 
 echo "|---|---|---|---|---|---|"
 for ranks in 1 "$np"; do
   for batch in 1 4 16 64; do
-    mpirun --oversubscribe -np "$ranks" ./build/parallama generate --ckpt "$ckpt" \
+    # One process runs without mpirun, which would bind it (and its two threads) to one core.
+    launch=(mpirun --oversubscribe -np "$ranks")
+    [ "$ranks" -gt 1 ] || launch=()
+    "${launch[@]}" ./build/parallama generate --ckpt "$ckpt" \
       --prompts "$out/prompts.txt" --out "$out/r.jsonl" --batch "$batch" \
       --max-tokens "$max_tokens" --temperature 0.8 2> /dev/null > "$out/log"
     # wrote FILE: N prompts, T tokens in S s (R tokens/s)

@@ -109,7 +109,12 @@ Verse parse_verse(const std::string& line, const std::string& where) {
 }
 
 bool chapter_in_test(const std::string& book, int chapter, double fraction) {
-  const uint64_t h = fnv1a64(book + " " + std::to_string(chapter));
+  uint64_t h = fnv1a64(book + " " + std::to_string(chapter));
+  // FNV-1a alone leaves the top bits of similar short strings alike (whole books fell on one
+  // side); the finalizer of splitmix64 mixes every bit into every other.
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  h ^= h >> 31;
   // The top 53 bits as a uniform number in [0, 1).
   return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) < fraction;
 }

@@ -1,5 +1,7 @@
 #include "model/llama.h"
 
+#include <omp.h>
+
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -611,6 +613,16 @@ const float* Llama::decode(const ParamBuffer& params, KVCache& kv,
                   std::to_string(cfg_.vocab_size) + ")");
   for (auto& s : slots_[0])  // a forward without backward (evaluation) leaves its slot behind
     if (s->micro == 0) release(*s);
+  // At most one thread per row: a decode step of one sequence is a chain of tiny kernels, and
+  // more threads than rows spend longer meeting at each kernel's barrier than they save (5× slower
+  // with two threads than one, at one row, on a 2-core machine).
+  struct Threads {
+    int keep = omp_get_max_threads();
+    explicit Threads(int64_t rows) {
+      if (rows < keep) omp_set_num_threads(static_cast<int>(rows));
+    }
+    ~Threads() { omp_set_num_threads(keep); }
+  } threads(rows);
   Slot& s = acquire(0, 0);
   const float* W = params.data();
   embedding_forward(s.res[0], tokens, W + off_embed_, rows, C_, v0_, V_);  // (rows, C)

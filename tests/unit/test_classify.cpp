@@ -95,6 +95,23 @@ TEST(ClassifySplit, NoChapterOnBothSidesAndAboutTheFraction) {
   }
 }
 
+// Each genre keeps about its share of test chapters: with a hash whose top bits follow the book
+// name, whole genres fell on one side (none of the gospels, Acts or Revelation in the test split).
+TEST(ClassifySplit, EveryGenreAboutTheFraction) {
+  std::vector<int> chapters(8, 0), test(8, 0);
+  for (size_t b = 0; b < kjv_books().size(); ++b)
+    for (int ch = 1; ch <= 28; ++ch) {  // Acts has 28 chapters
+      const int g = label_of(Task::genre, static_cast<int>(b));
+      ++chapters[g];
+      test[g] += chapter_in_test(kjv_books()[b].abbrev, ch, 0.1);
+    }
+  for (int g = 0; g < 8; ++g) {
+    const double share = static_cast<double>(test[g]) / chapters[g];
+    EXPECT_GT(share, 0.03) << task_labels(Task::genre)[g];
+    EXPECT_LT(share, 0.2) << task_labels(Task::genre)[g];
+  }
+}
+
 TEST(ClassifyMetrics, MacroF1OfAHandComputedMatrix) {
   // truth \ predicted:  a  b  c
   //   a                 5  1  0
