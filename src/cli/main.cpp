@@ -173,14 +173,17 @@ int main(int argc, char** argv) {
   std::string prompts_file, gen_out;
   int64_t gen_batch = 8;
   CLI::Option* prompt_opt = gen_cmd->add_option("--prompt", prompt, "text to continue");
-  gen_cmd
-      ->add_option("--prompts", prompts_file,
-                   "or a file of prompts, one per line or JSON Lines {\"id\", \"prompt\", "
-                   "\"seed\"}; the processes share them (data-parallel)")
-      ->excludes(prompt_opt);
-  gen_cmd->add_option("--out", gen_out, "with --prompts: the results, one JSON line per prompt");
+  CLI::Option* prompts_opt =
+      gen_cmd
+          ->add_option("--prompts", prompts_file,
+                       "or a file of prompts, one per line or JSON Lines {\"id\", \"prompt\", "
+                       "\"seed\"}; the processes share them (data-parallel)")
+          ->excludes(prompt_opt);
+  gen_cmd->add_option("--out", gen_out, "with --prompts: the results, one JSON line per prompt")
+      ->needs(prompts_opt);
   gen_cmd->add_option("--batch", gen_batch, "with --prompts: prompts generated together")
-      ->check(whole_at_least(1));
+      ->check(whole_at_least(1))
+      ->needs(prompts_opt);
   gen_cmd->add_option("--temperature", sc.temperature, "0 = greedy")->check(finite_in(0, 1e6));
   gen_cmd->add_option("--top-p", sc.top_p, "nucleus sampling mass")->check(finite_in(1e-9, 1));
   gen_cmd->add_option("--seed", sc.seed, "sampling seed");
@@ -189,7 +192,8 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)")
       ->check(whole_at_least(1));
   bool print_ids = false;
-  gen_cmd->add_flag("--ids", print_ids, "also print the generated token ids (a JSON array)");
+  gen_cmd->add_flag("--ids", print_ids, "also print the generated token ids (a JSON array)")
+      ->excludes(prompts_opt);
   CLI::App* eval_cmd =
       app.add_subcommand("eval", "loss and perplexity of a checkpoint on a token file");
   eval_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();

@@ -89,5 +89,7 @@ expect_error 'nojson.jsonl:1: each line must be an object with a "prompt" string
 printf '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n' > twice.jsonl
 expect_error "twice.jsonl:2: id 1 repeats" generate --ckpt run --prompts twice.jsonl --out e.jsonl
 expect_error "needs --out" generate --ckpt run --prompts prompts.txt
+expect_error "requires --prompts" generate --ckpt run --prompt "And" --out e.jsonl
+expect_error "needs --prompt TEXT or --prompts FILE" generate --ckpt run --max-tokens 3
 [ ! -e e.jsonl ] || fail "a failed run left results"
 echo "dp generate: same results on any number of ranks, in input order; bad input refused"
