@@ -224,10 +224,8 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
   std::vector<double> all(4 * static_cast<size_t>(dp.size()));
   dp.all_gather(stats, all.data(), std::vector<int64_t>(static_cast<size_t>(dp.size()), 4),
                 comm::DataType::F64);
+  write_lines_from_rank0(world, lines, out_file);  // world rank 0 is rank 0 of its replica group
   if (world.rank() != 0) return 0;
-  std::string text;
-  for (const std::string& l : lines) text += l + "\n";
-  write_file_checked(out_file, text);
   double tokens = 0, most = 0, sum = 0, total_cost = 0;
   for (int r = 0; r < dp.size(); ++r)
     tokens += all[4 * r + 1], most = std::max(most, all[4 * r + 2]), sum += all[4 * r + 2],

@@ -26,24 +26,29 @@ void DataLoader::set_position(int64_t p) {
   position_ = p;
 }
 
+void seeded_permutation(std::vector<int64_t>& order, int64_t n, uint64_t rng_seed) {
+  // Fisher-Yates with a fixed generator and unbiased bounded draws: the same order on every
+  // platform and standard library.
+  std::mt19937_64 rng(rng_seed);
+  order.resize(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  for (int64_t j = n - 1; j > 0; --j) {
+    const uint64_t range = static_cast<uint64_t>(j) + 1;
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % range;
+    uint64_t r;
+    do r = rng();
+    while (r >= limit);
+    std::swap(order[j], order[r % range]);
+  }
+}
+
 int64_t DataLoader::sample_at(int64_t g) {
   if (g < 0) throw Error("sample " + std::to_string(g) + " is negative");
   const int64_t epoch = g / num_samples_, i = g % num_samples_;
   Perm& slot = cache_[epoch & 1];
   if (slot.epoch != epoch) {
-    // Fisher-Yates with a fixed generator and unbiased bounded draws: the same order on every
-    // platform and standard library.
-    std::mt19937_64 rng(seed_ * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
-    slot.order.resize(num_samples_);
-    std::iota(slot.order.begin(), slot.order.end(), int64_t{0});
-    for (int64_t j = num_samples_ - 1; j > 0; --j) {
-      const uint64_t range = static_cast<uint64_t>(j) + 1;
-      const uint64_t limit = UINT64_MAX - UINT64_MAX % range;
-      uint64_t r;
-      do r = rng();
-      while (r >= limit);
-      std::swap(slot.order[j], slot.order[r % range]);
-    }
+    seeded_permutation(slot.order, num_samples_,
+                       seed_ * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
     slot.epoch = epoch;
   }
   return slot.order[i];

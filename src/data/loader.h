@@ -9,6 +9,10 @@
 
 namespace parallama {
 
+// order = 0 .. n-1 shuffled by Fisher-Yates from a generator seeded with rng_seed: the same order
+// on every platform and standard library.
+void seeded_permutation(std::vector<int64_t>& order, int64_t n, uint64_t rng_seed);
+
 class DataLoader {
  public:
   // tokens must outlive the loader. Throws Error when there is not one sample of T+1 tokens.

@@ -66,7 +66,8 @@ std::string where(const std::string& path, size_t line, size_t offset) {
 
 // Reads one text file into `lines` (its non-blank lines, without line ends), refusing a
 // directory and anything that is not UTF-8 text. Returns its entry for meta.json's "inputs".
-nlohmann::json read_text(const std::string& path, std::vector<std::string>& lines) {
+nlohmann::json read_text(const std::string& path, std::vector<std::string>& lines,
+                         std::vector<int64_t>* line_numbers = nullptr, bool allow_empty = false) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
     throw Error("--text '" + path +
@@ -94,10 +95,11 @@ nlohmann::json read_text(const std::string& path, std::vector<std::string>& line
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     lines.push_back(std::move(line));
+    if (line_numbers) line_numbers->push_back(static_cast<int64_t>(line_no));
     ++count;
   }
   if (in.bad()) throw Error("cannot read text file '" + path + "': " + std::strerror(errno));
-  if (count == 0) throw Error("text file '" + path + "' is empty");
+  if (count == 0 && !allow_empty) throw Error("text file '" + path + "' is empty");
   return {{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}};
 }
 
@@ -250,9 +252,10 @@ void swap_into_place(const fs::path& tmp, const fs::path& out) {
 
 }  // namespace
 
-std::vector<std::string> read_text_lines(const std::string& path) {
+std::vector<std::string> read_text_lines(const std::string& path,
+                                         std::vector<int64_t>* line_numbers, bool allow_empty) {
   std::vector<std::string> lines;
-  read_text(path, lines);
+  read_text(path, lines, line_numbers, allow_empty);
   return lines;
 }
 

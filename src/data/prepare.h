@@ -1,5 +1,6 @@
 #pragma once
 // `parallama prepare`: text files → tokenizer.model, train.bin, val.bin, meta.json.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,11 @@ struct PrepareOptions {
 void prepare(const PrepareOptions& opt);
 
 // The documents of one text file as prepare reads them: its non-blank lines, without line ends
-// (a trailing carriage return and a leading byte-order mark dropped). Throws Error as prepare does.
-std::vector<std::string> read_text_lines(const std::string& path);
+// (a trailing carriage return and a leading byte-order mark dropped). Throws Error as prepare does
+// (a file without text too, unless allow_empty). line_numbers, when given, gets each line's
+// 1-based number in the file.
+std::vector<std::string> read_text_lines(const std::string& path,
+                                         std::vector<int64_t>* line_numbers = nullptr,
+                                         bool allow_empty = false);
 
 }  // namespace parallama

@@ -140,6 +140,22 @@ void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
   lengths[b] = static_cast<int32_t>(n);
 }
 
+void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>& head,
+             const std::vector<std::vector<int32_t>>& rows, const std::vector<int64_t>& which,
+             const std::function<void(int64_t, const float*)>& got) {
+  const int64_t B = clf.batch(), T = clf.seq_len(), K = clf.head_layout().K;
+  std::vector<int32_t> tokens(B * T), lengths(B), labels(B, 0);
+  std::vector<float> weights(B, 0.0f);
+  for (size_t at = 0; at < which.size(); at += static_cast<size_t>(B)) {
+    const int64_t count = std::min<int64_t>(B, static_cast<int64_t>(which.size() - at));
+    std::fill(lengths.begin(), lengths.end(), 0);
+    for (int64_t b = 0; b < count; ++b)
+      put_row(tokens.data(), lengths.data(), b, T, rows[which[at + b]]);
+    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
+    for (int64_t b = 0; b < count; ++b) got(which[at + b], clf.probabilities() + b * K);
+  }
+}
+
 // --- Checkpoints.
 
 void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,

@@ -6,6 +6,7 @@
 //
 // The head's parameters live in a flat buffer of their own: norm (C), weight (K, C), bias (K).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,12 @@ class Classifier {
   std::vector<int32_t> len_, lab_;
   std::vector<float> w_, y_, rstd_, pooled_, probs_, dy_, dx_;
 };
+
+// The classifier's probabilities (K) for rows[i] of each i in `which`, batch() rows a forward:
+// got(i, probabilities), in the order of `which`.
+void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>& head,
+             const std::vector<std::vector<int32_t>>& rows, const std::vector<int64_t>& which,
+             const std::function<void(int64_t, const float*)>& got);
 
 // Tokens of a text as the classifier reads it: <s>, then the text's tokens, cut to T.
 std::vector<int32_t> classifier_tokens(const std::vector<int32_t>& text_ids, int32_t bos,

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "data/loader.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
 #include "finetune/metrics.h"
@@ -65,25 +66,13 @@ struct RunResult {
 // Predictions for every example of `split`, each rank taking examples rank, rank + ranks, ...
 Confusion evaluate(Classifier& clf, const Model& m, const Split& split, int classes,
                    comm::Group& world) {
-  const int64_t n = static_cast<int64_t>(split.rows.size()), B = clf.batch(), T = clf.seq_len();
+  const int64_t n = static_cast<int64_t>(split.rows.size());
   const int R = world.size(), r = world.rank();
   std::vector<int64_t> pred(static_cast<size_t>(n), 0);
-  std::vector<int32_t> tokens(B * T), lengths(B), labels(B, 0);
-  std::vector<float> weights(B, 0.0f);
   std::vector<int64_t> mine;
   for (int64_t i = r; i < n; i += R) mine.push_back(i);
-  for (size_t at = 0; at < mine.size(); at += static_cast<size_t>(B)) {
-    const int64_t rows = std::min<int64_t>(B, static_cast<int64_t>(mine.size() - at));
-    std::fill(lengths.begin(), lengths.end(), 0);
-    for (int64_t b = 0; b < rows; ++b)
-      put_row(tokens.data(), lengths.data(), b, T, split.rows[mine[at + b]]);
-    clf.forward(*m.body, m.head, tokens.data(), lengths.data(), labels.data(), weights.data(),
-                false);
-    for (int64_t b = 0; b < rows; ++b) {
-      const float* p = clf.probabilities() + b * classes;
-      pred[mine[at + b]] = std::max_element(p, p + classes) - p;
-    }
-  }
+  predict(clf, *m.body, m.head, split.rows, mine,
+          [&](int64_t i, const float* p) { pred[i] = std::max_element(p, p + classes) - p; });
   world.all_reduce(pred.data(), n, comm::DataType::I64);
   return Confusion(split.labels, std::vector<int>(pred.begin(), pred.end()), classes);
 }
@@ -128,10 +117,7 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
     for (int64_t j = r, b = 0; j < opt.batch; j += R, ++b) {
       const int64_t pos = (step - 1) * opt.batch + j, epoch = pos / n;
       if (epoch != perm_epoch) {  // the same permutation on every rank
-        std::iota(perm.begin(), perm.end(), 0);
-        std::mt19937_64 rng(opt.seed * 1000003 + static_cast<uint64_t>(epoch));
-        for (int64_t i = n - 1; i > 0; --i)  // Fisher-Yates, independent of the library
-          std::swap(perm[i], perm[rng() % static_cast<uint64_t>(i + 1)]);
+        seeded_permutation(perm, n, opt.seed * 1000003 + static_cast<uint64_t>(epoch));
         perm_epoch = epoch;
       }
       const int64_t idx = perm[pos % n];
@@ -325,38 +311,20 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
   const int64_t B =
       std::max<int64_t>(1, std::min<int64_t>(batch, std::max<size_t>(1, mine.size())));
   Classifier clf(layout, K, B, T);
-  std::vector<int32_t> tokens(B * T), lengths(B), labels(B, 0);
-  std::vector<float> weights(B, 0.0f);
   std::vector<std::pair<int64_t, std::string>> results;
-  for (size_t at = 0; at < mine.size(); at += static_cast<size_t>(B)) {
-    const int64_t count = std::min<int64_t>(B, static_cast<int64_t>(mine.size() - at));
-    std::fill(lengths.begin(), lengths.end(), 0);
-    for (int64_t b = 0; b < count; ++b)
-      put_row(tokens.data(), lengths.data(), b, T, rows[mine[at + b]]);
-    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
-    for (int64_t b = 0; b < count; ++b) {
-      const float* p = clf.probabilities() + b * K;
-      const int64_t i = mine[at + b];
-      nlohmann::json probs = nlohmann::json::object();
-      for (int k = 0; k < K; ++k) probs[meta.labels[k]] = p[k];
-      const nlohmann::json j = {{"line", i + 1},
-                                {"text", lines[i]},
-                                {"label", meta.labels[std::max_element(p, p + K) - p]},
-                                {"probabilities", probs}};
-      results.emplace_back(i, j.dump());
-    }
-  }
-  const std::vector<std::string> all = gather_in_order(world, results, n);
-  std::exception_ptr error;
+  predict(clf, body, head, rows, mine, [&](int64_t i, const float* p) {
+    nlohmann::json probs = nlohmann::json::object();
+    for (int k = 0; k < K; ++k) probs[meta.labels[k]] = p[k];
+    const nlohmann::json j = {{"line", i + 1},
+                              {"text", lines[i]},
+                              {"label", meta.labels[std::max_element(p, p + K) - p]},
+                              {"probabilities", probs}};
+    results.emplace_back(i, j.dump());
+  });
+  write_lines_from_rank0(world, gather_in_order(world, results, n), out_file);
   if (world.rank() == 0)
-    io::guarded(error, [&] {
-      std::string text;
-      for (const std::string& s : all) text += s + "\n";
-      write_file_atomically(out_file, text);
-      std::printf("classified %lld lines on %d rank(s) with %s: wrote %s\n",
-                  static_cast<long long>(n), world.size(), dir.c_str(), out_file.c_str());
-    });
-  io::agree_on_failure(world, error);
+    std::printf("classified %lld lines on %d rank(s) with %s: wrote %s\n",
+                static_cast<long long>(n), world.size(), dir.c_str(), out_file.c_str());
 }
 
 }  // namespace parallama::finetune

@@ -2,14 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <set>
-#include <sstream>
 
+#include "data/prepare.h"
 #include "io/json_depth.h"
 #include "tensor/error.h"
-#include "tensor/utf8.h"
 
 namespace parallama {
 
@@ -23,23 +21,14 @@ bool blank(const std::string& s) {
 
 std::vector<Prompt> read_prompts(const std::string& path) {
   if (std::filesystem::is_directory(path)) throw Error(path + " is a directory, not a prompt file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read prompt file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string all = ss.str();
-  if (all.rfind("\xEF\xBB\xBF", 0) == 0) all.erase(0, 3);  // a byte-order mark
-  if (const size_t bad = first_invalid_utf8(all); bad != std::string::npos)
-    throw Error(path + ": not UTF-8 text (byte offset " + std::to_string(bad) + ")");
-  if (all.find('\0') != std::string::npos) throw Error(path + ": a binary file, not prompts");
+  std::vector<int64_t> numbers;
+  const std::vector<std::string> lines = read_text_lines(path, &numbers, true);
   std::vector<Prompt> out;
   std::optional<bool> jsonl;
   std::set<std::string> ids;
-  std::istringstream lines(all);
-  std::string line;
-  for (int64_t n = 1; std::getline(lines, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (blank(line)) continue;
+  for (size_t k = 0; k < lines.size(); ++k) {
+    const std::string& line = lines[k];
+    const int64_t n = numbers[k];
     const std::string where = path + ":" + std::to_string(n) + ": ";
     if (!jsonl) jsonl = line[line.find_first_not_of(" \t")] == '{';
     Prompt p;

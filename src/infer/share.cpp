@@ -4,6 +4,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "io/checkpoint.h"
+#include "io/param_io.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -61,6 +63,18 @@ std::vector<std::string> gather_in_order(comm::Group g,
     if (!seen[static_cast<size_t>(i)])
       throw Error("internal: no rank returned result " + std::to_string(i));
   return out;
+}
+
+void write_lines_from_rank0(comm::Group g, const std::vector<std::string>& lines,
+                            const std::string& path) {
+  std::exception_ptr error;
+  if (g.rank() == 0)
+    io::guarded(error, [&] {
+      std::string text;
+      for (const std::string& l : lines) text += l + "\n";
+      write_file_atomically(path, text);
+    });
+  io::agree_on_failure(g, error);
 }
 
 }  // namespace parallama

@@ -22,4 +22,9 @@ std::vector<std::string> gather_in_order(comm::Group g,
                                          const std::vector<std::pair<int64_t, std::string>>& mine,
                                          int64_t total);
 
+// Rank 0 of g writes `lines` (its own; the others' are not used), one per line, to `path`
+// through a temporary file. Every rank throws the Error if that fails.
+void write_lines_from_rank0(comm::Group g, const std::vector<std::string>& lines,
+                            const std::string& path);
+
 }  // namespace parallama

@@ -380,8 +380,8 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
                           const float* W, const Decoding* dec) {
   const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
-  const int64_t N = dec ? dec->rows : N_;      // rows: the batch's, or a decode call's
-  const bool adds_residual = tp_.rank() == 0;  // the residual enters the sum over ranks once
+  const int64_t N = dec ? dec->first->back() : N_;  // rows: the batch's, or a decode call's
+  const bool adds_residual = tp_.rank() == 0;       // the residual enters the sum over ranks once
   // y (N, C) = (rank 0: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the ranks:
   // the row-parallel GEMM and its forward all-reduce.
   auto row_parallel = [&](float* y, const float* residual, Op v, Op w, int64_t K) {
@@ -550,10 +550,9 @@ void Llama::cached_attention(const LayerActs& a, const Decoding& dec) {
   KVCache& kv = *dec.cache;
   const int64_t HD = H_ * D_, KVD = KVH_ * D_;
   const auto& segs = *dec.segments;
+  const auto& first = *dec.first;
   const auto n = static_cast<int64_t>(segs.size());
-  std::vector<int64_t> first(segs.size() + 1, 0);  // each segment's first row
   for (size_t g = 0; g < segs.size(); ++g) {
-    first[g + 1] = first[g] + segs[g].count;
     const int64_t past = kv.len_[static_cast<size_t>(segs[g].seq)];
     float *kc = kv.k(dec.layer, segs[g].seq), *vc = kv.v(dec.layer, segs[g].seq);
     for (int64_t r = 0; r < segs[g].count; ++r) {
@@ -584,6 +583,7 @@ const float* Llama::decode(const ParamBuffer& params, KVCache& kv,
     throw Error("internal: the KV cache was made for another model");
   const auto S = static_cast<int64_t>(segments.size());
   int64_t rows = 0;
+  std::vector<int64_t> first = {0};  // each segment's first row, then the rows in all
   std::vector<char> seen(static_cast<size_t>(kv.S_), 0);
   for (const DecodeSegment& g : segments) {
     if (g.seq < 0 || g.seq >= kv.S_ || seen[static_cast<size_t>(g.seq)] || g.count < 1)
@@ -594,6 +594,7 @@ const float* Llama::decode(const ParamBuffer& params, KVCache& kv,
       throw Error("context is full: " + std::to_string(kv.cap_) + " tokens (max_seq_len " +
                   std::to_string(cfg_.max_seq_len) + ")");
     rows += g.count;
+    first.push_back(rows);
   }
   if (S == 0) return nullptr;
   if (rows > N_)
@@ -629,14 +630,13 @@ const float* Llama::decode(const ParamBuffer& params, KVCache& kv,
   tp_reduce(s.res[0], rows * C_);
   const int nl = static_cast<int>(lp_.size());
   for (int i = 0; i < nl; ++i) {
-    const Decoding dec{&kv, &segments, rows, i};
+    const Decoding dec{&kv, &segments, &first, i};
     layer_forward(acts_of(s, i), lp_[i], s.res[i], s.res[i + 1], W, &dec);
   }
   // The head, for the last row of each segment only.
-  int64_t row = 0;
   for (int64_t g = 0; g < S; ++g) {
-    row += segments[static_cast<size_t>(g)].count;
-    std::memcpy(kv.hin_.data() + g * C_, s.res[nl] + (row - 1) * C_, C_ * sizeof(float));
+    const int64_t last = first[static_cast<size_t>(g) + 1] - 1;
+    std::memcpy(kv.hin_.data() + g * C_, s.res[nl] + last * C_, C_ * sizeof(float));
     kv.len_[static_cast<size_t>(segments[static_cast<size_t>(g)].seq)] +=
         segments[static_cast<size_t>(g)].count;
   }

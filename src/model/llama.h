@@ -186,7 +186,7 @@ class Llama {
   struct Decoding {  // one decode() call, as layer_forward sees it
     KVCache* cache;
     const std::vector<DecodeSegment>* segments;
-    int64_t rows;
+    const std::vector<int64_t>* first;  // each segment's first row, then the rows in all
     int layer;
   };
   struct Chunk {

@@ -74,7 +74,7 @@ TEST_F(PromptFile, BadFilesAreRefusedWithTheirLine) {
   EXPECT_NE(error("{\"prompt\": \"a\", \"id\": \"q\"}\n{\"prompt\": \"b\", \"id\": \"q\"}\n")
                 .find("p.txt:2: id \"q\" repeats"),
             std::string::npos);
-  EXPECT_NE(error("ok\n\xC3\x28\n").find("not UTF-8"), std::string::npos);
+  EXPECT_NE(error("ok\n\xC3\x28\n").find("not valid UTF-8"), std::string::npos);
   EXPECT_NE(error(std::string("a\0b\n", 4)).find("binary"), std::string::npos);
   EXPECT_THROW(read_prompts(file("missing.txt")), Error);
   EXPECT_THROW(read_prompts(dir_.string()), Error);
