@@ -38,7 +38,9 @@ took=$(/usr/bin/python3 -c "import time; print(f'{time.time() - $killed_at:.1f}'
 [ $rc -ne 0 ] || fail "job exited 0 after a rank was killed"
 /usr/bin/python3 -c "import sys; sys.exit(0 if $took < 30 else 1)" || fail "job took ${took}s to end"
 if [ "$signal" = STOP ]; then  # a stuck rank: its peers name the collective that timed out
-  grep -Eq "tensor-parallel [a-z_]+ #[0-9]+ did not complete within 10 s" err.txt out.txt ||
+  # Its tensor-parallel peer waits in a tensor-parallel collective or in one of its replica (the
+  # same ranks here, pp 1), whichever it reached first.
+  grep -Eq "(tensor-parallel|replica) [a-z_]+ #[0-9]+ did not complete within 10 s" err.txt out.txt ||
     fail "no message naming the operation: $(tail -5 err.txt)"
 else
   grep -Eq "signal 9|Killed|did not complete|never arrived" err.txt out.txt ||
