@@ -23,6 +23,21 @@ float row_sum_exp(const float* l, float mx, int64_t V) {
   return sum;
 }
 
+// d = (softmax − onehot(target)) · dloss over the columns [j0, j0 + V) of one row, given its
+// stats; 0 for an ignored row.
+void grad_piece(float* d, const float* l, int64_t V, const float* stats, int32_t target,
+                float dloss, int64_t j0) {
+  if (target == kIgnoreIndex) {
+    for (int64_t v = 0; v < V; ++v) d[v] = 0.0f;
+    return;
+  }
+  const float mx = stats[0], log_sum = stats[1];
+#pragma omp simd
+  for (int64_t v = 0; v < V; ++v) d[v] = vexp((l[v] - mx) - log_sum) * dloss;
+  const int64_t t = static_cast<int64_t>(target) - j0;
+  if (t >= 0 && t < V) d[t] -= dloss;
+}
+
 }  // namespace
 
 void cross_entropy_forward(float* losses, float* stats, const float* logits, const int32_t* targets,
@@ -43,19 +58,26 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
                             const int32_t* targets, float dloss, int64_t N, int64_t V, int64_t v0) {
   prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const float* l = logits + n * V;
-    float* d = dlogits + n * V;
-    if (targets[n] == kIgnoreIndex) {
-      for (int64_t v = 0; v < V; ++v) d[v] = 0.0f;
-      continue;
-    }
-    const float mx = stats[2 * n], log_sum = stats[2 * n + 1];
-#pragma omp simd
-    for (int64_t v = 0; v < V; ++v) d[v] = vexp((l[v] - mx) - log_sum) * dloss;
-    const int64_t t = static_cast<int64_t>(targets[n]) - v0;
-    if (t >= 0 && t < V) d[t] -= dloss;
-  }
+  for (int64_t n = 0; n < N; ++n)
+    grad_piece(dlogits + n * V, logits + n * V, V, stats + 2 * n, targets[n], dloss, v0);
+}
+
+uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
+                                      const int32_t* targets, float dloss, int64_t N, int64_t V,
+                                      int64_t v0) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
+  // The gradient of a piece in fp32 on the stack, then rounded: the logits are read once and the
+  // 16-bit gradient written once.
+  return narrow_in_place(logits, N, V,
+                         [&](int64_t n, int64_t j0, uint16_t* out, const float* l, int64_t cols) {
+                           constexpr int64_t kStage = 1024;
+                           alignas(64) float d[kStage];
+                           for (int64_t j = 0; j < cols; j += kStage) {
+                             const int64_t m = std::min(kStage, cols - j);
+                             grad_piece(d, l + j, m, stats + 2 * n, targets[n], dloss, v0 + j0 + j);
+                             to_lowp_serial(t, out + j, d, m);
+                           }
+                         });
 }
 
 void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {

@@ -3,6 +3,8 @@
 // the backward writes (softmax − one-hot) · dloss straight over the logits.
 #include <cstdint>
 
+#include "kernels/matmul.h"
+
 namespace parallama::kernels {
 
 constexpr int32_t kIgnoreIndex = -100;  // targets equal to this contribute no loss and no gradient
@@ -19,6 +21,13 @@ void cross_entropy_forward(float* losses, float* stats, const float* logits, con
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
                             const int32_t* targets, float dloss, int64_t N, int64_t V,
                             int64_t v0 = 0);
+
+// cross_entropy_backward then to_lowp_in_place, in one pass over the logits: the gradient, with
+// the same fp32 values, rounded to t and written over the first half of the logits' bytes,
+// which it returns as (N, V) 16-bit values.
+uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
+                                      const int32_t* targets, float dloss, int64_t N, int64_t V,
+                                      int64_t v0 = 0);
 
 // Vocabulary-parallel cross-entropy in three local steps around two reductions over the ranks
 // that share the vocabulary; no rank ever holds a whole row of logits (N, V):

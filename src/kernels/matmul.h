@@ -1,7 +1,9 @@
 #pragma once
 // Matrix multiplies through oneDNN. Row-major throughout. Weights follow the Hugging Face
 // convention (out_features, in_features), so a linear layer is y = x · wᵀ.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace parallama::kernels {
 
@@ -35,6 +37,34 @@ void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n);
 // A dense rows × cols fp32 matrix rounded to 16 bits in place: returns buf as 16-bit values,
 // rows × cols, dense (the first half of buf's bytes). No memory beside it.
 uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols);
+// dst[i] = src[i] rounded, on the calling thread alone.
+void to_lowp_serial(LowP t, uint16_t* dst, const float* src, int64_t n);
+
+// The walk behind to_lowp_in_place, for kernels that fuse their own work into the rounding:
+// piece(r, j, out, in, n) reads the fp32 values of row r, columns [j, j + n), at in and writes
+// their n 16-bit values at out.
+// 16-bit row r lands on the bytes of fp32 rows up to r / 2, so row 0 goes alone, in pieces of
+// kPiece copied out before they are written over; then rows [a, 2a) in parallel: they write over
+// fp32 rows [a / 2, a), all done already. Returns buf as a dense rows × cols 16-bit matrix.
+template <class Piece>
+uint16_t* narrow_in_place(float* buf, int64_t rows, int64_t cols, Piece&& piece) {
+  constexpr int64_t kPiece = 1024;
+  uint16_t* out = reinterpret_cast<uint16_t*>(buf);
+  if (rows > 0) {
+    alignas(64) float in[kPiece];
+    for (int64_t j = 0; j < cols; j += kPiece) {
+      const int64_t n = std::min(kPiece, cols - j);
+      std::memcpy(in, buf + j, n * sizeof(float));
+      piece(int64_t{0}, j, out + j, in, n);
+    }
+  }
+  for (int64_t a = 1; a < rows; a *= 2) {
+    const int64_t end = std::min(rows, 2 * a);
+#pragma omp parallel for schedule(static) if (end - a > 1)
+    for (int64_t r = a; r < end; ++r) piece(r, int64_t{0}, out + r * cols, buf + r * cols, cols);
+  }
+  return out;
+}
 
 // c (M, N) = op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in fp32.
 void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,

@@ -468,12 +468,15 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
 
   if (ch.head) {
     prof::PartScope part(prof::Part::head);
-    cross_entropy_backward(s.logits, s.logits, s.ce_stats, s.targets.data(), grad_scale, N_, V_,
-                           v0_);  // in place
+    // The logits' gradient, in place; mixed precision: rounded to 16 bits in the same pass.
+    const int32_t* tg = s.targets.data();
+    Op dlogits{s.logits, nullptr};
+    if (lowp_)
+      dlogits = {nullptr, cross_entropy_backward_lowp(lp_type_, s.logits, s.ce_stats, tg,
+                                                      grad_scale, N_, V_, v0_)};
+    else
+      cross_entropy_backward(s.logits, s.logits, s.ce_stats, tg, grad_scale, N_, V_, v0_);
     // The head is column-parallel over the vocabulary.
-    // Mixed precision: the logits' gradient rounded to 16 bits in place.
-    const Op dlogits =
-        lowp_ ? Op{nullptr, to_lowp_in_place(lp_type_, s.logits, N_, V_)} : Op{s.logits, nullptr};
     column_parallel_backward(dln_, G + off_head_, dlogits, {s.lnf, s.lnfh}, weight(off_head_, W),
                              C_, V_);
     rmsnorm_backward(dres_, G + off_norm_, dln_, s.res.back(), W + off_norm_, s.rstdf, N_, C_);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 
+#include "kernels/cross_entropy.h"
 #include "kernels/matmul.h"
 #include "model/llama.h"
 #include "tensor/bf16.h"
@@ -47,8 +48,17 @@ TEST(Precision, ConversionsRoundToNearestEvenAndFp16Overflows) {
   // Below fp16's smallest subnormal (2^-24), values vanish: what loss scaling prevents.
   EXPECT_EQ(round_trip(LowP::f16, 2e-8f), 0.0f);
   EXPECT_EQ(round_trip(LowP::f16, std::ldexp(1.0f, -24)), std::ldexp(1.0f, -24));
-  // The vector paths agree with the scalar ones at every length and offset.
-  const auto x = randn(1037, 5, 300.0f);
+  // The vector paths agree with the scalar ones at every length and offset, also on subnormals
+  // (which the CPU's own bf16 conversion would take as zero), infinities and NaN.
+  auto x = randn(1037, 5, 300.0f);
+  const float specials[] = {std::numeric_limits<float>::denorm_min(),
+                            -3e-39f,
+                            1e-45f * 77,
+                            std::numeric_limits<float>::infinity(),
+                            -0.0f,
+                            std::numeric_limits<float>::quiet_NaN(),
+                            1.17549435e-38f};
+  for (size_t i = 0; i < std::size(specials); ++i) x[40 + 67 * i] = specials[i];
   for (LowP t : {LowP::bf16, LowP::f16}) {
     std::vector<uint16_t> h(x.size());
     kernels::to_lowp(t, h.data(), x.data(), static_cast<int64_t>(x.size()));
@@ -57,6 +67,32 @@ TEST(Precision, ConversionsRoundToNearestEvenAndFp16Overflows) {
       kernels::to_lowp(t, &one, &x[i], 1);
       ASSERT_EQ(one, h[i]) << kernels::lowp_name(t) << " at " << i;
     }
+  }
+}
+
+// The loss's backward fused with the rounding of its gradient gives the bits of the two passes
+// one after the other, on rows of a width that is no multiple of the kernel's pieces, with an
+// ignored row and a vocabulary-parallel column offset (targets outside this rank's columns).
+TEST(Precision, FusedLossGradientRoundingEqualsTheTwoPasses) {
+  const int64_t N = 7, V = 2500, v0 = 1000;
+  const auto logits = randn(N * V, 11, 4.0f);
+  const std::vector<int32_t> targets = {1000, 3499, kernels::kIgnoreIndex, 2001, 17, 1500, 4000};
+  std::vector<float> losses(N), stats(2 * N);
+  kernels::cross_entropy_forward(losses.data(), stats.data(), logits.data(), targets.data(), N, V);
+  for (LowP t : {LowP::bf16, LowP::f16}) {
+    std::vector<float> two = logits, fused = logits;
+    kernels::cross_entropy_backward(two.data(), two.data(), stats.data(), targets.data(), 0.37f, N,
+                                    V, v0);
+    const uint16_t* want = kernels::to_lowp_in_place(t, two.data(), N, V);
+    const uint16_t* got = kernels::cross_entropy_backward_lowp(t, fused.data(), stats.data(),
+                                                               targets.data(), 0.37f, N, V, v0);
+    ASSERT_EQ(static_cast<const void*>(got), static_cast<const void*>(fused.data()));
+    for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(got[i], want[i]) << lowp_name(t) << " at " << i;
+    // The ignored row is zero, the target's column holds p − 1 (negative) times dloss.
+    for (int64_t v = 0; v < V; ++v) ASSERT_EQ(got[2 * V + v], 0);
+    float g;
+    kernels::from_lowp(t, &g, got + 0 * V + 0, 1);
+    EXPECT_LT(g, 0.0f);
   }
 }
 
