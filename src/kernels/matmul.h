@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 namespace parallama::kernels {
 
@@ -65,6 +66,29 @@ uint16_t* narrow_in_place(float* buf, int64_t rows, int64_t cols, Piece&& piece)
   }
   return out;
 }
+
+// A bf16 GEMM c (M, N) = a (M, K) · op(b) (+ c when accumulating) whose b is a weight, kept
+// in the blocked layout oneDNN's kernel reads fastest (its choice for these shapes): a weight is
+// multiplied many times between updates, so it is rearranged once per update and every product
+// skips the rearranging the plain layout costs inside the kernel. Same arguments as gemm_lp.
+class PackedGemm {
+ public:
+  PackedGemm(bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+             bool accumulate);
+  ~PackedGemm();
+  PackedGemm(const PackedGemm&) = delete;
+  PackedGemm& operator=(const PackedGemm&) = delete;
+  bool matches(bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+               bool accumulate) const;
+  // Takes b's values (bf16, laid out as gemm_lp takes them) into the packed copy.
+  void pack(const uint16_t* b);
+  void run(const uint16_t* a, float* c) const;
+  int64_t bytes() const;  // of the packed copy
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // c (M, N) = op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in fp32.
 void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,

@@ -178,6 +178,75 @@ uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols) {
                          });
 }
 
+struct PackedGemm::Impl {
+  bool trans_b, accumulate;
+  int64_t M, N, K, lda, ldb, ldc;
+  dnnl::matmul prim;
+  memory::desc a, b_plain, c;
+  memory b_packed;
+  dnnl::reorder repack;
+};
+
+PackedGemm::PackedGemm(bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                       int64_t ldc, bool accumulate)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& p = *impl_;
+  p.trans_b = trans_b, p.accumulate = accumulate;
+  p.M = M, p.N = N, p.K = K, p.lda = lda, p.ldb = ldb, p.ldc = ldc;
+  const auto bf16 = memory::data_type::bf16;
+  p.a = memory::desc({M, K}, bf16, memory::dims{lda, 1});
+  p.b_plain = memory::desc({K, N}, bf16, trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1});
+  p.c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+  const memory::desc b_any({K, N}, bf16, memory::format_tag::any);
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, b_any, p.c), attr, engine());
+    p.prim = dnnl::matmul(pd);
+    p.b_packed = memory(pd.weights_desc(), engine());
+    p.repack = dnnl::reorder(
+        dnnl::reorder::primitive_desc(engine(), p.b_plain, engine(), pd.weights_desc()));
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("oneDNN has no packed bf16 matmul for M=") + std::to_string(M) +
+                " N=" + std::to_string(N) + " K=" + std::to_string(K) + ": " + e.what());
+  }
+}
+
+PackedGemm::~PackedGemm() = default;
+
+bool PackedGemm::matches(bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                         int64_t ldc, bool accumulate) const {
+  const Impl& p = *impl_;
+  return p.trans_b == trans_b && p.M == M && p.N == N && p.K == K && p.lda == lda && p.ldb == ldb &&
+         p.ldc == ldc && p.accumulate == accumulate;
+}
+
+void PackedGemm::pack(const uint16_t* b) {
+  prof::KindScope scope(prof::Kind::convert);
+  static dnnl::stream stream(engine());
+  memory plain(impl_->b_plain, engine(), const_cast<uint16_t*>(b));
+  impl_->repack.execute(stream, plain, impl_->b_packed);
+  stream.wait();
+}
+
+void PackedGemm::run(const uint16_t* a, float* c) const {
+  prof::KindScope scope(prof::Kind::gemm_lp);
+  static dnnl::stream stream(engine());
+  memory am(impl_->a, engine(), const_cast<uint16_t*>(a));
+  memory cm(impl_->c, engine(), c);
+  impl_->prim.execute(
+      stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, impl_->b_packed}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+int64_t PackedGemm::bytes() const {
+  return static_cast<int64_t>(impl_->b_packed.get_desc().get_size());
+}
+
 void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
              int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (M == 0 || N == 0) return;

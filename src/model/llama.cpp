@@ -176,9 +176,16 @@ void Llama::take_layer(LayerActs& a, Take&& take, bool attention) const {
 
 void Llama::mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b,
                int64_t ldb, float beta, float* c, int64_t ldc) const {
-  if (lowp_)
+  if (lowp_ && lp_type_ == LowP::bf16 && b.weight >= 0 && !ta) {
+    Packed& p = packed_[{b.weight, tb}];
+    const bool acc = beta != 0.0f;
+    if (!p.gemm || !p.gemm->matches(tb, M, N, K, lda, ldb, ldc, acc))
+      p.gemm = std::make_unique<PackedGemm>(tb, M, N, K, lda, ldb, ldc, acc), p.version = ~0ull;
+    if (p.version != weights_version_) p.gemm->pack(b.h), p.version = weights_version_;
+    p.gemm->run(a.h, c);
+  } else if (lowp_) {
     gemm_lp(lp_type_, ta, tb, M, N, K, a.h, lda, b.h, ldb, beta, c, ldc);
-  else
+  } else
     gemm(ta, tb, M, N, K, 1.0f, a.f, lda, b.f, ldb, beta, c, ldc);
 }
 
@@ -188,7 +195,7 @@ void Llama::linear_grads(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int
 }
 
 Llama::Op Llama::weight(int64_t offset, const float* W) const {
-  return lowp_ ? Op{nullptr, wlp_.data() + offset} : Op{W + offset, nullptr};
+  return lowp_ ? Op{nullptr, wlp_.data() + offset, offset} : Op{W + offset, nullptr};
 }
 
 Llama::Op Llama::operand(const float* x, int64_t n, uint16_t* into) const {
@@ -206,6 +213,7 @@ void Llama::refresh_weights(const ParamBuffer& params) {
     copy(p.wgu, 2 * F_ * C_), copy(p.wdown, C_ * F_);
   }
   if (off_head_ >= 0) copy(off_head_, V_ * C_);
+  ++weights_version_;  // every packed copy is now stale
 }
 
 Llama::Slot& Llama::acquire(int c, int micro) {

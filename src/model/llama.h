@@ -19,6 +19,7 @@
 // activations and returns its output, and the caller moves them.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -178,6 +179,7 @@ class Llama {
   struct Op {
     const float* f = nullptr;
     const uint16_t* h = nullptr;
+    int64_t weight = -1;  // a whole weight's offset in the parameters (bf16: multiplied packed)
     Op at(int64_t off) const { return {f ? f + off : nullptr, h ? h + off : nullptr}; }
   };
   struct LayerParams {  // offsets into a ParamBuffer
@@ -242,6 +244,14 @@ class Llama {
   bool lowp_ = false;
   kernels::LowP lp_type_ = kernels::LowP::bf16;
   std::vector<uint16_t> wlp_;  // mixed precision: 16-bit weights at the parameters' offsets
+  // bf16: each weight's GEMMs (forward: transposed, input gradient: not) with the weight packed,
+  // repacked on first use after each refresh of wlp_.
+  struct Packed {
+    std::unique_ptr<kernels::PackedGemm> gemm;
+    uint64_t version = 0;
+  };
+  mutable std::map<std::pair<int64_t, bool>, Packed> packed_;
+  uint64_t weights_version_ = 0;
   uint16_t *xh_ = nullptr, *dyh_ = nullptr;  // mixed precision: 16-bit operand scratch
   float* tmp_ = nullptr;                     // mixed precision: fp32 before rounding
   LayerActs shared_{};                       // recompute: one layer's dropped activations
