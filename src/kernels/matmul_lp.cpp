@@ -89,6 +89,24 @@ dnnl::engine& engine() {
   return e;
 }
 
+// c (M, N) = a (M, K) · b (K, N) in bf16, summed in fp32, added to c when accumulating.
+dnnl::matmul::primitive_desc matmul_desc(const memory::desc& a, const memory::desc& b,
+                                         const memory::desc& c, bool accumulate) {
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine());
+  } catch (const dnnl::error& e) {
+    const memory::dims ad = a.dims();
+    throw Error(std::string("oneDNN has no bf16 matmul for M=") + std::to_string(ad[0]) + " N=" +
+                std::to_string(c.dims()[1]) + " K=" + std::to_string(ad[1]) + ": " + e.what());
+  }
+}
+
 // oneDNN matmul primitives are costly to create: one per shape, kept.
 struct Plan {
   dnnl::matmul prim;
@@ -109,19 +127,7 @@ const Plan& plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   p.a = memory::desc({M, K}, bf16, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
   p.b = memory::desc({K, N}, bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   p.c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-  dnnl::primitive_attr attr;
-  if (accumulate) {
-    dnnl::post_ops ops;
-    ops.append_sum(1.0f);
-    attr.set_post_ops(ops);
-  }
-  try {
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), attr, engine());
-    p.prim = dnnl::matmul(pd);
-  } catch (const dnnl::error& e) {
-    throw Error(std::string("oneDNN has no bf16 matmul for M=") + std::to_string(M) +
-                " N=" + std::to_string(N) + " K=" + std::to_string(K) + ": " + e.what());
-  }
+  p.prim = dnnl::matmul(matmul_desc(p.a, p.b, p.c, accumulate));
   return plans.emplace(key, std::move(p)).first->second;
 }
 
@@ -198,21 +204,15 @@ PackedGemm::PackedGemm(bool trans_b, int64_t M, int64_t N, int64_t K, int64_t ld
   p.b_plain = memory::desc({K, N}, bf16, trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   p.c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
   const memory::desc b_any({K, N}, bf16, memory::format_tag::any);
-  dnnl::primitive_attr attr;
-  if (accumulate) {
-    dnnl::post_ops ops;
-    ops.append_sum(1.0f);
-    attr.set_post_ops(ops);
-  }
+  const dnnl::matmul::primitive_desc pd = matmul_desc(p.a, b_any, p.c, accumulate);
+  p.prim = dnnl::matmul(pd);
+  p.b_packed = memory(pd.weights_desc(), engine());
   try {
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, b_any, p.c), attr, engine());
-    p.prim = dnnl::matmul(pd);
-    p.b_packed = memory(pd.weights_desc(), engine());
     p.repack = dnnl::reorder(
         dnnl::reorder::primitive_desc(engine(), p.b_plain, engine(), pd.weights_desc()));
   } catch (const dnnl::error& e) {
-    throw Error(std::string("oneDNN has no packed bf16 matmul for M=") + std::to_string(M) +
-                " N=" + std::to_string(N) + " K=" + std::to_string(K) + ": " + e.what());
+    throw Error(std::string("oneDNN cannot pack a bf16 weight for K=") + std::to_string(K) +
+                " N=" + std::to_string(N) + ": " + e.what());
   }
 }
 

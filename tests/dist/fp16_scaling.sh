@@ -74,9 +74,10 @@ PY
 # the last bit, and such a difference now and then tips a rounding to fp16 (2^-11); losses then
 # differ by up to about 2e-4 over 40 steps. The weights are not compared: AdamW turns the
 # rounding of a near-zero gradient (a rare token's embedding row) into a full step. The unscaled
-# gradient norm of every applied step is: it must agree within 2e-3 (measured up to 6.4e-4),
-# where unscaling by the wrong factor (the rank count, the micro-batch count, a stale scale) is
-# off by 2x or more.
+# gradient norm of every applied step is: it must agree within 1e-2 (measured up to 3.3e-3 at a
+# step whose norm spikes to three times its neighbours', which magnifies the layouts' rounding,
+# 1e-3 at the step after, the others within 1e-4), where unscaling by the wrong factor (the rank
+# count, the micro-batch count, a stale scale) is off by 2x or more.
 compare metrics dp2/metrics.jsonl a/metrics.jsonl --tol 3e-4 || fail "dp losses"
 /usr/bin/python3 - a/metrics.jsonl dp2/metrics.jsonl <<'PY' || fail "dp gradient norms"
 import json, sys
@@ -86,7 +87,7 @@ applied = [(x, y) for x, y in zip(a, b) if not x.get("skipped")]
 assert len(applied) >= 20, len(applied)
 worst = max(abs(x["grad_norm"] - y["grad_norm"]) / y["grad_norm"] for x, y in applied)
 print(f"{len(applied)} applied steps: unscaled gradient norms within {worst:.1e}")
-assert worst <= 2e-3
+assert worst <= 1e-2
 PY
 # Unscaled, the first step's gradient norm is fp32's up to fp16 rounding (2^-11 per operand).
 "$bin" "${run[@]}" --precision fp16 --train.steps 40 --train.out_dir f16 --stop-at 2 > /dev/null
