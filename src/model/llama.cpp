@@ -355,7 +355,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   if (ch.embedding) check_ids(tokens, false);
   if (ch.head) check_ids(targets, true);
   Slot& s = acquire(c, micro);
-  if (lowp_ && c == 0 && micro == 0) {            // the step's first forward
+  if (lowp_ && c == 0 && (micro == 0 || micro == kForwardOnly)) {  // a step's first forward
     prof::PartScope part(prof::Part::optimizer);  // the weights' copy: part of the update
     refresh_weights(params);
   }

@@ -123,6 +123,10 @@ class Llama {
   int num_chunks() const { return static_cast<int>(chunks_.size()); }
   bool chunk_has_embedding(int c) const { return chunks_[c].embedding; }
   bool chunk_has_head(int c) const { return chunks_[c].head; }
+  // The micro-batch id of a forward-only pass (evaluation). Mixed precision takes its 16-bit
+  // copy of the weights at chunk 0 of micro-batch 0 (a step's first forward) and of this id: an
+  // evaluation sees the weights as they are, not as the last step's forward saw them.
+  static constexpr int kForwardOnly = 1 << 20;
   // tokens, targets (B, T) of the micro-batch; in (N, C): the previous chunk's output (unused by
   // the embedding chunk). Keeps the activations until backward_chunk(c, micro). Returns the
   // output (N, C), valid until then, or nullptr for the head chunk, whose loss_sum() and

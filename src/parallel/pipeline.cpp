@@ -13,9 +13,9 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-constexpr int kStampFloats = 4;      // micro-batch, virtual stage, direction, payload size
-constexpr int kPostAhead = 4;        // receives posted before the actions that need them
-constexpr int kEvalMicro = 1 << 20;  // the micro-batch id of forward-only batches
+constexpr int kStampFloats = 4;  // micro-batch, virtual stage, direction, payload size
+constexpr int kPostAhead = 4;    // receives posted before the actions that need them
+constexpr int kEvalMicro = Llama::kForwardOnly;  // the micro-batch id of forward-only batches
 
 }  // namespace
 

@@ -5,8 +5,8 @@
 # the last bits, and such a difference now and then tips a rounding to bf16 (2^-9 relative); over
 # 10 steps that stays below 1e-3 of the loss. A wrong slice of the 16-bit weight copy, an
 # unrefreshed copy, or a gradient block of the tensor-parallel backward taken from the wrong
-# columns is off by far more. Also: the same layouts in fp16, and bf16 with bf16 gradient
-# reduction.
+# columns is off by far more. Also: the same layouts in fp16, bf16 with bf16 gradient
+# reduction, and evaluation at pp 2.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400 --train.steps 11
@@ -31,6 +31,14 @@ dp2 2 --dp 2 --train.batch_size 4
 dp2tp2 4 --dp 2 --tp 2 --train.batch_size 4
 LAYOUTS
 done
+# Evaluation under pipeline parallelism takes the 16-bit weights as they are after each step: a
+# validation loss every step, at a learning rate where one step moves it by about 3%, equals one
+# process's (a copy left from the step's forward gives the previous step's loss).
+fast=(--train.steps 4 --train.val_every 1 --optim.warmup_steps 0 --precision bf16)
+"$bin" "${run[@]}" "${fast[@]}" --train.out_dir val_one > /dev/null
+mpi 2 "${run[@]}" "${fast[@]}" --pp 2 --train.micro_batches 2 --train.batch_size 4 \
+  --train.out_dir val_pp2 > /dev/null
+compare metrics val_pp2/metrics.jsonl val_one/metrics.jsonl --tol 1e-3 || fail "pp 2 evaluation"
 mpi 2 "${run[@]}" --precision bf16 --dp 2 --train.batch_size 4 --parallel.reduce_dtype bf16 \
   --train.out_dir dp2_bf16_reduce --resume seed/step-1 > /dev/null
 compare metrics dp2_bf16_reduce/metrics.jsonl one_bf16/metrics.jsonl --tol 2e-3 ||
