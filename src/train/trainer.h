@@ -15,7 +15,7 @@ struct TrainOptions {
   // A checkpoint directory, a run directory (its latest checkpoint), or "auto" (train.out_dir's
   // latest checkpoint, or a fresh start when it has none); "" = start fresh (see train/run_dir.h).
   std::string resume;
-  bool force = false;   // start fresh even where train.out_dir holds another run's checkpoints
+  bool force = false;  // start fresh even where train.out_dir holds another run's checkpoints
   // A fresh start from this checkpoint's weights (a pretrained or converted model): fine-tuning.
   // The optimizer, step and data position start anew. Ignored when a checkpoint is resumed.
   std::string init;
