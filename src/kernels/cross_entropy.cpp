@@ -1,6 +1,7 @@
 #include "kernels/cross_entropy.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/vec_math.h"
 #include "tensor/profile.h"
@@ -24,60 +25,92 @@ float row_sum_exp(const float* l, float mx, int64_t V) {
 }
 
 // d = (softmax − onehot(target)) · dloss over the columns [j0, j0 + V) of one row, given its
-// stats; 0 for an ignored row.
+// stats; 0 for an ignored row. l holds the logits, or with exps their exp(logit − m).
 void grad_piece(float* d, const float* l, int64_t V, const float* stats, int32_t target,
-                float dloss, int64_t j0) {
+                float dloss, int64_t j0, bool exps) {
   if (target == kIgnoreIndex) {
     for (int64_t v = 0; v < V; ++v) d[v] = 0.0f;
     return;
   }
   const float mx = stats[0], log_sum = stats[1];
+  if (exps) {
+    const float f = std::exp(-log_sum) * dloss;  // 1 / Σ exp(logit − m), times dloss
 #pragma omp simd
-  for (int64_t v = 0; v < V; ++v) d[v] = vexp((l[v] - mx) - log_sum) * dloss;
+    for (int64_t v = 0; v < V; ++v) d[v] = l[v] * f;
+  } else {
+#pragma omp simd
+    for (int64_t v = 0; v < V; ++v) d[v] = vexp((l[v] - mx) - log_sum) * dloss;
+  }
   const int64_t t = static_cast<int64_t>(target) - j0;
   if (t >= 0 && t < V) d[t] -= dloss;
+}
+
+// Loss and stats of each row; with Write, exp(logit − m) also goes over the logits. A row of
+// logits stays in cache between its two passes.
+template <bool Write>
+void forward_rows(float* losses, float* stats,
+                  std::conditional_t<Write, float, const float>* logits, const int32_t* targets,
+                  int64_t N, int64_t V) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    auto* l = logits + n * V;
+    const float mx = row_max(l, V);
+    const float target_logit = targets[n] == kIgnoreIndex ? 0.0f : l[targets[n]];  // before
+    float sum = 0.0f;
+    if constexpr (Write) {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t v = 0; v < V; ++v) {
+        l[v] = vexp(l[v] - mx);
+        sum += l[v];
+      }
+    } else {
+      sum = row_sum_exp(l, mx, V);
+    }
+    const float log_sum = std::log(sum);
+    stats[2 * n] = mx;
+    stats[2 * n + 1] = log_sum;
+    losses[n] = targets[n] == kIgnoreIndex ? 0.0f : log_sum + (mx - target_logit);
+  }
 }
 
 }  // namespace
 
 void cross_entropy_forward(float* losses, float* stats, const float* logits, const int32_t* targets,
                            int64_t N, int64_t V) {
-  prof::KindScope scope(prof::Kind::cross_entropy);
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const float* l = logits + n * V;
-    const float mx = row_max(l, V);
-    const float log_sum = std::log(row_sum_exp(l, mx, V));
-    stats[2 * n] = mx;
-    stats[2 * n + 1] = log_sum;
-    losses[n] = targets[n] == kIgnoreIndex ? 0.0f : log_sum + (mx - l[targets[n]]);
-  }
+  forward_rows<false>(losses, stats, logits, targets, N, V);
+}
+
+void cross_entropy_forward_exps(float* losses, float* stats, float* logits, const int32_t* targets,
+                                int64_t N, int64_t V) {
+  forward_rows<true>(losses, stats, logits, targets, N, V);
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
-                            const int32_t* targets, float dloss, int64_t N, int64_t V, int64_t v0) {
+                            const int32_t* targets, float dloss, int64_t N, int64_t V, int64_t v0,
+                            bool exps) {
   prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
-    grad_piece(dlogits + n * V, logits + n * V, V, stats + 2 * n, targets[n], dloss, v0);
+    grad_piece(dlogits + n * V, logits + n * V, V, stats + 2 * n, targets[n], dloss, v0, exps);
 }
 
 uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
-                                      int64_t v0) {
+                                      int64_t v0, bool exps) {
   prof::KindScope scope(prof::Kind::cross_entropy);
   // The gradient of a piece in fp32 on the stack, then rounded: the logits are read once and the
   // 16-bit gradient written once.
-  return narrow_in_place(logits, N, V,
-                         [&](int64_t n, int64_t j0, uint16_t* out, const float* l, int64_t cols) {
-                           constexpr int64_t kStage = 1024;
-                           alignas(64) float d[kStage];
-                           for (int64_t j = 0; j < cols; j += kStage) {
-                             const int64_t m = std::min(kStage, cols - j);
-                             grad_piece(d, l + j, m, stats + 2 * n, targets[n], dloss, v0 + j0 + j);
-                             to_lowp_serial(t, out + j, d, m);
-                           }
-                         });
+  return narrow_in_place(
+      logits, N, V, [&](int64_t n, int64_t j0, uint16_t* out, const float* l, int64_t cols) {
+        constexpr int64_t kStage = 1024;
+        alignas(64) float d[kStage];
+        for (int64_t j = 0; j < cols; j += kStage) {
+          const int64_t m = std::min(kStage, cols - j);
+          grad_piece(d, l + j, m, stats + 2 * n, targets[n], dloss, v0 + j0 + j, exps);
+          to_lowp_serial(t, out + j, d, m);
+        }
+      });
 }
 
 void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {

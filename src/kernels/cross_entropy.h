@@ -15,19 +15,26 @@ constexpr int32_t kIgnoreIndex = -100;  // targets equal to this contribute no l
 void cross_entropy_forward(float* losses, float* stats, const float* logits, const int32_t* targets,
                            int64_t N, int64_t V);
 
+// cross_entropy_forward for a pass that backward follows: it also writes exp(logit − m) over the
+// logits, each computed once, so that the backward takes them with exps = true and needs no
+// exponential of its own (the loss's exponentials are the larger part of its time).
+void cross_entropy_forward_exps(float* losses, float* stats, float* logits, const int32_t* targets,
+                                int64_t N, int64_t V);
+
 // dlogits (N, V) = (softmax(logits) − onehot(target)) · dloss, 0 for ignored rows.
 // dlogits may be the same memory as logits. With a vocabulary-parallel split, logits (N, Vl) are
-// the columns [v0, v0 + Vl) and stats come from cross_entropy_finish.
+// the columns [v0, v0 + Vl) and stats come from cross_entropy_finish. exps: logits holds what
+// cross_entropy_forward_exps left there.
 void cross_entropy_backward(float* dlogits, const float* logits, const float* stats,
                             const int32_t* targets, float dloss, int64_t N, int64_t V,
-                            int64_t v0 = 0);
+                            int64_t v0 = 0, bool exps = false);
 
 // cross_entropy_backward then to_lowp_in_place, in one pass over the logits: the gradient, with
 // the same fp32 values, rounded to t and written over the first half of the logits' bytes,
 // which it returns as (N, V) 16-bit values.
 uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
-                                      int64_t v0 = 0);
+                                      int64_t v0 = 0, bool exps = false);
 
 // Vocabulary-parallel cross-entropy in three local steps around two reductions over the ranks
 // that share the vocabulary; no rank ever holds a whole row of logits (N, V):

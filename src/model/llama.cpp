@@ -36,6 +36,7 @@ struct Llama::Slot {
   float *lnf = nullptr, *rstdf = nullptr, *logits = nullptr, *ce_stats = nullptr /* (N, 2) */;
   uint16_t* lnfh = nullptr;  // mixed precision: the final norm's output in 16 bits (lnf null)
   float *ce_part = nullptr /* (N, 2) */, *ce_max = nullptr, *losses = nullptr;
+  bool exps = false;  // logits holds exp(logit − max) from cross_entropy_forward_exps
   std::vector<int32_t> tokens, targets;
 };
 
@@ -335,12 +336,13 @@ void Llama::check_ids(const int32_t* ids, bool targets) const {
   }
 }
 
-float Llama::forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets) {
+float Llama::forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets,
+                     bool backward_follows) {
   if (num_chunks() != 1 || !chunks_[0].embedding || !chunks_[0].head)
     throw Error("internal: forward() runs a whole model; a pipeline stage runs forward_chunk()");
   for (auto& s : slots_[0])  // a forward without backward (evaluation) leaves its slot behind
     if (s->micro == 0) release(*s);
-  forward_chunk(params, 0, 0, tokens, targets, nullptr);
+  run_chunk(params, 0, 0, tokens, targets, nullptr, !backward_follows);
   return valid_ ? static_cast<float>(loss_sum_ / valid_) : 0.0f;
 }
 
@@ -351,6 +353,11 @@ void Llama::backward(const ParamBuffer& params, ParamBuffer& grads, float grad_s
 
 const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
                                   const int32_t* tokens, const int32_t* targets, const float* in) {
+  return run_chunk(params, c, micro, tokens, targets, in, micro == kForwardOnly);
+}
+
+const float* Llama::run_chunk(const ParamBuffer& params, int c, int micro, const int32_t* tokens,
+                              const int32_t* targets, const float* in, bool keep_logits) {
   const Chunk& ch = chunks_[c];
   if (ch.embedding) check_ids(tokens, false);
   if (ch.head) check_ids(targets, true);
@@ -373,7 +380,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
     layer_forward(acts_of(s, i), lp_[ch.first + i], s.res[i], s.res[i + 1], W);
   if (!ch.head) return s.res[ch.last - ch.first];
   prof::PartScope part(prof::Part::head);
-  head_forward(s, W);
+  head_forward(s, W, keep_logits);
   return nullptr;
 }
 
@@ -436,13 +443,16 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   if (out) row_parallel(out, a.res_mid, act, weight(p.wdown, W), F_);
 }
 
-void Llama::head_forward(Slot& s, const float* W) {
+void Llama::head_forward(Slot& s, const float* W, bool keep_logits) {
   float* lnf = lowp_ ? tmp_ : s.lnf;
   rmsnorm_forward(lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
   if (lowp_) to_lowp(lp_type_, s.lnfh, lnf, N_ * C_);
   // (N, V/tp): this rank's columns
   mm(false, true, N_, V_, C_, {s.lnf, s.lnfh}, C_, weight(off_head_, W), C_, 0.0f, s.logits, V_);
-  if (tp_.size() == 1) {
+  s.exps = tp_.size() == 1 && !keep_logits;
+  if (s.exps) {  // the backward's softmax without exponentials of its own
+    cross_entropy_forward_exps(s.losses, s.ce_stats, s.logits, s.targets.data(), N_, V_);
+  } else if (tp_.size() == 1) {
     cross_entropy_forward(s.losses, s.ce_stats, s.logits, s.targets.data(), N_, V_);
   } else {  // vocabulary-parallel: row maxima, then sums of exponentials and target logits
     cross_entropy_local_max(s.ce_max, s.logits, N_, V_);
@@ -481,9 +491,9 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     Op dlogits{s.logits, nullptr};
     if (lowp_)
       dlogits = {nullptr, cross_entropy_backward_lowp(lp_type_, s.logits, s.ce_stats, tg,
-                                                      grad_scale, N_, V_, v0_)};
+                                                      grad_scale, N_, V_, v0_, s.exps)};
     else
-      cross_entropy_backward(s.logits, s.logits, s.ce_stats, tg, grad_scale, N_, V_, v0_);
+      cross_entropy_backward(s.logits, s.logits, s.ce_stats, tg, grad_scale, N_, V_, v0_, s.exps);
     // The head is column-parallel over the vocabulary.
     column_parallel_backward(dln_, G + off_head_, dlogits, {s.lnf, s.lnfh}, weight(off_head_, W),
                              C_, V_);

@@ -109,7 +109,10 @@ class Llama {
   // --- The whole model on this rank (one chunk holding the embedding and the head).
   // tokens, targets (B, T); targets may hold kernels::kIgnoreIndex. Returns the mean loss over
   // the targets that are not ignored. Throws Error for an id outside the vocabulary.
-  float forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets);
+  // backward_follows: a training pass, whose logits() are then not kept (the loss leaves its
+  // exponentials there for backward); otherwise backward may still follow, a little slower.
+  float forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* targets,
+                bool backward_follows = false);
   // grads += ∂(Σ losses · grad_scale)/∂params, for the batch of the last forward. Use
   // grad_scale = 1 / valid_targets() for the gradient of the mean loss; gradient accumulation
   // over micro-batches passes 1 / (valid targets of all of them).
@@ -155,7 +158,9 @@ class Llama {
   int64_t max_rows() const { return N_; }
 
   // (B, T, V/tp) logits of the last forward of the head chunk (micro-batch 0 for forward()):
-  // this rank's vocabulary columns [shard.vocab_begin, + V/tp); overwritten by backward.
+  // this rank's vocabulary columns [shard.vocab_begin, + V/tp); overwritten by backward. Kept
+  // only by forward-only passes: forward() without backward_follows, or micro-batch
+  // kForwardOnly.
   const float* logits() const;
   int64_t valid_targets() const { return valid_; }
   double loss_sum() const { return loss_sum_; }
@@ -219,7 +224,10 @@ class Llama {
   Op operand(const float* x, int64_t n, uint16_t* into) const;
   // Mixed precision: the 16-bit copy of the GEMM weights, from params.
   void refresh_weights(const ParamBuffer& params);
-  void head_forward(Slot& s, const float* W);
+  void head_forward(Slot& s, const float* W, bool keep_logits);
+  // forward_chunk; keep_logits: leave logits() as they are (the loss then reads them only).
+  const float* run_chunk(const ParamBuffer& params, int c, int micro, const int32_t* tokens,
+                         const int32_t* targets, const float* in, bool keep_logits);
   // Layer forward from x into a; out (N, C) = the layer's output when given (else stops after
   // the MLP activation: all that backward needs).
   // dec: a decode() call (its rows, positions and cache) instead of the (B, T) batch.

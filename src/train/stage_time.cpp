@@ -29,7 +29,7 @@ StageCosts measure_stage_costs(const RunConfig& cfg, comm::Group& group) {
     const bool was = prof::enabled();
     for (int s = -1; s < kSteps; ++s) {
       if (s == 0) prof::enable(true), prof::reset();  // after one warm-up step
-      model.forward(params, tokens.data(), targets.data());
+      model.forward(params, tokens.data(), targets.data(), true);
       model.backward(params, grads, scale);
     }
     const prof::Report r = prof::report();

@@ -137,7 +137,7 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
   }
   double loss_sum = 0.0;
   for (int k = 0; k < micro; ++k) {
-    model.forward(params, tokens + k * BT, targets + k * BT);
+    model.forward(params, tokens + k * BT, targets + k * BT, true);
     loss_sum += model.loss_sum();
     if (k + 1 < micro) {
       model.backward(params, grads, scale);  // accumulate locally

@@ -77,8 +77,11 @@ int main(int argc, char** argv) {
   std::ofstream(dir + "/batch.json") << j.dump(1) << "\n";
 
   Llama model(layout, B, T, {}, Recompute::none, precision);
+  // The logits from a forward-only pass; the gradient from a training pass, whose forward
+  // leaves the loss's exponentials for backward in place of the logits.
   const float loss = model.forward(params, tokens.data(), targets.data());
   std::vector<float> logits(model.logits(), model.logits() + B * T * V);
+  model.forward(params, tokens.data(), targets.data(), true);
   model.backward(params, grads, 1.0f / static_cast<float>(model.valid_targets()));
 
   ParamBuffer grads0(layout);
@@ -86,7 +89,7 @@ int main(int argc, char** argv) {
   Optimizer opt(layout, oc);
   for (int step = 0; step < 3; ++step) {
     grads.zero();
-    model.forward(params, tokens.data(), targets.data());
+    model.forward(params, tokens.data(), targets.data(), true);
     model.backward(params, grads, 1.0f / static_cast<float>(model.valid_targets()));
     opt.step(params, grads, oc.lr);
   }

@@ -55,6 +55,39 @@ TEST(CrossEntropy, FastMatchesReferenceWithIgnoreIndex) {
   for (int64_t v = 0; v < V; ++v) EXPECT_EQ(d[1 * V + v], 0.0f);  // ignored row: no gradient
 }
 
+TEST(CrossEntropy, ForwardLeavingExponentialsGivesTheSameLossAndGradient) {
+  // The training forward writes exp(logit − max) over the logits, and its backward takes them
+  // instead of exponentials of its own: the same loss and stats, and the gradient of the
+  // double-precision reference, in fp32 and rounded to 16 bits.
+  const int64_t N = 9, V = 37;
+  auto logits = randn(N * V, 62, 4.0f);
+  std::vector<int32_t> tgt = {3, kernels::kIgnoreIndex, 36, 0, 5, 5, kernels::kIgnoreIndex, 9, 1};
+  std::vector<float> loss(N), stats(2 * N), loss2(N), stats2(2 * N);
+  kernels::cross_entropy_forward(loss.data(), stats.data(), logits.data(), tgt.data(), N, V);
+  std::vector<float> e = logits;
+  kernels::cross_entropy_forward_exps(loss2.data(), stats2.data(), e.data(), tgt.data(), N, V);
+  EXPECT_EQ(loss, loss2);
+  EXPECT_EQ(stats, stats2);
+  for (int64_t i = 0; i < N * V; ++i)
+    ASSERT_NEAR(e[i], std::exp(double(logits[i]) - stats[2 * (i / V)]), 1e-6) << i;
+  auto ld = to_double(logits);
+  std::vector<double> lr(N), dr(N * V);
+  ref::cross_entropy_forward(lr.data(), ld.data(), tgt.data(), N, V);
+  ref::cross_entropy_backward(dr.data(), ld.data(), tgt.data(), 0.125, N, V);
+  std::vector<float> d = e;
+  kernels::cross_entropy_backward(d.data(), d.data(), stats2.data(), tgt.data(), 0.125f, N, V, 0,
+                                  true);
+  EXPECT_LT(rel_err(d, dr), 1e-6);
+  for (int64_t v = 0; v < V; ++v) EXPECT_EQ(d[1 * V + v], 0.0f);
+  // 16 bits: each value is the fp32 gradient of the exponentials' path, rounded
+  std::vector<float> f = e;
+  const uint16_t* h = kernels::cross_entropy_backward_lowp(
+      kernels::LowP::bf16, f.data(), stats2.data(), tgt.data(), 0.125f, N, V, 0, true);
+  std::vector<uint16_t> want(N * V);
+  kernels::to_lowp(kernels::LowP::bf16, want.data(), d.data(), N * V);
+  for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(h[i], want[i]) << i;
+}
+
 TEST(CrossEntropy, StableForHugeLogits) {
   const int64_t N = 2, V = 5;
   std::vector<float> logits = {1000, 999, 998, -1000, 0, -3e4f, -3e4f + 1, -3e4f, -3e4f, -3e4f};
