@@ -302,18 +302,25 @@ void Llama::tp_reduce(float* x, int64_t n, comm::ReduceOp op) {
 void Llama::column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I,
                                      int64_t O) {
   mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I);  // dx (N, I) = dy · w
+  // The weight gradient dw (O, I) += dyᵀ · x in blocks of its rows: oneDNN reads dyᵀ faster a few
+  // thousand rows at a time (bench15m's head, 32000 rows: 25% less time in bf16, 10% in fp32,
+  // measured alone). With tensor parallelism, MPI gets the chance to progress the sum of dx
+  // between blocks.
+  constexpr int64_t kRows = 4096;
+  const int64_t blocks = std::max<int64_t>(tp_.size() > 1 ? 4 : 1, (O + kRows - 1) / kRows);
+  const int64_t block = (O + blocks - 1) / blocks;
+  auto dw_rows = [&](int64_t o0) {
+    mm(true, false, std::min(block, O - o0), I, N_, dy.at(o0), O, x, I, 1.0f, dw + o0 * I, I);
+  };
   if (tp_.size() == 1) {
-    mm(true, false, O, I, N_, dy, O, x, I, 1.0f, dw, I);  // dw (O, I) += dyᵀ · x
+    for (int64_t o0 = 0; o0 < O; o0 += block) dw_rows(o0);
     return;
   }
   const double t0 = now();
   comm::Request req = tp_.iall_reduce(dx, N_ * I);
   double done_at = 0;
-  // The weight gradient in blocks of its rows; between blocks, MPI gets the chance to progress
-  // the sum.
-  const int64_t block = (O + 3) / 4;
   for (int64_t o0 = 0; o0 < O; o0 += block) {
-    mm(true, false, std::min(block, O - o0), I, N_, dy.at(o0), O, x, I, 1.0f, dw + o0 * I, I);
+    dw_rows(o0);
     if (done_at == 0 && req.test()) done_at = now();
   }
   const double t1 = now();
