@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/flash_rows.h"
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
 #include "tensor/error.h"
@@ -11,15 +12,10 @@
 
 namespace parallama::kernels {
 
-namespace {
-
-// Work goes in tiles of kBlock query rows × kBlock keys: the tile's products (scores, p · v and
-// the gradient products) are small GEMMs, each run single-threaded inside its task, and the
-// softmax is applied between them; per-thread scratch is O(kBlock · (kBlock + D)) plus O(T).
-// Query and key blocks share one grid, so only a diagonal tile needs the causal mask.
-constexpr int64_t kBlock = 64;
-
-}  // namespace
+// The tiles' products (scores, p · v and the gradient products) are small GEMMs, each run
+// single-threaded inside its task, and the softmax is applied between them; per-thread scratch
+// is O(kBlock · (kBlock + D)) plus O(T).
+using flash::kBlock;
 
 void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                              const AttnDims& d) {
@@ -58,26 +54,14 @@ void flash_attention_forward(float* out, float* lse, const float* q, const float
             gemm(false, true, n, nk, D, scale, qi, d.ldq, kh + j0 * d.ldkv, d.ldkv, 0.0f, s,
                  kBlock);
             for (int64_t r = 0; r < n; ++r) {
-              float* sr = s + r * kBlock;
               // keys visible to this row (every row sees the first tile's key 0)
               const int64_t je = masked ? std::clamp<int64_t>(P + i0 + r + 1 - j0, 0, nk) : nk;
-              float mx = m[r];
-#pragma omp simd reduction(max : mx)
-              for (int64_t j = 0; j < je; ++j) mx = sr[j] > mx ? sr[j] : mx;
-              float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-              for (int64_t j = 0; j < je; ++j) {
-                sr[j] = vexp(sr[j] - mx);
-                sum += sr[j];
-              }
-              for (int64_t j = je; j < nk; ++j) sr[j] = 0.0f;
-              const float alpha = vexp(m[r] - mx);  // 0 on the first block (m = −∞)
+              const float alpha =
+                  flash::online_softmax_row(s + r * kBlock, je, nk, 1.0f, m[r], l[r]);
               if (alpha != 1.0f) {
                 float* a = acc + r * D;
                 for (int64_t x = 0; x < D; ++x) a[x] *= alpha;
               }
-              l[r] = l[r] * alpha + sum;
-              m[r] = mx;
             }
             // acc (n, D) += p (n, nk) · v_block (nk, D)
             gemm(false, false, n, D, nk, 1.0f, s, kBlock, vh + j0 * d.ldkv, d.ldkv, 1.0f, acc, D);
@@ -147,18 +131,9 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout
                    0.0f, p, kBlock);
               gemm(false, true, n, nk, D, 1.0f, goh + i0 * H * D, H * D, vh + j0 * d.ldkv, d.ldkv,
                    0.0f, ds, kBlock);
-              for (int64_t r = 0; r < n; ++r) {
-                float* pr = p + r * kBlock;
-                float* dsr = ds + r * kBlock;
-                const int64_t je = diagonal ? r + 1 : nk;
-                const float li = lh[i0 + r], di = delta[i0 + r];
-#pragma omp simd
-                for (int64_t j = 0; j < je; ++j) {
-                  pr[j] = vexp(pr[j] - li);
-                  dsr[j] = pr[j] * (dsr[j] - di) * scale;  // d(score before scaling)
-                }
-                for (int64_t j = je; j < nk; ++j) pr[j] = dsr[j] = 0.0f;
-              }
+              for (int64_t r = 0; r < n; ++r)
+                flash::softmax_grad_row(p + r * kBlock, ds + r * kBlock, 0, diagonal ? r + 1 : nk,
+                                        nk, 1.0f, lh + i0 + r, delta + i0 + r, 0, scale);
               // dv_block += pᵀ · dout_block, dk_block += dsᵀ · q_block, dq_block += ds · k_block
               gemm(true, false, nk, D, n, 1.0f, p, kBlock, goh + i0 * H * D, H * D, 1.0f,
                    dvh + j0 * d.ldkv, d.ldkv);

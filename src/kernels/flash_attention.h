@@ -21,4 +21,15 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout
                               const float* lse, const float* q, const float* k, const float* v,
                               const AttnDims& d);
 
+// The same two passes with the tile products in bf16 (fp32 sums), for mixed precision: q, k, v,
+// dout and each tile's probabilities and score gradients are rounded to bf16 as they enter a
+// product; the softmax, lse, and the outputs and gradients stay fp32. Same arguments, results
+// independent of the thread count; past must be 0. Only where the CPU has AVX-512 BF16:
+bool flash_attention_bf16_available();
+void flash_attention_forward_bf16(float* out, float* lse, const float* q, const float* k,
+                                  const float* v, const AttnDims& d);
+void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
+                                   const float* out, const float* lse, const float* q,
+                                   const float* k, const float* v, const AttnDims& d);
+
 }  // namespace parallama::kernels

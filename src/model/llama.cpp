@@ -81,7 +81,8 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
       recompute_(recompute),
       precision_(precision),
       lowp_(precision != Precision::fp32),
-      lp_type_(precision == Precision::fp16 ? LowP::f16 : LowP::bf16) {
+      lp_type_(precision == Precision::fp16 ? LowP::f16 : LowP::bf16),
+      attn_bf16_(precision == Precision::bf16 && flash_attention_bf16_available()) {
   const ModelShard& shard = layout.shard();
   if (shard.tp_size != tp_.size() || shard.tp_rank != tp_.rank())
     throw Error("internal: the model shard is tensor-parallel rank " +
@@ -400,8 +401,7 @@ Llama::LayerActs Llama::acts_of(const Slot& s, int i) const {
 
 void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float* x, float* out,
                           const float* W, const Decoding* dec) {
-  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
-  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  const int64_t HD = H_ * D_;
   const int64_t N = dec ? dec->first->back() : N_;  // rows: the batch's, or a decode call's
   const bool adds_residual = tp_.rank() == 0;       // the residual enters the sum over ranks once
   // y (N, C) = (rank 0: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the ranks:
@@ -435,7 +435,7 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   } else {
     rope_forward(a.qkv, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_forward(a.qkv + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
-    flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+    attention_forward(a);
   }
   // res_mid = x + attn · Woᵀ
   row_parallel(a.res_mid, x, operand(a.atty, N * HD, xh_), weight(p.wo, W), HD);
@@ -448,6 +448,21 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   mm(false, true, N, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
   const Op act = keep(a.act, a.acth, N * F_, [&](float* y) { swiglu_forward(y, a.gu, N, F_); });
   if (out) row_parallel(out, a.res_mid, act, weight(p.wdown, W), F_);
+}
+
+void Llama::attention_forward(const LayerActs& a) const {
+  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
+  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  (attn_bf16_ ? flash_attention_forward_bf16 : flash_attention_forward)(
+      a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+}
+
+void Llama::attention_backward(const LayerActs& a) const {
+  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
+  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  (attn_bf16_ ? flash_attention_backward_bf16 : flash_attention_backward)(
+      dqkv_, dqkv_ + HD, dqkv_ + HD + KVD, datty_, a.atty, a.lse, a.qkv, a.qkv + HD,
+      a.qkv + HD + KVD, ad);
 }
 
 void Llama::head_forward(Slot& s, const float* W, bool keep_logits) {
@@ -488,8 +503,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
   Slot& s = find(c, micro);
   const float* W = params.data();
   float* G = grads.data();
-  const AttnDims ad{B_, T_, H_, KVH_, D_, QKV_, QKV_};
-  const int64_t HD = H_ * D_, KVD = KVH_ * D_;
+  const int64_t HD = H_ * D_;
 
   if (ch.head) {
     prof::PartScope part(prof::Part::head);
@@ -518,7 +532,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
       layer_forward(a, p, s.res[i], nullptr, W);
     std::optional<prof::PartScope> part(prof::Part::attention);
     if (recompute_ == Recompute::attention)  // the attention output and its lse again
-      flash_attention_forward(a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+      attention_forward(a);
     part.reset();
     part.emplace(prof::Part::mlp);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
@@ -534,8 +548,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     // res_mid = res[l] + atty · Woᵀ
     linear_grads(datty_, G + p.wo, operand(dres_, N_ * C_, dyh_), operand(a.atty, N_ * HD, xh_),
                  weight(p.wo, W), HD, C_);
-    flash_attention_backward(dqkv_, dqkv_ + HD, dqkv_ + HD + KVD, datty_, a.atty, a.lse, a.qkv,
-                             a.qkv + HD, a.qkv + HD + KVD, ad);
+    attention_backward(a);
     rope_backward(dqkv_, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     column_parallel_backward(dln_, G + p.wqkv, operand(dqkv_, N_ * QKV_, dyh_), {a.ln1, a.ln1h},

@@ -225,6 +225,9 @@ class Llama {
   // Mixed precision: the 16-bit copy of the GEMM weights, from params.
   void refresh_weights(const ParamBuffer& params);
   void head_forward(Slot& s, const float* W, bool keep_logits);
+  // The training attention of one layer (flash_attention.h), in fp32 or with bf16 tiles.
+  void attention_forward(const LayerActs& a) const;
+  void attention_backward(const LayerActs& a) const;
   // forward_chunk; keep_logits: leave logits() as they are (the loss then reads them only).
   const float* run_chunk(const ParamBuffer& params, int c, int micro, const int32_t* tokens,
                          const int32_t* targets, const float* in, bool keep_logits);
@@ -255,6 +258,7 @@ class Llama {
   Precision precision_;
   bool lowp_ = false;
   kernels::LowP lp_type_ = kernels::LowP::bf16;
+  bool attn_bf16_ = false;  // bf16: the attention's tile products in bf16 (where the CPU has them)
   std::vector<uint16_t> wlp_;  // mixed precision: 16-bit weights at the parameters' offsets
   // bf16: each weight's GEMMs (forward: transposed, input gradient: not) with the weight packed,
   // repacked on first use after each refresh of wlp_.

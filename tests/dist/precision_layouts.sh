@@ -12,6 +12,10 @@ prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400 --train.steps 11
      --train.val_every 0 --train.ckpt_every 0 --optim.warmup_steps 3 --train.batch_size 8)
 "$bin" "${run[@]}" --train.out_dir seed --stop-at 1 > /dev/null
+# bf16 also rounds each attention tile's probabilities and score gradients to bf16 (on CPUs
+# with AVX-512 BF16), so more roundings can tip: worst parameter error measured 6.5e-3 (dp2tp2;
+# 2.7e-3 with fp32 tiles), while the losses still agree within 2e-4.
+declare -A param_tol=([bf16]=1e-2 [fp16]=5e-3)
 for p in bf16 fp16; do
   "$bin" "${run[@]}" --precision $p --train.out_dir one_$p --resume seed/step-1 > /dev/null
   # layout: name ranks flags...
@@ -22,8 +26,8 @@ for p in bf16 fp16; do
       < /dev/null > "$out.log"  # mpirun would read the list of layouts
     grep -q "$np rank(s)\|mesh dp" "$out.log" || fail "$out did not run"
     compare metrics "$out/metrics.jsonl" "one_$p/metrics.jsonl" --norm --tol 1e-3 || fail "$out losses"
-    compare params "$out/step-11/model.safetensors" "one_$p/step-11/model.safetensors" --tol 5e-3 ||
-      fail "$out parameters"
+    compare params "$out/step-11/model.safetensors" "one_$p/step-11/model.safetensors" \
+      --tol "${param_tol[$p]}" || fail "$out parameters"
   done <<LAYOUTS
 tp2 2 --tp 2
 pp2 2 --pp 2 --train.micro_batches 2 --train.batch_size 4

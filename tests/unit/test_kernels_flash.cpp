@@ -9,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/flash_attention.h"
 #include "kernels/reference.h"
+#include "tensor/bf16.h"
 #include "test_util.h"
 
 namespace parallama {
@@ -131,16 +132,17 @@ struct Flash {
   std::vector<float> out, lse, grad;  // grad laid out like Inputs::buf
 };
 
-Flash run_flash(const Inputs& in, const std::vector<float>& dout) {
+Flash run_flash(const Inputs& in, const std::vector<float>& dout, bool bf16 = false) {
   const auto d = in.dims();
   Flash f;
   f.out.assign(in.s.B * in.s.T * in.s.H * in.s.D, 0.0f);
   f.lse.assign(in.s.B * in.s.H * in.s.T, 0.0f);
   f.grad.assign(in.buf.size(), 7.0f);  // overwritten where it belongs, untouched elsewhere
-  kernels::flash_attention_forward(f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d);
-  kernels::flash_attention_backward(f.grad.data() + in.qoff, f.grad.data() + in.koff,
-                                    f.grad.data() + in.voff, dout.data(), f.out.data(),
-                                    f.lse.data(), in.qp(), in.kp(), in.vp(), d);
+  auto forward = bf16 ? kernels::flash_attention_forward_bf16 : kernels::flash_attention_forward;
+  auto backward = bf16 ? kernels::flash_attention_backward_bf16 : kernels::flash_attention_backward;
+  forward(f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d);
+  backward(f.grad.data() + in.qoff, f.grad.data() + in.koff, f.grad.data() + in.voff, dout.data(),
+           f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d);
   return f;
 }
 
@@ -276,16 +278,64 @@ TEST(FlashAttention, SameBitsForAnyThreadCount) {
   Inputs in({2, 150, 6, 3, 20, true}, 400);
   const auto dout = randn(2 * 150 * 6 * 20, 401);
   const int keep = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const Flash one = run_flash(in, dout);
-  omp_set_num_threads(3);
-  const Flash three = run_flash(in, dout);
-  const Flash again = run_flash(in, dout);
-  omp_set_num_threads(keep);
-  EXPECT_EQ(one.out, three.out);
-  EXPECT_EQ(one.lse, three.lse);
-  EXPECT_EQ(one.grad, three.grad);
-  EXPECT_EQ(three.grad, again.grad);
+  for (bool bf16 : {false, true}) {
+    if (bf16 && !kernels::flash_attention_bf16_available()) continue;
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    omp_set_num_threads(1);
+    const Flash one = run_flash(in, dout, bf16);
+    omp_set_num_threads(3);
+    const Flash three = run_flash(in, dout, bf16);
+    const Flash again = run_flash(in, dout, bf16);
+    omp_set_num_threads(keep);
+    EXPECT_EQ(one.out, three.out);
+    EXPECT_EQ(one.lse, three.lse);
+    EXPECT_EQ(one.grad, three.grad);
+    EXPECT_EQ(three.grad, again.grad);
+  }
+}
+
+// The bf16 kernels against the double reference of the same inputs rounded to bf16: what is
+// left is the rounding of each tile's probabilities and score gradients to bf16 (relative 2⁻⁹
+// each) before their products, summed in fp32. The scores, and so lse, come from exact products
+// of bf16 values summed in fp32, as in fp32.
+TEST(FlashAttention, Bf16MatchesDoubleReferenceOfRoundedInputs) {
+  if (!kernels::flash_attention_bf16_available())
+    GTEST_SKIP() << "this CPU has no AVX-512 BF16; the model uses the fp32 tiles";
+  uint32_t seed = 600;
+  double worst_out = 0, worst_grad = 0;
+  for (const AttnShape& s : kShapes) {
+    SCOPED_TRACE(name(s));
+    Inputs in(s, seed++);
+    for (float& x : in.buf) x = bf16_to_float(float_to_bf16(x));
+    const int64_t HD = s.H * s.D, KD = s.KVH * s.D;
+    in.q = in.gather(in.buf, in.qoff, in.ldq, HD);
+    in.k = in.gather(in.buf, in.koff, in.ldkv, KD);
+    in.v = in.gather(in.buf, in.voff, in.ldkv, KD);
+    auto dout = randn(s.B * s.T * s.H * s.D, seed++);
+    for (float& x : dout) x = bf16_to_float(float_to_bf16(x));
+    const Flash f = run_flash(in, dout, true);
+    const Result r = reference(in, to_double(dout));
+    const double out_err = rel_err(f.out, r.out);
+    EXPECT_LT(out_err, 3e-3);
+    double lse_err = 0;
+    for (size_t i = 0; i < r.lse.size(); ++i)
+      lse_err = std::max(lse_err, std::abs(f.lse[i] - r.lse[i]) / (1.0 + std::abs(r.lse[i])));
+    EXPECT_LT(lse_err, 1e-5);
+    const double gq = grad_err(in.gather(f.grad, in.qoff, in.ldq, HD), r.dq);
+    const double gk = grad_err(in.gather(f.grad, in.koff, in.ldkv, KD), r.dk);
+    const double gv = grad_err(in.gather(f.grad, in.voff, in.ldkv, KD), r.dv);
+    EXPECT_LT(gq, 6e-3);
+    EXPECT_LT(gk, 6e-3);
+    EXPECT_LT(gv, 6e-3);
+    worst_out = std::max(worst_out, out_err);
+    worst_grad = std::max({worst_grad, gq, gk, gv});
+    const auto pad = in.padding();
+    int64_t touched = 0;
+    for (size_t i = 0; i < pad.size(); ++i) touched += pad[i] && f.grad[i] != 7.0f;
+    EXPECT_EQ(touched, 0);
+  }
+  std::printf("bf16 attention: worst relative error %.2e (out), %.2e (gradients)\n", worst_out,
+              worst_grad);
 }
 
 }  // namespace parallama
