@@ -84,6 +84,9 @@ class PackedGemm {
   void pack(const uint16_t* b);
   void run(const uint16_t* a, float* c) const;
   int64_t bytes() const;  // of the packed copy
+  // Whether pack() lays out a weight stored by rows itself (oneDNN's pairs-of-rows layouts, its
+  // choice on CPUs with AVX-512 BF16) rather than through oneDNN's slower reorder.
+  bool packs_pairs() const;
 
  private:
   struct Impl;
