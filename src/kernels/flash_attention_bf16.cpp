@@ -20,6 +20,7 @@
 #include "kernels/flash_attention.h"
 #include "kernels/flash_rows.h"
 #include "kernels/matmul.h"
+#include "kernels/pairs.h"
 #include "tensor/bf16.h"
 #include "tensor/error.h"
 #include "tensor/profile.h"
@@ -95,11 +96,15 @@ void dot(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* 
   }
 }
 
-// rows × cols fp32 (leading dimension ld) → bf16 rows of width w ≥ cols (zero past cols).
+// rows × cols fp32 (leading dimension ld) → bf16 rows of width w ≥ cols (zero past cols), each
+// value rounded to nearest even as float_to_bf16 does, inline (rows here are short).
 void rows_bf16(uint16_t* dst, int64_t w, const float* src, int64_t ld, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
-    to_lowp_serial(LowP::bf16, dst + r * w, src + r * ld, cols);
-    std::fill(dst + r * w + cols, dst + (r + 1) * w, uint16_t{0});
+    const float* x = src + r * ld;
+    uint16_t* y = dst + r * w;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) y[j] = float_to_bf16(x[j]);
+    std::fill(y + cols, y + w, uint16_t{0});
   }
 }
 
@@ -108,12 +113,8 @@ void rows_bf16(uint16_t* dst, int64_t w, const float* src, int64_t ld, int64_t r
 void pair_rows(uint16_t* out, const uint16_t* x, int64_t w, int64_t rows, int64_t pairs) {
   for (int64_t p = 0; p < pairs; ++p) {
     const uint16_t* r0 = x + 2 * p * w;
-    const bool has1 = 2 * p + 1 < rows, has0 = 2 * p < rows;
-    uint16_t* o = out + p * w * 2;
-    for (int64_t j = 0; j < w; ++j) {
-      o[2 * j] = has0 ? r0[j] : uint16_t{0};
-      o[2 * j + 1] = has1 ? r0[w + j] : uint16_t{0};
-    }
+    interleave(out + p * w * 2, 2 * p < rows ? r0 : nullptr, 2 * p + 1 < rows ? r0 + w : nullptr,
+               w);
   }
 }
 
