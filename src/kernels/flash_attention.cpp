@@ -111,15 +111,8 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout
           float* dqh = dq + b * T * d.ldq + h * D;
           const float* goh = dout + b * T * H * D + h * D;  // row t at goh + t·H·D
           const float* lh = lse + (b * H + h) * T;
-          for (int64_t t = 0; t < T; ++t) {
-            const float* go = goh + t * H * D;
-            const float* o = out + ((b * T + t) * H + h) * D;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int64_t x = 0; x < D; ++x) s += go[x] * o[x];
-            delta[t] = s;
-            std::fill(dqh + t * d.ldq, dqh + t * d.ldq + D, 0.0f);
-          }
+          flash::row_deltas(delta, goh, H * D, out + (b * T * H + h) * D, H * D, T, D);
+          for (int64_t t = 0; t < T; ++t) std::fill(dqh + t * d.ldq, dqh + t * d.ldq + D, 0.0f);
           // Key block outer: its k, v, dk, dv stay in cache while every later query block passes.
           for (int64_t j0 = 0; j0 < T; j0 += kBlock) {
             const int64_t nk = std::min(kBlock, T - j0);

@@ -127,6 +127,22 @@ void pair_cols(uint16_t* out, const uint16_t* x, int64_t rows, int64_t pairs, in
       std::memcpy(out + (p * ld + t) * 2, x + (t * pairs + p) * 2, 4);
 }
 
+// The padded sizes of the operands: D2 pairs of head dimensions, Dv and Tp rounded up to whole
+// 16-lane vectors, T2 pairs of positions (up to Tp), nvD vectors across Dv.
+struct Sizes {
+  int64_t D2, Dv, Tp, T2, nvD;
+  float scale;
+  explicit Sizes(const AttnDims& d)
+      : D2((d.D + 1) / 2),
+        Dv(round_up(d.D, 16)),
+        Tp(round_up(d.T, 16)),
+        T2(Tp / 2),
+        nvD(Dv / 16),
+        scale(1.0f / std::sqrt(static_cast<float>(d.D))) {
+    if (d.past != 0) throw Error("internal: the bf16 attention runs without a KV cache");
+  }
+};
+
 // Per-thread scratch that grows once and is reused by every later call.
 template <class T>
 T* grow(std::vector<T>& v, int64_t n) {
@@ -139,11 +155,10 @@ T* grow(std::vector<T>& v, int64_t n) {
 void flash_attention_forward_bf16(float* out, float* lse, const float* q, const float* k,
                                   const float* v, const AttnDims& d) {
   prof::KindScope scope(prof::Kind::attention);
-  if (d.past != 0) throw Error("internal: the bf16 attention runs without a KV cache");
+  const Sizes z(d);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
-  const int64_t D2 = (D + 1) / 2, Dv = round_up(D, 16), Tp = round_up(T, 16);
-  const int64_t T2 = Tp / 2, nvD = Dv / 16;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t D2 = z.D2, Dv = z.Dv, Tp = z.Tp, T2 = z.T2, nvD = z.nvD;
+  const float scale = z.scale;
 #pragma omp parallel
   {
     thread_local std::vector<uint16_t> hbuf;
@@ -206,11 +221,10 @@ void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float*
                                    const float* out, const float* lse, const float* q,
                                    const float* k, const float* v, const AttnDims& d) {
   prof::KindScope scope(prof::Kind::attention);
-  if (d.past != 0) throw Error("internal: the attention backward runs without a KV cache");
+  const Sizes z(d);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
-  const int64_t D2 = (D + 1) / 2, Dv = round_up(D, 16), Tp = round_up(T, 16);
-  const int64_t T2 = Tp / 2, nvD = Dv / 16;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t D2 = z.D2, Dv = z.Dv, Tp = z.Tp, T2 = z.T2, nvD = z.nvD;
+  const float scale = z.scale;
 #pragma omp parallel
   {
     thread_local std::vector<uint16_t> hbuf;
@@ -253,14 +267,7 @@ void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float*
           const float* qh = q + b * T * d.ldq + h * D;
           const float* goh = dout + b * T * H * D + h * D;  // row t at goh + t·H·D
           const float* lh = lse + (b * H + h) * T;
-          for (int64_t t = 0; t < T; ++t) {
-            const float* go = goh + t * H * D;
-            const float* o = out + ((b * T + t) * H + h) * D;
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t x = 0; x < D; ++x) sum += go[x] * o[x];
-            delta[t] = sum;
-          }
+          flash::row_deltas(delta, goh, H * D, out + (b * T * H + h) * D, H * D, T, D);
           rows_bf16(stage, W, qh, d.ldq, T, D);
           pair_cols(qp, stage, T, D2, Tp);
           rows_bf16(stage, Dv, qh, d.ldq, T, D);

@@ -49,4 +49,18 @@ inline void softmax_grad_row(float* p, float* ds, int64_t j0, int64_t j1, int64_
   for (int64_t j = j1; j < n; ++j) p[j] = ds[j] = 0.0f;
 }
 
+// delta[t] = Σ_x dout[t]·out[t] over the T rows of one head (rows at strides ld_dout, ld_out):
+// the softmax backward's row term.
+inline void row_deltas(float* delta, const float* dout, int64_t ld_dout, const float* out,
+                       int64_t ld_out, int64_t T, int64_t D) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* go = dout + t * ld_dout;
+    const float* o = out + t * ld_out;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t x = 0; x < D; ++x) s += go[x] * o[x];
+    delta[t] = s;
+  }
+}
+
 }  // namespace parallama::kernels::flash
