@@ -45,33 +45,50 @@ void grad_piece(float* d, const float* l, int64_t V, const float* stats, int32_t
   if (t >= 0 && t < V) d[t] -= dloss;
 }
 
-// Loss and stats of each row; with Write, exp(logit − m) also goes over the logits. A row of
-// logits stays in cache between its two passes.
+// grad_piece rounded to t in stages on the stack: the fp32 values are read once and the 16-bit
+// gradient written once.
+void grad_piece_lowp(LowP t, uint16_t* out, const float* l, int64_t cols, const float* stats,
+                     int32_t target, float dloss, int64_t j0, bool exps) {
+  constexpr int64_t kStage = 1024;
+  alignas(64) float d[kStage];
+  for (int64_t j = 0; j < cols; j += kStage) {
+    const int64_t m = std::min(kStage, cols - j);
+    grad_piece(d, l + j, m, stats, target, dloss, j0 + j, exps);
+    to_lowp_serial(t, out + j, d, m);
+  }
+}
+
+// Loss and stats of one row; with Write, exp(logit − m) also goes over the logits. The row stays
+// in cache between its two passes.
+template <bool Write>
+void forward_row(float* loss, float* stats, std::conditional_t<Write, float, const float>* l,
+                 int32_t target, int64_t V) {
+  const float mx = row_max(l, V);
+  const float target_logit = target == kIgnoreIndex ? 0.0f : l[target];  // before it is written
+  float sum = 0.0f;
+  if constexpr (Write) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t v = 0; v < V; ++v) {
+      l[v] = vexp(l[v] - mx);
+      sum += l[v];
+    }
+  } else {
+    sum = row_sum_exp(l, mx, V);
+  }
+  const float log_sum = std::log(sum);
+  stats[0] = mx;
+  stats[1] = log_sum;
+  *loss = target == kIgnoreIndex ? 0.0f : log_sum + (mx - target_logit);
+}
+
 template <bool Write>
 void forward_rows(float* losses, float* stats,
                   std::conditional_t<Write, float, const float>* logits, const int32_t* targets,
                   int64_t N, int64_t V) {
   prof::KindScope scope(prof::Kind::cross_entropy);
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    auto* l = logits + n * V;
-    const float mx = row_max(l, V);
-    const float target_logit = targets[n] == kIgnoreIndex ? 0.0f : l[targets[n]];  // before
-    float sum = 0.0f;
-    if constexpr (Write) {
-#pragma omp simd reduction(+ : sum)
-      for (int64_t v = 0; v < V; ++v) {
-        l[v] = vexp(l[v] - mx);
-        sum += l[v];
-      }
-    } else {
-      sum = row_sum_exp(l, mx, V);
-    }
-    const float log_sum = std::log(sum);
-    stats[2 * n] = mx;
-    stats[2 * n + 1] = log_sum;
-    losses[n] = targets[n] == kIgnoreIndex ? 0.0f : log_sum + (mx - target_logit);
-  }
+  for (int64_t n = 0; n < N; ++n)
+    forward_row<Write>(losses + n, stats + 2 * n, logits + n * V, targets[n], V);
 }
 
 }  // namespace
@@ -99,18 +116,20 @@ uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
                                       int64_t v0, bool exps) {
   prof::KindScope scope(prof::Kind::cross_entropy);
-  // The gradient of a piece in fp32 on the stack, then rounded: the logits are read once and the
-  // 16-bit gradient written once.
   return narrow_in_place(
       logits, N, V, [&](int64_t n, int64_t j0, uint16_t* out, const float* l, int64_t cols) {
-        constexpr int64_t kStage = 1024;
-        alignas(64) float d[kStage];
-        for (int64_t j = 0; j < cols; j += kStage) {
-          const int64_t m = std::min(kStage, cols - j);
-          grad_piece(d, l + j, m, stats + 2 * n, targets[n], dloss, v0 + j0 + j, exps);
-          to_lowp_serial(t, out + j, d, m);
-        }
+        grad_piece_lowp(t, out, l, cols, stats + 2 * n, targets[n], dloss, v0 + j0, exps);
       });
+}
+
+uint16_t* cross_entropy_forward_grad_lowp(LowP t, float* losses, float* stats, float* logits,
+                                          const int32_t* targets, int64_t N, int64_t V) {
+  prof::KindScope scope(prof::Kind::cross_entropy);
+  // Each row whole, while it is in cache: its stats and exponentials, then its gradient.
+  return narrow_rows_in_place(logits, N, V, [&](int64_t n, uint16_t* out, float* l) {
+    forward_row<true>(losses + n, stats + 2 * n, l, targets[n], V);
+    grad_piece_lowp(t, out, l, V, stats + 2 * n, targets[n], 1.0f, 0, true);
+  });
 }
 
 void cross_entropy_local_max(float* mx, const float* logits, int64_t N, int64_t Vl) {

@@ -36,6 +36,15 @@ uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
                                       int64_t v0 = 0, bool exps = false);
 
+// cross_entropy_forward_exps then cross_entropy_backward_lowp with dloss = 1, each row in one
+// visit: the training forward of mixed precision, whose backward multiplies by dloss inside its
+// matrix products. Writes the same losses and stats, and returns the first half of the logits'
+// bytes as (N, V) 16-bit values of softmax − onehot (0 for ignored rows), the same bits as the
+// two calls give. The logits are read once and the 16-bit gradient written once, where the two
+// calls read them twice and write them twice.
+uint16_t* cross_entropy_forward_grad_lowp(LowP t, float* losses, float* stats, float* logits,
+                                          const int32_t* targets, int64_t N, int64_t V);
+
 // Vocabulary-parallel cross-entropy in three local steps around two reductions over the ranks
 // that share the vocabulary; no rank ever holds a whole row of logits (N, V):
 //   cross_entropy_local_max   mx (N) = max over this rank's columns      → reduce with max

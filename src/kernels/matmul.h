@@ -41,12 +41,23 @@ uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols);
 // dst[i] = src[i] rounded, on the calling thread alone.
 void to_lowp_serial(LowP t, uint16_t* dst, const float* src, int64_t n);
 
+// 16-bit row r lands on the bytes of fp32 rows up to r / 2, so row 0 goes alone, before this;
+// then rows [a, 2a) go in parallel: they write over fp32 rows [a / 2, a), all done already.
+// row(r, out, in) gets row r's fp32 values at in, its own to write over, and its 16-bit row at out.
+template <class Row>
+void narrow_rows_after_first(float* buf, int64_t rows, int64_t cols, Row&& row) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(buf);
+  for (int64_t a = 1; a < rows; a *= 2) {
+    const int64_t end = std::min(rows, 2 * a);
+#pragma omp parallel for schedule(static) if (end - a > 1)
+    for (int64_t r = a; r < end; ++r) row(r, out + r * cols, buf + r * cols);
+  }
+}
+
 // The walk behind to_lowp_in_place, for kernels that fuse their own work into the rounding:
 // piece(r, j, out, in, n) reads the fp32 values of row r, columns [j, j + n), at in and writes
-// their n 16-bit values at out.
-// 16-bit row r lands on the bytes of fp32 rows up to r / 2, so row 0 goes alone, in pieces of
-// kPiece copied out before they are written over; then rows [a, 2a) in parallel: they write over
-// fp32 rows [a / 2, a), all done already. Returns buf as a dense rows × cols 16-bit matrix.
+// their n 16-bit values at out. Row 0 goes in pieces of kPiece copied out before they are
+// written over. Returns buf as a dense rows × cols 16-bit matrix.
 template <class Piece>
 uint16_t* narrow_in_place(float* buf, int64_t rows, int64_t cols, Piece&& piece) {
   constexpr int64_t kPiece = 1024;
@@ -59,11 +70,24 @@ uint16_t* narrow_in_place(float* buf, int64_t rows, int64_t cols, Piece&& piece)
       piece(int64_t{0}, j, out + j, in, n);
     }
   }
-  for (int64_t a = 1; a < rows; a *= 2) {
-    const int64_t end = std::min(rows, 2 * a);
-#pragma omp parallel for schedule(static) if (end - a > 1)
-    for (int64_t r = a; r < end; ++r) piece(r, int64_t{0}, out + r * cols, buf + r * cols, cols);
+  narrow_rows_after_first(buf, rows, cols, [&](int64_t r, uint16_t* o, float* in) {
+    piece(r, int64_t{0}, o, static_cast<const float*>(in), cols);
+  });
+  return out;
+}
+
+// narrow_in_place for kernels that need whole rows: row(r, out, in) reads row r's fp32 values
+// at in, may write over them (scratch of its own), and writes its cols 16-bit values at out.
+// Row 0 is handed over as a copy.
+template <class Row>
+uint16_t* narrow_rows_in_place(float* buf, int64_t rows, int64_t cols, Row&& row) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(buf);
+  if (rows > 0) {
+    std::unique_ptr<float[]> first(new float[cols]);
+    std::memcpy(first.get(), buf, cols * sizeof(float));
+    row(int64_t{0}, out, first.get());
   }
+  narrow_rows_after_first(buf, rows, cols, row);
   return out;
 }
 
@@ -93,8 +117,10 @@ class PackedGemm {
   std::unique_ptr<Impl> impl_;
 };
 
-// c (M, N) = op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in fp32.
+// c (M, N) = alpha · op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in
+// fp32; alpha multiplies the fp32 sums.
 void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
-             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
+             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc,
+             float alpha = 1.0f);
 
 }  // namespace parallama::kernels

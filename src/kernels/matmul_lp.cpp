@@ -8,6 +8,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/matmul.h"
@@ -92,8 +93,10 @@ dnnl::engine& engine() {
 
 // c (M, N) = a (M, K) · b (K, N) in bf16, summed in fp32, added to c when accumulating.
 dnnl::matmul::primitive_desc matmul_desc(const memory::desc& a, const memory::desc& b,
-                                         const memory::desc& c, bool accumulate) {
+                                         const memory::desc& c, bool accumulate,
+                                         bool scaled = false) {
   dnnl::primitive_attr attr;
+  if (scaled) attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});  // before the sum: alpha · a·b
   if (accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
@@ -115,11 +118,12 @@ struct Plan {
 };
 
 const Plan& plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
-                     int64_t ldc, bool accumulate) {
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+                     int64_t ldc, bool accumulate, bool scaled) {
+  using Key =
+      std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
   static std::map<Key, Plan> plans;
   static std::mutex mu;
-  const Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate};
+  const Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate, scaled};
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(key);
   if (it != plans.end()) return it->second;
@@ -128,7 +132,7 @@ const Plan& plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   p.a = memory::desc({M, K}, bf16, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
   p.b = memory::desc({K, N}, bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   p.c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-  p.prim = dnnl::matmul(matmul_desc(p.a, p.b, p.c, accumulate));
+  p.prim = dnnl::matmul(matmul_desc(p.a, p.b, p.c, accumulate, scaled));
   return plans.emplace(key, std::move(p)).first->second;
 }
 
@@ -302,7 +306,8 @@ int64_t PackedGemm::bytes() const {
 }
 
 void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
-             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc,
+             float alpha) {
   if (M == 0 || N == 0) return;
   if (beta != 0.0f && beta != 1.0f) throw Error("internal: gemm_lp takes beta 0 or 1");
   if (K == 0) {
@@ -314,16 +319,22 @@ void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
     static thread_local std::vector<float> wa, wb;
     const float* fa = trans_a ? widen(wa, a, K, M, lda) : widen(wa, a, M, K, lda);
     const float* fb = trans_b ? widen(wb, b, N, K, ldb) : widen(wb, b, K, N, ldb);
-    gemm(trans_a, trans_b, M, N, K, 1.0f, fa, trans_a ? M : K, fb, trans_b ? K : N, beta, c, ldc);
+    gemm(trans_a, trans_b, M, N, K, alpha, fa, trans_a ? M : K, fb, trans_b ? K : N, beta, c, ldc);
     return;
   }
   prof::KindScope scope(prof::Kind::gemm_lp);
-  const Plan& p = plan_for(trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f);
+  const bool scaled = alpha != 1.0f;
+  const Plan& p = plan_for(trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, scaled);
   static dnnl::stream stream(engine());
   memory am(p.a, engine(), const_cast<uint16_t*>(a));
   memory bm(p.b, engine(), const_cast<uint16_t*>(b));
   memory cm(p.c, engine(), c);
-  p.prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (scaled)
+    args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
+                 memory({{1}, memory::data_type::f32, memory::format_tag::x}, engine(), &alpha));
+  p.prim.execute(stream, args);
   stream.wait();
 }
 

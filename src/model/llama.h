@@ -211,12 +211,14 @@ class Llama {
   void check_ids(const int32_t* ids, bool targets) const;
   // x (n floats) reduced over the tensor-parallel group (sum or max), blocking, timed.
   void tp_reduce(float* x, int64_t n, comm::ReduceOp op = comm::ReduceOp::Sum);
-  // Column-parallel input gradient: dx (N, I) = dy (N, O) · w (O, I) summed over the group while
-  // dw (O, I) += dy (N, O)ᵀ · x (N, I) is computed.
-  void column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O);
-  // c (M, N) = op(a) · op(b) + beta · c in the model's precision.
+  // Column-parallel input gradient: dx (N, I) = alpha · dy (N, O) · w (O, I) summed over the
+  // group while dw (O, I) += alpha · dy (N, O)ᵀ · x (N, I) is computed.
+  void column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O,
+                                float alpha = 1.0f);
+  // c (M, N) = alpha · op(a) · op(b) + beta · c in the model's precision (alpha on the fp32 sums;
+  // with a packed weight, beta 0).
   void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b, int64_t ldb,
-          float beta, float* c, int64_t ldc) const;
+          float beta, float* c, int64_t ldc, float alpha = 1.0f) const;
   // dx (N, I) = dy (N, O) · w (O, I); dw (O, I) += dyᵀ · x (N, I), in the model's precision.
   void linear_grads(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O) const;
   Op weight(int64_t offset, const float* W) const;  // the weights at a parameter offset

@@ -5,6 +5,7 @@
 #include "kernels/optim.h"
 #include "kernels/reference.h"
 #include "kernels/swiglu.h"
+#include "tensor/bf16.h"
 #include "test_util.h"
 
 namespace parallama {
@@ -86,6 +87,35 @@ TEST(CrossEntropy, ForwardLeavingExponentialsGivesTheSameLossAndGradient) {
   std::vector<uint16_t> want(N * V);
   kernels::to_lowp(kernels::LowP::bf16, want.data(), d.data(), N * V);
   for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(h[i], want[i]) << i;
+}
+
+TEST(CrossEntropy, Bf16TrainingForwardGivesTheUnscaledGradientInOneVisit) {
+  // Each row's loss, stats and bf16 softmax − onehot in one visit equal the two-call path with
+  // dloss = 1, bit for bit; rows wider than the rounding's stages, ignored rows, and enough rows
+  // for several parallel waves of the in-place narrowing (row 0 apart).
+  const int64_t N = 21, V = 2500;
+  auto logits = randn(N * V, 63, 5.0f);
+  std::vector<int32_t> tgt(N);
+  for (int64_t n = 0; n < N; ++n) tgt[n] = n % 7 == 3 ? kernels::kIgnoreIndex : int32_t(n * 97 % V);
+  tgt[0] = V - 1;
+  std::vector<float> loss(N), stats(2 * N), loss2(N), stats2(2 * N);
+  std::vector<float> e = logits, f = logits;
+  kernels::cross_entropy_forward_exps(loss.data(), stats.data(), e.data(), tgt.data(), N, V);
+  const uint16_t* want = kernels::cross_entropy_backward_lowp(
+      kernels::LowP::bf16, e.data(), stats.data(), tgt.data(), 1.0f, N, V, 0, true);
+  const uint16_t* got = kernels::cross_entropy_forward_grad_lowp(
+      kernels::LowP::bf16, loss2.data(), stats2.data(), f.data(), tgt.data(), N, V);
+  EXPECT_EQ(loss, loss2);
+  EXPECT_EQ(stats, stats2);
+  for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(got[i], want[i]) << i;
+  // and against the double-precision reference: within bf16's rounding
+  auto ld = to_double(logits);
+  std::vector<double> lr(N), dr(N * V);
+  ref::cross_entropy_forward(lr.data(), ld.data(), tgt.data(), N, V);
+  ref::cross_entropy_backward(dr.data(), ld.data(), tgt.data(), 1.0, N, V);
+  for (int64_t n = 0; n < N; ++n) EXPECT_NEAR(loss2[n], lr[n], 1e-5 * (1 + lr[n])) << n;
+  for (int64_t i = 0; i < N * V; ++i)
+    ASSERT_NEAR(bf16_to_float(got[i]), dr[i], std::ldexp(std::abs(dr[i]), -8) + 1e-12) << i;
 }
 
 TEST(CrossEntropy, StableForHugeLogits) {

@@ -101,39 +101,42 @@ TEST(Precision, FusedLossGradientRoundingEqualsTheTwoPasses) {
   }
 }
 
-// Every transposition, beta 0 and 1, odd sizes, leading dimensions wider than the matrices: the
-// 16-bit GEMM equals the exact product of the rounded operands up to fp32 summation.
+// Every transposition, beta 0 and 1, alpha 1 or not, odd sizes, leading dimensions wider than the
+// matrices: the 16-bit GEMM equals the exact product of the rounded operands up to fp32 summation.
 TEST(Precision, LowPrecisionGemmMatchesTheExactProductOfRoundedOperands) {
   const int64_t M = 37, N = 29, K = 53, pad = 3;
   for (LowP t : {LowP::bf16, LowP::f16})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
-        for (float beta : {0.0f, 1.0f}) {
-          const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-          const int64_t lda = ac + pad, ldb = bc + pad, ldc = N + pad;
-          const auto af = randn(ar * lda, 1), bf = randn(br * ldb, 2), c0 = randn(M * ldc, 3);
-          std::vector<uint16_t> a(af.size()), b(bf.size());
-          kernels::to_lowp(t, a.data(), af.data(), static_cast<int64_t>(a.size()));
-          kernels::to_lowp(t, b.data(), bf.data(), static_cast<int64_t>(b.size()));
-          std::vector<float> ar32(a.size()), br32(b.size());
-          kernels::from_lowp(t, ar32.data(), a.data(), static_cast<int64_t>(a.size()));
-          kernels::from_lowp(t, br32.data(), b.data(), static_cast<int64_t>(b.size()));
-          std::vector<float> c = c0;
-          kernels::gemm_lp(t, ta, tb, M, N, K, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-          std::vector<double> want(M * N), got(M * N);
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < N; ++j) {
-              double s = beta * c0[i * ldc + j];
-              for (int64_t k = 0; k < K; ++k)
-                s += double(ta ? ar32[k * lda + i] : ar32[i * lda + k]) *
-                     double(tb ? br32[j * ldb + k] : br32[k * ldb + j]);
-              want[i * N + j] = s, got[i * N + j] = c[i * ldc + j];
-            }
-          EXPECT_LT(rel_err(got, want), 1e-6)
-              << kernels::lowp_name(t) << " ta " << ta << " tb " << tb << " beta " << beta;
-          for (int64_t i = 0; i < M; ++i)  // the padding between rows is left alone
-            for (int64_t j = N; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], c0[i * ldc + j]);
-        }
+        for (float beta : {0.0f, 1.0f})
+          for (float alpha : {1.0f, -0.37f}) {
+            const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+            const int64_t lda = ac + pad, ldb = bc + pad, ldc = N + pad;
+            const auto af = randn(ar * lda, 1), bf = randn(br * ldb, 2), c0 = randn(M * ldc, 3);
+            std::vector<uint16_t> a(af.size()), b(bf.size());
+            kernels::to_lowp(t, a.data(), af.data(), static_cast<int64_t>(a.size()));
+            kernels::to_lowp(t, b.data(), bf.data(), static_cast<int64_t>(b.size()));
+            std::vector<float> ar32(a.size()), br32(b.size());
+            kernels::from_lowp(t, ar32.data(), a.data(), static_cast<int64_t>(a.size()));
+            kernels::from_lowp(t, br32.data(), b.data(), static_cast<int64_t>(b.size()));
+            std::vector<float> c = c0;
+            kernels::gemm_lp(t, ta, tb, M, N, K, a.data(), lda, b.data(), ldb, beta, c.data(), ldc,
+                             alpha);
+            std::vector<double> want(M * N), got(M * N);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < N; ++j) {
+                double s = 0;
+                for (int64_t k = 0; k < K; ++k)
+                  s += double(ta ? ar32[k * lda + i] : ar32[i * lda + k]) *
+                       double(tb ? br32[j * ldb + k] : br32[k * ldb + j]);
+                want[i * N + j] = alpha * s + beta * c0[i * ldc + j],
+                             got[i * N + j] = c[i * ldc + j];
+              }
+            EXPECT_LT(rel_err(got, want), 1e-6) << kernels::lowp_name(t) << " ta " << ta << " tb "
+                                                << tb << " beta " << beta << " alpha " << alpha;
+            for (int64_t i = 0; i < M; ++i)  // the padding between rows is left alone
+              for (int64_t j = N; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], c0[i * ldc + j]);
+          }
 }
 
 // A packed weight gives the exact product of the rounded operands as the plain GEMM does, at odd
