@@ -8,6 +8,9 @@
 // result give 0, above the largest finite give +inf, NaN stays NaN.
 #include <bit>
 #include <cstdint>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace parallama::kernels {
 
@@ -36,5 +39,35 @@ inline float vexp(float x) {
   const float y = p * s1 * s2;
   return x != x ? x : (x < kMin ? 0.0f : (x > kMax ? __builtin_inff() : y));
 }
+
+#if defined(__AVX512F__)
+// vexp of 16 values, the same bits as the compiler's vector vexp (its fused multiply-adds where
+// it fuses them; tested), in about half its instructions: the power of two by one scalef where
+// vexp assembles it from integer bits in two halves, and one select for each out-of-range case.
+inline __m512 vexp16(__m512 x) {
+  const __m512 kMin = _mm512_set1_ps(-87.3365447f), kMax = _mm512_set1_ps(88.7228391f);
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  // (the masked forms with every lane set: the plain ones leave GCC 12 warning of an unset
+  // register inside its own header)
+  const __mmask16 all = 0xffff;
+  const __m512 xc = _mm512_mask_min_ps(x, all, _mm512_mask_max_ps(x, all, x, kMin), kMax);
+  const __m512 n =
+      _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic), magic);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(r, _mm512_mul_ps(p, r), r), _mm512_set1_ps(1.0f));
+  __m512 y = _mm512_mask_scalef_ps(p, all, p, n);
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, kMin, _CMP_LT_OQ), _mm512_setzero_ps());
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, kMax, _CMP_GT_OQ),
+                         _mm512_set1_ps(__builtin_inff()));
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+#endif
 
 }  // namespace parallama::kernels
