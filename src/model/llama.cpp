@@ -457,7 +457,11 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
   });
   // (N, 2F) = [gate | up], local
   mm(false, true, N, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
-  const Op act = keep(a.act, a.acth, N * F_, [&](float* y) { swiglu_forward(y, a.gu, N, F_); });
+  Op act{a.act, nullptr};
+  if (lowp_)
+    swiglu_forward_lowp(lp_type_, a.acth, a.gu, N, F_), act = {nullptr, a.acth};
+  else
+    swiglu_forward(a.act, a.gu, N, F_);
   if (out) row_parallel(out, a.res_mid, act, weight(p.wdown, W), F_);
 }
 
@@ -557,9 +561,12 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     // each rank's slice of act gets its gradient without communication.
     linear_grads(dact_, G + p.wdown, operand(dres_, N_ * C_, dyh_), {a.act, a.acth},
                  weight(p.wdown, W), F_, C_);
-    swiglu_backward(dgu_, dact_, a.gu, N_, F_);
-    column_parallel_backward(dln_, G + p.wgu, operand(dgu_, N_ * 2 * F_, dyh_), {a.ln2, a.ln2h},
-                             weight(p.wgu, W), C_, 2 * F_);
+    Op dgu{dgu_, nullptr};
+    if (lowp_)
+      swiglu_backward_lowp(lp_type_, dyh_, dact_, a.gu, N_, F_), dgu = {nullptr, dyh_};
+    else
+      swiglu_backward(dgu_, dact_, a.gu, N_, F_);
+    column_parallel_backward(dln_, G + p.wgu, dgu, {a.ln2, a.ln2h}, weight(p.wgu, W), C_, 2 * F_);
     rmsnorm_backward(dres_, G + p.ln2, dln_, a.res_mid, W + p.ln2, a.rstd2, N_, C_, true);
     part.reset();
     part.emplace(prof::Part::attention);

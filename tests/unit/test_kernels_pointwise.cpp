@@ -25,6 +25,27 @@ TEST(SwiGLU, FastMatchesReference) {
   EXPECT_LT(rel_err(dgu, dgur), 1e-6);
 }
 
+TEST(SwiGLU, SixteenBitOutputsAreTheFp32ResultsRounded) {
+  // Rows wider than the stage on the stack and not a multiple of it, and a short one: the 16-bit
+  // kernels give exactly to_lowp of the fp32 kernels' results.
+  for (const int64_t F : {int64_t{700}, int64_t{37}})
+    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+      const int64_t N = 5;
+      const auto gu = randn(N * 2 * F, 64, 3.0f), dout = randn(N * F, 65);
+      std::vector<float> out(N * F), dgu(N * 2 * F);
+      kernels::swiglu_forward(out.data(), gu.data(), N, F);
+      kernels::swiglu_backward(dgu.data(), dout.data(), gu.data(), N, F);
+      std::vector<uint16_t> want(N * 2 * F), got(N * 2 * F);
+      kernels::to_lowp(t, want.data(), out.data(), N * F);
+      kernels::swiglu_forward_lowp(t, got.data(), gu.data(), N, F);
+      for (int64_t i = 0; i < N * F; ++i) ASSERT_EQ(got[i], want[i]) << "forward " << F << " " << i;
+      kernels::to_lowp(t, want.data(), dgu.data(), N * 2 * F);
+      kernels::swiglu_backward_lowp(t, got.data(), dout.data(), gu.data(), N, F);
+      for (int64_t i = 0; i < N * 2 * F; ++i)
+        ASSERT_EQ(got[i], want[i]) << "backward " << F << " " << i;
+    }
+}
+
 TEST(SwiGLU, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, F = 5;
   auto gu = to_double(randn(N * 2 * F, 52, 2.0f)), r = to_double(randn(N * F, 53));
