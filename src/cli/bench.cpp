@@ -5,6 +5,7 @@
 // ranks computing alone, and the gradient communication time and the share of it hidden
 // behind backward. On any layout: every rank's bytes per step on each mesh axis (dp, tp, pp,
 // other; see train/traffic.h).
+#include <sys/resource.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -73,6 +74,13 @@ std::vector<double> gather(comm::Group& g, double x) {
   std::vector<double> all(g.size());
   g.all_gather(&x, all.data(), std::vector<int64_t>(g.size(), 1), comm::DataType::F64);
   return all;
+}
+
+// Minor page faults of this process so far.
+double minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_minflt);
 }
 
 // Seconds per step by kernel kind and by model part (each summing to the step), and the share of
@@ -177,8 +185,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
   float loss = 0.0f;
   AxisBytes axes0;
   world_group.barrier();
+  double faults0 = 0.0;
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
     if (s == cfg.bench.warmup) {
+      faults0 = minor_faults();
       axes0 = axis_bytes(mesh);
       prof::enable(profile);  // the timed steps only
       prof::reset();
@@ -202,6 +212,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
       tp_exposed.push_back(st.model.tp_stats().exposed_s);
     }
   }
+  const double faults = (minor_faults() - faults0) / cfg.bench.steps;
   const prof::Report report = prof::report();
   prof::enable(false);
   const AxisBytes axes = (axis_bytes(mesh) - axes0) / cfg.bench.steps;
@@ -279,6 +290,11 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
                 i + 1 < mem.size() ? "," : " (largest rank)\n");
     j["bytes_per_rank"][mem_names[i]] = all;
   }
+  // Pages the kernel had to map (and zero) during a timed step: memory given back and taken again.
+  const auto all_faults = gather(world_group, faults);
+  std::printf("page faults per step: %.0f (most of any rank)\n",
+              *std::max_element(all_faults.begin(), all_faults.end()));
+  j["page_faults_per_step"] = all_faults;
   // Traffic per step by mesh axis, sent + received, every rank.
   const auto axis_values = axes.values();
   std::printf("bytes per step by axis (sent + received, MB):\n  %-5s", "");

@@ -14,6 +14,7 @@
 #include "comm/mpi/mpi_backend.h"
 #include "data/prepare.h"
 #include "tensor/error.h"
+#include "tensor/heap.h"
 #include "train/plot.h"
 #include "train/run_dir.h"
 #include "train/trainer.h"
@@ -80,6 +81,8 @@ CLI::Validator whole_at_least(long long lo) {
 int main(int argc, char** argv) {
   using namespace parallama;
   // Under an MPI launcher every process joins the world group; otherwise the group of one.
+  // Collectives there allocate and free scratch blocks every step: keep them (tensor/heap.h).
+  if (comm::launched_by_mpi()) retain_freed_memory();
   comm::Group world = comm::launched_by_mpi() ? comm::mpi_world() : comm::Group();
   if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 3;  // rank 0 reports
   CLI::App app{"parallama: train LLaMA-family language models"};
