@@ -33,7 +33,8 @@ class Buffer {
   float* data() { return ptr_.get(); }
   const float* data() const { return ptr_.get(); }
   size_t size() const { return size_; }
-  void zero() { std::memset(ptr_.get(), 0, size_ * sizeof(float)); }
+  // Sets every value to 0: large buffers (a model's gradients before each step) on all threads.
+  void zero();
   // Zeroes the buffer and hands its whole pages back to the operating system: they take no
   // memory until written again (then as fresh zero pages).
   void release();
