@@ -8,20 +8,50 @@
 
 namespace parallama::kernels {
 
+namespace {
+
+// One row's 1 / rms, and its output over columns [c0, c1) into o (o[0] is column c0): the fp32
+// and the 16-bit kernels run the same loops, so their fp32 values are the same before rounding.
+float row_rstd(const float* xr, int64_t C, float eps) {
+  float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+  return 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
+}
+
+void row_out(float* o, const float* xr, const float* w, float r, int64_t c0, int64_t c1) {
+#pragma omp simd
+  for (int64_t c = c0; c < c1; ++c) o[c - c0] = xr[c] * r * w[c];
+}
+
+}  // namespace
+
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C,
                      float eps) {
   prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
-    const float* xr = x + n * C;
-    float* o = out + n * C;
-    float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
-    const float r = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
+    const float r = row_rstd(x + n * C, C, eps);
     rstd[n] = r;
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) o[c] = xr[c] * r * w[c];
+    row_out(out + n * C, x + n * C, w, r, 0, C);
+  }
+}
+
+void rmsnorm_forward_lowp(LowP t, uint16_t* out, float* rstd, const float* x, const float* w,
+                          int64_t N, int64_t C, float eps) {
+  prof::KindScope scope(prof::Kind::rmsnorm);
+  constexpr int64_t kStage = 512;  // columns staged in fp32 on the stack before rounding
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xr = x + n * C;
+    const float r = row_rstd(xr, C, eps);
+    rstd[n] = r;
+    alignas(64) float o[kStage];
+    for (int64_t c0 = 0; c0 < C; c0 += kStage) {
+      const int64_t c1 = std::min(C, c0 + kStage);
+      row_out(o, xr, w, r, c0, c1);
+      to_lowp_serial(t, out + n * C + c0, o, c1 - c0);
+    }
   }
 }
 

@@ -146,9 +146,8 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
     cos_ = take(T_ * D_ / 2), sin_ = take(T_ * D_ / 2);
     dres_ = take(N_ * C_), dln_ = take(N_ * C_), dqkv_ = take(N_ * QKV_);
     datty_ = take(N_ * H_ * D_), dgu_ = take(N_ * 2 * F_), dact_ = take(N_ * F_);
-    if (lowp_) {  // 16-bit operands of the GEMMs, and fp32 values before their rounding
+    if (lowp_) {  // 16-bit operands of the GEMMs
       const int64_t widest = std::max({C_, 2 * F_, QKV_, H_ * D_});
-      tmp_ = take(N_ * std::max(C_, F_));
       xh_ = as_half(take(halves(N_ * H_ * D_)));
       dyh_ = as_half(take(halves(N_ * widest)));
     }
@@ -172,7 +171,11 @@ void Llama::take_layer(LayerActs& a, Take&& take, bool attention) const {
   };
   act(a.ln1, a.ln1h, N_ * C_);
   a.rstd1 = take(N_), a.qkv = take(N_ * QKV_);
-  if (attention) a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
+  if (attention) {
+    a.lse = take(B_ * H_ * T_), a.atty = take(N_ * H_ * D_);
+    // rounded once in the forward, for the output projection's forward and weight gradient
+    if (lowp_) a.attyh = as_half(take(halves(N_ * H_ * D_)));
+  }
   a.res_mid = take(N_ * C_);
   act(a.ln2, a.ln2h, N_ * C_);
   a.rstd2 = take(N_), a.gu = take(N_ * 2 * F_);
@@ -425,17 +428,14 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
     mm(false, true, N, C_, K, v, K, w, K, 1.0f, y, C_);
     tp_reduce(y, N * C_);
   };
-  // A GEMM-only activation: computed in fp32, kept as it is or rounded to 16 bits.
-  auto keep = [&](float* f, uint16_t* h, int64_t n, auto&& compute) -> Op {
-    if (!lowp_) return compute(f), Op{f, nullptr};
-    compute(tmp_);
-    to_lowp(lp_type_, h, tmp_, n);
+  // A norm's output, which only feeds a GEMM: kept in fp32, or only rounded to 16 bits.
+  auto norm = [&](float* f, uint16_t* h, float* rstd, const float* in, int64_t w) -> Op {
+    if (!lowp_) return rmsnorm_forward(f, rstd, in, W + w, N, C_, cfg_.norm_eps), Op{f, nullptr};
+    rmsnorm_forward_lowp(lp_type_, h, rstd, in, W + w, N, C_, cfg_.norm_eps);
     return {nullptr, h};
   };
   std::optional<prof::PartScope> part(prof::Part::attention);
-  const Op ln1 = keep(a.ln1, a.ln1h, N * C_, [&](float* y) {
-    rmsnorm_forward(y, a.rstd1, x, W + p.ln1, N, C_, cfg_.norm_eps);
-  });
+  const Op ln1 = norm(a.ln1, a.ln1h, a.rstd1, x, p.ln1);
   // (N, QKV) = [q | k | v], local heads
   mm(false, true, N, QKV_, C_, ln1, C_, weight(p.wqkv, W), C_, 0.0f, a.qkv, QKV_);
   if (dec) {  // each row at its own position
@@ -449,12 +449,10 @@ void Llama::layer_forward(const LayerActs& a, const LayerParams& p, const float*
     attention_forward(a);
   }
   // res_mid = x + attn · Woᵀ
-  row_parallel(a.res_mid, x, operand(a.atty, N * HD, xh_), weight(p.wo, W), HD);
+  row_parallel(a.res_mid, x, operand(a.atty, N * HD, a.attyh ? a.attyh : xh_), weight(p.wo, W), HD);
   part.reset();
   part.emplace(prof::Part::mlp);
-  const Op ln2 = keep(a.ln2, a.ln2h, N * C_, [&](float* y) {
-    rmsnorm_forward(y, a.rstd2, a.res_mid, W + p.ln2, N, C_, cfg_.norm_eps);
-  });
+  const Op ln2 = norm(a.ln2, a.ln2h, a.rstd2, a.res_mid, p.ln2);
   // (N, 2F) = [gate | up], local
   mm(false, true, N, 2 * F_, C_, ln2, C_, weight(p.wgu, W), C_, 0.0f, a.gu, 2 * F_);
   Op act{a.act, nullptr};
@@ -481,9 +479,11 @@ void Llama::attention_backward(const LayerActs& a) const {
 }
 
 void Llama::head_forward(Slot& s, const float* W, bool keep_logits) {
-  float* lnf = lowp_ ? tmp_ : s.lnf;
-  rmsnorm_forward(lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
-  if (lowp_) to_lowp(lp_type_, s.lnfh, lnf, N_ * C_);
+  if (lowp_)  // the final norm's output only feeds the head's products
+    rmsnorm_forward_lowp(lp_type_, s.lnfh, s.rstdf, s.res.back(), W + off_norm_, N_, C_,
+                         cfg_.norm_eps);
+  else
+    rmsnorm_forward(s.lnf, s.rstdf, s.res.back(), W + off_norm_, N_, C_, cfg_.norm_eps);
   // (N, V/tp): this rank's columns
   mm(false, true, N_, V_, C_, {s.lnf, s.lnfh}, C_, weight(off_head_, W), C_, 0.0f, s.logits, V_);
   s.exps = tp_.size() == 1 && !keep_logits;
@@ -571,8 +571,8 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     part.reset();
     part.emplace(prof::Part::attention);
     // res_mid = res[l] + atty · Woᵀ
-    linear_grads(datty_, G + p.wo, operand(dres_, N_ * C_, dyh_), operand(a.atty, N_ * HD, xh_),
-                 weight(p.wo, W), HD, C_);
+    const Op atty = a.attyh ? Op{nullptr, a.attyh} : operand(a.atty, N_ * HD, xh_);
+    linear_grads(datty_, G + p.wo, operand(dres_, N_ * C_, dyh_), atty, weight(p.wo, W), HD, C_);
     attention_backward(a);
     rope_backward(dqkv_, cos_, sin_, B_, T_, H_, D_, QKV_);
     rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);

@@ -181,8 +181,9 @@ class Llama {
   struct LayerActs {
     // lse (B, H, T): the attention rows' log-sum-exp (memory-light attention keeps no T × T).
     float *ln1, *rstd1, *qkv, *lse, *atty, *res_mid, *ln2, *rstd2, *gu, *act;
-    // Mixed precision: ln1, ln2 and act in 16 bits instead (the fp32 pointers are then null).
-    uint16_t *ln1h, *ln2h, *acth;
+    // Mixed precision: ln1, ln2 and act in 16 bits instead (the fp32 pointers are then null);
+    // attyh, where the layer keeps its attention output, that output's 16-bit copy as well.
+    uint16_t *ln1h, *ln2h, *acth, *attyh;
   };
   // A GEMM operand: fp32, or (mixed precision) its 16-bit copy.
   struct Op {
@@ -271,7 +272,6 @@ class Llama {
   mutable std::map<std::pair<int64_t, bool>, Packed> packed_;
   uint64_t weights_version_ = 0;
   uint16_t *xh_ = nullptr, *dyh_ = nullptr;  // mixed precision: 16-bit operand scratch
-  float* tmp_ = nullptr;                     // mixed precision: fp32 before rounding
   LayerActs shared_{};                       // recompute: one layer's dropped activations
   Arena scratch_;
   float *cos_, *sin_;

@@ -64,6 +64,23 @@ TEST(RMSNorm, FastMatchesReference) {
   for (size_t i = 0; i < dx.size(); ++i) EXPECT_NEAR(dx2[i], 2 * dx[i], 1e-4);
 }
 
+TEST(RMSNorm, SixteenBitOutputIsTheFp32ResultRounded) {
+  // Rows wider than the stage on the stack and not a multiple of it, and a short one: the 16-bit
+  // kernel gives exactly to_lowp of the fp32 kernel's output, and the same 1 / rms.
+  for (const int64_t C : {int64_t{1100}, int64_t{37}})
+    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+      const int64_t N = 5;
+      const auto x = randn(N * C, 10, 3.0f), w = randn(C, 11);
+      std::vector<float> y(N * C), rstd(N), rstd16(N);
+      kernels::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+      std::vector<uint16_t> want(N * C), got(N * C);
+      kernels::to_lowp(t, want.data(), y.data(), N * C);
+      kernels::rmsnorm_forward_lowp(t, got.data(), rstd16.data(), x.data(), w.data(), N, C, 1e-5f);
+      for (int64_t i = 0; i < N * C; ++i) ASSERT_EQ(got[i], want[i]) << C << " " << i;
+      for (int64_t n = 0; n < N; ++n) ASSERT_EQ(rstd16[n], rstd[n]) << C << " " << n;
+    }
+}
+
 TEST(RMSNorm, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, C = 7;
   auto x = to_double(randn(N * C, 10)), w = to_double(randn(C, 11)),
