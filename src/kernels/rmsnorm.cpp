@@ -55,8 +55,11 @@ void rmsnorm_forward_lowp(LowP t, uint16_t* out, float* rstd, const float* x, co
   }
 }
 
-void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
-                      const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+namespace {
+
+// rmsnorm_backward, and with dx16 each row of dx rounded to t there once it is final.
+void backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+              const float* rstd, int64_t N, int64_t C, bool accumulate_dx, LowP t, uint16_t* dx16) {
   prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel
   {
@@ -76,6 +79,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
         const float v = g[c] * w[c] * r - xr[c] * k;
         d[c] = accumulate_dx ? d[c] + v : v;  // never reads dx otherwise (it may hold a NaN)
       }
+      if (dx16) to_lowp_serial(t, dx16 + n * C, d, C);
     }
     // dw: columns split across threads, rows summed in order (deterministic, race-free).
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -89,6 +93,19 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
       for (int64_t c = c0; c < c1; ++c) dw[c] += g[c] * xr[c] * r;
     }
   }
+}
+
+}  // namespace
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+  backward(dx, dw, dout, x, w, rstd, N, C, accumulate_dx, LowP::bf16, nullptr);
+}
+
+void rmsnorm_backward_lowp(LowP t, uint16_t* dx16, float* dx, float* dw, const float* dout,
+                           const float* x, const float* w, const float* rstd, int64_t N, int64_t C,
+                           bool accumulate_dx) {
+  backward(dx, dw, dout, x, w, rstd, N, C, accumulate_dx, t, dx16);
 }
 
 }  // namespace parallama::kernels

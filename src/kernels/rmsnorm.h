@@ -17,5 +17,10 @@ void rmsnorm_forward_lowp(LowP t, uint16_t* out, float* rstd, const float* x, co
 // dx (N, C) = (or += when accumulate_dx); dw (C) +=; dout (N, C), x (N, C), w (C), rstd (N)
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t C, bool accumulate_dx = false);
+// The same, also writing dx's final values rounded to t (as to_lowp rounds them) to dx16 (N, C),
+// for mixed precision where dx next feeds a matrix multiply: no second pass over dx.
+void rmsnorm_backward_lowp(LowP t, uint16_t* dx16, float* dx, float* dw, const float* dout,
+                           const float* x, const float* w, const float* rstd, int64_t N, int64_t C,
+                           bool accumulate_dx = false);
 
 }  // namespace parallama::kernels

@@ -43,25 +43,28 @@ void rope_table(float* cos, float* sin, int64_t T, int64_t D, float theta, int64
 
 namespace {
 
-// sign = +1 rotates by +angle (forward), -1 by -angle (backward).
+// One token's NH heads at x, by the angles of its position (c, s: D/2 each); sign = +1 rotates
+// by +angle (forward), -1 by -angle (backward).
+void rotate_heads(float* x, const float* c, const float* s, int64_t NH, int64_t D, float sign) {
+  const int64_t half = D / 2;
+  for (int64_t h = 0; h < NH; ++h) {
+    float* v = x + h * D;
+#pragma omp simd
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], bb = v[i + half], si = sign * s[i];
+      v[i] = a * c[i] - bb * si;
+      v[i + half] = bb * c[i] + a * si;
+    }
+  }
+}
+
 void rotate(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t NH,
             int64_t D, int64_t ld, float sign) {
   const int64_t half = D / 2;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
-      for (int64_t h = 0; h < NH; ++h) {
-        float* v = x + (b * T + t) * ld + h * D;
-#pragma omp simd
-        for (int64_t i = 0; i < half; ++i) {
-          const float a = v[i], bb = v[i + half], si = sign * s[i];
-          v[i] = a * c[i] - bb * si;
-          v[i + half] = bb * c[i] + a * si;
-        }
-      }
-    }
+    for (int64_t t = 0; t < T; ++t)
+      rotate_heads(x + (b * T + t) * ld, cos + t * half, sin + t * half, NH, D, sign);
 }
 
 }  // namespace
@@ -76,6 +79,21 @@ void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int
                    int64_t D, int64_t ld) {
   prof::KindScope scope(prof::Kind::rope);
   rotate(dx, cos, sin, B, T, NH, D, ld, -1.0f);
+}
+
+void rope_backward_lowp(LowP t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
+                        int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t D, int64_t ld) {
+  prof::KindScope scope(prof::Kind::rope);
+  const int64_t half = D / 2;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t p = 0; p < T; ++p) {
+      float* row = dqkv + (b * T + p) * ld;
+      const float *c = cos + p * half, *s = sin + p * half;
+      rotate_heads(row, c, s, H, D, -1.0f);
+      rotate_heads(row + H * D, c, s, KVH, D, -1.0f);
+      to_lowp_serial(t, out + (b * T + p) * ld, row, ld);
+    }
 }
 
 }  // namespace parallama::kernels

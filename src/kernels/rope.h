@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/matmul.h"
+
 namespace parallama::kernels {
 
 // Rescaled rotary frequencies for contexts longer than the model was pre-trained on. "llama3"
@@ -39,5 +41,12 @@ void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64
 // gradient w.r.t. the values before rotation (the inverse rotation).
 void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t NH,
                    int64_t D, int64_t ld);
+
+// Mixed precision's attention backward: dqkv (B, T, ld) holds rows of [q (H·D) | k (KVH·D) | the
+// rest], ld = H·D + KVH·D + the rest. rope_backward over q and k, then every row rounded whole to
+// t into out (B, T, ld), each row while it is in cache: the same values and bits as the two
+// rope_backward calls and to_lowp of the rows.
+void rope_backward_lowp(LowP t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
+                        int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t D, int64_t ld);
 
 }  // namespace parallama::kernels

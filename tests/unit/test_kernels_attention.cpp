@@ -45,6 +45,29 @@ TEST(Rope, FastMatchesReferenceStridedAndInverts) {
   EXPECT_LT(rel_err(y, x), 1e-6);
 }
 
+TEST(Rope, SixteenBitBackwardIsTheFp32BackwardRounded) {
+  // Rows of [q (3 heads) | k (1 head) | v (1 head)]: q and k turned back as two rope_backward
+  // calls turn them, v left as it is, and every row rounded exactly as to_lowp rounds it.
+  const int64_t B = 2, T = 5, H = 3, KVH = 1, D = 10, ld = (H + 2 * KVH) * D;
+  const auto d0 = randn(B * T * ld, 21);
+  std::vector<float> cs(T * D / 2), sn(T * D / 2);
+  kernels::rope_table(cs.data(), sn.data(), T, D, 500000.0f);
+  auto want32 = d0, got32 = d0;
+  kernels::rope_backward(want32.data(), cs.data(), sn.data(), B, T, H, D, ld);
+  kernels::rope_backward(want32.data() + H * D, cs.data(), sn.data(), B, T, KVH, D, ld);
+  for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+    got32 = d0;
+    std::vector<uint16_t> want(B * T * ld), got(B * T * ld);
+    kernels::to_lowp(t, want.data(), want32.data(), B * T * ld);
+    kernels::rope_backward_lowp(t, got.data(), got32.data(), cs.data(), sn.data(), B, T, H, KVH, D,
+                                ld);
+    for (int64_t i = 0; i < B * T * ld; ++i) {
+      ASSERT_EQ(got32[i], want32[i]) << i;
+      ASSERT_EQ(got[i], want[i]) << i;
+    }
+  }
+}
+
 TEST(Rope, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t B = 1, T = 4, NH = 2, D = 6;
   auto x = to_double(randn(B * T * NH * D, 21)), r = to_double(randn(B * T * NH * D, 22));

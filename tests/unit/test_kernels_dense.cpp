@@ -81,6 +81,31 @@ TEST(RMSNorm, SixteenBitOutputIsTheFp32ResultRounded) {
     }
 }
 
+TEST(RMSNorm, SixteenBitBackwardRoundsTheFinalInputGradient) {
+  // The same dx and dw as the fp32 backward, set or accumulated, and dx16 exactly to_lowp of the
+  // final dx.
+  const int64_t N = 6, C = 37;
+  const auto x = randn(N * C, 12, 3.0f), w = randn(C, 13), dy = randn(N * C, 14),
+             dx0 = randn(N * C, 15);
+  std::vector<float> y(N * C), rstd(N);
+  kernels::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+  for (bool acc : {false, true})
+    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+      std::vector<float> dx = dx0, dw(C, 0.25f), dx2 = dx0, dw2(C, 0.25f);
+      kernels::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N,
+                                C, acc);
+      std::vector<uint16_t> got(N * C), want(N * C);
+      kernels::rmsnorm_backward_lowp(t, got.data(), dx2.data(), dw2.data(), dy.data(), x.data(),
+                                     w.data(), rstd.data(), N, C, acc);
+      kernels::to_lowp(t, want.data(), dx.data(), N * C);
+      for (int64_t i = 0; i < N * C; ++i) {
+        ASSERT_EQ(dx2[i], dx[i]) << acc << " " << i;
+        ASSERT_EQ(got[i], want[i]) << acc << " " << i;
+      }
+      for (int64_t c = 0; c < C; ++c) ASSERT_EQ(dw2[c], dw[c]) << acc << " " << c;
+    }
+}
+
 TEST(RMSNorm, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, C = 7;
   auto x = to_double(randn(N * C, 10)), w = to_double(randn(C, 11)),
