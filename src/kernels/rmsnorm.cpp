@@ -57,9 +57,10 @@ void rmsnorm_forward_lowp(LowP t, uint16_t* out, float* rstd, const float* x, co
 
 namespace {
 
-// rmsnorm_backward, and with dx16 each row of dx rounded to t there once it is final.
+// rmsnorm_backward, and with dx16 each row of dx rounded to lp there once it is final.
 void backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
-              const float* rstd, int64_t N, int64_t C, bool accumulate_dx, LowP t, uint16_t* dx16) {
+              const float* rstd, int64_t N, int64_t C, bool accumulate_dx, LowP lp,
+              uint16_t* dx16) {
   prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel
   {
@@ -79,7 +80,7 @@ void backward(float* dx, float* dw, const float* dout, const float* x, const flo
         const float v = g[c] * w[c] * r - xr[c] * k;
         d[c] = accumulate_dx ? d[c] + v : v;  // never reads dx otherwise (it may hold a NaN)
       }
-      if (dx16) to_lowp_serial(t, dx16 + n * C, d, C);
+      if (dx16) to_lowp_serial(lp, dx16 + n * C, d, C);
     }
     // dw: columns split across threads, rows summed in order (deterministic, race-free).
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();

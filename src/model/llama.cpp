@@ -213,16 +213,13 @@ Llama::Op Llama::weight(int64_t offset, const float* W) const {
   return lowp_ ? Op{nullptr, wlp_.data() + offset, offset} : Op{W + offset, nullptr};
 }
 
-void Llama::norm_backward(float* dw, const float* x, const float* w, const float* rstd,
-                          bool accumulate) {
-  if (!lowp_) return rmsnorm_backward(dres_, dw, dln_, x, w, rstd, N_, C_, accumulate);
+Llama::Op Llama::norm_backward(float* dw, const float* x, const float* w, const float* rstd,
+                               bool accumulate, bool feeds_gemm) {
+  if (!lowp_ || !feeds_gemm) {
+    rmsnorm_backward(dres_, dw, dln_, x, w, rstd, N_, C_, accumulate);
+    return {dres_, nullptr};
+  }
   rmsnorm_backward_lowp(lp_type_, dyh_, dres_, dw, dln_, x, w, rstd, N_, C_, accumulate);
-  dres_rounded_ = true;
-}
-
-Llama::Op Llama::dres_operand() {
-  if (!dres_rounded_) return operand(dres_, N_ * C_, dyh_);
-  dres_rounded_ = false;  // dyh_ is scratch again after this product
   return {nullptr, dyh_};
 }
 
@@ -535,8 +532,9 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
   Slot& s = find(c, micro);
   const float* W = params.data();
   float* G = grads.data();
-  dres_rounded_ = false;
   const int64_t HD = H_ * D_;
+  const bool has_layers = ch.last > ch.first;
+  Op dres;  // dres_ as the next product's operand
 
   if (ch.head) {
     prof::PartScope part(prof::Part::head);
@@ -554,12 +552,13 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     // The head is column-parallel over the vocabulary.
     column_parallel_backward(dln_, G + off_head_, dlogits, {s.lnf, s.lnfh}, weight(off_head_, W),
                              C_, V_, alpha);
-    norm_backward(G + off_norm_, s.res.back(), W + off_norm_, s.rstdf, false);
+    dres = norm_backward(G + off_norm_, s.res.back(), W + off_norm_, s.rstdf, false, has_layers);
     // The layout keeps the final norm and the head (untied, or a last stage's tied copy) after
     // every layer; a tied embedding at offset 0 is completed last.
     final_from(off_norm_);
   } else {
     std::memcpy(dres_, dout, N_ * C_ * sizeof(float));  // the next stage's input gradient
+    if (has_layers) dres = operand(dres_, N_ * C_, dyh_);
   }
   for (int i = ch.last - ch.first - 1; i >= 0; --i) {
     const LayerActs a = acts_of(s, i);
@@ -573,19 +572,19 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     part.emplace(prof::Part::mlp);
     // res[l+1] = res_mid + act · Wdownᵀ: dres flows on unchanged to res_mid. Row-parallel:
     // each rank's slice of act gets its gradient without communication.
-    linear_grads(dact_, G + p.wdown, dres_operand(), {a.act, a.acth}, weight(p.wdown, W), F_, C_);
+    linear_grads(dact_, G + p.wdown, dres, {a.act, a.acth}, weight(p.wdown, W), F_, C_);
     Op dgu{dgu_, nullptr};
     if (lowp_)
       swiglu_backward_lowp(lp_type_, dyh_, dact_, a.gu, N_, F_), dgu = {nullptr, dyh_};
     else
       swiglu_backward(dgu_, dact_, a.gu, N_, F_);
     column_parallel_backward(dln_, G + p.wgu, dgu, {a.ln2, a.ln2h}, weight(p.wgu, W), C_, 2 * F_);
-    norm_backward(G + p.ln2, a.res_mid, W + p.ln2, a.rstd2, true);
+    dres = norm_backward(G + p.ln2, a.res_mid, W + p.ln2, a.rstd2, true, true);
     part.reset();
     part.emplace(prof::Part::attention);
     // res_mid = res[l] + atty · Woᵀ
     const Op atty = a.attyh ? Op{nullptr, a.attyh} : operand(a.atty, N_ * HD, xh_);
-    linear_grads(datty_, G + p.wo, dres_operand(), atty, weight(p.wo, W), HD, C_);
+    linear_grads(datty_, G + p.wo, dres, atty, weight(p.wo, W), HD, C_);
     attention_backward(a);
     Op dqkv{dqkv_, nullptr};
     if (lowp_) {  // rotated back and rounded for the products, row by row
@@ -596,7 +595,8 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
       rope_backward(dqkv_ + HD, cos_, sin_, B_, T_, KVH_, D_, QKV_);
     }
     column_parallel_backward(dln_, G + p.wqkv, dqkv, {a.ln1, a.ln1h}, weight(p.wqkv, W), C_, QKV_);
-    norm_backward(G + p.ln1, s.res[i], W + p.ln1, a.rstd1, true);
+    // (the first layer's input gradient goes to the embedding or the previous stage in fp32)
+    dres = norm_backward(G + p.ln1, s.res[i], W + p.ln1, a.rstd1, true, i > 0);
     final_from(p.ln1);
   }
   const float* din = dres_;

@@ -225,12 +225,11 @@ class Llama {
   Op weight(int64_t offset, const float* W) const;  // the weights at a parameter offset
   // x (n values) as a GEMM operand: itself in fp32, else rounded into `into` (16-bit scratch).
   Op operand(const float* x, int64_t n, uint16_t* into) const;
-  // dres_ = (or +=) RMSNorm's input gradient from dln_ (and its weight's gradient into dw); mixed
-  // precision also rounds it into dyh_ on the way, for dres_operand() to use.
-  void norm_backward(float* dw, const float* x, const float* w, const float* rstd, bool accumulate);
-  // dres_ as the next GEMM's operand: its 16-bit copy from norm_backward when that is still in
-  // dyh_, else rounded now.
-  Op dres_operand();
+  // dres_ = (or +=) RMSNorm's input gradient from dln_ (and its weight's gradient into dw).
+  // Returns dres_ as the next product's operand: mixed precision, when it feeds one, rounds it
+  // into dyh_ on the way (valid until dyh_ is next written).
+  Op norm_backward(float* dw, const float* x, const float* w, const float* rstd, bool accumulate,
+                   bool feeds_gemm);
   // Mixed precision: the 16-bit copy of the GEMM weights, from params.
   void refresh_weights(const ParamBuffer& params);
   void head_forward(Slot& s, const float* W, bool keep_logits);
@@ -278,7 +277,6 @@ class Llama {
   mutable std::map<std::pair<int64_t, bool>, Packed> packed_;
   uint64_t weights_version_ = 0;
   uint16_t *xh_ = nullptr, *dyh_ = nullptr;  // mixed precision: 16-bit operand scratch
-  bool dres_rounded_ = false;                // dyh_ holds dres_ rounded (norm_backward)
   LayerActs shared_{};                       // recompute: one layer's dropped activations
   Arena scratch_;
   float *cos_, *sin_;
