@@ -2,7 +2,7 @@
 # Runs parallama (fp32 and bf16 mixed precision) and the PyTorch peer on the same config, one
 # process with all cores and data-parallel with one thread per rank, one after the other in one
 # run, and prints a Markdown table of the results.
-# Usage: bench/compare.sh [CONFIG] [RANKS] [PAIRS]   (defaults: configs/bench15m.toml 2 3)
+# Usage: bench/compare.sh [CONFIG] [RANKS] [PAIRS]   (defaults: configs/bench15m.toml 2 5)
 # fp32 and bf16 run PAIRS times, alternating, so that a slow spell of a shared machine lands on
 # both: the table shows each precision's median run, and the bf16 / fp32 line the median of the
 # pairs' ratios with every pair's ratio beside it.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/bench15m.toml}
 np=${2:-2}
-pairs=${3:-3}
+pairs=${3:-5}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 out=$(mktemp -d)
 for i in $(seq "$pairs"); do
