@@ -302,6 +302,12 @@ int main(int argc, char** argv) {
     if (sub == bench_cmd) return run_bench(cfg, json, world, profile);
     if (sub == info_cmd) return run_info(cfg);
     if (sub == plan_cmd) return run_plan(cfg, plan_opt, json);
+  } catch (const parallama::comm::PeerLost& e) {
+    // Some process cannot be reached: say so now and end the job (no gathering of the others'
+    // failures, which would wait for the ones that cannot answer).
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (world.size() > 1) parallama::comm::mpi_abort(2);
+    return 2;
   } catch (const Error& e) {
     return fail(world, 2, "error: " + std::string(e.what()));
   } catch (const std::bad_alloc&) {

@@ -23,13 +23,20 @@ struct Stamp {
   int64_t count;
 };
 
-// Polls until done or the deadline; returns false at the deadline.
+// Polls until done or the deadline; returns false at the deadline. Spins (yielding) for the
+// first 2 ms, where collectives of tensor and pipeline parallelism finish, then backs off to a
+// test every 100 us: a rank that waits long for a peer does not hold a core.
 bool poll(PendingOp& op, Clock::time_point deadline) {
+  const auto spin_until = Clock::now() + std::chrono::milliseconds(2);
   for (int spins = 0;; ++spins) {
     if (op.test()) return true;
     if ((spins & 63) == 63) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::yield();
+      const auto t = Clock::now();
+      if (t > deadline) return false;
+      if (t < spin_until)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   }
 }
@@ -37,6 +44,7 @@ bool poll(PendingOp& op, Clock::time_point deadline) {
 }  // namespace
 
 struct GroupState {
+  std::shared_ptr<Backend> be;  // for names and pings in timeout messages
   Options opt;
   std::string name;  // e.g. "tensor-parallel ", prefixed to operation names in errors
   uint64_t seq = 0;
@@ -117,12 +125,21 @@ void Request::wait() {
   waited_ns.fetch_add(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
       std::memory_order_relaxed);
-  if (!completed)
-    throw Error("rank " + std::to_string(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
-                std::to_string(seq_) + " did not complete within " +
-                std::to_string(static_cast<int>(st_->opt.timeout_s)) +
-                " s: another rank died, hangs, or called a different collective " +
+  if (!completed) {
+    const std::string what = st_->be->where(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
+                             std::to_string(seq_) + " did not complete within " +
+                             std::to_string(static_cast<int>(st_->opt.timeout_s)) + " s";
+    // Which peers answer? A live one answers at once, even while it waits itself.
+    const std::vector<int> silent = st_->be->unanswered(3.0);
+    if (!silent.empty()) {
+      std::string who;
+      for (int r : silent) who += (who.empty() ? "" : ", ") + st_->be->where(r);
+      throw PeerLost(what + ": no answer from " + who +
+                     " (the process died or is stopped, or the network to its host is cut)");
+    }
+    throw Error(what + ": another rank died, hangs, or called a different collective " +
                 "(set parallel.check_collectives = true to find which)");
+  }
   op_.reset();
 }
 
@@ -132,6 +149,14 @@ Group::Group(std::shared_ptr<Backend> backend, Options opt)
     : be_(std::move(backend)), st_(std::make_shared<GroupState>()) {
   st_->opt = opt;
   st_->rank = be_->rank();
+  st_->be = be_;
+}
+
+std::string Group::where(int r) const {
+  return be_->where(r);
+}
+std::string Group::host(int r) const {
+  return be_->host(r);
 }
 
 int Group::rank() const {
@@ -195,8 +220,8 @@ uint64_t Group::stamp(Op op, int64_t count) {
     if (recvs[r] && !poll(*recvs[r], deadline))
       missing += (missing.empty() ? "" : ", ") + std::to_string(r);
   if (!missing.empty())
-    throw Error("rank " + std::to_string(me) + ": " + st_->name + op_name(op) + " #" +
-                std::to_string(seq) + ": ranks " + missing + " never arrived within " +
+    throw Error(be_->where(me) + ": " + st_->name + op_name(op) + " #" + std::to_string(seq) +
+                ": ranks " + missing + " never arrived within " +
                 std::to_string(static_cast<int>(st_->opt.timeout_s)) +
                 " s (dead or stuck elsewhere)");
   for (auto& s : sends) poll(*s, deadline);

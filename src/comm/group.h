@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/error.h"
+
 namespace parallama::comm {
 
 enum class DataType { F32, F64, I64, U64, Byte };
@@ -49,6 +51,21 @@ class Backend {
   virtual std::unique_ptr<PendingOp> recv(void* data, int64_t bytes, int peer, int tag) = 0;
   virtual std::unique_ptr<PendingOp> barrier() = 0;
   virtual std::string name() const = 0;
+  // Group rank r for messages: "rank W" in the world, with its host where known ("rank 3 (host
+  // n2)").
+  virtual std::string where(int r) const { return "rank " + std::to_string(r); }
+  // The host group rank r runs on; "" where unknown (a group of one).
+  virtual std::string host(int /*r*/) const { return ""; }
+  // The group ranks (this one excluded) that do not answer a ping within wait_s: dead, stopped,
+  // or behind a cut link. Empty when all answered or when the backend cannot tell.
+  virtual std::vector<int> unanswered(double /*wait_s*/) { return {}; }
+};
+
+// A timeout in which some peers did not answer a ping: the job cannot go on, and waiting for
+// the other processes to report the same (they may be the ones cut off) would only delay it.
+class PeerLost : public Error {
+ public:
+  using Error::Error;
 };
 
 struct GroupState;  // sequence numbers and settings shared by copies of one Group
@@ -92,6 +109,9 @@ class Group {
   void set_options(const Options& o);
   // Names the group in error messages ("tensor-parallel all_reduce #12 did not complete ...").
   void set_name(const std::string& name);
+  // Group rank r in messages, with its world rank and host where the backend knows them.
+  std::string where(int r) const;
+  std::string host(int r) const;
   const Options& options() const;
   uint64_t collectives_issued() const;
   // Bytes this process sent and received through this group and every group split from it or

@@ -27,6 +27,9 @@ struct ParallelConfig {
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;
+  // Network stragglers: every link_probe_every steps (and at the third step of a run) each rank
+  // times a message from a rank on another host (train/link_watch.h); 0 turns the probe off.
+  int link_probe_every = 100;
   bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
   double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
   // How replicas stay together: allreduce | ps | ps-async | local | diloco

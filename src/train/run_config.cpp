@@ -165,6 +165,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "reduce_dtype", c.parallel.reduce_dtype);
   f("parallel", "zero", c.parallel.zero);
   f("parallel", "check_collectives", c.parallel.check_collectives);
+  f("parallel", "link_probe_every", c.parallel.link_probe_every);
   f("parallel", "timeout_s", c.parallel.timeout_s);
   f("parallel", "sync", c.parallel.sync);
   f("parallel", "balance", c.parallel.balance);
@@ -516,6 +517,8 @@ void RunConfig::validate(ConfigUse use) const {
         "parallel.balance = \"dynamic\" shares the batch among data-parallel replicas of "
         "whole models under --sync allreduce (--tp 1 --pp 1), not --sync " +
         p.sync + " --tp " + std::to_string(p.tp) + " --pp " + std::to_string(p.pp));
+  if (p.link_probe_every < 0 || p.link_probe_every > 1000000000)
+    throw Error("parallel.link_probe_every must be between 0 (off) and 1e9 steps");
   if (!(parallel.timeout_s > 0 && parallel.timeout_s <= 1e6))
     throw Error("parallel.timeout_s must be positive and at most 1e6 seconds (11.6 days)");
   if (bench.steps < 1 || bench.warmup < 0)

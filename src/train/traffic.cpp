@@ -112,6 +112,7 @@ nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t s
     const double* x = all.data() + kPer * r;
     nlohmann::json e = {{"rank", r},
                         {"role", r < roles.num_workers ? "worker" : "server"},
+                        {"host", world.host(r)},
                         {"params", static_cast<int64_t>(x[0])},
                         {"bytes_sent_per_step", x[1] / per},
                         {"bytes_received_per_step", x[2] / per}};

@@ -20,6 +20,7 @@
 #include "parallel/sync.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
+#include "train/link_watch.h"
 #include "train/metrics.h"
 #include "train/preempt.h"
 #include "train/run_dir.h"
@@ -363,6 +364,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const comm::Group* servers = roles.num_servers ? &roles.world : nullptr;
   AxisBytes axes_total;
   StragglerWatch stragglers;
+  LinkWatch links(world, cfg.parallel.link_probe_every, first_step, roles.num_servers == 0);
   for (++step; step <= last; ++step) {
     const auto t0 = Clock::now();
     const double waited0 = comm::wait_seconds();
@@ -439,6 +441,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     // received); ps-async workers are never in step: only rank 0's own.
     add_step_traffic(j, roles.all_workers, async, world.size() > 1, mine, axes, times);
     for (const std::string& line : stragglers.observe(step, worker_times(j))) say(line);
+    if (links.due(step)) {
+      for (const std::string& line : links.probe(step)) say(line);
+      nlohmann::json rates = nlohmann::json::array();
+      for (const LinkRate& l : links.last())
+        rates.push_back({{"from", l.from}, {"to", l.to}, {"mb_per_s", l.mb_per_s}});
+      j["link_mb_per_s"] = rates;
+    }
     if (balancer) {
       j["shares"] = balancer->shares();  // micro-batches per data-parallel rank in this step
       if (balancer->observe(dp, times.compute_s)) {
@@ -517,7 +526,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                                          {"steps", last - first_step + 1},
                                          {"ranks", traffic},
                                          {"memory", memory},
-                                         {"stragglers", stragglers.report()}}
+                                         {"stragglers", stragglers.report()},
+                                         {"network_stragglers", links.report()}}
                                   .dump(1) +
                               "\n");
   }

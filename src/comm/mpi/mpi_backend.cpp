@@ -9,6 +9,9 @@
 #include <numeric>
 #include <thread>
 
+#include <unistd.h>
+
+#include "comm/mpi/progress.h"
 #include "tensor/error.h"
 
 namespace parallama::comm {
@@ -46,12 +49,22 @@ void check(int rc, const char* what) {
   }
 }
 
+// The host of every world rank (gethostname), gathered once at start.
+std::vector<std::string> world_hosts;
+
 struct MpiOp : PendingOp {
   MPI_Request req = MPI_REQUEST_NULL;
   std::vector<int> counts, displs;  // kept alive while the operation runs
+  bool counted = true;              // in progress::op_started until complete
+  MpiOp() { progress::op_started(); }
+  ~MpiOp() override { finish(); }
+  void finish() {
+    if (counted) progress::op_finished(), counted = false;
+  }
   bool test() override {
     int flag = 0;
     check(MPI_Test(&req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    if (flag) finish();
     return flag != 0;
   }
 };
@@ -67,6 +80,26 @@ class MpiBackend : public Backend {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
+
+  std::string where(int r) const override {
+    const std::string h = host(r);
+    return "rank " + std::to_string(world_rank(r)) + (h.empty() ? "" : " (host " + h + ")");
+  }
+  std::string host(int r) const override {
+    const int w = world_rank(r);
+    return w >= 0 && static_cast<size_t>(w) < world_hosts.size() ? world_hosts[w] : "";
+  }
+
+  std::vector<int> unanswered(double wait_s) override {
+    std::vector<int> peers;
+    for (int r = 0; r < size_; ++r)
+      if (r != rank_) peers.push_back(world_rank(r));
+    std::vector<int> silent;
+    for (int w : progress::unanswered(peers, wait_s))
+      for (int r = 0; r < size_; ++r)
+        if (world_rank(r) == w) silent.push_back(r);
+    return silent;
+  }
 
   std::shared_ptr<Backend> split(int color, int key) override {
     MPI_Comm sub;
@@ -135,11 +168,22 @@ class MpiBackend : public Backend {
   }
 
  private:
+  int world_rank(int r) const {
+    MPI_Group mine, world;
+    MPI_Comm_group(comm_, &mine);
+    MPI_Comm_group(MPI_COMM_WORLD, &world);
+    int w = MPI_UNDEFINED;
+    MPI_Group_translate_ranks(mine, 1, &r, world, &w);
+    MPI_Group_free(&mine);
+    MPI_Group_free(&world);
+    return w;
+  }
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
 };
 
 void finalize_at_exit() {
+  progress::stop();
   int done = 0;
   MPI_Finalized(&done);
   if (!done) MPI_Finalize();
@@ -163,17 +207,39 @@ namespace {
 // A communicator of its own for reporting failures: no collective in flight on another one can
 // match its operations.
 MPI_Comm failure_comm = MPI_COMM_NULL;
+void gather_hosts() {
+  constexpr int kLen = 64;
+  char mine[kLen] = {};
+  gethostname(mine, kLen - 1);
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::vector<char> all(static_cast<size_t>(size) * kLen);
+  check(MPI_Allgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, MPI_COMM_WORLD),
+        "MPI_Allgather");
+  world_hosts.clear();
+  for (int r = 0; r < size; ++r)
+    world_hosts.emplace_back(all.data() + static_cast<size_t>(r) * kLen);
+}
+
 }  // namespace
+
+const std::vector<std::string>& hosts() {
+  return world_hosts;
+}
 
 Group mpi_world(const Options& opt) {
   int inited = 0;
   MPI_Initialized(&inited);
   if (!inited) {
     int provided = 0;
-    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     std::atexit(finalize_at_exit);
     check(MPI_Comm_dup(MPI_COMM_WORLD, &failure_comm), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(failure_comm, MPI_ERRORS_RETURN);
+    gather_hosts();
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (provided >= MPI_THREAD_MULTIPLE && size > 1) progress::start(MPI_COMM_WORLD);
   }
   return Group(std::make_shared<MpiBackend>(MPI_COMM_WORLD), opt);
 }

@@ -25,6 +25,9 @@ std::optional<std::vector<std::string>> mpi_gather_failures(const std::string& l
 // Ends every process of the job with `code` (after this process printed why).
 [[noreturn]] void mpi_abort(int code);
 
+// The host name of every world rank, gathered at start (empty before mpi_world()).
+const std::vector<std::string>& hosts();
+
 // Ranks on this machine, from the launcher's environment (1 when not launched by MPI).
 int local_ranks();
 
