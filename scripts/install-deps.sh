@@ -19,6 +19,7 @@ packages=(
   libopenblas0-pthread                         # BLAS for that PyTorch (else it falls back to the slow reference BLAS)
   bible-kjv                                    # the default corpus
   procps                                       # pgrep, for the failure tests (not in a minimal base)
+  iproute2 util-linux                          # ip and tc, nsenter and unshare: scripts/cluster.sh
 )
 # Node.js and npm, for node-llama-cpp (llama.cpp) in the GGUF test: Debian's, unless a node and
 # an npm (e.g. NodeSource's nodejs, which bundles npm and conflicts with Debian's) are present.

@@ -19,7 +19,7 @@ namespace parallama::comm {
 
 enum class DataType { F32, F64, I64, U64, Byte };
 size_t type_size(DataType t);
-enum class ReduceOp { Sum, Max };
+enum class ReduceOp { Sum, Max, BitOr };  // BitOr: integer types
 enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
 const char* op_name(Op op);
 

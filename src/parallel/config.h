@@ -21,6 +21,9 @@ struct ParallelConfig {
   // of the embedding, one layer and the head on this machine) or "even" (layers alone).
   std::string pp_balance = "cost";
   double bucket_mb = 4.0;  // gradient all-reduce bucket size
+  // The embedding's gradient all-reduced as its non-zero rows alone (exact; fp32 --sync
+  // allreduce without ZeRO, untied embeddings). See parallel/data_parallel.h.
+  bool sparse_embedding_grad = true;
   // How gradient buckets travel over the data-parallel group: fp32, or bf16 (half the bytes,
   // summed in fp32; see parallel/data_parallel.h). --sync allreduce only.
   std::string reduce_dtype = "fp32";

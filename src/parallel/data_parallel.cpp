@@ -43,13 +43,20 @@ ReduceDtype parse_reduce_dtype(const std::string& s) {
 }
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
-                         ReduceDtype dtype)
+                         ReduceDtype dtype, bool sparse_embedding)
     : group_(std::move(group)), grads_(grads) {
   bf16_ = dtype == ReduceDtype::bf16 && group_.size() > 1;
+  const ParamLayout& layout = grads.layout();
+  const ParamSpec* table = nullptr;
+  if (sparse_embedding && !bf16_ && group_.size() > 1 && !layout.config().tie_embeddings)
+    for (const ParamSpec& p : layout.specs())
+      if (p.kind == ParamKind::Embedding && !p.tied_copy && p.shape.size() == 2) table = &p;
   for (const GradBucket& b :
-       grad_buckets(grads.layout(), bucket_bytes / static_cast<int64_t>(sizeof(float)))) {
+       grad_buckets(layout, bucket_bytes / static_cast<int64_t>(sizeof(float)),
+                    table ? table->offset : -1)) {
     Bucket& k = buckets_.emplace_back();
     k.begin = b.begin, k.end = b.end;
+    if (table && b.begin == table->offset) k.row_width = table->shape[1];
     if (bf16_) {
       k.counts = comm::even_counts(b.end - b.begin, group_.size());
       k.offsets = offsets_of(k.counts);
@@ -85,10 +92,54 @@ void GradReducer::launch(size_t i) {
   if (t_first_ == 0) t_first_ = now();
   if (bf16_)
     launch_scatter(i);
+  else if (b.row_width > 0)
+    launch_rows(i);
   else
     b.req = scatter_ ? group_.ireduce_scatter(grads_.data() + b.begin, b.out, b.counts)
                      : group_.iall_reduce(grads_.data() + b.begin, b.end - b.begin);
   b.launched = true;
+}
+
+// The embedding's non-zero rows: the union of every rank's (a mask all-reduced with OR, a few
+// KB), packed in row order; their all-reduce runs like a dense bucket's.
+void GradReducer::launch_rows(size_t i) {
+  Bucket& b = buckets_[i];
+  const int64_t C = b.row_width, R = (b.end - b.begin) / C;
+  const float* g = grads_.data() + b.begin;
+  std::vector<uint64_t> mask(static_cast<size_t>((R + 63) / 64), 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t w = 0; w < static_cast<int64_t>(mask.size()); ++w)
+    for (int64_t r = 64 * w; r < std::min(R, 64 * w + 64); ++r)
+      for (int64_t c = 0; c < C; ++c)
+        if (g[r * C + c] != 0.0f) {
+          mask[w] |= uint64_t{1} << (r - 64 * w);
+          break;
+        }
+  group_.all_reduce(mask.data(), static_cast<int64_t>(mask.size()), comm::DataType::U64,
+                    comm::ReduceOp::BitOr);
+  b.rows.clear();
+  for (int64_t r = 0; r < R; ++r)
+    if (mask[r / 64] >> (r % 64) & 1) b.rows.push_back(r);
+  const int64_t U = static_cast<int64_t>(b.rows.size());
+  b.packed.resize(static_cast<size_t>(U * C));
+#pragma omp parallel for schedule(static)
+  for (int64_t u = 0; u < U; ++u)
+    std::copy(g + b.rows[u] * C, g + b.rows[u] * C + C, b.packed.data() + u * C);
+  b.req = group_.iall_reduce(b.packed.data(), U * C);
+}
+
+void GradReducer::unpack_rows(Bucket& b) {
+  const int64_t C = b.row_width, U = static_cast<int64_t>(b.rows.size());
+  float* g = grads_.data() + b.begin;
+#pragma omp parallel for schedule(static)
+  for (int64_t u = 0; u < U; ++u)
+    std::copy(b.packed.data() + u * C, b.packed.data() + u * C + C, g + b.rows[u] * C);
+}
+
+void GradReducer::complete(Bucket& b) {
+  if (b.row_width > 0) unpack_rows(b);
+  b.done = true;
+  t_last_done_ = now();
 }
 
 // Phase 1: the bf16 copy of chunk r to rank r; the other ranks' copies of this rank's chunk in.
@@ -179,7 +230,7 @@ void GradReducer::poll() {
   if (!bf16_) {
     for (size_t i = 0; i < next_; ++i) {
       Bucket& b = buckets_[i];
-      if (!b.done && b.req.test()) b.done = true, t_last_done_ = now();
+      if (!b.done && b.req.test()) complete(b);
     }
     return;
   }
@@ -215,7 +266,7 @@ ReduceStats GradReducer::finish() {
       if (buckets_[i].phase == kGather) wait_all(buckets_[i]), unpack(i);
   } else {
     for (auto& b : buckets_)
-      if (!b.done) b.req.wait(), b.done = true, t_last_done_ = now();
+      if (!b.done) b.req.wait(), complete(b);
   }
   s.exposed_s = now() - t0;
   s.comm_s = t_last_done_ - t_first_;

@@ -16,6 +16,14 @@
 // Under ZeRO the owned piece keeps s in fp32 (it is not sent on). A group of one sends nothing
 // and rounds nothing. Phase 2 of a bucket starts, in bucket order, once its phase 1 completed on
 // this rank (seen at the next call from backward, or in finish()).
+//
+// The embedding's rows (sparse_embedding, fp32, not under ZeRO, untied): a batch touches few of
+// the V rows of the embedding table, the rest of its gradient is exactly zero on every rank, and
+// backward finishes it last, so its all-reduce would come after backward, exposed. It gets a
+// bucket of its own that travels as rows: the ranks OR together bit masks of their non-zero
+// rows, each packs the rows of the union in row order, the packed rows are all-reduced, and
+// unpacked in place. Every element of the result is the sum of the same values as the dense
+// all-reduce's (a row outside the union is 0 everywhere); only the bytes differ.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,8 +46,10 @@ struct ReduceStats {
 
 class GradReducer {
  public:
+  // sparse_embedding: the (untied) embedding table's gradient travels as its non-zero rows
+  // alone (fp32 only; see below).
   GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
-              ReduceDtype dtype = ReduceDtype::fp32);
+              ReduceDtype dtype = ReduceDtype::fp32, bool sparse_embedding = false);
   // ZeRO: each of plan's buckets reduce-scattered, this rank's summed piece of bucket i into
   // out[i] (out[i] = the bucket's start: in place), also with a group of one.
   GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
@@ -67,7 +77,14 @@ class GradReducer {
     Phase phase = kIdle;
     std::vector<uint16_t> wire, inbox;
     std::vector<comm::Request> reqs;
+    // Embedding rows: row width (0: a dense bucket), the union's rows, them packed.
+    int64_t row_width = 0;
+    std::vector<int64_t> rows;
+    std::vector<float> packed;
   };
+  void launch_rows(size_t i);
+  void unpack_rows(Bucket& b);
+  void complete(Bucket& b);
   void poll();
   void launch(size_t i);
   // bf16

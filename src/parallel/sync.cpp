@@ -44,7 +44,8 @@ class AllReduceSync : public Synchronizer {
   AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
         reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)),
-                 parse_reduce_dtype(cfg.parallel.reduce_dtype)) {}
+                 parse_reduce_dtype(cfg.parallel.reduce_dtype),
+                 cfg.parallel.sparse_embedding_grad) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };

@@ -135,7 +135,13 @@ Traffic rank_traffic(const PlanInput& in, const ModelShard& shard, int stage, in
   // all-gather the updated parameters.
   if (dp > 1) {
     const double g = static_cast<double>(numel) * grad, share = (dp - 1.0) / dp;
-    if (in.zero == 0) {
+    if (in.zero == 0 && in.sparse_embedding && shard.has_embedding && !m.tie_embeddings) {
+      // The table's rows that the step's tokens touch (at most), and the mask of 64-row words.
+      const double V = static_cast<double>(shard.local_vocab(m));
+      const double rows = std::min(V, dp * micro * N);
+      t.dp_reduce = all_reduce_sent(g - (V - rows) * C * grad, dp) +
+                    all_reduce_sent(8 * std::ceil(V / 64), dp);
+    } else if (in.zero == 0) {
       t.dp_reduce = all_reduce_sent(g, dp);
     } else {
       t.dp_reduce = share * g;

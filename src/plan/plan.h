@@ -72,6 +72,9 @@ struct PlanInput {
   Precision precision = Precision::fp32;
   int moments = 2;         // optimizer moments per parameter: AdamW 2, SGD 1
   double bucket_mb = 4.0;  // data-parallel all-reduce bucket
+  // The untied embedding's gradient all-reduced as the rows of the step's tokens (without ZeRO):
+  // the plan counts at most one row per token of the step over every replica, at most V.
+  bool sparse_embedding = false;
 };
 
 // The device and its links. Every default is stated by `parallama plan`.

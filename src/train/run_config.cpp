@@ -162,6 +162,7 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "pp_trace", c.parallel.pp_trace);
   f("parallel", "pp_balance", c.parallel.pp_balance);
   f("parallel", "bucket_mb", c.parallel.bucket_mb);
+  f("parallel", "sparse_embedding_grad", c.parallel.sparse_embedding_grad);
   f("parallel", "reduce_dtype", c.parallel.reduce_dtype);
   f("parallel", "zero", c.parallel.zero);
   f("parallel", "check_collectives", c.parallel.check_collectives);

@@ -41,6 +41,8 @@ PlanInput plan_input(const RunConfig& cfg) {
   in.recompute = parse_recompute(cfg.train.recompute);
   in.moments = cfg.optim.name == "adamw" ? 2 : 1;
   in.bucket_mb = cfg.parallel.bucket_mb;
+  in.sparse_embedding = cfg.parallel.sparse_embedding_grad && cfg.parallel.sync == "allreduce" &&
+                        cfg.parallel.reduce_dtype == "fp32";
   return in;
 }
 

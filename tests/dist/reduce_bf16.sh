@@ -23,11 +23,13 @@ run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 
 "$bin" "${run[@]}" --train.batch_size 12 --model.tie_embeddings true --train.out_dir seed_tied \
   --stop-at 1 > /dev/null
 tied=(--pp 2 --model.tie_embeddings true --zero 1 --train.micro_batches 2)
+# The fp32 references send the embedding's gradient whole, as bf16 does.
+dense=(--parallel.sparse_embedding_grad false)
 # name: ranks, then settings (always 12 sequences per step)
 declare -A runs=(
-  [dp2_fp32]="2 --dp 2 --train.batch_size 6"
+  [dp2_fp32]="2 --dp 2 --train.batch_size 6 ${dense[*]}"
   [dp2_bf16]="2 --dp 2 --train.batch_size 6 --parallel.reduce_dtype bf16"
-  [dp3_fp32]="3 --dp 3 --train.batch_size 4"
+  [dp3_fp32]="3 --dp 3 --train.batch_size 4 ${dense[*]}"
   [dp3_bf16]="3 --dp 3 --train.batch_size 4 --parallel.reduce_dtype bf16"
   [dp3_zero1_bf16]="3 --dp 3 --train.batch_size 4 --zero 1 --parallel.reduce_dtype bf16"
   [dp3_zero2_bf16]="3 --dp 3 --train.batch_size 4 --zero 2 --parallel.reduce_dtype bf16"

@@ -11,7 +11,9 @@
 #         the head's input gradient B·T·C and the loss's row maxima and sums, 3·B·T
 #   other the gradient norm's 8-byte sum over the replica (tp × pp ranks)
 # at --dp 2 --tp 2 --pp 2 (tied head) and --tp 2, every step of metrics.jsonl and per step in
-# summary.json; then `bench --dp 2 --json` (dp 2·4·P, nothing on the other axes).
+# summary.json; then `bench --dp 2 --json` (dp 2·4·P, nothing on the other axes), and with the
+# embedding's gradient sent as its non-zero rows (the default): dp 2·4·(P − V·C + U·C) + 2·8·⌈V/64⌉
+# for a union of U rows (a row mask of ⌈V/64⌉ words), at most the batches' 2·B·T tokens.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 B=2 T=16 K=2 V=400 C=48
@@ -61,15 +63,24 @@ def check(out, dp, tp, pp, tied):
 check("d2t2p2", 2, 2, 2, True)
 check("t2", 1, 2, 1, False)
 PY
-mpi 2 bench --config "$src/configs/tiny.toml" --model.vocab_size $V --train.batch_size $B \
-  --train.seq_len $T --bench.steps 2 --bench.warmup 1 --dp 2 --json > bench.txt
+bench=(bench --config "$src/configs/tiny.toml" --model.vocab_size $V --train.batch_size $B
+       --train.seq_len $T --bench.steps 2 --bench.warmup 1 --dp 2 --json)
+mpi 2 "${bench[@]}" --parallel.sparse_embedding_grad false > bench.txt
+mpi 2 "${bench[@]}" > bench_rows.txt
 grep -q "bytes per step by axis" bench.txt || fail "bench does not print bytes per axis"
-/usr/bin/python3 - <<'PY' || fail "bench bytes per axis: $(cat bench.txt)"
-import json
+/usr/bin/python3 - $B $T $V $C <<'PY' || fail "bench bytes per axis: $(cat bench.txt bench_rows.txt)"
+import json, sys
+B, T, V, C = map(int, sys.argv[1:])
 j = json.loads(open("bench.txt").read().strip().splitlines()[-1])
 per = j["bytes_per_step"]
 for r in range(2):
     assert per["dp"][r] == 2 * j["bytes_per_rank"]["parameters"][r], per
     assert per["tp"][r] == per["pp"][r] == per["other"][r] == 0, per
+rows = json.loads(open("bench_rows.txt").read().strip().splitlines()[-1])["bytes_per_step"]
+for r in range(2):
+    extra = rows["dp"][r] - (per["dp"][r] - 2 * 4 * V * C) - 2 * 8 * ((V + 63) // 64)
+    assert extra > 0 and extra % (2 * 4 * C) == 0, (rows, per)  # whole rows
+    assert extra // (2 * 4 * C) <= 2 * B * T, (rows, per)       # at most the tokens' rows
+    assert rows["tp"][r] == rows["pp"][r] == rows["other"][r] == 0, rows
 PY
 echo "traffic per axis: as the layouts must move"

@@ -111,7 +111,10 @@ class MpiBackend : public Backend {
                                         ReduceOp how) override {
     auto op = std::make_unique<MpiOp>();
     check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t),
-                         how == ReduceOp::Max ? MPI_MAX : MPI_SUM, comm_, &op->req),
+                         how == ReduceOp::Max     ? MPI_MAX
+                         : how == ReduceOp::BitOr ? MPI_BOR
+                                                  : MPI_SUM,
+                         comm_, &op->req),
           "MPI_Iallreduce");
     return op;
   }
@@ -239,7 +242,12 @@ Group mpi_world(const Options& opt) {
     gather_hosts();
     int size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (provided >= MPI_THREAD_MULTIPLE && size > 1) progress::start(MPI_COMM_WORLD);
+    // PARALLAMA_PROGRESS_US: the progress thread's interval while operations are in flight
+    // (200 us; 0 turns it off, to measure what it gives).
+    const char* us = std::getenv("PARALLAMA_PROGRESS_US");
+    const int interval = us ? std::atoi(us) : 200;
+    if (provided >= MPI_THREAD_MULTIPLE && size > 1 && interval > 0)
+      progress::start(MPI_COMM_WORLD, interval);
   }
   return Group(std::make_shared<MpiBackend>(MPI_COMM_WORLD), opt);
 }

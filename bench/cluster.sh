@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# What the network costs: parallama over 2 hosts of a cluster on this machine (scripts/cluster.sh),
+# one rank with one thread per host, with both hosts' links shaped to each rate.
+#
+#   bench/cluster.sh costs [RATES...]   bench15m, every strategy, at unshaped, 10, 1 and 0.1 Gbit/s
+#   bench/cluster.sh curve [RATES...]   kjv-small: wall-clock to one host's validation loss after
+#                                       300 steps, at 1 and 0.1 Gbit/s, allreduce, local, diloco
+#
+# costs: `train` on bench15m (the King James Bible, the model's 32,000-token vocabulary) for 10
+# steps; the figures are means over steps 3-10 (local SGD and DiLoCo average every 4 steps, so
+# two of their syncs fall in them). Strategies: allreduce with fp32 and bf16 reduction, --zero 1,
+# --zero 2, ps (1 worker, 1 server), ps-async (the same), local, diloco. Per strategy: global
+# tokens/s; scaling efficiency against the same workers computing alone (a process with one
+# worker's batch, without communication, times the workers); bytes each rank sends per step;
+# exposed communication: seconds per step a worker waits in communication.
+# curve: validation every 25 steps; a line per strategy of validation loss against seconds.
+# Writes bench/cluster/*.json, a Markdown table on stdout, and bench/cluster_curve.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-costs}; shift || true
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+bin=$PWD/build/parallama
+out=$PWD/bench/cluster
+mkdir -p "$out" data
+work=$(mktemp -d)
+cl() { bash scripts/cluster.sh "$1" --dir "$work/cluster" "${@:2}"; }
+trap 'cl down; rm -rf "$work"' EXIT
+[ -s data/kjv.txt ] || bible -f gen1:1-rev22:21 | sed -E 's/^[^ ]+ //' > data/kjv.txt
+[ -s data/kjv/train.bin ] || "$bin" prepare --text data/kjv.txt --vocab 4096 --out data/kjv > /dev/null
+cl up 2 > /dev/null
+shape_all() { cl shape 0 "$1"; cl shape 1 "$1"; }
+rate_name() { [ "$1" = off ] && echo unshaped || echo "$1"; }
+
+costs() {
+  local common=(train --config configs/bench15m.toml --data.dir data/kjv --train.steps 10
+                --train.val_every 0 --train.ckpt_every 0 --train.log_every 100
+                --local.period 4 --diloco.inner-steps 4)
+  # Alone: one worker's batch, one process, no communication (4 sequences: a dp 2 worker's; 8:
+  # the parameter-server job's single worker).
+  for b in 4 8; do
+    [ -s "$out/alone_b$b.jsonl" ] && continue
+    "$bin" "${common[@]}" --train.batch_size $b --train.out_dir "$work/alone$b" > /dev/null
+    cp "$work/alone$b/metrics.jsonl" "$out/alone_b$b.jsonl"
+  done
+  local rates=("$@")
+  [ ${#rates[@]} -gt 0 ] || rates=(off 10 1 0.1)
+  for rate in "${rates[@]}"; do
+    shape_all "$rate"
+    while read -r name np args; do
+      local f="$out/costs_$(rate_name "$rate")_$name.jsonl"
+      [ -s "$f" ] && continue
+      rm -rf "$work/run"
+      # shellcheck disable=SC2086
+      cl mpirun -- --oversubscribe -np "$np" "$bin" "${common[@]}" $args --train.out_dir "$work/run" \
+        > "$work/run.log" 2>&1 || { echo "$name at $rate failed: $(tail -3 "$work/run.log")" >&2; continue; }
+      cp "$work/run/metrics.jsonl" "$f"
+      echo "costs: $name at $(rate_name "$rate") done" >&2
+    done <<'LIST'
+allreduce_fp32 2 --dp 2 --train.batch_size 4
+allreduce_bf16 2 --dp 2 --train.batch_size 4 --parallel.reduce_dtype bf16
+zero1 2 --dp 2 --train.batch_size 4 --zero 1
+zero2 2 --dp 2 --train.batch_size 4 --zero 2
+ps 2 --dp 1 --train.batch_size 8 --sync ps --ps.servers 1
+ps_async 2 --dp 1 --train.batch_size 8 --sync ps-async --ps.servers 1
+local 2 --dp 2 --train.batch_size 4 --sync local
+diloco 2 --dp 2 --train.batch_size 4 --sync diloco
+LIST
+  done
+  /usr/bin/python3 bench/cluster_report.py costs "$out"
+}
+
+curve() {
+  local common=(train --config configs/kjv-small.toml --train.val_every 25 --train.ckpt_every 0
+                --train.log_every 100)
+  if [ ! -s "$out/curve_one_host.jsonl" ]; then
+    "$bin" "${common[@]}" --train.steps 300 --train.out_dir "$work/one" > /dev/null
+    cp "$work/one/metrics.jsonl" "$out/curve_one_host.jsonl"
+  fi
+  local target
+  target=$(/usr/bin/python3 -c "import json; print([json.loads(l) for l in open('$out/curve_one_host.jsonl')][-1]['val_loss'])")
+  local rates=("$@")
+  [ ${#rates[@]} -gt 0 ] || rates=(1 0.1)
+  for rate in "${rates[@]}"; do
+    shape_all "$rate"
+    for s in allreduce local diloco; do
+      local f="$out/curve_${rate}_$s.jsonl"
+      [ -s "$f" ] && continue
+      rm -rf "$work/run"
+      # Until the validation loss reaches one host's, at most 600 steps (a SIGUSR1 stops it).
+      cl mpirun -- --oversubscribe -np 2 "$bin" "${common[@]}" --dp 2 --train.batch_size 4 \
+        --sync $s --train.steps 600 --train.out_dir "$work/run" > "$work/run.log" 2>&1 &
+      local job=$!
+      while kill -0 $job 2> /dev/null; do
+        if [ -s "$work/run/metrics.jsonl" ] && /usr/bin/python3 - "$work/run/metrics.jsonl" "$target" <<'PY'
+import json, sys
+v = [json.loads(l).get("val_loss") for l in open(sys.argv[1]) if l.endswith("\n")]
+sys.exit(0 if any(x is not None and x <= float(sys.argv[2]) for x in v) else 1)
+PY
+        then
+          pkill -USR1 -f "mpirun.*$work/run" || true
+          break
+        fi
+        sleep 2
+      done
+      wait $job || true
+      cp "$work/run/metrics.jsonl" "$f"
+      echo "curve: $s at $rate Gbit/s done" >&2
+    done
+  done
+  /usr/bin/python3 bench/cluster_report.py curve "$out" bench/cluster_curve.svg
+}
+
+case $what in
+  costs) costs "$@" ;;
+  curve) curve "$@" ;;
+  *) echo "usage: bench/cluster.sh costs|curve [RATES...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,103 @@
+"""Reports bench/cluster.sh's measurements.
+
+    cluster_report.py costs DIR        Markdown table of DIR/costs_RATE_STRATEGY.jsonl
+    cluster_report.py curve DIR SVG    validation loss against seconds, DIR/curve_RATE_S.jsonl
+"""
+import glob
+import json
+import os
+import sys
+
+RATES = ["unshaped", "10", "1", "0.1"]
+STRATEGIES = [("allreduce_fp32", "allreduce, fp32 reduction", 2, 4),
+              ("allreduce_bf16", "allreduce, bf16 reduction", 2, 4),
+              ("zero1", "allreduce, --zero 1", 2, 4),
+              ("zero2", "allreduce, --zero 2", 2, 4),
+              ("ps", "ps (1 worker + 1 server)", 1, 8),
+              ("ps_async", "ps-async (1 worker + 1 server)", 1, 8),
+              ("local", "local SGD (period 4)", 2, 4),
+              ("diloco", "DiLoCo (4 inner steps)", 2, 4)]
+
+
+def rows(path, first=3):
+    out = [json.loads(l) for l in open(path) if l.endswith("\n")]
+    return [r for r in out if r["step"] >= first]
+
+
+def rate_of(rs):
+    """Tokens per second over the steps: their tokens over their time."""
+    seconds = sum(1.0 / r["tokens_per_s"] for r in rs)  # each step has the same tokens
+    return len(rs) / seconds
+
+
+def costs(d):
+    alone = {b: rate_of(rows(os.path.join(d, f"alone_b{b}.jsonl"))) for b in (4, 8)}
+    print("| link (Gbit/s) | strategy | tokens/s | scaling efficiency | MB sent per step (rank 0 / rank 1) | exposed communication (s/step) |")
+    print("|---|---|---|---|---|---|")
+    for rate in RATES:
+        for key, name, workers, batch in STRATEGIES:
+            f = os.path.join(d, f"costs_{rate}_{key}.jsonl")
+            if not os.path.exists(f):
+                continue
+            rs = rows(f)
+            tps = rate_of(rs)
+            eff = tps / (workers * alone[batch])
+            sent = []
+            for k in range(2):
+                vals = [r["bytes_per_rank"][k]["sent"] for r in rs if len(r["bytes_per_rank"]) > k]
+                sent.append(f"{sum(vals) / len(vals) / 1e6:.1f}" if vals else "-")
+            waits = [max(p["wait_s"] for p in r["bytes_per_rank"] if p.get("role") == "worker"
+                         and "wait_s" in p) for r in rs]
+            print(f"| {rate} | {name} | {tps:.0f} | {100 * eff:.1f}% | {' / '.join(sent)} | "
+                  f"{sum(waits) / len(waits):.3f} |")
+    print(f"\n(alone: {alone[4]:.0f} tokens/s with 4 sequences per step, {alone[8]:.0f} with 8)")
+
+
+def curve(d, svg):
+    one = [json.loads(l) for l in open(os.path.join(d, "curve_one_host.jsonl"))]
+    target = one[-1]["val_loss"]
+    lines = {}
+    for f in sorted(glob.glob(os.path.join(d, "curve_*_*.jsonl"))):
+        base = os.path.basename(f)[len("curve_"):-len(".jsonl")]
+        if base == "one_host":
+            continue
+        rate, strategy = base.split("_", 1)
+        rs = [json.loads(l) for l in open(f) if l.endswith("\n")]
+        pts = [(r["elapsed"], r["val_loss"]) for r in rs if "val_loss" in r]
+        lines[f"{strategy}, {rate} Gbit/s"] = pts
+    lines["one host (1 rank)"] = [(r["elapsed"], r["val_loss"]) for r in one if "val_loss" in r]
+    print(f"| run | seconds to validation loss {target:.3f} (one host after 300 steps) | steps |")
+    print("|---|---|---|")
+    for name, pts in lines.items():
+        hit = next(((t, i) for i, (t, v) in enumerate(pts) if v <= target + 1e-9), None)
+        print(f"| {name} | {hit[0]:.0f} |  {25 * (hit[1] + 1)} |" if hit else f"| {name} | not reached | - |")
+    w, h, m = 720, 420, 60
+    tmax = max(t for pts in lines.values() for t, _ in pts)
+    vals = [v for pts in lines.values() for _, v in pts]
+    vmin, vmax = min(vals), min(max(vals), target + 1.5)
+    x = lambda t: m + (w - 2 * m) * t / tmax
+    y = lambda v: h - m - (h - 2 * m) * (min(v, vmax) - vmin) / (vmax - vmin)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#333333"]
+    p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{w}" height="{h}" fill="white"/>',
+         f'<text x="{w / 2}" y="20" text-anchor="middle">kjv-small over 2 hosts: validation loss against wall-clock seconds</text>',
+         f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+         f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+         f'<text x="{w / 2}" y="{h - 20}" text-anchor="middle">seconds (0 to {tmax:.0f})</text>',
+         f'<text x="15" y="{h / 2}" transform="rotate(-90 15 {h / 2})" text-anchor="middle">validation loss ({vmin:.2f} to {vmax:.2f})</text>',
+         f'<line x1="{m}" y1="{y(target):.1f}" x2="{w - m}" y2="{y(target):.1f}" stroke="#999" stroke-dasharray="4 3"/>',
+         f'<text x="{w - m}" y="{y(target) - 4:.1f}" text-anchor="end" fill="#666">one host at 300 steps: {target:.3f}</text>']
+    for i, (name, pts) in enumerate(lines.items()):
+        c = colors[i % len(colors)]
+        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
+        p.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>')
+        p.append(f'<text x="{w - m - 180}" y="{m + 16 * i}" fill="{c}">{name}</text>')
+    p.append("</svg>")
+    open(svg, "w").write("\n".join(p) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "costs":
+        costs(sys.argv[2])
+    else:
+        curve(sys.argv[2], sys.argv[3])
