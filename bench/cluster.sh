@@ -5,10 +5,13 @@
 #   bench/cluster.sh costs [RATES...]   bench15m, every strategy, at unshaped, 10, 1 and 0.1 Gbit/s
 #   bench/cluster.sh curve [RATES...]   kjv-small: wall-clock to one host's validation loss after
 #                                       300 steps, at 1 and 0.1 Gbit/s, allreduce, local, diloco
+#   bench/cluster.sh overlap [RATES...] `bench --dp 2` on bench15m at 10, 1 and 0.1 Gbit/s, as it
+#                                       was (no progress thread, the embedding's gradient whole)
+#                                       and as it is: scaling efficiency, exposed communication
 #
-# costs: `train` on bench15m (the King James Bible, the model's 32,000-token vocabulary) for 10
-# steps; the figures are means over steps 3-10 (local SGD and DiLoCo average every 4 steps, so
-# two of their syncs fall in them). Strategies: allreduce with fp32 and bf16 reduction, --zero 1,
+# costs: `train` on bench15m (the King James Bible tokenized with 4,096 tokens, in the model's
+# 32,000-row embedding) for 6 steps; the figures are means over steps 3-6 (local SGD and DiLoCo
+# average every 4 steps: one of their syncs falls in them). Strategies: allreduce with fp32 and bf16 reduction, --zero 1,
 # --zero 2, ps (1 worker, 1 server), ps-async (the same), local, diloco. Per strategy: global
 # tokens/s; scaling efficiency against the same workers computing alone (a process with one
 # worker's batch, without communication, times the workers); bytes each rank sends per step;
@@ -32,15 +35,23 @@ shape_all() { cl shape 0 "$1"; cl shape 1 "$1"; }
 rate_name() { [ "$1" = off ] && echo unshaped || echo "$1"; }
 
 costs() {
-  local common=(train --config configs/bench15m.toml --data.dir data/kjv --train.steps 10
+  local common=(train --config configs/bench15m.toml --data.dir data/kjv --train.steps 6
                 --train.val_every 0 --train.ckpt_every 0 --train.log_every 100
                 --local.period 4 --diloco.inner-steps 4)
-  # Alone: one worker's batch, one process, no communication (4 sequences: a dp 2 worker's; 8:
-  # the parameter-server job's single worker).
+  # Alone: each worker's share, computed without communication by one process per worker at the
+  # same time, as `bench` measures it (this machine's two cores are shared by its hosts: one
+  # process alone runs about twice as fast as each of two). 4 sequences: the two workers of a
+  # dp 2 job; 8: the single worker of the parameter-server jobs.
   for b in 4 8; do
     [ -s "$out/alone_b$b.jsonl" ] && continue
-    "$bin" "${common[@]}" --train.batch_size $b --train.out_dir "$work/alone$b" > /dev/null
-    cp "$work/alone$b/metrics.jsonl" "$out/alone_b$b.jsonl"
+    local n=2
+    [ $b = 8 ] && n=1
+    for ((h = 0; h < n; h++)); do
+      cl run --host $h -- "$bin" "${common[@]}" --train.batch_size $b \
+        --train.out_dir "$work/alone$b-$h" < /dev/null > /dev/null &
+    done
+    wait
+    cat "$work"/alone$b-*/metrics.jsonl > "$out/alone_b$b.jsonl"
   done
   local rates=("$@")
   [ ${#rates[@]} -gt 0 ] || rates=(off 10 1 0.1)
@@ -52,7 +63,7 @@ costs() {
       rm -rf "$work/run"
       # shellcheck disable=SC2086
       cl mpirun -- --oversubscribe -np "$np" "$bin" "${common[@]}" $args --train.out_dir "$work/run" \
-        > "$work/run.log" 2>&1 || { echo "$name at $rate failed: $(tail -3 "$work/run.log")" >&2; continue; }
+        < /dev/null > "$work/run.log" 2>&1 || { echo "$name at $rate failed: $(tail -3 "$work/run.log")" >&2; continue; }
       cp "$work/run/metrics.jsonl" "$f"
       echo "costs: $name at $(rate_name "$rate") done" >&2
     done <<'LIST'
@@ -88,7 +99,7 @@ curve() {
       rm -rf "$work/run"
       # Until the validation loss reaches one host's, at most 600 steps (a SIGUSR1 stops it).
       cl mpirun -- --oversubscribe -np 2 "$bin" "${common[@]}" --dp 2 --train.batch_size 4 \
-        --sync $s --train.steps 600 --train.out_dir "$work/run" > "$work/run.log" 2>&1 &
+        --sync $s --train.steps 600 --train.out_dir "$work/run" < /dev/null > "$work/run.log" 2>&1 &
       local job=$!
       while kill -0 $job 2> /dev/null; do
         if [ -s "$work/run/metrics.jsonl" ] && /usr/bin/python3 - "$work/run/metrics.jsonl" "$target" <<'PY'
@@ -110,8 +121,27 @@ PY
   /usr/bin/python3 bench/cluster_report.py curve "$out" bench/cluster_curve.svg
 }
 
+overlap() {
+  local rates=("$@")
+  [ ${#rates[@]} -gt 0 ] || rates=(10 1 0.1)
+  for rate in "${rates[@]}"; do
+    shape_all "$rate"
+    for how in before after; do  # alternating, on the same cluster
+      local f="$out/overlap_${rate}_$how.json" env=() extra=()
+      [ -s "$f" ] && continue
+      [ $how = before ] && env=(PARALLAMA_PROGRESS_US=0) extra=(--parallel.sparse_embedding_grad false)
+      env "${env[@]}" bash scripts/cluster.sh mpirun --dir "$work/cluster" -- \
+        -np 2 "$bin" bench --config configs/bench15m.toml --dp 2 --bench.steps 5 --bench.warmup 1 \
+        "${extra[@]}" --json < /dev/null 2> /dev/null | tail -n 1 > "$f"
+      echo "overlap: $how at $rate done" >&2
+    done
+  done
+  /usr/bin/python3 bench/cluster_report.py overlap "$out"
+}
+
 case $what in
   costs) costs "$@" ;;
+  overlap) overlap "$@" ;;
   curve) curve "$@" ;;
-  *) echo "usage: bench/cluster.sh costs|curve [RATES...]" >&2; exit 2 ;;
+  *) echo "usage: bench/cluster.sh costs|curve|overlap [RATES...]" >&2; exit 2 ;;
 esac

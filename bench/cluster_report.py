@@ -2,6 +2,7 @@
 
     cluster_report.py costs DIR        Markdown table of DIR/costs_RATE_STRATEGY.jsonl
     cluster_report.py curve DIR SVG    validation loss against seconds, DIR/curve_RATE_S.jsonl
+    cluster_report.py overlap DIR      before/after table of DIR/overlap_RATE_{before,after}.json
 """
 import glob
 import json
@@ -50,7 +51,41 @@ def costs(d):
                          and "wait_s" in p) for r in rs]
             print(f"| {rate} | {name} | {tps:.0f} | {100 * eff:.1f}% | {' / '.join(sent)} | "
                   f"{sum(waits) / len(waits):.3f} |")
-    print(f"\n(alone: {alone[4]:.0f} tokens/s with 4 sequences per step, {alone[8]:.0f} with 8)")
+    print(f"\n(alone: {alone[4]:.0f} tokens/s per process with 4 sequences per step, two at once; "
+          f"{alone[8]:.0f} with 8, one process)")
+    costs_svg(d, alone, os.path.join(os.path.dirname(os.path.abspath(d)), "cluster_costs.svg"))
+
+
+def costs_svg(d, alone, path):
+    """Scaling efficiency against the link's rate, a line per strategy."""
+    w, h, m = 900, 420, 60
+    xs = {"0.1": 0, "1": 1, "10": 2, "unshaped": 3}
+    x = lambda i: m + (w - 5 * m) * i / 3
+    y = lambda e: h - m - (h - 2 * m) * min(e, 1.0)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#333333"]
+    p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{w}" height="{h}" fill="white"/>',
+         f'<text x="{w / 2}" y="20" text-anchor="middle">bench15m over 2 hosts: scaling efficiency against the link</text>',
+         f'<line x1="{m}" y1="{h - m}" x2="{x(3)}" y2="{h - m}" stroke="black"/>',
+         f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>']
+    for name, i in xs.items():
+        p.append(f'<text x="{x(i)}" y="{h - m + 16}" text-anchor="middle">{name}{"" if name == "unshaped" else " Gbit/s"}</text>')
+    for e in (0, 0.25, 0.5, 0.75, 1.0):
+        p.append(f'<text x="{m - 6}" y="{y(e) + 4}" text-anchor="end">{int(100 * e)}%</text>')
+        p.append(f'<line x1="{m}" y1="{y(e)}" x2="{x(3)}" y2="{y(e)}" stroke="#ddd"/>')
+    for k, (key, name, workers, batch) in enumerate(STRATEGIES):
+        pts = []
+        for rate, i in xs.items():
+            f = os.path.join(d, f"costs_{rate}_{key}.jsonl")
+            if os.path.exists(f):
+                pts.append((i, rate_of(rows(f)) / (workers * alone[batch])))
+        if not pts:
+            continue
+        c = colors[k % len(colors)]
+        p.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{" ".join(f"{x(i):.1f},{y(e):.1f}" for i, e in pts)}"/>')
+        p.append(f'<text x="{x(3) + 8}" y="{m + 16 * k}" fill="{c}">{name}</text>')
+    p.append("</svg>")
+    open(path, "w").write("\n".join(p) + "\n")
 
 
 def curve(d, svg):
@@ -96,8 +131,25 @@ def curve(d, svg):
     open(svg, "w").write("\n".join(p) + "\n")
 
 
+def overlap(d):
+    print("| link (Gbit/s) | | scaling efficiency | gradient communication (s/step) | exposed (s/step) | hidden | MB sent per step |")
+    print("|---|---|---|---|---|---|---|")
+    for rate in ("10", "1", "0.1"):
+        for how, name in (("before", "before: no progress thread, embedding whole"),
+                          ("after", "after: progress thread, embedding rows")):
+            f = os.path.join(d, f"overlap_{rate}_{how}.json")
+            if not os.path.exists(f) or not open(f).read().strip():
+                continue
+            j = json.load(open(f))
+            comm, exp = j["comm_s"], j["comm_exposed_s"]
+            print(f"| {rate} | {name} | {100 * j['scaling_efficiency']:.1f}% | {comm:.3f} | {exp:.3f} | "
+                  f"{100 * (1 - exp / comm):.0f}% | {j['bytes_per_step']['dp'][0] / 2e6:.1f} |")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "costs":
+    if sys.argv[1] == "overlap":
+        overlap(sys.argv[2])
+    elif sys.argv[1] == "costs":
         costs(sys.argv[2])
     else:
         curve(sys.argv[2], sys.argv[3])

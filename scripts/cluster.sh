@@ -138,7 +138,9 @@ case \$host in $name-h*) ;; *) echo "agent: \$host is not a host of cluster $nam
 exec nsenter --net=/run/netns/\$host --uts=$dir/uts/\${host#$name-} -- sh -c "\$*"
 EOF
   chmod +x "$dir/agent"
-  printf '%s\n' mpirun --hostfile "$dir/hostfile" --mca plm_rsh_agent "$dir/agent" \
+  # --bind-to none: every host's daemon would bind its first rank to core 0, and the hosts
+  # share this machine's cores.
+  printf '%s\n' mpirun --hostfile "$dir/hostfile" --mca plm_rsh_agent "$dir/agent" --bind-to none \
     --mca btl self,vader,tcp --mca btl_tcp_if_include "$subnet" \
     --mca oob_tcp_if_include "$subnet" --mca oob_tcp_keepalive_time 10 \
     --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 > "$dir/mpirun.args"
@@ -152,6 +154,7 @@ EOF
   echo "cluster $name: $n hosts ($(cut -d' ' -f1 "$dir/hostfile" | paste -sd' ')), subnet $subnet," \
     "egress ${gbps:-unshaped}${gbps:+ Gbit/s}${host_rates[*]:+ (${host_rates[*]})}; state in $dir"
   echo "run across it: $self mpirun --dir $dir -- -np $((n * slots)) CMD..."
+  echo "which runs, on host 0: $self run --dir $dir -- $(paste -sd' ' "$dir/mpirun.args") -np $((n * slots)) CMD..."
 }
 
 case $cmd in

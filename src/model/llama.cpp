@@ -324,8 +324,7 @@ void Llama::tp_reduce(float* x, int64_t n, comm::ReduceOp op) {
 }
 
 void Llama::column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O,
-                                     float alpha) {
-  mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I, alpha);  // dx (N, I) = alpha · dy · w
+                                     float alpha, const std::function<void()>& dw_done) {
   // The weight gradient dw (O, I) += dyᵀ · x in blocks of its rows: oneDNN reads dyᵀ faster a few
   // thousand rows at a time (bench15m's head, 32000 rows: 25% less time in bf16, 10% in fp32,
   // measured alone). With tensor parallelism, MPI gets the chance to progress the sum of dx
@@ -338,9 +337,13 @@ void Llama::column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, in
        alpha);
   };
   if (tp_.size() == 1) {
+    // The weight gradient first: the caller can send it (data parallelism) while dx computes.
     for (int64_t o0 = 0; o0 < O; o0 += block) dw_rows(o0);
+    if (dw_done) dw_done();
+    mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I, alpha);  // dx (N, I) = alpha · dy · w
     return;
   }
+  mm(false, false, N_, I, O, dy, O, w, I, 0.0f, dx, I, alpha);  // dx (N, I) = alpha · dy · w
   const double t0 = now();
   comm::Request req = tp_.iall_reduce(dx, N_ * I);
   double done_at = 0;
@@ -348,6 +351,7 @@ void Llama::column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, in
     dw_rows(o0);
     if (done_at == 0 && req.test()) done_at = now();
   }
+  if (dw_done) dw_done();
   const double t1 = now();
   req.wait();
   const double t2 = now();
@@ -550,8 +554,12 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
     else
       cross_entropy_backward(s.logits, s.logits, s.ce_stats, tg, grad_scale, N_, V_, v0_, s.exps);
     // The head is column-parallel over the vocabulary.
+    // An untied head (after the final norm in the layout) is final as soon as its weight
+    // gradient is: data parallelism sends it while the input gradient computes.
     column_parallel_backward(dln_, G + off_head_, dlogits, {s.lnf, s.lnfh}, weight(off_head_, W),
-                             C_, V_, alpha);
+                             C_, V_, alpha, [&] {
+                               if (off_head_ > off_norm_) final_from(off_head_);
+                             });
     dres = norm_backward(G + off_norm_, s.res.back(), W + off_norm_, s.rstdf, false, has_layers);
     // The layout keeps the final norm and the head (untied, or a last stage's tied copy) after
     // every layer; a tied embedding at offset 0 is completed last.

@@ -214,8 +214,9 @@ class Llama {
   void tp_reduce(float* x, int64_t n, comm::ReduceOp op = comm::ReduceOp::Sum);
   // Column-parallel input gradient: dx (N, I) = alpha · dy (N, O) · w (O, I) summed over the
   // group while dw (O, I) += alpha · dy (N, O)ᵀ · x (N, I) is computed.
+  // dw_done: called once the weight gradient is complete (before dx without tensor parallelism).
   void column_parallel_backward(float* dx, float* dw, Op dy, Op x, Op w, int64_t I, int64_t O,
-                                float alpha = 1.0f);
+                                float alpha = 1.0f, const std::function<void()>& dw_done = {});
   // c (M, N) = alpha · op(a) · op(b) + beta · c in the model's precision (alpha on the fp32 sums;
   // with a packed weight, beta 0).
   void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b, int64_t ldb,
