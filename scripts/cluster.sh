@@ -72,7 +72,9 @@ shape_host() {
 down() {
   [ -f "$dir/name" ] || return 0
   local name; name=$(cat "$dir/name")
-  [ -f "$dir/watcher.pid" ] && kill "$(cat "$dir/watcher.pid")" 2> /dev/null || true
+  # The watcher, unless this is it (its shell runs `down` in its own process).
+  local w; w=$(cat "$dir/watcher.pid" 2> /dev/null || true)
+  [ -z "$w" ] || [ "$w" = $$ ] || kill "$w" 2> /dev/null || true
   for f in "$dir"/uts/h*; do
     [ -e "$f" ] || continue
     umount "$f" 2> /dev/null || true
@@ -147,7 +149,7 @@ EOF
   trap - ERR INT TERM
   if [ "$keep" -eq 0 ]; then  # the watcher: the cluster goes when its owner does
     setsid bash -c 'while kill -0 "$1" 2> /dev/null && [ -d "$2" ]; do sleep 1; done
-                    "$3" down --dir "$2"' watcher "$owner" "$dir" "$self" \
+                    bash "$3" down --dir "$2"' watcher "$owner" "$dir" "$self" \
       < /dev/null > /dev/null 2>&1 &
     echo $! > "$dir/watcher.pid"
   fi

@@ -67,9 +67,16 @@ std::vector<std::string> LinkWatch::probe(int64_t step) {
   for (int from = 0; from < n; ++from) {
     if (to_[from] < 0) continue;
     for (int round = 0; round < kRounds; ++round) {  // the best of a few: scheduling noise
+      // The clock starts when a one-byte message arrives, not at the barrier: ranks leave a
+      // barrier at different moments, which would show as a slow link between fast hosts.
       world_.barrier();
-      if (me == from) world_.send(buf.data(), bytes_, to_[from], kProbeTag);
+      char start = 0;
+      if (me == from) {
+        world_.send(&start, 1, to_[from], kProbeTag);
+        world_.send(buf.data(), bytes_, to_[from], kProbeTag);
+      }
       if (me != to_[from]) continue;
+      world_.recv(&start, 1, from, kProbeTag);
       const double t0 = now();
       world_.recv(buf.data(), bytes_, from, kProbeTag);
       rate[from] =

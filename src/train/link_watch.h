@@ -3,7 +3,8 @@
 // all-reduce runs at its slowest link), so the step times of the straggler watch cannot tell
 // which host it is. A probe can: on a probe step, the first rank of each host sends `bytes` to
 // the first rank of the next host (by rank order, wrapping), one link at a time after a barrier,
-// and the receiver times the arrival (the best of 3 tries). Rank 0 gathers the rate of every
+// and the receiver times the arrival from a one-byte message sent just before (the best of 3
+// tries). Rank 0 gathers the rate of every
 // host-to-host link; one under a quarter of the median of all of them names its sending host
 // (each host once a run; timing noise on a busy machine stays within a factor of 2 or 3), and
 // the run's summary records it.
