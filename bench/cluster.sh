@@ -16,7 +16,8 @@
 # tokens/s; scaling efficiency against the same workers computing alone (a process with one
 # worker's batch, without communication, times the workers); bytes each rank sends per step;
 # exposed communication: seconds per step a worker waits in communication.
-# curve: validation every 25 steps; a line per strategy of validation loss against seconds.
+# curve: validation every 25 steps; a line per strategy of validation loss against seconds; a
+# run stops at one host's loss, at 600 steps or after CURVE_MAX_S seconds (240).
 # Writes bench/cluster/*.json, a Markdown table on stdout, and bench/cluster_curve.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,9 +81,18 @@ LIST
   /usr/bin/python3 bench/cluster_report.py costs "$out"
 }
 
+reached() {  # reached METRICS LOSS: a validation loss at or under LOSS
+  [ -s "$1" ] && /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, sys
+v = [json.loads(l).get("val_loss") for l in open(sys.argv[1]) if l.endswith("\n")]
+sys.exit(0 if any(x is not None and x <= float(sys.argv[2]) for x in v) else 1)
+PY
+}
+
 curve() {
   local common=(train --config configs/kjv-small.toml --train.val_every 25 --train.ckpt_every 0
                 --train.log_every 100)
+  local max_s=${CURVE_MAX_S:-240}
   if [ ! -s "$out/curve_one_host.jsonl" ]; then
     "$bin" "${common[@]}" --train.steps 300 --train.out_dir "$work/one" > /dev/null
     cp "$work/one/metrics.jsonl" "$out/curve_one_host.jsonl"
@@ -97,17 +107,14 @@ curve() {
       local f="$out/curve_${rate}_$s.jsonl"
       [ -s "$f" ] && continue
       rm -rf "$work/run"
-      # Until the validation loss reaches one host's, at most 600 steps (a SIGUSR1 stops it).
+      # Until the validation loss reaches one host's, at most 600 steps or $max_s seconds (a
+      # SIGUSR1 stops it with a checkpoint).
+      local t0=$SECONDS
       cl mpirun -- --oversubscribe -np 2 "$bin" "${common[@]}" --dp 2 --train.batch_size 4 \
         --sync $s --train.steps 600 --train.out_dir "$work/run" < /dev/null > "$work/run.log" 2>&1 &
       local job=$!
       while kill -0 $job 2> /dev/null; do
-        if [ -s "$work/run/metrics.jsonl" ] && /usr/bin/python3 - "$work/run/metrics.jsonl" "$target" <<'PY'
-import json, sys
-v = [json.loads(l).get("val_loss") for l in open(sys.argv[1]) if l.endswith("\n")]
-sys.exit(0 if any(x is not None and x <= float(sys.argv[2]) for x in v) else 1)
-PY
-        then
+        if [ $((SECONDS - t0)) -ge "$max_s" ] || reached "$work/run/metrics.jsonl" "$target"; then
           pkill -USR1 -f "mpirun.*$work/run" || true
           break
         fi
