@@ -59,7 +59,7 @@ host_fault() {  # host_fault link|kill
   [ $rc -ne 0 ] || fail "the job exited 0 after a host failed"
   host2=$(cl host 2)
   if [ "$1" = link ]; then
-    grep -Eq "rank [01] \(host [^)]*-h[01]\): data-parallel [a-z_]+ #[0-9]+ did not complete within 10 s: no answer from rank 2 \(host $host2\)" err.txt ||
+    grep -Eq "rank [01] \(host [^)]*-h[01]\): ([a-z-]+ )?[a-z_]+ #[0-9]+ did not complete within 10 s: no answer from rank 2 \(host $host2\)" err.txt ||
       fail "no message naming rank 2 on $host2: $(grep -v '^\[' err.txt | head -5)"
   else
     grep -q "$host2" err.txt || fail "no message naming $host2: $(grep -v '^\[' err.txt | head -5)"
@@ -105,7 +105,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 probes = {r["step"]: {l["from"]: l["mb_per_s"] for l in r["link_mb_per_s"]} for r in rows if "link_mb_per_s" in r}
 first, last = probes[3], probes[max(probes)]
 assert min(first.values()) > 5.0, first  # unshaped at step 3: every link far above 10 Mbit/s
-assert last[2] < 1.5 < min(last[0], last[1]), last  # 10 Mbit/s = 1.25 MB/s
+assert last[2] < 2.5 < min(last[0], last[1]), last  # 10 Mbit/s = 1.25 MB/s (and the bucket's burst)
 PY
     # Resumed with the host still slow: named again at its first probe, and in summary.json.
     n=$(cat run/latest); n=${n#step-}
@@ -115,7 +115,7 @@ import json, sys
 named = json.load(open(sys.argv[1]))["network_stragglers"]
 assert [x["host"] for x in named] == [sys.argv[2]] and named[0]["rank"] == 2, named
 assert named[0]["named_at_step"] == int(sys.argv[3]), named
-assert named[0]["mb_per_s"] < 1.5 < named[0]["median_mb_per_s"], named
+assert named[0]["mb_per_s"] < 2.5 < named[0]["median_mb_per_s"], named
 PY
     echo "straggler: $host2, shaped to 10 Mbit/s while the job ran, named" ;;
   preempt)
