@@ -62,7 +62,8 @@ host_fault() {  # host_fault link|kill
     grep -Eq "rank [01] \(host [^)]*-h[01]\): ([a-z-]+ )?[a-z_]+ #[0-9]+ did not complete within 10 s: no answer from rank 2 \(host $host2\)" err.txt ||
       fail "no message naming rank 2 on $host2: $(grep -v '^\[' err.txt | head -5)"
   else
-    grep -q "$host2" err.txt || fail "no message naming $host2: $(grep -v '^\[' err.txt | head -5)"
+    # mpirun ends the job first; its message names the lost host or the killed rank
+    grep -Eq "$host2|rank 2|process rank 2" err.txt || fail "no message naming $host2: $(grep -v '^\[' err.txt | head -5)"
   fi
   echo "$1 fault of $host2: ranks ended after ${took}s, mpirun after $(since "$t0")s (exit $rc)"
   last=$(cat run/latest)
