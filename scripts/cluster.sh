@@ -10,7 +10,10 @@
 #   cluster.sh shape [--dir DIR] H R|off               host H's egress to R Gbit/s (or unshaped)
 #   cluster.sh link [--dir DIR] H down|up              cut or restore host H's link
 #   cluster.sh host [--dir DIR] H                      host H's hostname
-#   cluster.sh kill [--dir DIR] H [SIGNAL]             signal (KILL) every process of host H
+#   cluster.sh kill [--dir DIR] H [SIGNAL]             signal (KILL) every process of host H, those
+#                                                      with no child first (the ranks, then a
+#                                                      second later their daemon, which reports
+#                                                      their deaths to mpirun)
 #   cluster.sh down [--dir DIR]                        remove everything `up` made
 #
 # DIR (default $PARALLAMA_CLUSTER, else ./cluster) holds the cluster's state: its hostfile, the
@@ -183,6 +186,11 @@ case $cmd in
   kill)
     [ ${#rest[@]} -ge 1 ] && [ ${#rest[@]} -le 2 ] || die "usage: cluster.sh kill H [SIGNAL]"
     host_index "${rest[0]}"
+    pids=$(ip netns pids "$(state name)-h${rest[0]}")
+    parents=$(for p in $pids; do ps -o ppid= -p "$p" 2> /dev/null; done | tr -d ' ')
+    leaves=$(for p in $pids; do grep -qx "$p" <<< "$parents" || echo "$p"; done)
+    for p in $leaves; do kill -s "${rest[1]:-KILL}" "$p" 2> /dev/null || true; done
+    [ -z "$leaves" ] || sleep 1
     for p in $(ip netns pids "$(state name)-h${rest[0]}"); do
       kill -s "${rest[1]:-KILL}" "$p" 2> /dev/null || true
     done ;;

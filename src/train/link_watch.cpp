@@ -36,6 +36,18 @@ std::vector<size_t> slow_links(const std::vector<LinkRate>& links, double fracti
   return out;
 }
 
+std::vector<size_t> confirmed_slow_links(const std::vector<LinkRate>& links,
+                                         std::set<int>& slow_before) {
+  std::vector<size_t> out;
+  std::set<int> now;
+  for (size_t i : slow_links(links)) {
+    now.insert(links[i].from);
+    if (slow_before.count(links[i].from)) out.push_back(i);
+  }
+  slow_before = std::move(now);
+  return out;
+}
+
 LinkWatch::LinkWatch(comm::Group world, int every, int64_t first_step, bool enabled, int64_t bytes)
     : world_(std::move(world)), every_(every), first_(first_step), bytes_(bytes) {
   // The first rank of each host sends to the first rank of the next host (in rank order).
@@ -55,7 +67,7 @@ LinkWatch::LinkWatch(comm::Group world, int every, int64_t first_step, bool enab
 bool LinkWatch::due(int64_t step) const {
   if (!enabled_) return false;
   const int64_t k = step - (first_ + 2);
-  return k == 0 || (k > 0 && step % every_ == 0);
+  return k == 0 || (k > 0 && (step % every_ == 0 || !slow_before_.empty()));
 }
 
 // One link at a time: a host that sends while it receives would delay the acknowledgements of
@@ -87,10 +99,11 @@ std::vector<std::string> LinkWatch::probe(int64_t step) {
   last_.clear();
   for (int r = 0; r < n; ++r)
     if (to_[r] >= 0) last_.push_back({r, to_[r], rate[r]});
+  // Every rank holds the same rates, so every rank agrees on the next probe (see due()).
+  std::vector<size_t> confirmed = confirmed_slow_links(last_, slow_before_);
   std::vector<std::string> lines;
-  if (me != 0) return lines;
   const double median = median_rate(last_);
-  for (size_t i : slow_links(last_)) {
+  for (size_t i : confirmed) {
     const LinkRate& l = last_[i];
     const std::string host = world_.host(l.from), to = world_.host(l.to);
     if (!hosts_named_.insert(host).second) continue;
@@ -102,7 +115,7 @@ std::vector<std::string> LinkWatch::probe(int64_t step) {
         "MB/s); every collective it joins runs at that pace",
         host.c_str(), static_cast<long long>(step), to.c_str(), l.from, l.to, l.mb_per_s,
         last_.size(), median);
-    lines.push_back(line);
+    if (me == 0) lines.push_back(line);
     named_.push_back({{"host", host},
                       {"rank", l.from},
                       {"to_host", to},
@@ -111,6 +124,8 @@ std::vector<std::string> LinkWatch::probe(int64_t step) {
                       {"median_mb_per_s", median},
                       {"named_at_step", step}});
   }
+  // A host named already needs no second look.
+  std::erase_if(slow_before_, [&](int r) { return hosts_named_.count(world_.host(r)) > 0; });
   return lines;
 }
 

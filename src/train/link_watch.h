@@ -4,10 +4,11 @@
 // which host it is. A probe can: on a probe step, the first rank of each host sends `bytes` to
 // the first rank of the next host (by rank order, wrapping), one link at a time after a barrier,
 // and the receiver times the arrival from a one-byte message sent just before (the best of 3
-// tries). Rank 0 gathers the rate of every
-// host-to-host link; one under a quarter of the median of all of them names its sending host
-// (each host once a run; timing noise on a busy machine stays within a factor of 2 or 3), and
-// the run's summary records it.
+// tries). Every rank learns the rate of every host-to-host link; one under a quarter of the
+// median of all of them is slow. A slow link is probed again at the next step, and its sending
+// host is named (once a run) only when it was slow both times: timing noise on a busy machine
+// stays within a factor of 2 or 3 and rarely hits one link twice, a shaped link always does.
+// The run's summary records each host named.
 //
 // Probes run at the third step of a run and every `every` steps after; a job on one host, or
 // with parameter servers (whose ranks do not step together), probes nothing.
@@ -30,6 +31,10 @@ struct LinkRate {
 double median_rate(const std::vector<LinkRate>& links);
 // Which links are slow: those under `fraction` of the median rate of all of them.
 std::vector<size_t> slow_links(const std::vector<LinkRate>& links, double fraction = 0.25);
+// The slow links of this probe whose sending rank was also slow in the previous one (whose
+// sending ranks are `slow_before`); `slow_before` becomes this probe's.
+std::vector<size_t> confirmed_slow_links(const std::vector<LinkRate>& links,
+                                         std::set<int>& slow_before);
 
 class LinkWatch {
  public:
@@ -52,6 +57,7 @@ class LinkWatch {
   int64_t bytes_;
   std::vector<int> to_;  // world rank -> the rank it sends to (-1: none)
   std::vector<LinkRate> last_;
+  std::set<int> slow_before_;  // sending ranks slow in the last probe, not yet confirmed
   std::set<std::string> hosts_named_;
   nlohmann::json named_ = nlohmann::json::array();
 };

@@ -1,5 +1,5 @@
-// Network stragglers: which measured links are slow (under a quarter of the median), and that a
-// job on one host probes nothing.
+// Network stragglers: which measured links are slow (under a quarter of the median), that one
+// probe alone names nobody, and that a job on one host probes nothing.
 #include <gtest/gtest.h>
 
 #include "train/link_watch.h"
@@ -28,6 +28,20 @@ TEST(LinkWatch, SlowLinksAreTheOnesFarUnderTheMedian) {
   EXPECT_TRUE(slow_links(links({1.0})).empty());
   EXPECT_TRUE(slow_links({}).empty());
   EXPECT_EQ(slow_links(links({100, 100, 100, 1, 2})), (std::vector<size_t>{3, 4}));
+}
+
+TEST(LinkWatch, ASlowLinkIsConfirmedByTheNextProbe) {
+  std::set<int> before;
+  // Noise on one probe names nothing; a link slow twice in a row is named.
+  EXPECT_TRUE(confirmed_slow_links(links({1600, 350, 1500}), before).empty());
+  EXPECT_EQ(before, (std::set<int>{1}));
+  EXPECT_TRUE(confirmed_slow_links(links({1600, 1400, 1500}), before).empty());
+  EXPECT_TRUE(before.empty());
+  EXPECT_TRUE(confirmed_slow_links(links({1600, 1400, 1.2}), before).empty());
+  EXPECT_EQ(confirmed_slow_links(links({1600, 1400, 1.3}), before), (std::vector<size_t>{2}));
+  // Another link slow once, after the first was confirmed: only pending.
+  EXPECT_TRUE(confirmed_slow_links(links({1.1, 1400, 1500}), before).empty());
+  EXPECT_EQ(before, (std::set<int>{0}));
 }
 
 TEST(LinkWatch, OneHostProbesNothing) {
