@@ -29,9 +29,10 @@ int run_generate(const std::string& ckpt, const std::string& prompt, const Sampl
 // shared over the data-parallel replicas (processes / tp) by estimated cost; rank 0 writes one
 // JSON line per prompt, in input order. Each prompt samples with its own seed (its "seed", else
 // sc.seed plus its index in the file), so the output does not depend on the number of processes.
+// An existing out_file is overwritten only with force.
 int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
                       const std::string& out_file, const SampleConfig& sc, int64_t batch,
-                      comm::Group world, int tp);
+                      comm::Group world, int tp, bool force = false);
 // Under mpirun the processes of `world` share the batches (see evaluate()). The tokens are those
 // of the token shard `data`, or (text non-empty) of a text file tokenized as prepare does: each
 // non-blank line is <s> and the line's tokens.
@@ -43,9 +44,9 @@ int run_tokenize(const std::string& ckpt, const std::string& text);
 // `convert`: --from hf:DIR --to CKPT, or --from CKPT (or a run directory) --to hf:DIR with the
 // tensors stored as dtype (f32 | bf16 | f16; "": the type the model was converted from, else
 // f32) in files of at most shard_mb MB (1e6 bytes), or --to gguf:FILE (dtype f32 | f16 | q8_0;
-// "": f16) for llama.cpp. One process.
+// "": f16) for llama.cpp. One process. An existing gguf:FILE is overwritten only with force.
 int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
-                double shard_mb = 5000);
+                double shard_mb = 5000, bool force = false);
 
 // `prepare-classify`, `finetune --task classify` and `classify` (cli/finetune.cpp): added to the
 // app before parsing; run_finetune_commands runs the one that `sub` is, or returns -1.

@@ -21,6 +21,7 @@
 #include "io/gguf.h"
 #include "io/hf.h"
 #include "io/json_depth.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "train/run_dir.h"
 
@@ -45,8 +46,8 @@ fs::path clean(const std::string& dir) {
 }
 
 json read_json(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": missing or unreadable");
+  if (!fs::exists(path)) throw Error(path.string() + ": missing");
+  std::ifstream f = open_input(path.string(), "file", kMaxConfigBytes);
   try {
     return parse_json_bounded(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>(),
                               16);  // a config.json nests 2 or 3 levels
@@ -320,11 +321,24 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
               static_cast<double>(fs::file_size(out)) / 1e6, s);
 }
 
+// Where convert writes, checked before it reads: never into what it reads (a run directory's
+// latest checkpoint, or hf:DIR), and a GGUF file that exists only with --force.
+void check_convert_output(const std::string& from, const std::string& to, bool force) {
+  std::string src = has_prefix(from, "hf:") ? from.substr(3) : from;
+  if (!has_prefix(from, "hf:") && !fs::exists(fs::path(src) / "trainer.json"))
+    if (const std::string latest = latest_checkpoint(src); !latest.empty()) src = latest;
+  if (has_prefix(to, "gguf:"))
+    check_output_file("--to gguf:", to.substr(5), {src}, force);
+  else
+    check_output_dir("--to", has_prefix(to, "hf:") ? to.substr(3) : to, {}, {src});
+}
+
 }  // namespace
 
 int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
-                double shard_mb) {
+                double shard_mb, bool force) {
   try {
+    if (to != "gguf:" && to != "hf:") check_convert_output(from, to, force);
     if (has_prefix(to, "gguf:")) {
       if (to.size() == 5) throw Error("gguf: needs a file, as gguf:models/kjv-small.gguf");
       if (has_prefix(from, "hf:"))

@@ -21,6 +21,7 @@ struct FinetuneCommands {
   finetune::FinetuneOptions opt;
   std::string ckpt, text, out;
   int batch = 16;
+  bool force = false;
 };
 
 FinetuneCommands* add_finetune_commands(CLI::App& app) {
@@ -67,6 +68,7 @@ FinetuneCommands* add_finetune_commands(CLI::App& app) {
       ->required();
   c.classify->add_option("--out", c.out, "JSON lines, in input order")->required();
   c.classify->add_option("--batch", c.batch, "lines per forward pass on each rank");
+  c.classify->add_flag("--force", c.force, "overwrite --out if it exists");
   return &c;
 }
 
@@ -92,7 +94,7 @@ int run_finetune_commands(const FinetuneCommands* c, const CLI::App* sub, comm::
     return 0;
   }
   if (sub == c->classify) {
-    finetune::run_classify(c->ckpt, c->text, c->out, c->batch, world);
+    finetune::run_classify(c->ckpt, c->text, c->out, c->batch, world, c->force);
     return 0;
   }
   return -1;

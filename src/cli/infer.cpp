@@ -12,6 +12,7 @@
 #include "infer/prompts.h"
 #include "infer/share.h"
 #include "io/checkpoint.h"
+#include "io/paths.h"
 #include "model/llama.h"
 #include "parallel/mesh.h"
 #include "tensor/error.h"
@@ -139,9 +140,10 @@ struct Progress {
 
 int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
                       const std::string& out_file, const SampleConfig& sc, int64_t batch,
-                      comm::Group world, int tp) {
+                      comm::Group world, int tp, bool force) {
   if (out_file.empty()) throw Error("--prompts needs --out FILE for the results (JSON Lines)");
   if (batch < 1) throw Error("--batch must be at least 1");
+  check_output_file("--out", out_file, {ckpt, prompts_file}, force);
   const std::vector<Prompt> prompts = read_prompts(prompts_file);
   Loaded m(ckpt, world, tp);
   const Tokenizer tok(checkpoint_tokenizer(ckpt));

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "comm/mpi/mpi_backend.h"
 #include "data/prepare.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/heap.h"
 #include "train/plot.h"
@@ -194,7 +195,9 @@ int main(int argc, char** argv) {
       ->check(whole_at_least(1));
   gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)")
       ->check(whole_at_least(1));
-  bool print_ids = false;
+  bool print_ids = false, force_out = false;
+  gen_cmd->add_flag("--force", force_out, "with --prompts: overwrite --out if it exists")
+      ->needs(prompts_opt);
   gen_cmd->add_flag("--ids", print_ids, "also print the generated token ids (a JSON array)")
       ->excludes(prompts_opt);
   CLI::App* eval_cmd =
@@ -236,6 +239,7 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--shard-mb", shard_mb, "largest weight file of hf:DIR output, MB")
       ->check(finite_in(1e-6, 1e15))
       ->group("");  // hidden: tests split small models
+  convert_cmd->add_flag("--force", force_out, "overwrite an existing gguf:FILE");
   std::string trace_json, trace_svg;
   CLI::App* plot_cmd = app.add_subcommand(
       "plot", "draw RUN_DIR/loss.svg (and pipeline.svg from pipeline_trace.json), or one trace");
@@ -244,6 +248,8 @@ int main(int argc, char** argv) {
       plot_cmd->add_option("--trace", trace_json, "draw this Chrome trace JSON as a timeline")
           ->excludes(run_dir_opt);
   plot_cmd->add_option("--out", trace_svg, "SVG for --trace (default: the trace's name, .svg)")
+      ->needs(trace_opt);
+  plot_cmd->add_flag("--force", force_out, "with --trace: overwrite the SVG if it exists")
       ->needs(trace_opt);
 
   FinetuneCommands* finetune_cmds = add_finetune_commands(app);
@@ -267,13 +273,14 @@ int main(int argc, char** argv) {
     if (const int rc = run_finetune_commands(finetune_cmds, sub, world); rc >= 0) return rc;
     if (sub == convert_cmd) {
       if (world.size() > 1) throw Error("convert runs in one process (start it without mpirun)");
-      return run_convert(conv_from, conv_to, conv_dtype, shard_mb);
+      return run_convert(conv_from, conv_to, conv_dtype, shard_mb, force_out);
     }
     // --ckpt may name a run directory: its latest checkpoint.
     if (!ckpt.empty() && !std::filesystem::exists(std::filesystem::path(ckpt) / "trainer.json"))
       if (const std::string latest = latest_checkpoint(ckpt); !latest.empty()) ckpt = latest;
     if (sub == gen_cmd && !prompts_file.empty())
-      return run_generate_many(ckpt, prompts_file, gen_out, sc, gen_batch, world, std::max(tp, 1));
+      return run_generate_many(ckpt, prompts_file, gen_out, sc, gen_batch, world, std::max(tp, 1),
+                               force_out);
     if (sub == gen_cmd && prompt.empty())
       throw Error("generate needs --prompt TEXT or --prompts FILE");
     if (sub == gen_cmd) return run_generate(ckpt, prompt, sc, world, std::max(tp, 1), print_ids);
@@ -283,6 +290,11 @@ int main(int argc, char** argv) {
       return run_eval(ckpt, data, eval_text, eval_batches, world, std::max(tp, 1));
     if (sub == tok_cmd) return run_tokenize(ckpt, tok_text);
     if (sub == plot_cmd) {
+      if (!trace_json.empty()) {  // the SVG is checked before the trace is read
+        if (trace_svg.empty())
+          trace_svg = std::filesystem::path(trace_json).replace_extension(".svg").string();
+        check_output_file("--out", trace_svg, {trace_json}, force_out);
+      }
       const auto written = trace_json.empty() ? plot_run(run_dir)
                                               : std::vector{plot_timeline(trace_json, trace_svg)};
       for (const std::string& path : written) std::printf("wrote %s\n", path.c_str());

@@ -18,6 +18,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/utf8.h"
 
@@ -72,8 +73,7 @@ nlohmann::json read_text(const std::string& path, std::vector<std::string>& line
   if (fs::is_directory(path, ec))
     throw Error("--text '" + path +
                 "' is a directory, not a text file (give each file: --text DIR/*.txt)");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read text file '" + path + "': " + std::strerror(errno));
+  std::ifstream in = open_input(path, "text file", kMaxTextBytes);
   size_t count = 0, bytes = 0, line_no = 0;
   for (std::string line; std::getline(in, line);) {
     ++line_no;
@@ -107,8 +107,7 @@ std::string read_tokenizer(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
     throw Error("--tokenizer '" + path + "' is a directory, not a sentencepiece model");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer '" + path + "': " + std::strerror(errno));
+  std::ifstream in = open_input(path, "tokenizer", kMaxTokenizerBytes);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error("cannot read tokenizer '" + path + "': " + std::strerror(errno));
   return bytes;
@@ -266,6 +265,9 @@ void prepare(const PrepareOptions& opt) {
     throw Error("prepare: --val-fraction must lie strictly between 0 and 1");
   if (opt.tokenizer.empty() && (opt.vocab_size < 260 || opt.vocab_size > 1 << 20))
     throw Error("prepare: --vocab must be between 260 (256 bytes + specials) and 1048576");
+  // The texts are read whole before anything is written, and a --tokenizer inside --out too (the
+  // set is replaced as a whole): only a text that is one of the set's files is refused.
+  check_output_dir("--out", opt.out_dir, {std::begin(kSetFiles), std::end(kSetFiles)}, opt.texts);
   const fs::path out = resolve_out(opt.out_dir);
 
   // Everything is read, checked and computed in memory first: a --tokenizer inside --out too.

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/paths.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -112,6 +113,7 @@ std::vector<int32_t> decode_tokens(const char* raw, const ShardHeader& h, const 
 }  // namespace
 
 TokenShard read_shard(const std::string& path) {
+  check_input_file(path, "token shard", int64_t{1} << 50);  // mapped, not read whole
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error("cannot read token shard '" + path + "'");
   const auto size = static_cast<uint64_t>(f.tellg());

@@ -9,6 +9,7 @@
 #include <regex>
 #include <unordered_map>
 
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
 
@@ -92,8 +93,7 @@ std::string Tokenizer::train(const std::vector<std::string>& sentences, int voca
 
 Tokenizer::Tokenizer(const std::string& model_path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  std::ifstream in(model_path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer '" + model_path + "'");
+  std::ifstream in = open_input(model_path, "tokenizer", kMaxTokenizerBytes);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   load(bytes, model_path);
 }

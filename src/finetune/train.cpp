@@ -16,6 +16,7 @@
 #include "infer/share.h"
 #include "io/checkpoint.h"
 #include "io/param_io.h"
+#include "io/paths.h"
 #include "io/safetensors.h"
 #include "kernels/optim.h"
 #include "optim/optimizer.h"
@@ -136,6 +137,11 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
     double sq = grad_norm(grads);
     sq *= sq;
     for (float g : hgrads) sq += static_cast<double>(g) * g;
+    // As train does: a non-finite loss or gradient ends the run (every rank holds the same sums).
+    if (!std::isfinite(loss) || !std::isfinite(sq))
+      throw Error(std::string(name) + ": the " + (std::isfinite(loss) ? "gradient norm" : "loss") +
+                  " became " + std::to_string(std::isfinite(loss) ? std::sqrt(sq) : loss) +
+                  " at step " + std::to_string(step) + "; lower --lr");
     const float scale = clip_factor(std::sqrt(sq), opt.clip);
     const float lr = lr_at(step, opt.lr, opt.lr * 0.1f, warmup, opt.steps);
     optim.step(*m.body, grads, lr, 0, -1, scale);
@@ -195,9 +201,20 @@ void write_outputs(const FinetuneOptions& opt, const nlohmann::json& results,
 }  // namespace
 
 nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world) {
-  if (opt.steps < 1 || opt.batch < 1 || opt.seq_len < 2 || !(opt.lr > 0))
-    throw Error("finetune: --steps, --batch and --lr must be positive and --seq-len at least 2");
+  if (opt.steps < 1 || opt.steps > 1000000000 || opt.batch < 1 || opt.batch > 1000000 ||
+      opt.seq_len < 2 || opt.seq_len > 1000000 || opt.log_every < 1 || opt.log_every > 1000000000)
+    throw Error(
+        "finetune: --steps (1 to 1e9), --batch (1 to 1e6), --seq-len (2 to 1e6) and --log-every "
+        "(1 to 1e9) are out of range");
+  if (!(opt.lr > 0 && opt.lr <= 10) || !(opt.weight_decay >= 0 && opt.weight_decay <= 10) ||
+      !(opt.clip >= 0 && std::isfinite(opt.clip)))
+    throw Error("finetune: --lr must lie in (0, 10], --weight-decay in [0, 10]");
   if (opt.out.empty()) throw Error("finetune: give --out DIR");
+  // Before anything is read: results.json, confusion-*.svg and classifier/ go into --out.
+  check_output_dir("--out", opt.out,
+                   {"results.json", "classifier", "confusion-finetuned.svg",
+                    "confusion-from-scratch.svg", "confusion-naive-bayes.svg"},
+                   {opt.init, opt.data});
   const nlohmann::json tj = read_trainer_json(opt.init);
   const RunConfig cfg = checkpoint_config(tj, opt.init + "/trainer.json");
   if (opt.seq_len > cfg.model.max_seq_len)
@@ -281,9 +298,11 @@ nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world) {
 }
 
 void run_classify(const std::string& ckpt, const std::string& text_file,
-                  const std::string& out_file, int batch, comm::Group world) {
-  if (batch < 1) throw Error("classify: --batch must be positive");
+                  const std::string& out_file, int batch, comm::Group world, bool force) {
+  if (batch < 1 || batch > 1000000) throw Error("classify: --batch must be between 1 and 1e6");
   if (out_file.empty()) throw Error("classify: give --out FILE");
+  check_output_file("--out", out_file, {ckpt, text_file}, force);
+  check_input_file(text_file, "--text", kMaxTextBytes);
   const std::string dir = find_classifier(ckpt);
   const ClassifierMeta meta = read_classifier_meta(dir);
   configure_threads(meta.cfg.train.threads);
@@ -293,6 +312,14 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
   std::vector<float> head;
   const HeadLayout hl{K, meta.cfg.model.dim};
   load_classifier_weights(dir, body, head, hl);
+  // A classifier whose training diverged would print null probabilities: refused.
+  const auto finite = [](const float* p, size_t n) {
+    return std::all_of(p, p + n, [](float v) { return std::isfinite(v); });
+  };
+  if (!finite(body.data(), static_cast<size_t>(body.size())) || !finite(head.data(), head.size()))
+    throw Error(dir +
+                ": the classifier's weights hold values that are not finite (its training "
+                "diverged); fine-tune it again with a lower --lr");
   const Tokenizer tok((fs::path(dir) / "tokenizer.model").string());
   if (fs::exists(text_file) && fs::is_regular_file(text_file) && fs::file_size(text_file) == 0)
     throw Error(text_file + " is empty: nothing to classify (one text per line)");

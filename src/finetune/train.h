@@ -43,6 +43,6 @@ nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world);
 // gathered in input order into out_file as JSON lines {"line", "text", "label",
 // "probabilities"}.
 void run_classify(const std::string& ckpt, const std::string& text_file,
-                  const std::string& out_file, int batch, comm::Group world);
+                  const std::string& out_file, int batch, comm::Group world, bool force = false);
 
 }  // namespace parallama::finetune

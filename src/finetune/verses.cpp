@@ -8,6 +8,7 @@
 
 #include "data/prepare.h"
 #include "io/checkpoint.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
 
@@ -122,8 +123,9 @@ bool chapter_in_test(const std::string& book, int chapter, double fraction) {
 namespace {
 
 std::vector<Example> read_jsonl(const std::string& path, size_t num_labels) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot read " + path + ": make it with parallama prepare-classify");
+  if (!fs::exists(path))
+    throw Error("cannot read " + path + ": make it with parallama prepare-classify");
+  std::ifstream in = open_input(path, "data file", kMaxTextBytes);
   std::vector<Example> out;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
@@ -163,8 +165,9 @@ std::string to_jsonl(const std::vector<Example>& xs) {
 
 Dataset read_dataset(const std::string& dir) {
   const std::string lpath = (fs::path(dir) / "labels.json").string();
-  std::ifstream in(lpath);
-  if (!in) throw Error("cannot read " + lpath + ": make it with parallama prepare-classify");
+  if (!fs::exists(lpath))
+    throw Error("cannot read " + lpath + ": make it with parallama prepare-classify");
+  std::ifstream in = open_input(lpath, "labels file", kMaxConfigBytes);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
@@ -188,6 +191,8 @@ Dataset prepare_classify(Task task, const std::string& verses_file, const std::s
                          double test_fraction) {
   if (!(test_fraction > 0.0 && test_fraction < 1.0))
     throw Error("--test-fraction must lie strictly between 0 and 1");
+  constexpr const char* kFiles[] = {"labels.json", "train.jsonl", "test.jsonl"};
+  check_output_dir("--out", out_dir, {std::begin(kFiles), std::end(kFiles)}, {verses_file});
   const std::vector<std::string> lines = read_text_lines(verses_file);
   Dataset d;
   d.task = task_name(task);
@@ -200,12 +205,18 @@ Dataset prepare_classify(Task task, const std::string& verses_file, const std::s
   }
   if (d.train.empty() || d.test.empty())
     throw Error(verses_file + ": too few chapters to split into train and test");
-  write_dir_atomically(out_dir, [&](const fs::path& tmp) {
-    const nlohmann::json labels = {{"task", d.task}, {"labels", d.labels}};
-    write_file_checked((tmp / "labels.json").string(), labels.dump(1) + "\n");
-    write_file_checked((tmp / "train.jsonl").string(), to_jsonl(d.train));
-    write_file_checked((tmp / "test.jsonl").string(), to_jsonl(d.test));
-  });
+  // Into --out beside whatever else it holds, each file whole (labels.json last: the set is read
+  // from it).
+  const fs::path out(out_dir);
+  try {
+    fs::create_directories(out);
+  } catch (const fs::filesystem_error& e) {
+    throw Error("cannot make " + out_dir + ": " + e.code().message());
+  }
+  write_file_atomically((out / "train.jsonl").string(), to_jsonl(d.train));
+  write_file_atomically((out / "test.jsonl").string(), to_jsonl(d.test));
+  const nlohmann::json labels = {{"task", d.task}, {"labels", d.labels}};
+  write_file_atomically((out / "labels.json").string(), labels.dump(1) + "\n");
   return d;
 }
 

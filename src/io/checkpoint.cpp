@@ -12,6 +12,7 @@
 
 #include "io/json_depth.h"
 #include "io/param_io.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
 
@@ -118,8 +119,7 @@ void write_dir_atomically(const std::string& dir,
 }
 
 std::string file_checksum(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + path);
+  std::ifstream f = open_input(path, "file", int64_t{1} << 50);  // read in pieces: no bound
   uint64_t h = kFnv1a64Basis;
   std::vector<char> buf(1 << 20);
   while (f) {
@@ -251,8 +251,9 @@ nlohmann::json parse_trainer_json(const std::string& text, const std::string& so
 nlohmann::json read_trainer_json(const std::string& dir) {
   const fs::path p = fs::path(dir) / "trainer.json";
   if (!fs::is_directory(dir)) throw Error("checkpoint '" + dir + "' is not a directory");
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(p.string() + ": missing; '" + dir + "' is not a complete checkpoint");
+  if (!fs::exists(p))
+    throw Error(p.string() + ": missing; '" + dir + "' is not a complete checkpoint");
+  std::ifstream f = open_input(p.string(), "checkpoint file", kMaxConfigBytes);
   const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
   if (f.bad()) throw Error("cannot read " + p.string());
   return parse_trainer_json(text, p.string());

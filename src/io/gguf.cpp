@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "io/paths.h"
 #include "io/safetensors.h"
 #include "kernels/rope.h"
 #include "tensor/error.h"
@@ -377,8 +378,7 @@ class ProtoReader {
 };
 
 SpmModel read_spm_model(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer '" + path + "'");
+  std::ifstream in = open_input(path, "tokenizer", kMaxTokenizerBytes);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   SpmModel m;
   ProtoReader top(bytes, 0, bytes.size(), path);

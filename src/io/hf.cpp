@@ -12,6 +12,7 @@
 #include <set>
 
 #include "io/json_depth.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 
 namespace fs = std::filesystem;
@@ -205,7 +206,7 @@ HfWeights::HfWeights(const std::string& dir) : dir_(dir) {
     throw Error(dir + ": no model.safetensors or model.safetensors.index.json" +
                 (bin ? " (PyTorch .bin weights are not read: save them as safetensors)" : ""));
   }
-  std::ifstream f(index, std::ios::binary);
+  std::ifstream f = open_input(index, "index", kMaxConfigBytes);
   json j;
   try {
     j = parse_json_bounded(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>(),

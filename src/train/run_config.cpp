@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 
+#include "io/paths.h"
 #include "model/llama.h"
 #include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
@@ -328,8 +329,7 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides, C
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec))
       throw Error("--config " + path + " is a directory, not a TOML configuration file");
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw Error("cannot read configuration file '" + path + "'");
+    std::ifstream f = open_input(path, "--config", kMaxConfigBytes);
     const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
     if (f.bad()) throw Error("cannot read configuration file '" + path + "'");
     root = parse_toml(text, path);

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <set>
 
+#include "io/paths.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -95,8 +96,7 @@ void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& 
 }
 
 std::vector<TraceEvent> read_chrome_trace(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read trace " + path + ": " + std::strerror(errno));
+  std::ifstream in = open_input(path, "trace", kMaxMetricsBytes);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   json doc;
   try {
