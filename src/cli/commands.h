@@ -1,6 +1,7 @@
 #pragma once
 // Subcommands of the parallama program.
 #include <string>
+#include <vector>
 
 #include "comm/group.h"
 #include "infer/generate.h"
@@ -53,5 +54,7 @@ int run_convert(const std::string& from, const std::string& to, const std::strin
 struct FinetuneCommands;
 FinetuneCommands* add_finetune_commands(CLI::App& app);
 int run_finetune_commands(const FinetuneCommands* cmds, const CLI::App* sub, comm::Group world);
+// The subcommands that run under mpirun (finetune, classify).
+std::vector<CLI::App*> finetune_subcommands(const FinetuneCommands* cmds);
 
 }  // namespace parallama

@@ -72,6 +72,10 @@ FinetuneCommands* add_finetune_commands(CLI::App& app) {
   return &c;
 }
 
+std::vector<CLI::App*> finetune_subcommands(const FinetuneCommands* c) {
+  return {c->finetune, c->classify};
+}
+
 int run_finetune_commands(const FinetuneCommands* c, const CLI::App* sub, comm::Group world) {
   if (sub == c->prepare) {
     if (world.size() > 1) throw Error("prepare-classify runs in one process (without mpirun)");

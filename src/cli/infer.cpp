@@ -59,6 +59,10 @@ int eval_tokens(Loaded& m, const std::vector<int32_t>& tokens, const std::string
     throw Error(source + ": fewer than " + std::to_string(T + 1) + " tokens");
   Llama model(m.layout, m.cfg.train.batch_size, T, m.mesh.tp);
   // The replicas share the batches; the tensor-parallel ranks of a replica work on the same ones.
+  // One with more batches than another is waited for while it answers as busy.
+  comm::Options o = m.mesh.dp.options();
+  o.wait_for_busy = true;
+  m.mesh.dp.set_options(o);
   const EvalResult r =
       evaluate(model, m.params, tokens, max_batches * m.cfg.train.batch_size, m.mesh.dp);
   std::printf("loss %.6f perplexity %.4f over %lld tokens\n", r.loss, std::exp(r.loss),
@@ -213,11 +217,9 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
     prog.batch_done(static_cast<int64_t>(got.size()), new_tokens, cost[b], show);
   }
   const double busy = now() - prog.t0;
-  // The slowest replica may still be at work: wait for it as long as the shares suggest.
+  // The slowest replica may still be at work: wait for it while it answers as busy.
   comm::Options o = dp.options();
-  const double slowest =
-      prog.cost > 0 ? busy * *std::max_element(load.begin(), load.end()) / prog.cost : 3600.0;
-  o.timeout_s = std::max(o.timeout_s, 3 * slowest + 60);
+  o.wait_for_busy = true;
   dp.set_options(o);
   const std::vector<std::string> lines = gather_in_order(dp, mine, n);
   // Each replica's share and busy time, so that imbalance shows.

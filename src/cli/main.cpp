@@ -196,6 +196,15 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--tp", tp, "tensor-parallel ranks (= processes under mpirun)")
       ->check(whole_at_least(1));
   bool print_ids = false, force_out = false;
+  // Commands that run under mpirun without a run config: how long a rank waits for the others.
+  double timeout_s = 120;
+  auto add_timeout = [&](CLI::App* sub) {
+    sub->add_option("--timeout", timeout_s,
+                    "seconds a rank waits for the others before it names the one that did not "
+                    "arrive and ends the job (as parallel.timeout_s of train)")
+        ->check(finite_in(0.001, 1e6));
+  };
+  add_timeout(gen_cmd);
   gen_cmd->add_flag("--force", force_out, "with --prompts: overwrite --out if it exists")
       ->needs(prompts_opt);
   gen_cmd->add_flag("--ids", print_ids, "also print the generated token ids (a JSON array)")
@@ -210,6 +219,7 @@ int main(int argc, char** argv) {
       ->add_option("--text", eval_text,
                    "or a UTF-8 text file, tokenized as prepare does (<s> before each line)")
       ->excludes(data_opt);
+  add_timeout(eval_cmd);
   eval_cmd->add_option("--batches", eval_batches, "evaluate at most this many batches (0 = all)")
       ->check(whole_at_least(0));
   eval_cmd
@@ -253,6 +263,7 @@ int main(int argc, char** argv) {
       ->needs(trace_opt);
 
   FinetuneCommands* finetune_cmds = add_finetune_commands(app);
+  for (CLI::App* sub : finetune_subcommands(finetune_cmds)) add_timeout(sub);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -269,6 +280,7 @@ int main(int argc, char** argv) {
   }
   try {
     CLI::App* sub = app.get_subcommands().front();
+    world.set_options({false, timeout_s});  // train, bench: parallel.timeout_s, set below
     if (sub == prepare_cmd) return prepare(prep), 0;
     if (const int rc = run_finetune_commands(finetune_cmds, sub, world); rc >= 0) return rc;
     if (sub == convert_cmd) {

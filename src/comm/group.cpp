@@ -26,7 +26,13 @@ struct Stamp {
 // Polls until done or the deadline; returns false at the deadline. Spins (yielding) for the
 // first 2 ms, where collectives of tensor and pipeline parallelism finish, then backs off to a
 // test every 100 us: a rank that waits long for a peer does not hold a core.
+std::atomic<int> waiters{0};
+
 bool poll(PendingOp& op, Clock::time_point deadline) {
+  struct Waiting {
+    Waiting() { waiters.fetch_add(1, std::memory_order_relaxed); }
+    ~Waiting() { waiters.fetch_sub(1, std::memory_order_relaxed); }
+  } waiting;
   const auto spin_until = Clock::now() + std::chrono::milliseconds(2);
   for (int spins = 0;; ++spins) {
     if (op.test()) return true;
@@ -111,35 +117,57 @@ namespace {
 std::atomic<int64_t> waited_ns{0};  // see wait_seconds()
 }  // namespace
 
+bool waiting_now() {
+  return waiters.load(std::memory_order_relaxed) > 0;
+}
+
 double wait_seconds() {
   return static_cast<double>(waited_ns.load(std::memory_order_relaxed)) * 1e-9;
+}
+
+// At a timeout: throws, naming the ranks that do not answer, or those that answer but did not
+// arrive; returns (to wait on) when those are busy and the group waits for busy ranks.
+void Request::check_peers() const {
+  const std::string what = st_->be->where(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
+                           std::to_string(seq_) + " did not complete within " +
+                           std::to_string(static_cast<int>(st_->opt.timeout_s)) + " s";
+  // Which peers answer? A live one answers at once, even while it waits itself.
+  std::vector<int> busy;
+  const std::vector<int> silent = st_->be->unanswered(3.0, &busy);
+  auto names = [&](const std::vector<int>& ranks) {
+    std::string who;
+    for (int r : ranks) who += (who.empty() ? "" : ", ") + st_->be->where(r);
+    return who;
+  };
+  if (!silent.empty())
+    throw PeerLost(what + ": no answer from " + names(silent) +
+                   " (the process died or is stopped, or the network to its host is cut)");
+  if (!busy.empty() && st_->opt.wait_for_busy) return;
+  if (!busy.empty())
+    throw PeerLost(what + ": " + names(busy) +
+                   " did not arrive: it answers but waits for no communication (it computes "
+                   "slowly, or is stuck outside communication)");
+  throw Error(what + ": another rank died, hangs, or called a different collective " +
+              "(set parallel.check_collectives = true to find which)");
 }
 
 void Request::wait() {
   if (!op_) return;
   prof::KindScope scope(prof::Kind::comm);
   const auto start = Clock::now();
-  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(st_->opt.timeout_s));
+  for (bool completed = false; !completed;) {
+    completed = poll(*op_, deadline);
+    if (!completed) {
+      check_peers();
+      deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(st_->opt.timeout_s));
-  const bool completed = poll(*op_, deadline);
+    }
+  }
   waited_ns.fetch_add(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
       std::memory_order_relaxed);
-  if (!completed) {
-    const std::string what = st_->be->where(st_->rank) + ": " + st_->name + op_name(kind_) + " #" +
-                             std::to_string(seq_) + " did not complete within " +
-                             std::to_string(static_cast<int>(st_->opt.timeout_s)) + " s";
-    // Which peers answer? A live one answers at once, even while it waits itself.
-    const std::vector<int> silent = st_->be->unanswered(3.0);
-    if (!silent.empty()) {
-      std::string who;
-      for (int r : silent) who += (who.empty() ? "" : ", ") + st_->be->where(r);
-      throw PeerLost(what + ": no answer from " + who +
-                     " (the process died or is stopped, or the network to its host is cut)");
-    }
-    throw Error(what + ": another rank died, hangs, or called a different collective " +
-                "(set parallel.check_collectives = true to find which)");
-  }
   op_.reset();
 }
 

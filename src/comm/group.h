@@ -57,8 +57,12 @@ class Backend {
   // The host group rank r runs on; "" where unknown (a group of one).
   virtual std::string host(int /*r*/) const { return ""; }
   // The group ranks (this one excluded) that do not answer a ping within wait_s: dead, stopped,
-  // or behind a cut link. Empty when all answered or when the backend cannot tell.
-  virtual std::vector<int> unanswered(double /*wait_s*/) { return {}; }
+  // or behind a cut link. Empty when all answered or when the backend cannot tell. `busy` (when
+  // given) gets those that answered while not waiting for communication: alive, but they did
+  // not arrive at the operation (computing, or stuck outside communication).
+  virtual std::vector<int> unanswered(double /*wait_s*/, std::vector<int>* /*busy*/ = nullptr) {
+    return {};
+  }
 };
 
 // A timeout in which some peers did not answer a ping: the job cannot go on, and waiting for
@@ -82,11 +86,12 @@ class Request {
   Request(Request&&) noexcept;
   Request& operator=(Request&&) noexcept;
   ~Request();
-  void wait();  // throws Error at the group's deadline
+  void wait();  // throws Error at the group's deadline (see Options::wait_for_busy)
   bool test();
   bool done() const { return !op_; }
 
  private:
+  void check_peers() const;
   std::unique_ptr<PendingOp> op_;
   std::shared_ptr<GroupState> st_;
   Op kind_ = Op::Barrier;
@@ -96,6 +101,10 @@ class Request {
 struct Options {
   bool check_collectives = false;
   double timeout_s = 300.0;
+  // At the timeout, keep waiting (another timeout_s, and so on) while the ranks that did not
+  // arrive answer pings as busy: for a collective after work of uneven length (data-parallel
+  // generation), where slow is not stuck. A rank that does not answer still ends the wait.
+  bool wait_for_busy = false;
 };
 
 class Group {
@@ -174,6 +183,9 @@ class Group {
 // Seconds this process has spent blocked in Request::wait, in every group, since it started:
 // the time it waited for communication and for slower peers (a step's share: the difference).
 double wait_seconds();
+// Whether this process is waiting for a communication operation now (any thread; read by the
+// MPI backend's progress thread to answer pings).
+bool waiting_now();
 
 // Even split of n elements over `parts` (the first n % parts get one more).
 std::vector<int64_t> even_counts(int64_t n, int parts);

@@ -348,6 +348,9 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
                               {"probabilities", probs}};
     results.emplace_back(i, j.dump());
   });
+  comm::Options o = world.options();  // a rank with a longer share is waited for while busy
+  o.wait_for_busy = true;
+  world.set_options(o);
   write_lines_from_rank0(world, gather_in_order(world, results, n), out_file);
   if (world.rank() == 0)
     std::printf("classified %lld lines on %d rank(s) with %s: wrote %s\n",

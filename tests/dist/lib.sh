@@ -27,7 +27,7 @@ prepare_tiny() {
 # tests may run jobs beside it); waits up to 15 s for it to start, fails the test without it.
 rank_pid() {
   for _ in $(seq 300); do
-    for p in $(pgrep -f "parallama train"); do
+    for p in $(pgrep -x parallama); do
       [ "$(readlink "/proc/$p/cwd" 2> /dev/null)" = "$PWD" ] || continue
       if tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
         echo "$p"

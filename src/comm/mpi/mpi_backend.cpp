@@ -90,14 +90,18 @@ class MpiBackend : public Backend {
     return w >= 0 && static_cast<size_t>(w) < world_hosts.size() ? world_hosts[w] : "";
   }
 
-  std::vector<int> unanswered(double wait_s) override {
+  std::vector<int> unanswered(double wait_s, std::vector<int>* busy) override {
     std::vector<int> peers;
     for (int r = 0; r < size_; ++r)
       if (r != rank_) peers.push_back(world_rank(r));
-    std::vector<int> silent;
-    for (int w : progress::unanswered(peers, wait_s))
-      for (int r = 0; r < size_; ++r)
-        if (world_rank(r) == w) silent.push_back(r);
+    std::vector<int> silent, busy_world;
+    auto to_group = [&](const std::vector<int>& world, std::vector<int>& out) {
+      for (int w : world)
+        for (int r = 0; r < size_; ++r)
+          if (world_rank(r) == w) out.push_back(r);
+    };
+    to_group(progress::unanswered(peers, wait_s, &busy_world), silent);
+    if (busy) to_group(busy_world, *busy);
     return silent;
   }
 

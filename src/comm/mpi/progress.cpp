@@ -1,5 +1,7 @@
 #include "comm/mpi/progress.h"
 
+#include "comm/group.h"
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -9,6 +11,7 @@ namespace parallama::comm::progress {
 namespace {
 
 constexpr int kPingTag = 1, kPongTag = 2;
+constexpr int kWaiting = 1, kBusy = 2;  // what a pong says of its process
 
 std::thread worker;
 std::atomic<bool> stopping{false}, started{false};
@@ -26,6 +29,7 @@ void loop(int busy_us) {
     // Every call into MPI also advances every operation in flight.
     MPI_Test(&incoming, &flag, &st);
     if (flag) {
+      pong = waiting_now() ? kWaiting : kBusy;
       MPI_Request r = MPI_REQUEST_NULL;
       MPI_Isend(&pong, 1, MPI_INT, st.MPI_SOURCE, kPongTag, ping_comm, &r);
       replies.push_back(r);
@@ -74,7 +78,8 @@ void op_finished() {
   in_flight.fetch_sub(1, std::memory_order_relaxed);
 }
 
-std::vector<int> unanswered(const std::vector<int>& world_ranks, double wait_s) {
+std::vector<int> unanswered(const std::vector<int>& world_ranks, double wait_s,
+                            std::vector<int>* busy) {
   if (!running()) return {};
   const size_t n = world_ranks.size();
   int ping = 0;
@@ -97,6 +102,7 @@ std::vector<int> unanswered(const std::vector<int>& world_ranks, double wait_s) 
   }
   std::vector<int> silent;
   for (size_t i = 0; i < n; ++i) {
+    if (heard[i] && busy && (*pongs)[i] == kBusy) busy->push_back(world_ranks[i]);
     if (!heard[i]) {
       silent.push_back(world_ranks[i]);
       MPI_Cancel(&recvs[i]);

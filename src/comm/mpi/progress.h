@@ -27,7 +27,9 @@ bool running();
 void op_started();
 void op_finished();
 // The ranks of `world_ranks` (numbered in the world) that do not answer a ping within wait_s.
-// Empty when all answered, or when no thread runs (nothing can be told).
-std::vector<int> unanswered(const std::vector<int>& world_ranks, double wait_s);
+// Empty when all answered, or when no thread runs (nothing can be told). `busy` (when given)
+// gets those that answered while their process waited for no communication.
+std::vector<int> unanswered(const std::vector<int>& world_ranks, double wait_s,
+                            std::vector<int>* busy = nullptr);
 
 }  // namespace parallama::comm::progress
