@@ -205,7 +205,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   j["data_position"] = 0;
   for (const char* name : {"model.safetensors", "optimizer.safetensors"})
     j["checksums"][name] = file_checksum(d / name);
-  seal_trainer_json(j);
+  seal_json(j);
   const std::string text = j.dump(1) + "\n";
   parse_trainer_json(text, d / "trainer.json");  // what every command will check on load
   write_file_checked(d / "trainer.json", text);  // written last, as save_checkpoint does
@@ -241,8 +241,7 @@ CheckedCheckpoint open_checkpoint(std::string ckpt) {
                 "); the file is corrupt or truncated");
   const std::string tok_path = (fs::path(ckpt) / "tokenizer.model").string();
   if (!fs::exists(tok_path)) throw Error(tok_path + ": missing from the checkpoint");
-  if (tj.contains("tokenizer_hash"))
-    check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
+  check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
   return {ckpt, tj, rc, model_path, tok_path};
 }
 
