@@ -246,7 +246,7 @@ CheckedCheckpoint open_checkpoint(std::string ckpt) {
 }
 
 void checkpoint_to_hf(const std::string& from, const std::string& out, const std::string& dtype,
-                      double shard_mb) {
+                      double shard_mb, bool allow_overflow) {
   const auto start = std::chrono::steady_clock::now();
   const CheckedCheckpoint c = open_checkpoint(from);
   const std::string &ckpt = c.dir, &model_path = c.model_path, &tok_path = c.tok_path;
@@ -269,13 +269,19 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
     decls.push_back({s.name, s.full_shape, dt});
   }
   const auto shards = io::plan_hf_shards(decls, static_cast<uint64_t>(shard_mb * 1e6));
+  const bool half = dt == DType::F16;
+  if (half) {
+    std::vector<std::pair<std::string, Shape>> tensors;
+    for (const io::TensorDecl& t : decls) tensors.emplace_back(t.name, t.shape);
+    io::check_f16_range(r, tensors, allow_overflow);
+  }
 
   NewDir d(out);
   std::vector<float> buf;
   for (const io::HfShard& shard : shards) {
     io::SafeTensorsStreamWriter w(d / shard.file, shard.tensors, {{"format", "pt"}});
     for (const io::TensorDecl& t : shard.tensors)
-      io::copy_tensor(r, t.name, t.shape, w, t.name, buf, kPieceFloats);
+      io::copy_tensor(r, t.name, t.shape, w, t.name, buf, kPieceFloats, half);
     w.commit();
   }
   if (shards.size() > 1)
@@ -294,7 +300,8 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
 
 // --- checkpoint -> gguf:FILE ---------------------------------------------------------------
 
-void checkpoint_to_gguf(const std::string& from, const std::string& out, const std::string& dtype) {
+void checkpoint_to_gguf(const std::string& from, const std::string& out, const std::string& dtype,
+                        bool allow_overflow) {
   const auto start = std::chrono::steady_clock::now();
   const io::GgmlType type = io::parse_gguf_dtype(dtype);
   const CheckedCheckpoint c = open_checkpoint(from);
@@ -312,7 +319,7 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
   info.tokenizer_path = c.tok_path;
   info.add_bos = true;   // generate puts <s> before the prompt; shards have <s> before each line
   info.add_eos = false;  // and no </s> after it
-  io::write_llama_gguf(c.rc.model, c.model_path, info, out, type);
+  io::write_llama_gguf(c.rc.model, c.model_path, info, out, type, allow_overflow);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("converted %s (%.2fM parameters) to gguf:%s, %s, %.1f MB, in %.1f s\n", c.dir.c_str(),
               c.rc.model.num_params() / 1e6, out.c_str(), io::ggml_type_name(type),
@@ -322,13 +329,13 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
 }  // namespace
 
 int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
-                double shard_mb) {
+                double shard_mb, bool allow_overflow) {
   try {
     if (has_prefix(to, "gguf:")) {
       if (to.size() == 5) throw Error("gguf: needs a file, as gguf:models/kjv-small.gguf");
       if (has_prefix(from, "hf:"))
         throw Error("--to gguf: takes a checkpoint; convert hf:DIR to a checkpoint first");
-      checkpoint_to_gguf(from, to.substr(5), dtype.empty() ? "f16" : dtype);
+      checkpoint_to_gguf(from, to.substr(5), dtype.empty() ? "f16" : dtype, allow_overflow);
       return 0;
     }
     const bool from_hf = has_prefix(from, "hf:"), to_hf = has_prefix(to, "hf:");
@@ -338,11 +345,15 @@ int run_convert(const std::string& from, const std::string& to, const std::strin
     if (from_hf && !to_hf) {
       if (!dtype.empty())
         throw Error("--dtype sets the tensor type of hf:DIR output; a checkpoint holds fp32");
+      if (allow_overflow)
+        throw Error(
+            "--allow-overflow is for fp16 output (hf:DIR or gguf:FILE); a checkpoint "
+            "holds fp32");
       hf_to_checkpoint(from.substr(3), to);
       return 0;
     }
     if (!from_hf && to_hf) {
-      checkpoint_to_hf(from, to.substr(3), dtype, shard_mb);
+      checkpoint_to_hf(from, to.substr(3), dtype, shard_mb, allow_overflow);
       return 0;
     }
     throw Error(from_hf ? "--from and --to are both hf: directories; one side is a checkpoint"
