@@ -2,7 +2,7 @@
 // It either refuses with parallama::Error or returns an object that reads back equal from its own
 // text (dump(1), as save_checkpoint writes it). Since a mutated file rarely keeps a matching
 // checksum, every input that is a JSON object is also sealed with its own checksum
-// (seal_trainer_json, as save_checkpoint does) and read again, so that the checks past the
+// (seal_json, as save_checkpoint does) and read again, so that the checks past the
 // checksum are fuzzed too. The config an accepted file records is read as `train --resume`
 // reads it (checkpoint_config) and, when accepted, must round-trip (see config_round_trip.h).
 #include <cstdint>
@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (j.is_object()) {
-    parallama::seal_trainer_json(j);
+    parallama::seal_json(j);
     check(j.dump(1));
   }
   return 0;

@@ -139,7 +139,16 @@ nlohmann::json trainer_json(int format) {
       {"layout", {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", "allreduce"}}},
       {"rng", {{"data_seed", 1337}, {"data_order", "seeded permutation per epoch"}}},
       {"loss_scale", {{"scale", 65536.0}, {"clean_steps", 12}, {"skipped", 1}}}};
-  if (format >= 2) seal_trainer_json(j);
+  if (format >= 2) {
+    seal_json(j);
+  } else {  // format 1 predates these settings (io/checkpoint.cpp refuses them in such a file)
+    for (const char* key : {"rope_scaling", "rope_factor", "rope_low_freq_factor",
+                            "rope_high_freq_factor", "rope_original_max_len"})
+      j["config"]["model"].erase(key);
+    for (const char* key : {"pp_balance", "sparse_embedding_grad", "link_probe_every", "balance",
+                            "balance_every", "balance_cap"})
+      j["config"]["parallel"].erase(key);
+  }
   return j;
 }
 
@@ -150,9 +159,10 @@ void trainer_json_seeds(const fs::path& dir) {
       {"format", 2},
       {"step", 0},
       {"data_position", 0},
+      {"tokenizer_hash", 0},
       {"checksums",
        {{"model.safetensors", "0000000000000000"}, {"optimizer.safetensors", "ffffffffffffffff"}}}};
-  seal_trainer_json(minimal);
+  seal_json(minimal);
   write_text(dir / "minimal.json", minimal.dump() + "\n");
 }
 

@@ -206,7 +206,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   j["data_position"] = 0;
   for (const char* name : {"model.safetensors", "optimizer.safetensors"})
     j["checksums"][name] = file_checksum(d / name);
-  seal_trainer_json(j);
+  seal_json(j);
   const std::string text = j.dump(1) + "\n";
   parse_trainer_json(text, d / "trainer.json");  // what every command will check on load
   write_file_checked(d / "trainer.json", text);  // written last, as save_checkpoint does
@@ -242,13 +242,12 @@ CheckedCheckpoint open_checkpoint(std::string ckpt) {
                 "); the file is corrupt or truncated");
   const std::string tok_path = (fs::path(ckpt) / "tokenizer.model").string();
   if (!fs::exists(tok_path)) throw Error(tok_path + ": missing from the checkpoint");
-  if (tj.contains("tokenizer_hash"))
-    check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
+  check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
   return {ckpt, tj, rc, model_path, tok_path};
 }
 
 void checkpoint_to_hf(const std::string& from, const std::string& out, const std::string& dtype,
-                      double shard_mb) {
+                      double shard_mb, bool allow_overflow) {
   const auto start = std::chrono::steady_clock::now();
   const CheckedCheckpoint c = open_checkpoint(from);
   const std::string &ckpt = c.dir, &model_path = c.model_path, &tok_path = c.tok_path;
@@ -271,13 +270,19 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
     decls.push_back({s.name, s.full_shape, dt});
   }
   const auto shards = io::plan_hf_shards(decls, static_cast<uint64_t>(shard_mb * 1e6));
+  const bool half = dt == DType::F16;
+  if (half) {
+    std::vector<std::pair<std::string, Shape>> tensors;
+    for (const io::TensorDecl& t : decls) tensors.emplace_back(t.name, t.shape);
+    io::check_f16_range(r, tensors, allow_overflow);
+  }
 
   NewDir d(out);
   std::vector<float> buf;
   for (const io::HfShard& shard : shards) {
     io::SafeTensorsStreamWriter w(d / shard.file, shard.tensors, {{"format", "pt"}});
     for (const io::TensorDecl& t : shard.tensors)
-      io::copy_tensor(r, t.name, t.shape, w, t.name, buf, kPieceFloats);
+      io::copy_tensor(r, t.name, t.shape, w, t.name, buf, kPieceFloats, half);
     w.commit();
   }
   if (shards.size() > 1)
@@ -296,7 +301,8 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
 
 // --- checkpoint -> gguf:FILE ---------------------------------------------------------------
 
-void checkpoint_to_gguf(const std::string& from, const std::string& out, const std::string& dtype) {
+void checkpoint_to_gguf(const std::string& from, const std::string& out, const std::string& dtype,
+                        bool allow_overflow) {
   const auto start = std::chrono::steady_clock::now();
   const io::GgmlType type = io::parse_gguf_dtype(dtype);
   const CheckedCheckpoint c = open_checkpoint(from);
@@ -314,7 +320,7 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
   info.tokenizer_path = c.tok_path;
   info.add_bos = true;   // generate puts <s> before the prompt; shards have <s> before each line
   info.add_eos = false;  // and no </s> after it
-  io::write_llama_gguf(c.rc.model, c.model_path, info, out, type);
+  io::write_llama_gguf(c.rc.model, c.model_path, info, out, type, allow_overflow);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("converted %s (%.2fM parameters) to gguf:%s, %s, %.1f MB, in %.1f s\n", c.dir.c_str(),
               c.rc.model.num_params() / 1e6, out.c_str(), io::ggml_type_name(type),
@@ -336,14 +342,14 @@ void check_convert_output(const std::string& from, const std::string& to, bool f
 }  // namespace
 
 int run_convert(const std::string& from, const std::string& to, const std::string& dtype,
-                double shard_mb, bool force) {
+                double shard_mb, bool allow_overflow, bool force) {
   try {
     if (to != "gguf:" && to != "hf:") check_convert_output(from, to, force);
     if (has_prefix(to, "gguf:")) {
       if (to.size() == 5) throw Error("gguf: needs a file, as gguf:models/kjv-small.gguf");
       if (has_prefix(from, "hf:"))
         throw Error("--to gguf: takes a checkpoint; convert hf:DIR to a checkpoint first");
-      checkpoint_to_gguf(from, to.substr(5), dtype.empty() ? "f16" : dtype);
+      checkpoint_to_gguf(from, to.substr(5), dtype.empty() ? "f16" : dtype, allow_overflow);
       return 0;
     }
     const bool from_hf = has_prefix(from, "hf:"), to_hf = has_prefix(to, "hf:");
@@ -353,11 +359,15 @@ int run_convert(const std::string& from, const std::string& to, const std::strin
     if (from_hf && !to_hf) {
       if (!dtype.empty())
         throw Error("--dtype sets the tensor type of hf:DIR output; a checkpoint holds fp32");
+      if (allow_overflow)
+        throw Error(
+            "--allow-overflow is for fp16 output (hf:DIR or gguf:FILE); a checkpoint "
+            "holds fp32");
       hf_to_checkpoint(from.substr(3), to);
       return 0;
     }
     if (!from_hf && to_hf) {
-      checkpoint_to_hf(from, to.substr(3), dtype, shard_mb);
+      checkpoint_to_hf(from, to.substr(3), dtype, shard_mb, allow_overflow);
       return 0;
     }
     throw Error(from_hf ? "--from and --to are both hf: directories; one side is a checkpoint"

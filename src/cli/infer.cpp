@@ -265,8 +265,7 @@ int run_eval(const std::string& ckpt, const std::string& data, const std::string
     throw Error(data + ": vocabulary " + std::to_string(shard.header.vocab_size) +
                 " is larger than the model's " + std::to_string(m.cfg.model.vocab_size));
   const nlohmann::json tj = read_trainer_json(ckpt);
-  if (tj.contains("tokenizer_hash") &&
-      tj["tokenizer_hash"].get<uint64_t>() != shard.header.tokenizer_hash)
+  if (tj["tokenizer_hash"].get<uint64_t>() != shard.header.tokenizer_hash)
     throw Error(data + ": made with another tokenizer than the checkpoint's");
   return eval_tokens(m, shard.tokens, data, max_batches, world);
 }

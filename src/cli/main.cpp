@@ -246,6 +246,11 @@ int main(int argc, char** argv) {
                           "tensor type of hf:DIR output: f32, bf16 or f16 (default: the type "
                           "the model was converted from, else f32); of gguf:FILE: f32, f16 "
                           "(default) or q8_0");
+  bool allow_overflow = false;
+  convert_cmd->add_flag("--allow-overflow", allow_overflow,
+                        "fp16 output (--dtype f16; gguf:FILE's default): clamp values beyond "
+                        "fp16's range (|x| >= 65520, which would become inf) to ±65504 instead "
+                        "of refusing the conversion");
   convert_cmd->add_option("--shard-mb", shard_mb, "largest weight file of hf:DIR output, MB")
       ->check(finite_in(1e-6, 1e15))
       ->group("");  // hidden: tests split small models
@@ -285,7 +290,7 @@ int main(int argc, char** argv) {
     if (const int rc = run_finetune_commands(finetune_cmds, sub, world); rc >= 0) return rc;
     if (sub == convert_cmd) {
       if (world.size() > 1) throw Error("convert runs in one process (start it without mpirun)");
-      return run_convert(conv_from, conv_to, conv_dtype, shard_mb, force_out);
+      return run_convert(conv_from, conv_to, conv_dtype, shard_mb, allow_overflow, force_out);
     }
     // --ckpt may name a run directory: its latest checkpoint.
     if (!ckpt.empty() && !std::filesystem::exists(std::filesystem::path(ckpt) / "trainer.json"))

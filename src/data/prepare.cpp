@@ -65,14 +65,19 @@ std::string where(const std::string& path, size_t line, size_t offset) {
   return path + ": line " + std::to_string(line) + ", byte offset " + std::to_string(offset);
 }
 
-// Reads one text file into `lines` (its non-blank lines, without line ends), refusing a
-// directory and anything that is not UTF-8 text. Returns its entry for meta.json's "inputs".
-nlohmann::json read_text(const std::string& path, std::vector<std::string>& lines,
-                         std::vector<int64_t>* line_numbers = nullptr, bool allow_empty = false) {
+void check_text_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
     throw Error("--text '" + path +
                 "' is a directory, not a text file (give each file: --text DIR/*.txt)");
+  check_input_file(path, "text file", kMaxTextBytes);
+}
+
+// Reads one text file into `lines` (its non-blank lines, without line ends), refusing a
+// directory and anything that is not UTF-8 text. Returns its entry for meta.json's "inputs".
+nlohmann::json read_text(const std::string& path, std::vector<std::string>& lines,
+                         std::vector<int64_t>* line_numbers = nullptr, bool allow_empty = false) {
+  check_text_file(path);
   std::ifstream in = open_input(path, "text file", kMaxTextBytes);
   size_t count = 0, bytes = 0, line_no = 0;
   for (std::string line; std::getline(in, line);) {
@@ -267,6 +272,7 @@ void prepare(const PrepareOptions& opt) {
     throw Error("prepare: --vocab must be between 260 (256 bytes + specials) and 1048576");
   // The texts are read whole before anything is written, and a --tokenizer inside --out too (the
   // set is replaced as a whole): only a text that is one of the set's files is refused.
+  for (const auto& path : opt.texts) check_text_file(path);
   check_output_dir("--out", opt.out_dir, {std::begin(kSetFiles), std::end(kSetFiles)}, opt.texts);
   const fs::path out = resolve_out(opt.out_dir);
 

@@ -5,9 +5,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 
+#include "finetune/verses.h"
 #include "io/checkpoint.h"
+#include "io/json_depth.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
 #include "kernels/rmsnorm.h"
@@ -158,10 +161,17 @@ void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>&
 
 // --- Checkpoints.
 
+namespace {
+
+constexpr int kClassifierFormat = 2;  // 2: sealed, with the tokenizer's hash and the weights' sum
+
+}  // namespace
+
 void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
                      const std::vector<float>& head, const std::string& tokenizer_path) {
   const int64_t C = meta.cfg.model.dim, K = static_cast<int64_t>(meta.labels.size());
   const HeadLayout hl{K, C};
+  check_distinct_labels(meta.labels, dir);
   write_dir_atomically(dir, [&](const fs::path& tmp) {
     io::SafeTensorsWriter w;
     body.visit([&](const ParamSpec& s, const float* p) { w.add(s.name, p, s.shape); });
@@ -171,14 +181,17 @@ void save_classifier(const std::string& dir, const ClassifierMeta& meta, const P
     w.set_metadata({{"format", "pt"}, {"parallama", "classifier"}});
     w.write((tmp / "model.safetensors").string());
     nlohmann::json j = meta.extra.is_object() ? meta.extra : nlohmann::json::object();
-    j["format"] = 1;
+    j["format"] = kClassifierFormat;
     j["task"] = meta.task;
     j["labels"] = meta.labels;
     j["seq_len"] = meta.seq_len;
     j["pooling"] = "mean of the final norm's output over the real tokens";
     j["config"] = config_to_json(meta.cfg);
-    write_file_checked((tmp / "classifier.json").string(), j.dump(1) + "\n");
     fs::copy_file(tokenizer_path, tmp / "tokenizer.model");
+    j["tokenizer_hash"] = file_hash((tmp / "tokenizer.model").string());
+    j["checksums"]["model.safetensors"] = file_checksum((tmp / "model.safetensors").string());
+    seal_json(j);
+    write_file_checked((tmp / "classifier.json").string(), j.dump(1) + "\n");
   });
 }
 
@@ -199,18 +212,33 @@ std::string find_classifier(const std::string& dir) {
 
 ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
   const std::string path = (fs::path(ckpt_dir) / "classifier.json").string();
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read " + path);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
+    j = parse_json_bounded(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(),
+                           16);  // classifier.json nests 3 deep (config.model.dim)
+  } catch (const std::exception&) {
     throw Error(path + ": not JSON");
   }
   auto need = [&](const char* key, bool ok) {
     if (!j.is_object() || !j.contains(key) || !ok)
       throw Error(path + ": missing or malformed \"" + key + "\"");
   };
+  need("format", j.contains("format") && j["format"].is_number_integer());
+  if (j["format"] == 1)  // unsealed: not to be told from a sealed file stripped of its seal
+    throw Error(path +
+                ": classifier format 1 (older, unsealed) is no longer read; make the "
+                "classifier again with parallama finetune --task classify");
+  if (j["format"] != kClassifierFormat)
+    throw Error(path + ": classifier format " + j["format"].dump() +
+                " is not supported (this parallama reads format " +
+                std::to_string(kClassifierFormat) + ")");
+  check_json_seal(j, path);
+  need("tokenizer_hash", j.contains("tokenizer_hash") && j["tokenizer_hash"].is_number_unsigned());
+  need("checksums", j.contains("checksums") && j["checksums"].is_object() &&
+                        j["checksums"].contains("model.safetensors") &&
+                        j["checksums"]["model.safetensors"].is_string());
   need("labels", j.contains("labels") && j["labels"].is_array() && j["labels"].size() >= 2);
   need("seq_len", j.contains("seq_len") && j["seq_len"].is_number_integer());
   need("config", j.contains("config") && j["config"].is_object());
@@ -219,6 +247,7 @@ ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
     if (!l.is_string()) throw Error(path + ": labels must be strings");
     m.labels.push_back(l.get<std::string>());
   }
+  check_distinct_labels(m.labels, path);
   m.task = j.value("task", "");
   m.seq_len = j["seq_len"].get<int64_t>();
   m.cfg = config_from_json(j["config"], path);
@@ -226,6 +255,14 @@ ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
     throw Error(path + ": seq_len " + std::to_string(m.seq_len) + " outside the model's 1.." +
                 std::to_string(m.cfg.model.max_seq_len));
   m.extra = j;
+  // The files beside it: the tokenizer it was trained with, the weights it was saved with.
+  check_tokenizer_hash((fs::path(ckpt_dir) / "tokenizer.model").string(),
+                       j["tokenizer_hash"].get<uint64_t>(), ckpt_dir);
+  const std::string weights = (fs::path(ckpt_dir) / "model.safetensors").string();
+  const std::string want = j["checksums"]["model.safetensors"].get<std::string>();
+  if (const std::string got = file_checksum(weights); got != want)
+    throw Error(weights + ": checksum " + got + " does not match classifier.json (" + want +
+                "); the file is corrupt or truncated");
   return m;
 }
 

@@ -76,8 +76,11 @@ void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
              const std::vector<int32_t>& seq);
 
 // A classifier checkpoint directory: model.safetensors (the body under its Hugging Face names,
-// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json (labels, task,
-// sequence length, pooling and the model's configuration) and tokenizer.model.
+// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json and tokenizer.model.
+// classifier.json, format 2: labels (distinct), task, sequence length, pooling, the model's
+// configuration, the tokenizer's hash, model.safetensors' checksum, and a checksum of its own
+// (as trainer.json's). Format 1 (unsealed) is refused: it cannot be told from a format-2 file
+// stripped of its seal, so such a classifier is made again.
 struct ClassifierMeta {
   std::string task;
   std::vector<std::string> labels;
@@ -85,12 +88,15 @@ struct ClassifierMeta {
   RunConfig cfg;
   nlohmann::json extra;  // recorded as given (init, steps, ...)
 };
-// Written into a temporary sibling of dir and renamed into place. One process writes.
+// Written into a temporary sibling of dir and renamed into place. One process writes. Throws
+// Error before writing anything when a label repeats.
 void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
                      const std::vector<float>& head, const std::string& tokenizer_path);
 // Where a classifier checkpoint is: dir itself, or dir/classifier (a finetune output directory).
 // Throws Error with one line when there is none (a language-model checkpoint, say).
 std::string find_classifier(const std::string& dir);
+// Reads classifier.json and checks it (its seal, every field, distinct labels) and the files it
+// describes (the tokenizer's hash, model.safetensors' checksum); Error with one line otherwise.
 ClassifierMeta read_classifier_meta(const std::string& ckpt_dir);
 // Loads the weights into body (laid out by body_shard) and head.
 void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& body,

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "data/prepare.h"
 #include "io/checkpoint.h"
@@ -120,6 +121,13 @@ bool chapter_in_test(const std::string& book, int chapter, double fraction) {
   return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) < fraction;
 }
 
+void check_distinct_labels(const std::vector<std::string>& labels, const std::string& source) {
+  std::set<std::string> seen;
+  for (const std::string& l : labels)
+    if (!seen.insert(l).second)
+      throw Error(source + ": the label \"" + l + "\" appears twice; labels must be distinct");
+}
+
 namespace {
 
 std::vector<Example> read_jsonl(const std::string& path, size_t num_labels) {
@@ -181,6 +189,7 @@ Dataset read_dataset(const std::string& dir) {
     if (!l.is_string()) throw Error(lpath + ": labels must be strings");
     d.labels.push_back(l.get<std::string>());
   }
+  check_distinct_labels(d.labels, lpath);
   d.task = j.contains("task") && j["task"].is_string() ? j["task"].get<std::string>() : "";
   d.train = read_jsonl((fs::path(dir) / "train.jsonl").string(), d.labels.size());
   d.test = read_jsonl((fs::path(dir) / "test.jsonl").string(), d.labels.size());
@@ -197,6 +206,7 @@ Dataset prepare_classify(Task task, const std::string& verses_file, const std::s
   Dataset d;
   d.task = task_name(task);
   d.labels = task_labels(task);
+  check_distinct_labels(d.labels, "prepare-classify --task " + d.task);
   for (size_t i = 0; i < lines.size(); ++i) {
     const Verse v = parse_verse(lines[i], verses_file + ":" + std::to_string(i + 1));
     Example e{v.ref, v.text, label_of(task, v.book)};

@@ -52,8 +52,12 @@ struct Dataset {
   std::vector<std::string> labels;
   std::vector<Example> train, test;
 };
+// Throws Error with one line naming `source` and the label when a label appears twice (a label
+// names one class: a classifier's answer would be ambiguous).
+void check_distinct_labels(const std::vector<std::string>& labels, const std::string& source);
+
 // Reads a data directory; throws Error naming the file and line of anything malformed, a label
-// outside the list, or an empty split.
+// outside the list or repeated in it, or an empty split.
 Dataset read_dataset(const std::string& dir);
 
 // `prepare-classify`: the verses file → dir (written into a temporary sibling, then renamed into

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -9,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <utility>
 
 #include "io/json_depth.h"
 #include "io/param_io.h"
@@ -38,6 +41,57 @@ std::string hex16(uint64_t h) {
 std::string json_checksum(nlohmann::json j) {
   j.erase("checksum");
   return hex16(fnv1a64(j.dump()));
+}
+
+// Format 1 (no checksum of its own) is read only for files its writers could have made: every
+// such writer wrote the fields of kFormat1Required, nothing outside kFormat1Fields, and in
+// "config" only the settings of kFormat1Settings. A format-2 writer always adds "checksum" and
+// settings that came later (model.rope_scaling, ...), so a newer file relabelled as format 1 to
+// slip past its checksum is refused, not read unchecked.
+constexpr const char* kFormat1Fields[] = {
+    "format", "step",  "data_position", "checksums",      "config",     "layout",
+    "rng",    "epoch", "loss",          "tokenizer_hash", "loss_scale", "tied_embedding_copies"};
+constexpr const char* kFormat1Required[] = {"config", "layout", "rng",
+                                            "epoch",  "loss",   "tokenizer_hash"};
+// Each config section of format 1 with its settings (space-separated).
+constexpr std::pair<const char*, const char*> kFormat1Settings[] = {
+    {"model",
+     "preset dim n_layers n_heads n_kv_heads ffn_dim vocab_size max_seq_len norm_eps rope_theta "
+     "tie_embeddings"},
+    {"train",
+     "batch_size seq_len micro_batches steps seed threads grad_clip log_every val_every "
+     "val_batches ckpt_every out_dir recompute precision loss_scale loss_scale_window"},
+    {"optim",
+     "name lr min_lr warmup_steps beta1 beta2 eps weight_decay momentum dampening nesterov"},
+    {"data", "dir"},
+    {"parallel",
+     "dp tp pp pp_layers pp_schedule pp_virtual pp_trace bucket_mb reduce_dtype zero "
+     "check_collectives timeout_s sync"},
+    {"ps", "servers max-staleness slow-rank slow-ms"},
+    {"local", "period"},
+    {"diloco", "inner-steps outer-lr outer-momentum"},
+    {"bench", "steps warmup"}};
+
+// Empty when j could be a format-1 file; else why not.
+std::string not_format1(const nlohmann::json& j) {
+  auto listed = [](const auto& list, const std::string& key) {
+    return std::find(std::begin(list), std::end(list), key) != std::end(list);
+  };
+  for (const auto& [key, v] : j.items())
+    if (!listed(kFormat1Fields, key)) return "it holds \"" + key + "\", which format 1 never had";
+  for (const char* key : kFormat1Required)
+    if (!j.contains(key)) return "it lacks \"" + std::string(key) + "\", which format 1 always had";
+  if (j["config"].is_object())
+    for (const auto& [sec, table] : j["config"].items()) {
+      if (!table.is_object()) return "its config." + sec + " is not a table";
+      const auto* known = std::find_if(std::begin(kFormat1Settings), std::end(kFormat1Settings),
+                                       [&](const auto& e) { return sec == e.first; });
+      for (const auto& [key, v] : table.items())
+        if (known == std::end(kFormat1Settings) ||
+            (" " + std::string(known->second) + " ").find(" " + key + " ") == std::string::npos)
+          return "it holds the setting " + sec + "." + key + ", which format 1 never had";
+    }
+  return "";
 }
 
 bool is_hex16(const nlohmann::json& v) {
@@ -91,8 +145,7 @@ void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
 std::string checkpoint_tokenizer(const std::string& ckpt) {
   const nlohmann::json tj = read_trainer_json(ckpt);
   const std::string path = (fs::path(ckpt) / "tokenizer.model").string();
-  if (tj.contains("tokenizer_hash"))
-    check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
+  check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
   return path;
 }
 
@@ -118,7 +171,7 @@ void write_dir_atomically(const std::string& dir,
   }
 }
 
-std::string file_checksum(const std::string& path) {
+uint64_t file_hash(const std::string& path) {
   std::ifstream f = open_input(path, "file", int64_t{1} << 50);  // read in pieces: no bound
   uint64_t h = kFnv1a64Basis;
   std::vector<char> buf(1 << 20);
@@ -126,7 +179,12 @@ std::string file_checksum(const std::string& path) {
     f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     h = fnv1a64(buf.data(), static_cast<size_t>(f.gcount()), h);
   }
-  return hex16(h);
+  if (f.bad()) throw Error("cannot read " + path);
+  return h;
+}
+
+std::string file_checksum(const std::string& path) {
+  return hex16(file_hash(path));
 }
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
@@ -162,9 +220,10 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       j["data_position"] = state.data_position;
       for (const char* name : kTensorFiles)
         j["checksums"][name] = file_checksum((tmp / name).string());
-      seal_trainer_json(j);
-      write_file_checked((tmp / "trainer.json").string(),
-                         j.dump(1) + "\n");  // written last: marks completeness
+      seal_json(j);
+      const std::string text = j.dump(1) + "\n";
+      parse_trainer_json(text, dir + "/trainer.json");            // what every load will check
+      write_file_checked((tmp / "trainer.json").string(), text);  // last: marks completeness
       ::sync();
       if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
         const fs::path old =
@@ -184,8 +243,17 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   io::agree_on_failure(tp, pp, dp, error);
 }
 
-void seal_trainer_json(nlohmann::json& j) {
+void seal_json(nlohmann::json& j) {
   j["checksum"] = json_checksum(j);
+}
+
+void check_json_seal(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object() || !is_hex16(j.value("checksum", nlohmann::json())))
+    throw Error(source + ": corrupt (no \"checksum\" of 16 hex digits)");
+  const std::string want = j["checksum"].get<std::string>(), got = json_checksum(j);
+  if (got != want)
+    throw Error(source + ": checksum " + got + " does not match the one recorded (" + want +
+                "); the file was edited or is corrupt");
 }
 
 nlohmann::json parse_trainer_json(const std::string& text, const std::string& source) {
@@ -207,13 +275,12 @@ nlohmann::json parse_trainer_json(const std::string& text, const std::string& so
     throw Error(source + ": checkpoint format " + j["format"].dump() +
                 " is not supported (this parallama reads formats 1 to " + std::to_string(kFormat) +
                 ")");
-  if (format >= 2) {  // format 1 had no checksum of its own
-    if (!is_hex16(j.value("checksum", nlohmann::json())))
-      throw bad("no \"checksum\" of 16 hex digits");
-    const std::string want = j["checksum"].get<std::string>(), got = json_checksum(j);
-    if (got != want)
-      throw Error(source + ": checksum " + got + " does not match the one recorded (" + want +
-                  "); the file was edited or is corrupt");
+  if (format == 1) {  // no checksum of its own: only a file that a format-1 writer could make
+    if (const std::string why = not_format1(j); !why.empty())
+      throw Error(source + ": not a format-1 file, as it says: " + why +
+                  "; it was edited or is corrupt");
+  } else {
+    check_json_seal(j, source);
   }
   // Every field a command reads, with its type and range.
   auto integer = [&](const char* key, int64_t lo, int64_t hi, bool required) {
@@ -233,7 +300,8 @@ nlohmann::json parse_trainer_json(const std::string& text, const std::string& so
   integer("step", 0, kMaxSteps, true);
   integer("data_position", 0, kMaxPosition, true);
   integer("epoch", 0, kMaxPosition, false);
-  if (j.contains("tokenizer_hash") && !j["tokenizer_hash"].is_number_unsigned() &&
+  if (!j.contains("tokenizer_hash")) throw bad("no \"tokenizer_hash\"");
+  if (!j["tokenizer_hash"].is_number_unsigned() &&
       !(j["tokenizer_hash"].is_number_integer() && j["tokenizer_hash"].get<int64_t>() >= 0))
     throw bad("\"tokenizer_hash\" is not an unsigned integer");
   if (!j.contains("checksums") || !j["checksums"].is_object())
@@ -256,7 +324,14 @@ nlohmann::json read_trainer_json(const std::string& dir) {
   std::ifstream f = open_input(p.string(), "checkpoint file", kMaxConfigBytes);
   const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
   if (f.bad()) throw Error("cannot read " + p.string());
-  return parse_trainer_json(text, p.string());
+  nlohmann::json j = parse_trainer_json(text, p.string());
+  static std::set<std::string> warned;  // once per file and process
+  if (j["format"] == 1 && warned.insert(p.string()).second)
+    std::fprintf(stderr,
+                 "warning: %s is checkpoint format 1 (older, without a checksum of its own): an "
+                 "edit to it cannot be detected\n",
+                 p.string().c_str());
+  return j;
 }
 
 namespace {

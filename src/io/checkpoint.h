@@ -52,14 +52,20 @@ void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Gr
                            comm::Group& pp);
 
 // Just trainer.json, parsed and checked (for reading the config before building the model).
+// A format-1 file (older, without a checksum of its own) is read with a warning on stderr, once
+// per file and process.
 nlohmann::json read_trainer_json(const std::string& dir);
-// The same from its text (source names it in errors): its own checksum (format 2 on), and the
-// type and range of every field a command reads (step, data_position, epoch, tokenizer_hash, the
-// tensor files' checksums, and that config, layout, rng and loss_scale are objects). Throws Error
-// with one line; never returns a value a later read could trip on.
+// The same from its text (source names it in errors): its own checksum (format 2; format 1 only
+// for a file holding nothing a format-1 writer did not write), and the type and range of every
+// field a command reads (step, data_position, epoch, tokenizer_hash — required — the tensor
+// files' checksums, and that config, layout, rng and loss_scale are objects). Throws Error with
+// one line; never returns a value a later read could trip on.
 nlohmann::json parse_trainer_json(const std::string& text, const std::string& source);
-// Sets j's "checksum" to that of the rest of j (as save_checkpoint does before writing it).
-void seal_trainer_json(nlohmann::json& j);
+// Sets j's "checksum" to that of the rest of j: FNV-1a 64 of its compact text, as 16 hex digits
+// (as save_checkpoint does before writing trainer.json; classifier.json is sealed the same way).
+void seal_json(nlohmann::json& j);
+// Throws Error with one line naming source unless j's "checksum" is that of the rest of j.
+void check_json_seal(const nlohmann::json& j, const std::string& source);
 
 // Writes text to path through a temporary file and a rename. Throws Error naming the path and the
 // reason on any failure, and leaves no temporary file behind.
@@ -84,7 +90,8 @@ std::string checkpoint_tokenizer(const std::string& ckpt);
 void write_dir_atomically(const std::string& dir,
                           const std::function<void(const std::filesystem::path& tmp)>& fill);
 
-// FNV-1a 64 of a file's bytes (read in pieces), as 16 hex digits.
+// FNV-1a 64 of a file's bytes (read in pieces), and the same as 16 hex digits.
+uint64_t file_hash(const std::string& path);
 std::string file_checksum(const std::string& path);
 
 }  // namespace parallama

@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "io/hf.h"
 #include "io/paths.h"
 #include "io/safetensors.h"
 #include "kernels/rope.h"
@@ -420,7 +421,8 @@ struct Out {
 }  // namespace
 
 void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors,
-                      const GgufModelInfo& info, const std::string& out, GgmlType type) {
+                      const GgufModelInfo& info, const std::string& out, GgmlType type,
+                      bool allow_overflow) {
   const SafeTensorsReader r(model_safetensors);
   const int64_t C = m.dim, F = m.ffn_dim, V = m.vocab_size, D = m.head_dim();
   const int64_t QD = m.q_dim(), KD = m.kv_dim();
@@ -473,6 +475,10 @@ void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors
   } else if (m.rope_scaling.type != "none") {
     throw Error("GGUF export knows rope_scaling none and llama3, not " + m.rope_scaling.type);
   }
+  std::vector<std::pair<std::string, Shape>> halves;  // fp16 tensors: every value must fit
+  for (const Out& o : plan)
+    if (o.type == GgmlType::F16) halves.emplace_back(o.hf, o.shape);
+  check_f16_range(r, halves, allow_overflow);
 
   GgufWriter w(out);
   w.kv_str("general.architecture", "llama");
@@ -526,6 +532,7 @@ void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors
                       static_cast<size_t>(cols) * sizeof(float));
         buf.swap(perm);
       }
+      if (o.type == GgmlType::F16) clamp_f16_overflow(buf.data(), n * cols);  // none unless allowed
       w.write(o.gguf, buf.data(), n * cols);
     }
   }

@@ -106,9 +106,11 @@ struct GgufModelInfo {
 // not a whole number of blocks), norms always F32, q and k rows permuted per head to llama.cpp's
 // rotary convention, output.weight left out when the embedding is tied, and for llama3
 // rope_scaling a rope_freqs.weight of the frequency divisors. Throws Error before writing
-// anything for a tensor of the wrong shape or a tokenizer with more pieces than the model has
-// rows.
+// anything for a tensor of the wrong shape, a tokenizer with more pieces than the model has
+// rows, or values an F16 tensor cannot hold (io::check_f16_range), unless allow_overflow: then
+// those are clamped to ±65504.
 void write_llama_gguf(const LlamaConfig& model, const std::string& model_safetensors,
-                      const GgufModelInfo& info, const std::string& out, GgmlType type);
+                      const GgufModelInfo& info, const std::string& out, GgmlType type,
+                      bool allow_overflow = false);
 
 }  // namespace parallama::io

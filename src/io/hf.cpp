@@ -14,6 +14,7 @@
 #include "io/json_depth.h"
 #include "io/paths.h"
 #include "tensor/error.h"
+#include "tensor/f16.h"
 
 namespace fs = std::filesystem;
 
@@ -284,15 +285,15 @@ nlohmann::ordered_json hf_index_json(const std::vector<HfShard>& shards) {
   return j;
 }
 
-void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
-                 SafeTensorsStreamWriter& out, const std::string& out_name, std::vector<float>& buf,
-                 int64_t piece_floats) {
+void read_f32_pieces(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+                     std::vector<float>& buf, int64_t piece_floats,
+                     const std::function<void(float*, int64_t)>& got) {
   const int64_t n = numel(shape);
   if (n == 0) return;
   if (shape.size() < 2) {  // a vector (a norm's weights) at once
     buf.resize(static_cast<size_t>(n));
     r.read_f32(name, buf.data(), shape);
-    out.append(out_name, buf.data(), n);
+    got(buf.data(), n);
     return;
   }
   const int64_t row = n / shape[0];
@@ -301,8 +302,49 @@ void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shap
   for (int64_t at = 0; at < shape[0]; at += rows) {
     const int64_t count = std::min(rows, shape[0] - at);
     r.read_f32_slice(name, buf.data(), shape, 0, at, count);
-    out.append(out_name, buf.data(), count * row);
+    got(buf.data(), count * row);
   }
+}
+
+void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+                 SafeTensorsStreamWriter& out, const std::string& out_name, std::vector<float>& buf,
+                 int64_t piece_floats, bool clamp_f16) {
+  read_f32_pieces(r, name, shape, buf, piece_floats, [&](float* x, int64_t n) {
+    if (clamp_f16) clamp_f16_overflow(x, n);
+    out.append(out_name, x, n);
+  });
+}
+
+void check_f16_range(const SafeTensorsReader& r,
+                     const std::vector<std::pair<std::string, Shape>>& tensors,
+                     bool allow_overflow) {
+  constexpr int64_t kPiece = int64_t{1} << 20;
+  std::vector<float> buf;
+  std::string named;
+  int64_t total = 0, listed = 0, over = 0;
+  for (const auto& [name, shape] : tensors) {
+    int64_t count = 0;
+    read_f32_pieces(r, name, shape, buf, kPiece, [&](float* x, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) count += f16_overflows(x[i]);
+    });
+    if (count == 0) continue;
+    total += count, ++over;
+    if (listed++ < 3)
+      named += (named.empty() ? "" : ", ") + name + " (" + std::to_string(count) + ")";
+  }
+  if (total == 0) return;
+  if (over > 3) named += " and " + std::to_string(over - 3) + " more tensor(s)";
+  const std::string what = std::to_string(total) +
+                           " value(s) beyond fp16's range (|x| >= 65520, which would become ±inf) "
+                           "in " +
+                           named;
+  if (!allow_overflow)
+    throw Error(
+        r.path() + ": " + what +
+        "; nothing written: choose --dtype f32 (or bf16 for hf:DIR), or --allow-overflow to clamp "
+        "them to ±65504");
+  std::fprintf(stderr, "warning: %s: %s: clamped to ±65504 (--allow-overflow)\n", r.path().c_str(),
+               what.c_str());
 }
 
 }  // namespace parallama::io

@@ -6,9 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/safetensors.h"
@@ -71,11 +73,25 @@ std::vector<HfShard> plan_hf_shards(const std::vector<TensorDecl>& tensors, uint
 // weight_map (tensor name -> file).
 nlohmann::ordered_json hf_index_json(const std::vector<HfShard>& shards);
 
-// Copies tensor `name` of r (stored shape `shape`, any dtype) to out as the next tensor
-// `out_name`, in pieces of about `piece_floats` elements (whole rows), through buf.
+// Reads tensor `name` of r (stored shape `shape`, any dtype) as fp32 in pieces of about
+// `piece_floats` elements (whole rows; a vector at once) through buf: got(values, count), in
+// order (got may change the values: they are buf's).
+void read_f32_pieces(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+                     std::vector<float>& buf, int64_t piece_floats,
+                     const std::function<void(float*, int64_t)>& got);
+// Copies tensor `name` of r to out as the next tensor `out_name`, as read_f32_pieces reads it;
+// with clamp_f16, values beyond fp16's range become ±65504 first (tensor/f16.h).
 void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
                  SafeTensorsStreamWriter& out, const std::string& out_name, std::vector<float>& buf,
-                 int64_t piece_floats);
+                 int64_t piece_floats, bool clamp_f16 = false);
+
+// fp16 output, checked before anything is written: counts the values of each tensor (name, its
+// stored shape in r) that fp16 cannot hold (f16_overflows: they would become ±inf). Unless
+// allow_overflow, any such value is Error with one line naming the tensors and their counts;
+// with it, one warning line on stderr says how many will be clamped to ±65504.
+void check_f16_range(const SafeTensorsReader& r,
+                     const std::vector<std::pair<std::string, Shape>>& tensors,
+                     bool allow_overflow);
 
 // The shortest decimal text that reads back as f, as a double (1e-05f -> 1e-05, not
 // 9.99999974737875e-06), so JSON and TOML show what a person wrote.

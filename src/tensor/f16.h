@@ -1,10 +1,25 @@
 #pragma once
 // IEEE 754 binary16 (fp16) helpers in plain integer arithmetic: widening is exact, narrowing
 // rounds to nearest even, overflows to ±inf beyond ±65504 and keeps NaN a (quiet) NaN.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
 namespace parallama {
+
+constexpr float kF16Max = 65504.0f;  // the largest finite fp16
+
+// Whether f is finite yet beyond fp16's range: |f| >= 65520, which rounds to ±inf (from 65504
+// up to 65520 rounds to ±65504).
+inline bool f16_overflows(float f) {
+  return std::fabs(f) >= 65520.0f && std::isfinite(f);
+}
+
+// Each value of x[0, n) that f16_overflows becomes ±65504; every other value stays as it is.
+inline void clamp_f16_overflow(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (f16_overflows(x[i])) x[i] = std::copysign(kF16Max, x[i]);
+}
 
 inline float f16_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

@@ -2,11 +2,10 @@
 
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
+#include <fstream>
 #include <vector>
 
 #include "comm/mpi/mpi_backend.h"
@@ -48,15 +47,13 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
     }
   }
   path_ = path;
-  errno = 0;
-  out_.open(path, std::ios::trunc);
-  if (!out_) fail();
-  for (const auto& line : keep) out_ << line << "\n";
-  if (!out_.flush()) fail();
+  if (const int err = out_.open(path)) fail(err);
+  for (const auto& line : keep)
+    if (const int err = out_.append(line)) fail(err);
 }
 
-void Progress::fail() const {
-  throw Error("cannot write " + path_ + (errno ? ": " + std::string(std::strerror(errno)) : "") +
+void Progress::fail(int err) const {
+  throw Error("cannot write " + path_ + ": " + std::strerror(err) +
               "; the run stops here (resume it from its last checkpoint with --resume auto)");
 }
 
@@ -80,9 +77,7 @@ void Progress::step(nlohmann::json j, int64_t tokens_this_step) {
   const double el = elapsed();
   const int64_t step = j["step"].get<int64_t>();
   j["elapsed"] = el;
-  errno = 0;
-  out_ << j.dump() << "\n";
-  if (!out_.flush()) fail();
+  if (const int err = out_.append(j.dump())) fail(err);
   const double done = static_cast<double>(step - first_step_);
   const double eta = done > 0 ? el / done * static_cast<double>(total_ - step) : 0.0;
   char line[256];

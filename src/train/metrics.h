@@ -5,8 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <string>
+
+#include "io/line_file.h"
 
 namespace parallama {
 
@@ -17,14 +18,15 @@ class Progress {
   Progress(const std::string& run_dir, int64_t total_steps, int64_t resume_step, int log_every);
   ~Progress();
   // Writes one metrics line (j must hold "step") and shows progress. A line that cannot be written
-  // (a full disk) throws Error: a run does not go on without its record.
+  // (a full disk) throws Error: a run does not go on without its record. The file keeps only
+  // whole lines: what of a failed line reached it is cut off again (io/line_file.h).
   void step(nlohmann::json j, int64_t tokens_this_step);
   void message(const std::string& line);  // a line of its own, above the live status
   double elapsed() const;
 
  private:
-  [[noreturn]] void fail() const;
-  std::ofstream out_;
+  [[noreturn]] void fail(int err) const;
+  io::LineFile out_;
   std::string path_;
   int64_t total_, first_step_;
   int log_every_;

@@ -100,15 +100,29 @@ std::string plot_losses(const std::string& run_dir) {
   if (!in)
     throw Error("cannot read " + in_path + " (is '" + run_dir + "' a training run directory?)");
   Series train, val;
-  for (std::string line; std::getline(in, line);) {
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    const std::string where = in_path + ":" + std::to_string(n);
+    nlohmann::json j;
     try {
-      const auto j = nlohmann::json::parse(line);
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      if (in.peek() == std::char_traits<char>::eof()) {  // the last line, cut short by a crash
+        std::fprintf(stderr,
+                     "warning: %s: the last line is incomplete (a write cut short); "
+                     "skipped\n",
+                     where.c_str());
+        break;
+      }
+      throw Error(where + ": not a metrics line: " + line.substr(0, 80));
+    }
+    try {
       const double step = j.at("step").get<double>();
       train.x.push_back(step), train.y.push_back(j.at("loss").get<double>());
       if (j.contains("val_loss"))
         val.x.push_back(step), val.y.push_back(j["val_loss"].get<double>());
     } catch (const nlohmann::json::exception&) {
-      throw Error(in_path + ": not a metrics line: " + line.substr(0, 80));
+      throw Error(where + ": not a metrics line: " + line.substr(0, 80));
     }
   }
   if (train.x.empty()) throw Error(in_path + ": no steps recorded yet");

@@ -8,7 +8,9 @@ namespace parallama {
 std::string xml_escape(const std::string& s);
 
 // Reads run_dir/metrics.jsonl and writes run_dir/loss.svg: training and validation loss against
-// steps. Returns the path written. Throws Error when there are no metrics, and
+// steps. Returns the path written. Throws Error when there are no metrics or a line that is not
+// a metrics line (naming the file and line); only a last line that is not JSON (a write cut short
+// by a crash) is skipped, with a warning on stderr. Throws
 // "cannot write PATH: REASON" when the picture cannot be written. Every picture is written to a
 // temporary file and renamed into place; a symbolic link at PATH is followed (the link stays), and
 // a device or a pipe is written straight into.

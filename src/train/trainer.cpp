@@ -220,8 +220,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (config_to_json(base)["model"] != config_to_json(cfg)["model"])
       throw Error("--init " + init + ": the checkpoint is of another model (" +
                   config_to_json(base)["model"].dump() + "); use its [model] settings");
-    if (init_json.contains("tokenizer_hash") &&
-        init_json["tokenizer_hash"].get<uint64_t>() != train_data.header.tokenizer_hash)
+    if (init_json["tokenizer_hash"].get<uint64_t>() != train_data.header.tokenizer_hash)
       throw Error("--init " + init + ": the checkpoint's tokenizer is not the one " + cfg.data.dir +
                   " was made with (prepare the data with --tokenizer " + init +
                   "/tokenizer.model)");

@@ -11,7 +11,8 @@ and untied, with and without llama3 rope scaling:
   * --dtype bf16 | f16 rounds to nearest even;
   * eval, generate and train --init run on the converted checkpoint, and a fine-tuned run
     converts back;
-  * what cannot be converted is refused with exit code 2, one line, and nothing written;
+  * what cannot be converted is refused with exit code 2, one line, and nothing written, values
+    beyond fp16's range included (clamped instead with --allow-overflow);
   * conversion streams: the peak memory of a convert process stays far below the model's size.
 The Hugging Face files are written by hand (json + numpy): no transformers, no safetensors package.
 """
@@ -393,6 +394,37 @@ def check_refusals(base_config, data):
     expect_error("both checkpoints", "convert", "--from", out, "--to", out + "2")
 
 
+def check_overflow(base_config, data):
+    """fp16 output refuses values beyond fp16's range before writing anything, naming the tensor
+    and the count; --allow-overflow clamps them to +-65504."""
+    tok = os.path.join(data, "tokenizer.model")
+    src, ckpt = os.path.join(WORK, "big-hf"), os.path.join(WORK, "big-ckpt")
+    weights = make_weights(base_config, seed=4)
+    name = "model.layers.1.mlp.down_proj.weight"
+    weights[name][0, :3] = [1e5, -7e4, 65519.0]  # the last rounds to 65504: no overflow
+    write_hf(src, base_config, weights, "F32", tokenizer=tok)
+    ok("convert", "--from", "hf:" + src, "--to", ckpt)
+    out, gguf = os.path.join(WORK, "big-f16"), os.path.join(WORK, "big.gguf")
+    expect_error(f"2 value(s) beyond fp16's range (|x| >= 65520, which would become ±inf) in "
+                 f"{name} (2); nothing written", "convert", "--from", ckpt, "--to", "hf:" + out,
+                 "--dtype", "f16", absent=out)
+    expect_error(f"in {name} (2)", "convert", "--from", ckpt, "--to", "gguf:" + gguf, absent=gguf)
+    expect_error("--allow-overflow is for fp16 output", "convert", "--from", "hf:" + src, "--to",
+                 ckpt + "-2", "--allow-overflow", absent=ckpt + "-2")
+    rc, _, err, _ = run("convert", "--from", ckpt, "--to", "hf:" + out, "--dtype", "f16",
+                        "--allow-overflow")
+    if rc != 0 or "2 value(s)" not in err or "clamped to ±65504" not in err:
+        fail(f"--allow-overflow: exit {rc}, stderr {err!r}")
+    dtype, shape, blob = read_hf_raw(out)[name]
+    got = decode(dtype, shape, blob)
+    if list(got[0, :3]) != [65504.0, -65504.0, 65504.0] or not np.isfinite(got).all():
+        fail(f"--allow-overflow: {name} starts {got[0, :3]}, not clamped to +-65504")
+    ok("convert", "--from", ckpt, "--to", "gguf:" + gguf, "--allow-overflow")
+    if not os.path.exists(gguf):
+        fail("--allow-overflow: no GGUF file")
+    print("fp16 output refuses values beyond its range, or clamps them with --allow-overflow")
+
+
 def check_memory(data):
     """The peak memory of converting a model whose fp32 weights are 35 MB, both ways."""
     cfg = hf_config(dim=256, layers=1, heads=4, kv_heads=4, ffn=512, vocab=32000, max_pos=64,
@@ -435,6 +467,7 @@ def main():
                "BF16", data, shards=2)
     check_commands(ckpt, data)
     check_refusals(hf_config(), data)
+    check_overflow(hf_config(), data)
     check_memory(data)
     print("hf_convert: all checks passed")
 

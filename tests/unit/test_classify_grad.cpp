@@ -8,6 +8,8 @@
 #include <random>
 
 #include "finetune/classifier.h"
+#include "finetune/verses.h"
+#include "io/checkpoint.h"
 #include "scratch_dir.h"
 #include "test_util.h"
 
@@ -150,6 +152,74 @@ TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
   EXPECT_NE(
       test::error_of([&] { find_classifier(dir + "/lm"); }).find("without a classification head"),
       std::string::npos);
+}
+
+// classifier.json is sealed like trainer.json: an edit, a stripped seal (format 1), another
+// tokenizer or changed weights are refused with one line; labels are distinct on save and load.
+TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
+  TinyClassifier m;
+  const std::string dir = dir_.string(), c = dir + "/c";
+  ClassifierMeta meta;
+  meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
+  meta.cfg.model = m.cfg;
+  meta.cfg.train.seq_len = m.T;
+  const std::string tok = dir + "/tok.model";
+  { std::ofstream(tok) << "a tokenizer"; }
+  auto read_json = [&] {
+    std::ifstream in(c + "/classifier.json");
+    return nlohmann::json::parse(in);
+  };
+  auto write_json = [&](const nlohmann::json& j) {
+    std::ofstream(c + "/classifier.json") << j.dump(1) << "\n";
+  };
+  auto load_error = [&] { return test::error_of([&] { read_classifier_meta(c); }); };
+  save_classifier(c, meta, m.body, m.head, tok);
+  const nlohmann::json good = read_json();
+  EXPECT_EQ(good["format"], 2);
+  EXPECT_EQ(load_error(), "");
+
+  nlohmann::json j = good;
+  j["labels"] = {"c", "b", "a"};  // swapped answers
+  write_json(j);
+  EXPECT_NE(load_error().find("does not match the one recorded"), std::string::npos)
+      << load_error();
+  j = good;
+  j.erase("checksum"), j.erase("tokenizer_hash"), j.erase("checksums");
+  j["format"] = 1;
+  write_json(j);
+  EXPECT_NE(load_error().find("classifier format 1"), std::string::npos) << load_error();
+  j = good;
+  j["labels"] = {"a", "b", "a"};
+  seal_json(j);
+  write_json(j);
+  EXPECT_NE(load_error().find("the label \"a\" appears twice"), std::string::npos) << load_error();
+  write_json(good);
+  { std::ofstream(c + "/tokenizer.model") << "another tokenizer"; }
+  EXPECT_NE(load_error().find("is not the tokenizer"), std::string::npos) << load_error();
+  std::filesystem::copy_file(tok, c + "/tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing);
+  { std::ofstream(c + "/model.safetensors", std::ios::app) << "x"; }
+  EXPECT_NE(load_error().find("model.safetensors: checksum"), std::string::npos) << load_error();
+
+  meta.labels = {"a", "b", "a"};
+  EXPECT_NE(test::error_of([&] {
+              save_classifier(dir + "/d", meta, m.body, m.head, tok);
+            }).find("appears twice"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/d"));
+  for (Task t : {Task::testament, Task::genre})
+    EXPECT_EQ(test::error_of([&] { check_distinct_labels(task_labels(t), "t"); }), "");
+}
+
+TEST_F(ClassifierCheckpoint, DataWithARepeatedLabelIsRefused) {
+  const std::string d = dir_.string();
+  std::ofstream(d + "/labels.json") << R"({"task": "x", "labels": ["old", "new", "old"]})";
+  std::ofstream(d + "/train.jsonl") << R"({"text": "a", "label": 0})"
+                                    << "\n";
+  std::ofstream(d + "/test.jsonl") << R"({"text": "b", "label": 1})"
+                                   << "\n";
+  const std::string e = test::error_of([&] { read_dataset(d); });
+  EXPECT_EQ(e, d + "/labels.json: the label \"old\" appears twice; labels must be distinct");
 }
 
 }  // namespace parallama::finetune

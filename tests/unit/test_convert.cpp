@@ -158,6 +158,42 @@ TEST_F(HfFiles, F16TensorsWriteAndReadBack) {
   EXPECT_EQ(row, std::vector<float>(got.begin() + 3, got.end()));
 }
 
+TEST(Fp16, OverflowIsWhatRoundsToInfinity) {
+  EXPECT_FALSE(f16_overflows(65504.0f));
+  EXPECT_FALSE(f16_overflows(65519.99f));  // rounds down to 65504
+  EXPECT_TRUE(f16_overflows(65520.0f));
+  EXPECT_TRUE(f16_overflows(-1e30f));
+  EXPECT_FALSE(f16_overflows(INFINITY));  // not finite to begin with: kept as it is
+  EXPECT_FALSE(f16_overflows(NAN));
+  for (float x : {65519.99f, 65520.0f, 1e6f, -70000.0f})
+    EXPECT_EQ(f16_overflows(x), float_to_f16(x) == (x > 0 ? 0x7c00 : 0xfc00)) << x;
+  std::vector<float> v = {1e5f, -1e5f, 3.0f, INFINITY};
+  clamp_f16_overflow(v.data(), 4);
+  EXPECT_EQ(v, (std::vector<float>{65504.0f, -65504.0f, 3.0f, INFINITY}));
+}
+
+TEST_F(HfFiles, F16RangeIsCheckedOverEveryTensor) {
+  std::vector<float> a(300, 1.0f), b(40, -2.0f);
+  a[0] = 7e4f, a[299] = -1e9f, b[3] = 65520.0f;
+  io::SafeTensorsWriter w;
+  w.add("a", a.data(), {3, 100});
+  w.add("b", b.data(), {40});
+  w.write(file("m.safetensors"));
+  const io::SafeTensorsReader r(file("m.safetensors"));
+  const std::string e = error_of([&] {
+    io::check_f16_range(r, {{"a", {3, 100}}, {"b", {40}}}, false);
+  });
+  EXPECT_NE(e.find("3 value(s) beyond fp16's range"), std::string::npos) << e;
+  EXPECT_NE(e.find("a (2), b (1)"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] {
+              io::check_f16_range(r, {{"b", {40}}}, false);
+            }).find("b (1)"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(error_of([&] { io::check_f16_range(r, {{"a", {3, 100}}}, true); }), "");
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("warning: "), std::string::npos);
+}
+
 nlohmann::json llama31_config() {
   return nlohmann::json::parse(R"({
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,

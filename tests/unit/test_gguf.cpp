@@ -397,6 +397,38 @@ TEST_F(GgufExport, Q8ZeroWithinItsBoundAndF16Fallback) {
   EXPECT_EQ(back, std::vector<float>(q.begin(), q.begin() + 64));
 }
 
+// Values fp16 cannot hold are refused before anything is written, naming the tensor and the
+// count; --allow-overflow clamps them to ±65504.
+TEST_F(GgufExport, F16OverflowIsRefusedOrClamped) {
+  auto w = write_weights();
+  std::vector<float>& down = w.at("model.layers.1.mlp.down_proj.weight");
+  down[0] = 1e5f, down[7] = -7e4f, down[9] = 65519.0f;  // the last rounds to 65504: no overflow
+  io::SafeTensorsWriter out;
+  const ParamLayout layout(m_, ModelShard::whole(m_));
+  for (const ParamSpec& s : layout.specs()) out.add(s.name, w[s.name].data(), s.full_shape);
+  out.write(file("model.safetensors"));
+  const std::string e = test::error_of([&] { export_as(io::GgmlType::F16, "o.gguf"); });
+  EXPECT_NE(e.find("2 value(s) beyond fp16's range"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.layers.1.mlp.down_proj.weight (2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("--allow-overflow"), std::string::npos) << e;
+  EXPECT_FALSE(std::filesystem::exists(file("o.gguf")));
+  EXPECT_FALSE(std::filesystem::exists(file("o.gguf.tmp")));
+  EXPECT_EQ(test::error_of([&] { export_as(io::GgmlType::F32, "f.gguf"); }), "");  // fp32 holds it
+
+  io::GgufModelInfo info;
+  info.name = "tiny-test";
+  info.tokenizer_path = file("tokenizer.model");
+  ::testing::internal::CaptureStderr();
+  io::write_llama_gguf(m_, file("model.safetensors"), info, file("o.gguf"), io::GgmlType::F16,
+                       true);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("clamped to ±65504"), std::string::npos);
+  const std::vector<float> got = values(read_gguf(file("o.gguf")), "blk.1.ffn_down.weight");
+  EXPECT_EQ(got[0], 65504.0f);
+  EXPECT_EQ(got[7], -65504.0f);
+  EXPECT_EQ(got[9], 65504.0f);
+  for (size_t i = 10; i < down.size(); ++i) ASSERT_EQ(got[i], f16_to_float(float_to_f16(down[i])));
+}
+
 TEST_F(GgufExport, TiedHeadAndLlama3RopeFreqs) {
   m_.tie_embeddings = true;
   m_.rope_scaling.type = "llama3";

@@ -3,6 +3,11 @@
 // is checked; bad numbers and strings are refused with one line.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <random>
 
 #include "io/checkpoint.h"
@@ -187,7 +192,7 @@ nlohmann::json good_trainer_json() {
        {{"model.safetensors", "0123456789abcdef"}, {"optimizer.safetensors", "fedcba9876543210"}}},
       {"config", config_to_json(load_run_config("", {}, ConfigUse::none))},
       {"layout", {{"dp", 1}, {"tp", 1}, {"pp", 1}}}};
-  seal_trainer_json(j);
+  seal_json(j);
   return j;
 }
 
@@ -206,11 +211,91 @@ TEST(TrainerJson, SealedFileRoundTripsAndEditsAreCaught) {
   edited = j;
   edited.erase("checksum");
   EXPECT_NE(parse_error(edited).find("checksum"), std::string::npos);
-  // Format 1 had no checksum of its own and still loads.
+  // Nor is the checksum bypassed by calling the file format 1, which had none: a file of today
+  // holds settings no format-1 writer wrote.
   edited = j;
   edited.erase("checksum");
   edited["format"] = 1;
-  EXPECT_EQ(parse_error(edited), "");
+  edited["rng"] = {{"data_seed", 1}, {"data_order", "seeded permutation per epoch"}};
+  edited["step"] = 41;
+  EXPECT_NE(parse_error(edited).find("not a format-1 file, as it says: it holds the setting"),
+            std::string::npos)
+      << parse_error(edited);
+}
+
+namespace {
+
+// trainer.json as the last format-1 writer wrote it (before trainer.json had its own checksum).
+const char* const kFormat1File =
+    R"({"checksums":{"model.safetensors":"694d5853694539ef","optimizer.safetensors":"1ee4d7cfb5d59418"},)"
+    R"("config":{"bench":{"steps":10,"warmup":2},"data":{"dir":""},"diloco":{"inner-steps":16,)"
+    R"("outer-lr":0.699999988079071,"outer-momentum":0.8999999761581421},"local":{"period":8},)"
+    R"("model":{"dim":48,"ffn_dim":80,"max_seq_len":16,"n_heads":4,"n_kv_heads":2,"n_layers":2,)"
+    R"("norm_eps":9.999999747378752e-06,"preset":"tiny","rope_theta":10000.0,)"
+    R"("tie_embeddings":false,"vocab_size":101},"optim":{"beta1":0.8999999761581421,)"
+    R"("beta2":0.949999988079071,"dampening":0.0,"eps":9.99999993922529e-09,)"
+    R"("lr":0.0003000000142492354,"min_lr":0.0,"momentum":0.8999999761581421,"name":"adamw",)"
+    R"("nesterov":false,"warmup_steps":0,"weight_decay":0.10000000149011612},)"
+    R"("parallel":{"bucket_mb":4.0,"check_collectives":false,"dp":1,"pp":1,"pp_layers":[],)"
+    R"("pp_schedule":"1f1b","pp_trace":"","pp_virtual":1,"reduce_dtype":"fp32",)"
+    R"("sync":"allreduce","timeout_s":120.0,"tp":1,"zero":0},"ps":{"max-staleness":2,)"
+    R"("servers":1,"slow-ms":0,"slow-rank":-1},"train":{"batch_size":8,"ckpt_every":100,)"
+    R"("grad_clip":1.0,"log_every":10,"loss_scale":65536.0,"loss_scale_window":1000,)"
+    R"("micro_batches":1,"out_dir":"runs/default","precision":"fp32","recompute":"none",)"
+    R"("seed":1337,"seq_len":16,"steps":200,"threads":0,"val_batches":8,"val_every":50}},)"
+    R"("data_position":1600,"epoch":3,"format":1,"layout":{"dp":1,"pp":1,"sync":"allreduce",)"
+    R"("tp":1},"loss":3.25,"loss_scale":{"clean_steps":12,"scale":65536.0,"skipped":1},)"
+    R"("rng":{"data_order":"seeded permutation per epoch","data_seed":1337},"step":200,)"
+    R"("tokenizer_hash":16905335551117204539})";
+
+}  // namespace
+
+TEST(TrainerJson, FormatOneOnlyForFilesItsWritersMade) {
+  const nlohmann::json f1 = nlohmann::json::parse(kFormat1File);
+  EXPECT_EQ(parse_error(f1), "");
+  EXPECT_EQ(checkpoint_config(f1, "t").model.dim, 48);
+  // Anything a format-1 writer never wrote: a checksum, a later field or setting, a missing one.
+  const std::vector<std::pair<std::string, std::function<void(nlohmann::json&)>>> edits = {
+      {"holds \"checksum\"", [](auto& j) { j["checksum"] = "0123456789abcdef"; }},
+      {"holds \"converted_from\"",
+       [](auto& j) {
+         j["converted_from"] = {{"format", "hf"}};
+       }},
+      {"setting model.rope_scaling",
+       [](auto& j) { j["config"]["model"]["rope_scaling"] = "none"; }},
+      {"setting parallel.balance", [](auto& j) { j["config"]["parallel"]["balance"] = "off"; }},
+      {"lacks \"tokenizer_hash\"", [](auto& j) { j.erase("tokenizer_hash"); }},
+      {"lacks \"rng\"", [](auto& j) { j.erase("rng"); }}};
+  for (const auto& [what, edit] : edits) {
+    nlohmann::json j = f1;
+    edit(j);
+    const std::string e = parse_error(j);
+    EXPECT_NE(e.find("not a format-1 file"), std::string::npos) << what << ": " << e;
+    EXPECT_NE(e.find(what), std::string::npos) << what << ": " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+  // Format 2 needs its checksum and the tokenizer's hash.
+  nlohmann::json j = good_trainer_json();
+  j.erase("tokenizer_hash");
+  seal_json(j);
+  EXPECT_NE(parse_error(j).find("no \"tokenizer_hash\""), std::string::npos) << parse_error(j);
+}
+
+TEST(TrainerJson, FormatOneLoadsWithOneWarning) {
+  const std::string dir = ::testing::TempDir() + "parallama_format1_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/trainer.json") << kFormat1File;
+  ::testing::internal::CaptureStderr();
+  const std::string e = error_of([&] {
+    read_trainer_json(dir);
+    read_trainer_json(dir);
+  });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(e, "");
+  EXPECT_EQ(err, "warning: " + dir +
+                     "/trainer.json is checkpoint format 1 (older, without a checksum of its "
+                     "own): an edit to it cannot be detected\n");
 }
 
 TEST(TrainerJson, EveryFieldIsTypeAndRangeChecked) {
@@ -235,7 +320,7 @@ TEST(TrainerJson, EveryFieldIsTypeAndRangeChecked) {
   for (const auto& [key, value] : bad) {
     nlohmann::json j = good_trainer_json();
     j[key] = value;
-    seal_trainer_json(j);  // a well-formed checksum: the field check itself must catch it
+    seal_json(j);  // a well-formed checksum: the field check itself must catch it
     const std::string e = parse_error(j);
     EXPECT_NE(e, "") << key << " = " << value.dump();
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
@@ -243,11 +328,11 @@ TEST(TrainerJson, EveryFieldIsTypeAndRangeChecked) {
   }
   nlohmann::json j = good_trainer_json();
   j.erase("step");
-  seal_trainer_json(j);
+  seal_json(j);
   EXPECT_NE(parse_error(j).find("step"), std::string::npos);
   j = good_trainer_json();
   j["checksums"]["model.safetensors"] = "XYZ";
-  seal_trainer_json(j);
+  seal_json(j);
   EXPECT_NE(parse_error(j).find("model.safetensors"), std::string::npos);
   EXPECT_NE(error_of([] { parse_trainer_json("{\"step\": ", "t"); }).find("corrupt"),
             std::string::npos);
