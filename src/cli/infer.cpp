@@ -92,16 +92,37 @@ std::vector<int32_t> text_tokens(const std::string& ckpt, const std::string& tex
 
 }  // namespace
 
-int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sc,
+namespace {
+// A prompt that cannot fit the context, refused before it is encoded (a long line would
+// otherwise be encoded whole, and its cache would not fit in memory).
+void check_prompt_fits(const Tokenizer& tok, const std::string& prompt, int64_t context,
+                       const std::string& where) {
+  if (tok.min_tokens(prompt.size()) + 1 >= context)
+    throw Error(where + " has " + std::to_string(prompt.size()) + " bytes: at least " +
+                std::to_string(tok.min_tokens(prompt.size())) +
+                " tokens, and the model's context is " + std::to_string(context) +
+                " tokens (with <s> and room for one more)");
+}
+}  // namespace
+
+int run_generate(const std::string& ckpt, const std::string& prompt, const SampleConfig& sample,
                  comm::Group world, int tp, bool print_ids) {
   if (world.size() != tp)
     throw Error("generate runs one prompt on --tp ranks: start it with mpirun -np " +
                 std::to_string(tp) + " (or without mpirun for one process)");
   Loaded m(ckpt, world, tp);
   const Tokenizer tok(checkpoint_tokenizer(ckpt));
+  const int64_t context = m.cfg.model.max_seq_len;
+  check_prompt_fits(tok, prompt, context, "--prompt");
   std::vector<int32_t> ids = {tok.bos_id()};
   const auto p = tok.encode(prompt);
   ids.insert(ids.end(), p.begin(), p.end());
+  if (static_cast<int64_t>(ids.size()) >= context)
+    throw Error("--prompt has " + std::to_string(ids.size()) +
+                " tokens (with <s>); the model's context is " + std::to_string(context) +
+                ", and generation needs room for one more");
+  SampleConfig sc = sample;
+  sc.vocab = tok.vocab_size();  // a padded vocabulary's extra rows are never sampled
   // The KV cache holds what this prompt and its continuation need, not the model's whole context.
   Generator gen(m.layout, m.params, m.mesh.tp, static_cast<int64_t>(ids.size()) + sc.max_tokens);
   const auto out = gen.generate(ids, sc, tok.eos_id());
@@ -158,6 +179,8 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
   for (int64_t i = 0; i < n; ++i) {
     const Prompt& p = prompts[static_cast<size_t>(i)];
     auto& v = ids[static_cast<size_t>(i)];
+    check_prompt_fits(tok, p.text, context,
+                      prompts_file + ":" + std::to_string(p.line) + ": prompt " + p.id.dump());
     v = {tok.bos_id()};
     const auto t = tok.encode(p.text);
     v.insert(v.end(), t.begin(), t.end());
@@ -195,7 +218,8 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
     std::vector<SampleConfig> sample;
     for (int64_t i : batches[b]) {
       in.push_back(ids[static_cast<size_t>(i)]);
-      SampleConfig c = sc;  // the prompt's own seed, else --seed plus its index in the file
+      SampleConfig c = sc;         // the prompt's own seed, else --seed plus its index in the file
+      c.vocab = tok.vocab_size();  // a padded vocabulary's extra rows are never sampled
       c.seed = prompts[static_cast<size_t>(i)].seed.value_or(sc.seed + static_cast<uint64_t>(i));
       sample.push_back(c);
     }

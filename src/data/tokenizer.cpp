@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -101,10 +102,6 @@ Tokenizer::Tokenizer(const std::string& model_path)
 Tokenizer::Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
   load(model_bytes, name);
-  if (sp_->unk_id() != 0 || sp_->bos_id() != bos_id() || sp_->eos_id() != eos_id())
-    throw Error(name + ": this sentencepiece model has ids unk " + std::to_string(sp_->unk_id()) +
-                ", bos " + std::to_string(sp_->bos_id()) + ", eos " +
-                std::to_string(sp_->eos_id()) + "; parallama needs unk 0, bos 1, eos 2");
 }
 
 void Tokenizer::load(const std::string& bytes, const std::string& name) {
@@ -115,7 +112,15 @@ void Tokenizer::load(const std::string& bytes, const std::string& name) {
     throw Error(name + " is not a sentencepiece model (" +
                 (m.empty() ? std::string("it does not parse as one") : m) + ")");
   }
+  // Every model read (prepare's, a checkpoint's, a converted one's): the special ids that
+  // generate, tokenize, the shards and the GGUF and Hugging Face exports assume.
+  if (sp_->unk_id() != 0 || sp_->bos_id() != bos_id() || sp_->eos_id() != eos_id())
+    throw Error(name + ": this sentencepiece model has ids unk " + std::to_string(sp_->unk_id()) +
+                ", bos " + std::to_string(sp_->bos_id()) + ", eos " +
+                std::to_string(sp_->eos_id()) + "; parallama needs unk 0, bos 1, eos 2");
   hash_ = fnv1a64(bytes.data(), bytes.size());
+  for (int id = 0; id < sp_->GetPieceSize(); ++id)
+    max_piece_bytes_ = std::max(max_piece_bytes_, sp_->IdToPiece(id).size());
 }
 
 Tokenizer::~Tokenizer() = default;

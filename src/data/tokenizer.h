@@ -46,12 +46,18 @@ class Tokenizer {
   int32_t bos_id() const { return 1; }
   int32_t eos_id() const { return 2; }
   uint64_t hash() const { return hash_; }  // FNV-1a of the model file, recorded in token shards
+  // The fewest tokens a text of `bytes` bytes can encode to (no piece covers more bytes than the
+  // longest piece's spelling): a text too long for a context is refused without encoding it.
+  int64_t min_tokens(size_t bytes) const {
+    return static_cast<int64_t>((bytes + max_piece_bytes_ - 1) / max_piece_bytes_);
+  }
 
  private:
   void load(const std::string& bytes, const std::string& name);
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   uint64_t hash_ = 0;
+  size_t max_piece_bytes_ = 1;
 };
 
 }  // namespace parallama

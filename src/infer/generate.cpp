@@ -42,7 +42,7 @@ const float* Generator::feed(int32_t token) {
 }
 
 int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng) {
-  const int64_t V = V_;
+  const int64_t V = sc.vocab > 0 ? std::min(V_, sc.vocab) : V_;
   if (sc.temperature <= 0.0f)
     return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
   const float mx = *std::max_element(logits, logits + V);

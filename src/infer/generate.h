@@ -20,6 +20,9 @@ struct SampleConfig {
   float top_p = 0.95f;       // nucleus sampling: smallest set of tokens with this probability mass
   uint64_t seed = 1;
   int max_tokens = 200;
+  // Ids at or above this are never sampled: a model vocabulary padded past its tokenizer's
+  // (common in Hugging Face models) has rows the tokenizer cannot decode. 0: every id.
+  int64_t vocab = 0;
 };
 
 // One sequence's continuation: the new ids (without eos), and the seconds from the start of its

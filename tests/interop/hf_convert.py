@@ -425,6 +425,43 @@ def check_overflow(base_config, data):
     print("fp16 output refuses values beyond its range, or clamps them with --allow-overflow")
 
 
+def check_padded_and_special(base_config, data):
+    """A model vocabulary padded past its tokenizer (416 rows, 400 pieces) whose padded rows would
+    win every choice: generation never samples them (greedy and sampled, one prompt and a prompts
+    file). A tokenizer whose special ids are not unk 0, bos 1, eos 2 is refused in one line."""
+    tok = os.path.join(data, "tokenizer.model")
+    weights = make_weights(base_config, seed=5)
+    head = weights["lm_head.weight"]
+    head[400:] = 50.0 * np.abs(head[400:])  # large rows: their logits dominate
+    hf, ckpt = os.path.join(WORK, "padded-hf"), os.path.join(WORK, "padded-ckpt")
+    write_hf(hf, base_config, weights, "F32", tokenizer=tok)
+    ok("convert", "--from", "hf:" + hf, "--to", ckpt)
+    for temp in (0, 1):
+        out = ok("generate", "--ckpt", ckpt, "--prompt", "kalo mi", "--max-tokens", 12,
+                 "--temperature", temp, "--ids")
+        ids = json.loads(out.strip().splitlines()[-1])
+        if not ids or max(ids) >= 400:
+            fail(f"generate (temperature {temp}) sampled {ids}: ids past the tokenizer's 400")
+    prompts, results = os.path.join(WORK, "prompts.txt"), os.path.join(WORK, "padded.jsonl")
+    open(prompts, "w").write("kalo mi\nsa te vo\n")
+    ok("generate", "--ckpt", ckpt, "--prompts", prompts, "--out", results, "--max-tokens", 8,
+       "--temperature", 0)
+    if len(open(results).read().splitlines()) != 2:
+        fail("generate --prompts on a padded model wrote no results")
+    # The same corpus, a tokenizer with unk 2, bos 0, eos 1 (sentencepiece's own trainer).
+    spm = os.path.join(WORK, "ids")
+    r = subprocess.run(["spm_train", "--input", os.path.join(WORK, "corpus.txt"), "--model_prefix",
+                        spm, "--vocab_size", "400", "--model_type", "bpe", "--unk_id", "2",
+                        "--bos_id", "0", "--eos_id", "1", "--byte_fallback", "true",
+                        "--minloglevel", "2"], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("spm_train: " + r.stderr[-500:])
+    write_hf(hf, base_config, weights, "F32", tokenizer=spm + ".model")
+    expect_error("parallama needs unk 0, bos 1, eos 2", "convert", "--from", "hf:" + hf, "--to",
+                 ckpt + "2", absent=ckpt + "2")
+    print("padded vocabulary: never sampled; other special ids: refused")
+
+
 def check_memory(data):
     """The peak memory of converting a model whose fp32 weights are 35 MB, both ways."""
     cfg = hf_config(dim=256, layers=1, heads=4, kv_heads=4, ffn=512, vocab=32000, max_pos=64,
@@ -468,6 +505,7 @@ def main():
     check_commands(ckpt, data)
     check_refusals(hf_config(), data)
     check_overflow(hf_config(), data)
+    check_padded_and_special(hf_config(), data)
     check_memory(data)
     print("hf_convert: all checks passed")
 
