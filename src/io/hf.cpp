@@ -46,7 +46,12 @@ class Fields {
     const json& v = j_[key];
     if (!v.is_number() || !std::isfinite(v.get<double>()))
       fail(std::string("\"") + key + "\" is " + v.dump() + ", not a finite number");
-    return static_cast<float>(v.get<double>());
+    const float f = static_cast<float>(v.get<double>());
+    if (!std::isfinite(f) || (f == 0.0f && v.get<double>() != 0.0))
+      fail(std::string("\"") + key + "\" is " + v.dump() +
+           ", outside the range of a 32-bit float (it would become " +
+           (f == 0.0f ? "0" : "infinite") + ")");
+    return f;
   }
 
   bool boolean(const char* key, bool fallback) const {
@@ -274,7 +279,7 @@ std::vector<HfShard> plan_hf_shards(const std::vector<TensorDecl>& tensors, uint
 
 nlohmann::ordered_json hf_index_json(const std::vector<HfShard>& shards) {
   uint64_t total = 0;
-  nlohmann::ordered_json map = nlohmann::ordered_json::object();
+  nlohmann::json map = nlohmann::json::object();  // sorted by name, as Hugging Face writes it
   for (const HfShard& s : shards) {
     total += s.bytes;
     for (const TensorDecl& t : s.tensors) map[t.name] = s.file;

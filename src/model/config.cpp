@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <limits>
 
 #include "tensor/error.h"
@@ -70,6 +71,19 @@ void LlamaConfig::validate() const {
   require(ffn_dim > 0, "ffn_dim must be positive, got " + s(ffn_dim));
   require(vocab_size > 0, "vocab_size must be positive, got " + s(vocab_size));
   require(max_seq_len > 0, "max_seq_len must be positive, got " + s(max_seq_len));
+  // Upper bounds far above any real model (Llama 3.1 405B: dim 16384, 126 layers, 128 heads,
+  // ffn 53248, vocabulary 128256; the longest contexts are a few million tokens), so that a
+  // mistyped value is an error at once instead of minutes of work or an allocation that fails.
+  const auto at_most = [&](int v, int most, const char* name) {
+    require(v <= most, std::string(name) + " must be at most " + s(most) + ", got " + s(v));
+  };
+  at_most(dim, 1 << 17, "dim");
+  at_most(n_layers, 4096, "n_layers");
+  at_most(n_heads, 4096, "n_heads");
+  at_most(n_kv_heads, 4096, "n_kv_heads");
+  at_most(ffn_dim, 1 << 20, "ffn_dim");
+  at_most(vocab_size, 1 << 23, "vocab_size");
+  at_most(max_seq_len, 1 << 27, "max_seq_len");
   require(dim % n_heads == 0, "dim " + s(dim) + " is not divisible by n_heads " + s(n_heads) +
                                   "; choose n_heads dividing dim");
   require(n_heads % n_kv_heads == 0, "n_heads " + s(n_heads) + " is not a multiple of n_kv_heads " +
@@ -77,8 +91,9 @@ void LlamaConfig::validate() const {
                                          "; each KV head must serve a whole group of heads");
   require(head_dim() % 2 == 0,
           "head dim " + s(head_dim()) + " (dim / n_heads) must be even for rotary embeddings");
-  require(norm_eps > 0.0f, "norm_eps must be positive");
-  require(rope_theta > 1.0f, "rope_theta must be greater than 1");
+  require(norm_eps > 0.0f && norm_eps < 1.0f, "norm_eps must lie between 0 and 1");
+  require(rope_theta > 1.0f && std::isfinite(rope_theta),
+          "rope_theta must be greater than 1 and finite");
   const kernels::RopeScaling& r = rope_scaling;
   require(r.type == "none" || r.type == "llama3",
           "rope_scaling '" + r.type + "' is not supported (none or llama3)");

@@ -80,12 +80,28 @@ std::vector<int> pipeline_split(const LlamaConfig& m, const MeshShape& shape) {
   std::vector<std::vector<double>> best(S + 1, std::vector<double>(L + 1, inf));
   std::vector<std::vector<int>> from(S + 1, std::vector<int>(L + 1, 0));
   best[0][0] = 0.0;
+  // The last stage's first layer j: best[k - 1][j] does not fall as j grows and cost(k, j, i)
+  // does not rise, so the best j lies where they cross, found by bisection (time S·L·log L; a
+  // plain scan of every j was S·L², seconds at thousands of layers). Ties go to the smallest j.
   for (int k = 1; k <= S; ++k)
-    for (int i = k; i <= L - (S - k); ++i)
-      for (int j = k - 1; j < i; ++j) {
-        const double v = std::max(best[k - 1][j], cost(k, j, i));
-        if (v < best[k][i]) best[k][i] = v, from[k][i] = j;
+    for (int i = k; i <= L - (S - k); ++i) {
+      const std::vector<double>& prev = best[k - 1];
+      int lo = k - 1;  // the first j in [k - 1, i) with prev[j] >= cost (i: none)
+      for (int n = i - lo; n > 0;) {
+        const int half = n / 2, mid = lo + half;
+        if (prev[mid] < cost(k, mid, i))
+          lo = mid + 1, n -= half + 1;
+        else
+          n = half;
       }
+      auto value = [&](int j) { return std::max(prev[j], cost(k, j, i)); };
+      int j = lo < i ? lo : i - 1;
+      if (lo > k - 1 && (lo == i || value(lo - 1) <= value(lo))) {
+        j = lo - 1;  // before the crossing: the cost side, and earlier ties of it
+        while (j > k - 1 && value(j - 1) == value(j)) --j;
+      }
+      best[k][i] = value(j), from[k][i] = j;
+    }
   std::vector<int> layers(S);
   for (int k = S, i = L; k >= 1; --k) layers[k - 1] = i - from[k][i], i = from[k][i];
   return layers;

@@ -51,13 +51,18 @@ class Reader {
         fail(full, "is out of range");
       out = static_cast<T>(v);
     } else if constexpr (std::is_floating_point_v<T>) {
+      double d = 0;
       if (n->is_integer())
-        out = static_cast<T>(n->as_integer()->get());
+        d = static_cast<double>(n->as_integer()->get());
       else if (n->is_floating_point())
-        out = static_cast<T>(n->as_floating_point()->get());
+        d = n->as_floating_point()->get();
       else
         fail(full, "must be a number");
-      if (!std::isfinite(static_cast<double>(out))) fail(full, "must be a finite number");
+      out = static_cast<T>(d);
+      if (!std::isfinite(d)) fail(full, "must be a finite number");
+      // A value that the setting's float cannot hold, refused rather than turned to inf or 0.
+      if (!std::isfinite(static_cast<double>(out)) || (out == 0 && d != 0))
+        fail(full, "is outside the range of a " + std::to_string(8 * sizeof(T)) + "-bit float");
     } else if constexpr (std::is_same_v<T, std::vector<int>>) {
       const toml::array* arr = n->as_array();
       if (!arr) fail(full, "must be a list of integers, e.g. [2, 2, 1]");
