@@ -206,9 +206,9 @@ nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world) {
     throw Error(
         "finetune: --steps (1 to 1e9), --batch (1 to 1e6), --seq-len (2 to 1e6) and --log-every "
         "(1 to 1e9) are out of range");
-  if (!(opt.lr > 0 && opt.lr <= 10) || !(opt.weight_decay >= 0 && opt.weight_decay <= 10) ||
+  if (!(opt.lr > 0 && opt.lr <= 1e6) || !(opt.weight_decay >= 0 && opt.weight_decay <= 10) ||
       !(opt.clip >= 0 && std::isfinite(opt.clip)))
-    throw Error("finetune: --lr must lie in (0, 10], --weight-decay in [0, 10]");
+    throw Error("finetune: --lr must lie in (0, 1e6], --weight-decay in [0, 10]");
   if (opt.out.empty()) throw Error("finetune: give --out DIR");
   // Before anything is read: results.json, confusion-*.svg and classifier/ go into --out.
   check_output_dir("--out", opt.out,

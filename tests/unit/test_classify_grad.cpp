@@ -8,6 +8,7 @@
 #include <random>
 
 #include "finetune/classifier.h"
+#include "finetune/train.h"
 #include "finetune/verses.h"
 #include "io/checkpoint.h"
 #include "scratch_dir.h"
@@ -209,6 +210,27 @@ TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/d"));
   for (Task t : {Task::testament, Task::genre})
     EXPECT_EQ(test::error_of([&] { check_distinct_labels(task_labels(t), "t"); }), "");
+}
+
+// A classifier whose weights are not finite (a training that diverged, saved by another tool) is
+// refused by classify before anything is read or written, instead of printing null
+// probabilities.
+TEST_F(ClassifierCheckpoint, NonFiniteWeightsAreRefusedByClassify) {
+  TinyClassifier m;
+  const std::string dir = dir_.string(), c = dir + "/c";
+  ClassifierMeta meta;
+  meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
+  meta.cfg.model = m.cfg;
+  meta.cfg.train.seq_len = m.T;
+  const std::string tok = dir + "/tok.model";
+  { std::ofstream(tok) << "a tokenizer"; }
+  { std::ofstream(dir + "/text.txt") << "In the beginning\n"; }
+  m.head[1] = std::nanf("");
+  save_classifier(c, meta, m.body, m.head, tok);
+  const std::string err = test::error_of(
+      [&] { run_classify(c, dir + "/text.txt", dir + "/out.jsonl", 2, comm::Group()); });
+  EXPECT_NE(err.find("not finite"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out.jsonl"));
 }
 
 TEST_F(ClassifierCheckpoint, DataWithARepeatedLabelIsRefused) {
