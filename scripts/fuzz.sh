@@ -3,12 +3,20 @@
 # + UndefinedBehaviorSanitizer, and runs each on a temporary copy of its seed corpus
 # (fuzz/corpus/NAME, with the inputs that once crashed a reader, fuzz/corpus/crashes/NAME-*.gz)
 # for RUNS executions: `bash scripts/fuzz.sh` (20000 each), `bash scripts/fuzz.sh 1000000` (a
-# million each). Prints each harness's executions and exec/s, and
+# million each); `bash scripts/fuzz.sh RUNS NAME...` runs only the harnesses named (hf_config,
+# prompts, ...). Prints each harness's executions and exec/s, and
 # fails on any crash, sanitizer report, leak, timeout or broken round trip; the input that caused
 # it is kept as build-fuzz/crashes/NAME-*, the log as build-fuzz/fuzz-NAME.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20000}
+shift || true
+names=("$@")
+[ ${#names[@]} -gt 0 ] ||
+  names=(safetensors shard run_config trainer_json hf_config prompts classifier)
+for name in "${names[@]}"; do
+  [ -f "fuzz/fuzz_$name.cpp" ] || { echo "fuzz: no harness $name" >&2; exit 2; }
+done
 start=$(date +%s.%N)
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPARALLAMA_FUZZ=ON -DPARALLAMA_TESTS=OFF >/dev/null
@@ -25,7 +33,7 @@ export TMPDIR=$work/tmp
 mkdir -p build-fuzz/crashes
 failed=0
 printf '%-18s %12s %10s %8s\n' harness executions exec/s result
-for name in safetensors shard run_config trainer_json; do
+for name in "${names[@]}"; do
   mkdir -p "$work/$name"
   cp fuzz/corpus/$name/* "$work/$name/"
   # Inputs that once crashed a reader (kept compressed: they are large) join the seeds.

@@ -10,6 +10,7 @@
 
 #include "finetune/verses.h"
 #include "io/checkpoint.h"
+#include "io/paths.h"
 #include "io/json_depth.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
@@ -212,8 +213,8 @@ std::string find_classifier(const std::string& dir) {
 
 ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
   const std::string path = (fs::path(ckpt_dir) / "classifier.json").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path);
+  if (!fs::exists(path)) throw Error("cannot read " + path);
+  std::ifstream in = open_input(path, "classifier file", kMaxConfigBytes);
   nlohmann::json j;
   try {
     j = parse_json_bounded(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(),

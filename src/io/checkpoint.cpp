@@ -82,7 +82,9 @@ std::string not_format1(const nlohmann::json& j) {
   for (const char* key : kFormat1Required)
     if (!j.contains(key)) return "it lacks \"" + std::string(key) + "\", which format 1 always had";
   if (j["config"].is_object())
-    for (const auto& [sec, table] : j["config"].items()) {
+    for (const auto& item : j["config"].items()) {
+      const std::string& sec = item.key();
+      const nlohmann::json& table = item.value();
       if (!table.is_object()) return "its config." + sec + " is not a table";
       const auto* known = std::find_if(std::begin(kFormat1Settings), std::end(kFormat1Settings),
                                        [&](const auto& e) { return sec == e.first; });
