@@ -139,6 +139,19 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
+std::vector<int32_t> Tokenizer::encode_first(const std::string& text, int64_t n) const {
+  size_t cut = static_cast<size_t>(std::max<int64_t>(n, 1)) * 2 * max_piece_bytes_ + 16;
+  if (cut >= text.size()) {
+    std::vector<int32_t> ids = encode(text);
+    if (static_cast<int64_t>(ids.size()) > n) ids.resize(static_cast<size_t>(n));
+    return ids;
+  }
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  std::vector<int32_t> ids = encode(text.substr(0, cut));
+  if (static_cast<int64_t>(ids.size()) > n) ids.resize(static_cast<size_t>(n));
+  return ids;
+}
+
 int Tokenizer::vocab_size() const {
   return sp_->GetPieceSize();
 }

@@ -41,6 +41,10 @@ class Tokenizer {
 
   ~Tokenizer();
   std::vector<int32_t> encode(const std::string& text) const;
+  // The first n tokens of text, encoding only a prefix that is sure to hold them (twice the
+  // bytes n of the longest pieces could cover, cut at a character boundary), so that a text of
+  // megabytes costs what its first n tokens cost.
+  std::vector<int32_t> encode_first(const std::string& text, int64_t n) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   int vocab_size() const;
   int32_t bos_id() const { return 1; }

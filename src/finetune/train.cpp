@@ -328,7 +328,7 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
   std::vector<std::vector<int32_t>> rows;
   std::vector<double> cost;
   for (const std::string& l : lines) {
-    rows.push_back(classifier_tokens(tok.encode(l), tok.bos_id(), T));
+    rows.push_back(classifier_tokens(tok.encode_first(l, T), tok.bos_id(), T));
     cost.push_back(static_cast<double>(rows.back().size()));
   }
   const std::vector<int> owner = share_by_cost(cost, world.size());

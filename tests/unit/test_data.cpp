@@ -112,6 +112,17 @@ TEST(Tokenizer, TrainingIsDeterministicAndLossless) {
   const std::string text = "Moses said: ☃ naïve 123";
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
   EXPECT_LT(tok.encode("And the LORD spake unto Moses").size(), 15u);  // merges were learned
+  // The first n tokens of a long text, from a prefix: the same as encoding it whole, also when
+  // the cut falls inside a character; and a bound on the tokens of a text of b bytes.
+  std::string book;
+  for (const std::string& l : lines) book += l + " ☃ naïve ";
+  const std::vector<int32_t> whole = tok.encode(book);
+  for (int64_t n : {1, 7, 64, 300}) {
+    const std::vector<int32_t> want(whole.begin(), whole.begin() + n);
+    EXPECT_EQ(tok.encode_first(book, n), want) << n;
+  }
+  EXPECT_EQ(tok.encode_first("Moses", 100), tok.encode("Moses"));
+  EXPECT_LE(tok.min_tokens(book.size()), static_cast<int64_t>(whole.size()));
   fs::remove(path);
   EXPECT_NE(error_of([] { Tokenizer("/nonexistent/tok.model"); }).find("cannot read"),
             std::string::npos);
