@@ -17,6 +17,7 @@
 #include "tensor/error.h"
 #include "tensor/heap.h"
 #include "train/plot.h"
+#include "train/preempt.h"
 #include "train/run_dir.h"
 #include "train/trainer.h"
 
@@ -81,6 +82,7 @@ CLI::Validator whole_at_least(long long lo) {
 
 int main(int argc, char** argv) {
   using namespace parallama;
+  take_signals_on_a_thread();  // before any other thread: see train/preempt.h
   // Under an MPI launcher every process joins the world group; otherwise the group of one.
   // Collectives there allocate and free scratch blocks every step: keep them (tensor/heap.h).
   if (comm::launched_by_mpi()) retain_freed_memory();

@@ -1,55 +1,78 @@
 #include "train/preempt.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
-#include <cstring>
+#include <mutex>
+#include <thread>
 
 namespace parallama {
 
 namespace {
 
-volatile std::sig_atomic_t received = 0;
-bool announce = true;
-struct sigaction previous_term, previous_int, previous_usr1;
+std::atomic<int> received{0};
+std::atomic<bool> guarded{false}, announce{true};
 
-void on_signal(int sig) {
-  if (received) {  // the second: stop at once, as the signal would have
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
-    return;
+sigset_t preemption_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, sig);
+  return set;
+}
+
+// Ends the process as the signal's default action does (every one of the three terminates).
+[[noreturn]] void die_of(int sig) {
+  std::signal(sig, SIG_DFL);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, sig);
+  pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+  raise(sig);
+  _exit(128 + sig);  // not reached
+}
+
+void wait_for_signals() {
+  const sigset_t set = preemption_signals();
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    int none = 0;
+    if (!guarded.load() || !received.compare_exchange_strong(none, sig)) die_of(sig);
+    if (announce.load()) {
+      static const char msg[] =
+          "\nsignal received: stopping after this step with a checkpoint (again to stop at once)\n";
+      const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+      (void)ignored;
+    }
   }
-  received = sig;
-  if (!announce) return;
-  static const char msg[] =
-      "\nsignal received: stopping after this step with a checkpoint (again to stop at once)\n";
-  const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
-  (void)ignored;
 }
 
 }  // namespace
 
+void take_signals_on_a_thread() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const sigset_t set = preemption_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread(wait_for_signals).detach();
+  });
+}
+
 PreemptionGuard::PreemptionGuard(bool announce_signal) {
+  take_signals_on_a_thread();
   received = 0;
   announce = announce_signal;
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, &previous_term);
-  sigaction(SIGINT, &sa, &previous_int);
-  sigaction(SIGUSR1, &sa, &previous_usr1);
+  guarded = true;
 }
 
 PreemptionGuard::~PreemptionGuard() {
-  sigaction(SIGTERM, &previous_term, nullptr);
-  sigaction(SIGINT, &previous_int, nullptr);
-  sigaction(SIGUSR1, &previous_usr1, nullptr);
+  guarded = false;
 }
 
 int PreemptionGuard::signal_received() {
-  return received;
+  return received.load();
 }
 
 const char* signal_name(int sig) {

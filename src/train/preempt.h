@@ -5,14 +5,25 @@
 // mpirun (Slurm: --signal=B:USR1@120 and a batch script that hands it on). The first such signal
 // asks the run to stop: it finishes its step, writes a checkpoint and exits with
 // kExitPreempted (train/trainer.h). A second one stops the process at once.
+//
+// The signals are taken by a thread of their own, never by a handler that interrupts
+// computation: optimized GEMM kernels (oneDNN's JIT sgemm) keep data below the stack pointer,
+// and a signal frame written onto their stack overwrote it, which corrupted the heap in about
+// one stop in four.
 namespace parallama {
+
+// Blocks SIGTERM, SIGINT and SIGUSR1 in the calling thread (and so in every thread it starts
+// after) and starts the thread that waits for them. Call it first in main, before any other
+// thread exists (OpenMP's, MPI's). Without a PreemptionGuard, such a signal ends the process as
+// its default action would. Idempotent.
+void take_signals_on_a_thread();
 
 class PreemptionGuard {
  public:
-  // Installs the handlers for SIGTERM, SIGINT and SIGUSR1; with announce, the first signal prints
-  // a line on stderr (the reporting rank's).
+  // From now on the first signal is recorded (with announce, a line on stderr says so) and the
+  // second ends the process. Starts the signal thread if main did not.
   explicit PreemptionGuard(bool announce);
-  ~PreemptionGuard();  // restores the previous ones
+  ~PreemptionGuard();  // signals end the process again
   PreemptionGuard(const PreemptionGuard&) = delete;
   PreemptionGuard& operator=(const PreemptionGuard&) = delete;
 

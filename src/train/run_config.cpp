@@ -62,7 +62,8 @@ class Reader {
       if (!std::isfinite(d)) fail(full, "must be a finite number");
       // A value that the setting's float cannot hold, refused rather than turned to inf or 0.
       if (!std::isfinite(static_cast<double>(out)) || (out == 0 && d != 0))
-        fail(full, "is outside the range of a " + std::to_string(8 * sizeof(T)) + "-bit float");
+        fail(full, "must be a finite number within the range of a " +
+                       std::to_string(8 * sizeof(T)) + "-bit float");
     } else if constexpr (std::is_same_v<T, std::vector<int>>) {
       const toml::array* arr = n->as_array();
       if (!arr) fail(full, "must be a list of integers, e.g. [2, 2, 1]");

@@ -87,7 +87,7 @@ expect_error "is a FIFO" prepare --text text.txt --tokenizer fifo --out d2
 expect_error "is a directory" classify --ckpt clf --text data --out c2.jsonl
 expect_error "n_layers must be at most" plan "${tiny[@]}" --model.n_layers 1000000
 expect_error "dim must be at most" info --model.preset tiny --model.dim 1000000000
-expect_error "outside the range of a 32-bit float" plan "${tiny[@]}" --optim.lr 1e39
+expect_error "within the range of a 32-bit float" plan "${tiny[@]}" --optim.lr 1e39
 /usr/bin/python3 -c "print('In the beginning ' * 2000000)" > long.txt
 expect_error "bytes: at least" generate --ckpt "$ckpt" --prompt "$(head -c 100000 long.txt)"
 expect_error "bytes: at least" generate --ckpt "$ckpt" --prompts long.txt --out g3.jsonl
