@@ -27,12 +27,14 @@ struct Stamp {
 // first 2 ms, where collectives of tensor and pipeline parallelism finish, then backs off to a
 // test every 100 us: a rank that waits long for a peer does not hold a core.
 std::atomic<int> waiters{0};
+// While one lives, this process waits for communication (see waiting_now()).
+struct Waiting {
+  Waiting() { waiters.fetch_add(1, std::memory_order_relaxed); }
+  ~Waiting() { waiters.fetch_sub(1, std::memory_order_relaxed); }
+};
 
 bool poll(PendingOp& op, Clock::time_point deadline) {
-  struct Waiting {
-    Waiting() { waiters.fetch_add(1, std::memory_order_relaxed); }
-    ~Waiting() { waiters.fetch_sub(1, std::memory_order_relaxed); }
-  } waiting;
+  const Waiting waiting;
   const auto spin_until = Clock::now() + std::chrono::milliseconds(2);
   for (int spins = 0;; ++spins) {
     if (op.test()) return true;
@@ -154,6 +156,7 @@ void Request::check_peers() const {
 void Request::wait() {
   if (!op_) return;
   prof::KindScope scope(prof::Kind::comm);
+  const Waiting waiting;  // also while it pings the others at a timeout: it still waits
   const auto start = Clock::now();
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double>(st_->opt.timeout_s));

@@ -81,8 +81,14 @@ printf '\n  \n' > blank.txt
 check_once "no prompts" generate --ckpt run --prompts blank.txt --out e.jsonl
 for _ in $(seq 20); do printf 'and the LORD spake unto Moses saying '; done > long.txt
 echo >> long.txt
-check_once "long.txt:1: prompt 1 has .* tokens (with <s>); the model's context is 48" \
+# Too long for the context: refused by its bytes before it is encoded, or by its tokens (40
+# snowmen: few bytes, but every byte a token of its own).
+check_once "long.txt:1: prompt 1 has 740 bytes: at least .* tokens, and the model's context is 48" \
   generate --ckpt run --prompts long.txt --out e.jsonl
+for _ in $(seq 40); do printf '☃'; done > snow.txt
+echo >> snow.txt
+check_once "snow.txt:1: prompt 1 has .* tokens (with <s>); the model's context is 48" \
+  generate --ckpt run --prompts snow.txt --out e.jsonl
 echo '{"id": 1}' > nojson.jsonl
 expect_error 'nojson.jsonl:1: each line must be an object with a "prompt" string' \
   generate --ckpt run --prompts nojson.jsonl --out e.jsonl
