@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "comm/mpi/mpi_backend.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 
 namespace parallama {
@@ -36,8 +37,8 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
   std::filesystem::create_directories(run_dir);
   const std::string path = run_dir + "/metrics.jsonl";
   std::vector<std::string> keep;
-  if (resume_step > 0) {
-    std::ifstream in(path);
+  if (resume_step > 0 && std::filesystem::exists(path)) {
+    std::ifstream in = open_input(path, "metrics file", kMaxMetricsBytes);
     for (std::string line; std::getline(in, line);) {
       try {
         if (nlohmann::json::parse(line).value("step", int64_t{0}) <= resume_step)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/paths.h"
 #include "tensor/error.h"
 #include "train/trace.h"
 
@@ -96,9 +97,9 @@ std::string xml_escape(const std::string& s) {
 
 std::string plot_losses(const std::string& run_dir) {
   const std::string in_path = run_dir + "/metrics.jsonl";
-  std::ifstream in(in_path);
-  if (!in)
+  if (!std::filesystem::exists(in_path))
     throw Error("cannot read " + in_path + " (is '" + run_dir + "' a training run directory?)");
+  std::ifstream in = open_input(in_path, "metrics file", kMaxMetricsBytes);
   Series train, val;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {

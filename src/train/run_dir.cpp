@@ -55,7 +55,7 @@ RunDirLock::RunDirLock(const std::string& out_dir) {
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     std::string holder;
-    std::ifstream(path) >> holder;
+    if (fs::is_regular_file(path)) std::ifstream(path) >> holder;
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)
@@ -79,7 +79,8 @@ RunDirLock::~RunDirLock() {
 std::string latest_checkpoint(const std::string& run_dir) {
   const fs::path dir(run_dir);
   std::string name;
-  std::ifstream(dir / "latest") >> name;
+  std::error_code ec;  // only a regular file is read: a FIFO named latest would block
+  if (fs::is_regular_file(dir / "latest", ec)) std::ifstream(dir / "latest") >> name;
   if (!name.empty() && step_of(name) >= 0 && is_checkpoint(dir / name))
     return (dir / name).string();
   long long best = -1;

@@ -85,6 +85,9 @@ expect_error "is a device" eval --ckpt "$ckpt" --text /dev/zero
 expect_error "is a device" generate --ckpt "$ckpt" --prompts /dev/zero --out g2.jsonl
 expect_error "is a FIFO" prepare --text text.txt --tokenizer fifo --out d2
 expect_error "is a directory" classify --ckpt clf --text data --out c2.jsonl
+mkdir fifo_run && mkfifo fifo_run/metrics.jsonl fifo_run/latest
+expect_error "is a FIFO" plot fifo_run
+expect_error "is not a complete checkpoint" eval --ckpt fifo_run --text lines.txt
 expect_error "n_layers must be at most" plan "${tiny[@]}" --model.n_layers 1000000
 expect_error "dim must be at most" info --model.preset tiny --model.dim 1000000000
 expect_error "within the range of a 32-bit float" plan "${tiny[@]}" --optim.lr 1e39
