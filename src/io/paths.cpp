@@ -133,7 +133,10 @@ void check_output_dir(const std::string& what, const std::string& dir,
   for (const std::string& in : inputs) {
     if (in.empty()) continue;
     const fs::path r = resolved(in);
-    if (within(out, r) && out != r)
+    if (out == r)
+      throw Error(what + " '" + dir + "' is " + in +
+                  ", which this command reads; choose a directory outside it");
+    if (within(out, r))
       throw Error(what + " '" + dir + "' lies inside " + in +
                   ", which this command reads; choose a place outside it");
   }

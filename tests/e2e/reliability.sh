@@ -40,6 +40,7 @@ expect_error "lies inside" convert --from "$ckpt" --to gguf:link/model.safetenso
 expect_error "lies inside" convert --from "$ckpt" --to "gguf:run/../$ckpt/./m.gguf"
 expect_error "lies inside" convert --from "$ckpt" --to "hf:$ckpt/hf"
 expect_error "lies inside" finetune --task classify --init "$ckpt" --data cls --out cls/res
+expect_error "which this command reads" finetune --task classify --init "$ckpt" --data cls --out "$ckpt/"
 expect_error "would destroy" prepare-classify --task testament --verses cls/train.jsonl --out cls
 "$bin" generate --ckpt "$ckpt" --prompts prompts.txt --out gen.jsonl --max-tokens 3 > /dev/null
 expect_error "exists; give --force" generate --ckpt "$ckpt" --prompts prompts.txt --out gen.jsonl
