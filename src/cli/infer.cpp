@@ -93,15 +93,24 @@ std::vector<int32_t> text_tokens(const std::string& ckpt, const std::string& tex
 }  // namespace
 
 namespace {
-// A prompt that cannot fit the context, refused before it is encoded (a long line would
-// otherwise be encoded whole, and its cache would not fit in memory).
-void check_prompt_fits(const Tokenizer& tok, const std::string& prompt, int64_t context,
-                       const std::string& where) {
+// <s> and the prompt's ids. A prompt that cannot fit the context (with room for one more token)
+// is refused, before it is encoded when its bytes alone show it (a long line would otherwise be
+// encoded whole, and its cache would not fit in memory). `where` names it in messages.
+std::vector<int32_t> prompt_ids(const Tokenizer& tok, const std::string& prompt, int64_t context,
+                                const std::string& where) {
   if (tok.min_tokens(prompt.size()) + 1 >= context)
     throw Error(where + " has " + std::to_string(prompt.size()) + " bytes: at least " +
                 std::to_string(tok.min_tokens(prompt.size())) +
                 " tokens, and the model's context is " + std::to_string(context) +
                 " tokens (with <s> and room for one more)");
+  std::vector<int32_t> ids = {tok.bos_id()};
+  const auto t = tok.encode(prompt);
+  ids.insert(ids.end(), t.begin(), t.end());
+  if (static_cast<int64_t>(ids.size()) >= context)
+    throw Error(where + " has " + std::to_string(ids.size()) +
+                " tokens (with <s>); the model's context is " + std::to_string(context) +
+                ", and generation needs room for one more");
+  return ids;
 }
 }  // namespace
 
@@ -113,14 +122,7 @@ int run_generate(const std::string& ckpt, const std::string& prompt, const Sampl
   Loaded m(ckpt, world, tp);
   const Tokenizer tok(checkpoint_tokenizer(ckpt));
   const int64_t context = m.cfg.model.max_seq_len;
-  check_prompt_fits(tok, prompt, context, "--prompt");
-  std::vector<int32_t> ids = {tok.bos_id()};
-  const auto p = tok.encode(prompt);
-  ids.insert(ids.end(), p.begin(), p.end());
-  if (static_cast<int64_t>(ids.size()) >= context)
-    throw Error("--prompt has " + std::to_string(ids.size()) +
-                " tokens (with <s>); the model's context is " + std::to_string(context) +
-                ", and generation needs room for one more");
+  const std::vector<int32_t> ids = prompt_ids(tok, prompt, context, "--prompt");
   SampleConfig sc = sample;
   sc.vocab = tok.vocab_size();  // a padded vocabulary's extra rows are never sampled
   // The KV cache holds what this prompt and its continuation need, not the model's whole context.
@@ -179,17 +181,9 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
   for (int64_t i = 0; i < n; ++i) {
     const Prompt& p = prompts[static_cast<size_t>(i)];
     auto& v = ids[static_cast<size_t>(i)];
-    check_prompt_fits(tok, p.text, context,
-                      prompts_file + ":" + std::to_string(p.line) + ": prompt " + p.id.dump());
-    v = {tok.bos_id()};
-    const auto t = tok.encode(p.text);
-    v.insert(v.end(), t.begin(), t.end());
+    v = prompt_ids(tok, p.text, context,
+                   prompts_file + ":" + std::to_string(p.line) + ": prompt " + p.id.dump());
     lengths[static_cast<size_t>(i)] = static_cast<int64_t>(v.size());
-    if (static_cast<int64_t>(v.size()) >= context)
-      throw Error(prompts_file + ":" + std::to_string(p.line) + ": prompt " + p.id.dump() +
-                  " has " + std::to_string(v.size()) +
-                  " tokens (with <s>); the model's context is " + std::to_string(context) +
-                  ", and generation needs room for one more");
     longest = std::max(longest, static_cast<int64_t>(v.size()));
   }
   // Batches of similar prompts, shared over the replicas by estimated cost: prompt tokens plus

@@ -141,13 +141,9 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 
 std::vector<int32_t> Tokenizer::encode_first(const std::string& text, int64_t n) const {
   size_t cut = static_cast<size_t>(std::max<int64_t>(n, 1)) * 2 * max_piece_bytes_ + 16;
-  if (cut >= text.size()) {
-    std::vector<int32_t> ids = encode(text);
-    if (static_cast<int64_t>(ids.size()) > n) ids.resize(static_cast<size_t>(n));
-    return ids;
-  }
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  std::vector<int32_t> ids = encode(text.substr(0, cut));
+  if (cut < text.size())  // back to the first byte of a character
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  std::vector<int32_t> ids = encode(cut < text.size() ? text.substr(0, cut) : text);
   if (static_cast<int64_t>(ids.size()) > n) ids.resize(static_cast<size_t>(n));
   return ids;
 }

@@ -8,6 +8,7 @@
 // an object of n members (a safetensors header, an index.json) take time n².
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "tensor/error.h"
 
@@ -19,7 +20,7 @@ struct JsonShape {
 };
 
 // One pass over JSON text (not validated: the parser does that next).
-inline JsonShape scan_json(const std::string& text) {
+inline JsonShape scan_json(std::string_view text) {
   JsonShape s;
   int depth = 0;
   bool in_string = false, escaped = false, string_at_top = false;

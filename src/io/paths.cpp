@@ -66,7 +66,7 @@ void check_not_input(const std::string& what, const std::string& shown, const fs
     const fs::path r = resolved(in);
     if (out == r)
       throw Error(what + " '" + shown + "' is also an input (" + in +
-                  "): writing it would destroy what is read; choose another");
+                  "), which this command reads; choose another");
     if (within(out, r))
       throw Error(what + " '" + shown + "' lies inside " + in +
                   ", which this command reads; choose a place outside it");
@@ -130,21 +130,15 @@ void check_output_dir(const std::string& what, const std::string& dir,
   std::error_code ec;
   if (fs::exists(out, ec) && !fs::is_directory(out, ec))
     throw Error(what + " '" + dir + "' exists and is not a directory");
+  check_not_input(what, dir, out, inputs);
   for (const std::string& in : inputs) {
     if (in.empty()) continue;
     const fs::path r = resolved(in);
-    if (out == r)
-      throw Error(what + " '" + dir + "' is " + in +
-                  ", which this command reads; choose a directory outside it");
-    if (within(out, r))
-      throw Error(what + " '" + dir + "' lies inside " + in +
-                  ", which this command reads; choose a place outside it");
-  }
-  for (const std::string& name : names)
-    for (const std::string& in : inputs)
-      if (!in.empty() && within(resolved(in), out / name))
+    for (const std::string& name : names)
+      if (within(r, out / name))
         throw Error(what + " '" + dir + "': writing its " + name + " would destroy " + in +
                     ", which this command reads; choose another directory");
+  }
   check_writable(what, dir, existing_ancestor(what, out));
 }
 

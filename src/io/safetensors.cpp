@@ -165,7 +165,7 @@ void SafeTensorsReader::note_buffer(uint64_t bytes) const {
 void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
   // The depth and the number of keys by a scan (io/json_depth.h: linear time); the name of a
   // duplicate key, when there is one, from a second parse that watches the keys.
-  const std::string body(text, len);
+  const std::string_view body(text, len);
   const JsonShape shape = scan_json(body);
   if (shape.depth > kMaxJsonDepth)
     fail("header JSON is nested more than " + std::to_string(kMaxJsonDepth) + " levels deep");
@@ -184,7 +184,8 @@ void SafeTensorsReader::parse_header(const char* text, uint64_t len) {
       }
       return true;
     };
-    (void)json::parse(body, find);
+    const json whole = json::parse(body, find);  // throws at the first repeated key
+    (void)whole;
   }
   if (!header.is_object()) {
     fail(std::string("header is not a JSON object (got ") + header.type_name() + ")");

@@ -128,13 +128,19 @@ TEST(ClassifierGrad, PaddingAndZeroWeightRowsChangeNothing) {
 
 class ClassifierCheckpoint : public test::ScratchDirTest {};
 
-TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
-  TinyClassifier m;
-  const std::string dir = dir_.string();
+// What finetune records for a classifier of m's shape with three labels.
+ClassifierMeta toy_meta(const TinyClassifier& m) {
   ClassifierMeta meta;
   meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
   meta.cfg.model = m.cfg;
   meta.cfg.train.seq_len = m.T;
+  return meta;
+}
+
+TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
+  TinyClassifier m;
+  const std::string dir = dir_.string();
+  ClassifierMeta meta = toy_meta(m);
   const std::string tok = dir + "/tok.model";
   { std::ofstream(tok) << "not read here"; }
   save_classifier(dir + "/c", meta, m.body, m.head, tok);
@@ -160,10 +166,7 @@ TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
 TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
   TinyClassifier m;
   const std::string dir = dir_.string(), c = dir + "/c";
-  ClassifierMeta meta;
-  meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
-  meta.cfg.model = m.cfg;
-  meta.cfg.train.seq_len = m.T;
+  ClassifierMeta meta = toy_meta(m);
   const std::string tok = dir + "/tok.model";
   { std::ofstream(tok) << "a tokenizer"; }
   auto read_json = [&] {
@@ -218,10 +221,7 @@ TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
 TEST_F(ClassifierCheckpoint, NonFiniteWeightsAreRefusedByClassify) {
   TinyClassifier m;
   const std::string dir = dir_.string(), c = dir + "/c";
-  ClassifierMeta meta;
-  meta.task = "toy", meta.labels = {"a", "b", "c"}, meta.seq_len = m.T;
-  meta.cfg.model = m.cfg;
-  meta.cfg.train.seq_len = m.T;
+  ClassifierMeta meta = toy_meta(m);
   const std::string tok = dir + "/tok.model";
   { std::ofstream(tok) << "a tokenizer"; }
   { std::ofstream(dir + "/text.txt") << "In the beginning\n"; }
