@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stragglers are named: rank 2 of three data-parallel ranks is slowed from outside the program
-# (stopped for 20 ms of every 40, as a busy neighbour would slow it). metrics.jsonl gives every
+# (stopped for 30 ms of every 40, as a busy neighbour would slow it). metrics.jsonl gives every
 # rank's compute and wait seconds per step; the log names rank 2, once, and no other rank;
 # summary.json records it; the healthy ranks' time shows as waiting, and the slowdown leaves the
 # trajectory as it was.
@@ -11,7 +11,7 @@ run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 
 mpi 3 "${run[@]}" --train.out_dir even > even.log
 mpi 3 "${run[@]}" --train.out_dir slow > slow.log &
 job=$!
-slow_rank 2 0.02 0.02
+slow_rank 2 0.03 0.01
 wait $job
 [ "$(grep -c "is a straggler" slow.log)" -eq 1 ] || fail "not one straggler line: $(grep straggler slow.log)"
 grep -q "warning: rank 2 is a straggler" slow.log || fail "rank 2 not named: $(grep straggler slow.log)"
