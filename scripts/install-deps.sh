@@ -20,6 +20,7 @@ packages=(
   bible-kjv                                    # the default corpus
   procps                                       # pgrep, for the failure tests (not in a minimal base)
   iproute2 util-linux                          # ip and tc, nsenter and unshare: scripts/cluster.sh
+  chromium                                     # headless, opens the run report in tests/dist/report.sh
 )
 # Node.js and npm, for node-llama-cpp (llama.cpp) in the GGUF test: Debian's, unless a node and
 # an npm (e.g. NodeSource's nodejs, which bundles npm and conflicts with Debian's) are present.

@@ -19,6 +19,8 @@
 #include "kernels/matmul.h"
 #include "parallel/mesh.h"
 #include "parallel/sync.h"
+#include "plan/gemm_peak.h"
+#include "plan/plan.h"
 #include "tensor/arena.h"
 #include "tensor/error.h"
 #include "tensor/profile.h"
@@ -34,35 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Best of several timed square GEMMs (n = 2048), in GFLOP/s, in the precision of the run's
-// matrix multiplies: fp32 (sgemm), bf16 (bf16 operands, fp32 sums) or fp16 (as the model runs
-// them: on CPUs without fp16 units, widened to fp32).
-double measure_gemm_peak(Precision p) {
-  const int64_t n = 2048;
-  Buffer a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i)
-    a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
-  std::vector<uint16_t> ah(n * n), bh(n * n);
-  const kernels::LowP t = p == Precision::fp16 ? kernels::LowP::f16 : kernels::LowP::bf16;
-  kernels::to_lowp(t, ah.data(), a.data(), n * n);
-  kernels::to_lowp(t, bh.data(), b.data(), n * n);
-  auto gemm = [&] {
-    if (p == Precision::fp32)
-      kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    else
-      kernels::gemm_lp(t, false, true, n, n, n, ah.data(), n, bh.data(), n, 0.0f, c.data(), n);
-  };
-  gemm();  // warm-up
-  double best = 0.0;
-  const auto start = Clock::now();
-  for (int rep = 0; rep < 20 && (rep < 3 || seconds_since(start) < 2.0); ++rep) {
-    const auto t0 = Clock::now();
-    gemm();
-    best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
-  }
-  return best;
 }
 
 double median(std::vector<double> v) {
@@ -227,8 +200,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
   const double peak = world_group.sum(measure_gemm_peak(precision));
 
   const LlamaConfig& m = cfg.model;
-  const double flops_per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
-                                 12.0 * m.n_layers * static_cast<double>(T) * m.dim;
+  const double flops_per_token = model_flops_per_token(m, T);
   const double tokens_per_s = static_cast<double>(replicas * K * B * T) / step_s;
   const double gflops = flops_per_token * static_cast<double>(replicas * K * B * T) / step_s / 1e9;
   const char* formula = "6*N + 12*L*T*C per token (N = matmul parameters incl. output head)";

@@ -18,6 +18,7 @@
 #include "tensor/heap.h"
 #include "train/plot.h"
 #include "train/preempt.h"
+#include "train/report.h"
 #include "train/run_dir.h"
 #include "train/trainer.h"
 
@@ -116,7 +117,9 @@ int main(int argc, char** argv) {
   auto add_layout = [&](CLI::App* sub) {
     sub->add_option("--zero", zero, "ZeRO stage 0, 1 or 2 (same as --parallel.zero)")
         ->check(whole_at_least(0));
-    sub->add_option("--dp", dp, "data-parallel replicas (same as --parallel.dp)")
+    sub->add_option("--dp", dp,
+                    "data-parallel replicas (same as --parallel.dp; under mpirun: the processes "
+                    "over tp × pp)")
         ->check(whole_at_least(1));
     sub->add_option("--tp", tp, "tensor-parallel ranks per replica (same as --parallel.tp)")
         ->check(whole_at_least(1));
@@ -142,6 +145,11 @@ int main(int argc, char** argv) {
                       "start over in a train.out_dir that holds another run's checkpoints "
                       "(they are deleted)");
   train_cmd->add_option("--stop-at", topt.stop_at, "stop after this step, with a checkpoint")
+      ->check(whole_at_least(1));
+  train_cmd
+      ->add_option("--report-every", topt.report_every,
+                   "rewrite train.out_dir/report.html every N steps and at the end (a page to "
+                   "keep open in a browser; measures the GEMM peak first, for MFU)")
       ->check(whole_at_least(1));
   CLI::App* bench_cmd =
       with_config("bench", "time training steps on random tokens: tok/s, GFLOP/s, MFU");
@@ -269,6 +277,19 @@ int main(int argc, char** argv) {
   plot_cmd->add_flag("--force", force_out, "with --trace: overwrite the SVG if it exists")
       ->needs(trace_opt);
 
+  std::string report_out;
+  double peak_gflops = 0;
+  CLI::App* report_cmd = app.add_subcommand(
+      "report", "write RUN_DIR/report.html: a run's charts, ranks and configuration in one page");
+  report_cmd->add_option("run_dir", run_dir, "training run directory")->required();
+  report_cmd->add_option("--out", report_out, "the HTML file (default RUN_DIR/report.html)");
+  report_cmd
+      ->add_option("--peak-gflops", peak_gflops,
+                   "GEMM peak of the run's machines, GFLOP/s summed over its ranks, for MFU "
+                   "(default: the peak the run measured, with --report-every)")
+      ->check(finite_in(1e-6, 1e15));
+  report_cmd->add_flag("--force", force_out, "overwrite --out if it exists");
+
   FinetuneCommands* finetune_cmds = add_finetune_commands(app);
   for (CLI::App* sub : finetune_subcommands(finetune_cmds)) add_timeout(sub);
   try {
@@ -308,6 +329,13 @@ int main(int argc, char** argv) {
     if (sub == eval_cmd)
       return run_eval(ckpt, data, eval_text, eval_batches, world, std::max(tp, 1));
     if (sub == tok_cmd) return run_tokenize(ckpt, tok_text);
+    if (sub == report_cmd) {
+      if (world.size() > 1) throw Error("report runs in one process (start it without mpirun)");
+      if (!report_out.empty())
+        check_output_file("--out", report_out, {run_dir + "/metrics.jsonl"}, force_out);
+      std::printf("wrote %s\n", write_report(run_dir, report_out, peak_gflops).c_str());
+      return 0;
+    }
     if (sub == plot_cmd) {
       if (!trace_json.empty()) {  // the SVG is checked before the trace is read
         if (trace_svg.empty())
@@ -326,8 +354,12 @@ int main(int argc, char** argv) {
     if (zero >= 0) ov.emplace_back("parallel.zero", std::to_string(zero));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
     if (!precision_flag.empty()) ov.emplace_back("train.precision", precision_flag);
+    // Under a launcher, train and bench take their data-parallel replicas from the number of
+    // processes unless --dp (or parallel.dp) says otherwise.
+    const bool runs_ranks = (sub == train_cmd || sub == bench_cmd) && comm::launched_by_mpi();
     const RunConfig cfg =
-        load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run);
+        load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run,
+                        runs_ranks ? world.size() : 0);
     world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
     if (sub == train_cmd) return train(cfg, topt, world);
     if (sub == bench_cmd) return run_bench(cfg, json, world, profile);

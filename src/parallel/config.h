@@ -10,9 +10,9 @@
 namespace parallama {
 
 struct ParallelConfig {
-  int dp = 1;                        // data-parallel replicas
-  int tp = 1;                        // tensor-parallel ranks per replica (heads, FFN, vocabulary)
-  int pp = 1;                        // pipeline stages (dp · tp · pp = processes)
+  int dp = 1;  // data-parallel replicas (under a launcher, unless set: processes over tp · pp)
+  int tp = 1;  // tensor-parallel ranks per replica (heads, FFN, vocabulary)
+  int pp = 1;  // pipeline stages (dp · tp · pp = processes)
   std::vector<int> pp_layers;        // layers per (virtual) stage by hand; empty: balanced by cost
   std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
   int pp_virtual = 1;                // model chunks per rank (interleaved)

@@ -153,6 +153,11 @@ Traffic rank_traffic(const PlanInput& in, const ModelShard& shard, int stage, in
 
 }  // namespace
 
+double model_flops_per_token(const LlamaConfig& m, int64_t seq_len) {
+  return 6.0 * static_cast<double>(m.num_matmul_params()) +
+         12.0 * m.n_layers * static_cast<double>(seq_len) * m.dim;
+}
+
 Plan make_plan(const PlanInput& in, const Device& device) {
   const LlamaConfig& m = in.model;
   const MeshShape& sh = in.shape;
@@ -271,9 +276,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
   }
   plan.step_s = busy / (1 - plan.bubble) + plan.pp_exposed_s + dp_exposed;
   plan.tokens_per_step = tokens * sh.dp;
-  const double per_token = 6.0 * static_cast<double>(m.num_matmul_params()) +
-                           12.0 * m.n_layers * static_cast<double>(in.seq_len) * m.dim;
-  plan.model_flops = per_token * plan.tokens_per_step;
+  plan.model_flops = model_flops_per_token(m, in.seq_len) * plan.tokens_per_step;
   plan.mfu = plan.model_flops / (sh.size() * plan.step_s * peak);
   for (const RankGroup& g : plan.groups)
     plan.hardware_flops += g.flops * static_cast<double>(g.ranks.size());

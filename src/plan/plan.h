@@ -61,6 +61,10 @@ std::vector<int> slots_per_chunk(PipeSchedule s, int stages, int rank, int micro
 double activation_bytes(const LlamaConfig& m, const ModelShard& shard, int64_t B, int64_t T,
                         const std::vector<int>& slots, Recompute recompute, Precision p);
 
+// Model FLOPs per token of training at sequence length seq_len, as bench, plan and the run report
+// count them: 6·N + 12·L·T·C (N: the matmul parameters, output head included).
+double model_flops_per_token(const LlamaConfig& m, int64_t seq_len);
+
 struct PlanInput {
   LlamaConfig model;
   MeshShape shape;  // dp, tp, pp, pp_layers, pp_virtual, seq_len

@@ -44,10 +44,9 @@ std::string polyline(const Series& s, double x0, double x1, double y0, double y1
   throw Error("cannot write " + path + ": " + (err ? std::strerror(err) : "the write failed"));
 }
 
-// Written to a temporary file and renamed, so a reader never sees half a picture. A symbolic link
-// is followed (the picture lands where it points, and the link stays); a device or a pipe is
-// written straight into.
-void write_file(const std::string& path, const std::string& text) {
+}  // namespace
+
+void write_replacing(const std::string& path, const std::string& text) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
@@ -76,8 +75,6 @@ void write_file(const std::string& path, const std::string& text) {
   }
 }
 
-}  // namespace
-
 std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -95,12 +92,12 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-std::string plot_losses(const std::string& run_dir) {
+MetricsLines read_metrics(const std::string& run_dir) {
   const std::string in_path = run_dir + "/metrics.jsonl";
   if (!std::filesystem::exists(in_path))
     throw Error("cannot read " + in_path + " (is '" + run_dir + "' a training run directory?)");
   std::ifstream in = open_input(in_path, "metrics file", kMaxMetricsBytes);
-  Series train, val;
+  MetricsLines out;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
     const std::string where = in_path + ":" + std::to_string(n);
@@ -109,24 +106,31 @@ std::string plot_losses(const std::string& run_dir) {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
       if (in.peek() == std::char_traits<char>::eof()) {  // the last line, cut short by a crash
-        std::fprintf(stderr,
-                     "warning: %s: the last line is incomplete (a write cut short); "
-                     "skipped\n",
-                     where.c_str());
+        out.torn = where + ": the last line is incomplete (a write cut short); skipped";
         break;
       }
       throw Error(where + ": not a metrics line: " + line.substr(0, 80));
     }
-    try {
-      const double step = j.at("step").get<double>();
-      train.x.push_back(step), train.y.push_back(j.at("loss").get<double>());
-      if (j.contains("val_loss"))
-        val.x.push_back(step), val.y.push_back(j["val_loss"].get<double>());
-    } catch (const nlohmann::json::exception&) {
+    if (!j.is_object() || !j.contains("step") || !j["step"].is_number() || !j.contains("loss") ||
+        !j["loss"].is_number() || (j.contains("val_loss") && !j["val_loss"].is_number()))
       throw Error(where + ": not a metrics line: " + line.substr(0, 80));
-    }
+    out.steps.push_back(std::move(j));
   }
-  if (train.x.empty()) throw Error(in_path + ": no steps recorded yet");
+  if (out.steps.empty())
+    throw Error(in_path + ": no steps recorded yet" +
+                (out.torn.empty() ? "" : " (" + out.torn + ")"));
+  return out;
+}
+
+std::string plot_losses(const std::string& run_dir) {
+  const MetricsLines metrics = read_metrics(run_dir);
+  if (!metrics.torn.empty()) std::fprintf(stderr, "warning: %s\n", metrics.torn.c_str());
+  Series train, val;
+  for (const nlohmann::json& j : metrics.steps) {
+    const double step = j["step"].get<double>();
+    train.x.push_back(step), train.y.push_back(j["loss"].get<double>());
+    if (j.contains("val_loss")) val.x.push_back(step), val.y.push_back(j["val_loss"].get<double>());
+  }
   double x0 = train.x.front(), x1 = std::max(train.x.back(), x0 + 1);
   double y0 = *std::min_element(train.y.begin(), train.y.end()),
          y1 = *std::max_element(train.y.begin(), train.y.end());
@@ -164,7 +168,7 @@ std::string plot_losses(const std::string& run_dir) {
       "<text x=\"600\" y=\"50\" fill=\"#1f77b4\">train loss</text>\n"
       "<text x=\"600\" y=\"68\" fill=\"#d62728\">validation loss</text>\n</svg>\n";
   const std::string out = run_dir + "/loss.svg";
-  write_file(out, svg);
+  write_replacing(out, svg);
   return out;
 }
 
@@ -214,12 +218,9 @@ double nice_step(double span, int target) {
 
 }  // namespace
 
-std::string plot_timeline(const std::string& trace_json, const std::string& svg_out) {
+std::string timeline_svg(const std::string& trace_json) {
   const std::vector<TraceEvent> events = read_chrome_trace(trace_json);
   if (events.empty()) throw Error(trace_json + ": no complete (\"ph\": \"X\") events to draw");
-  const std::string out = svg_out.empty()
-                              ? std::filesystem::path(trace_json).replace_extension(".svg").string()
-                              : svg_out;
   int stages = 0;
   double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
   std::vector<double> compute;  // per stage: seconds in forward and backward
@@ -332,7 +333,15 @@ std::string plot_timeline(const std::string& trace_json, const std::string& svg_
     svg += "</g>\n";
   }
   svg += "</svg>\n";
-  write_file(out, svg);
+  return svg;
+}
+
+std::string plot_timeline(const std::string& trace_json, const std::string& svg_out) {
+  const std::string svg = timeline_svg(trace_json);
+  const std::string out = svg_out.empty()
+                              ? std::filesystem::path(trace_json).replace_extension(".svg").string()
+                              : svg_out;
+  write_replacing(out, svg);
   return out;
 }
 

@@ -329,7 +329,22 @@ RunConfig parse_run_config_text(const std::string& text, const std::string& sour
   return read_table(root, source, std::move(raw), use);
 }
 
-RunConfig load_run_config(const std::string& path, const Overrides& overrides, ConfigUse use) {
+// The data-parallel replicas that `processes` make under the run's tp, pp and parameter servers.
+static int replicas_of(int processes, const ParallelConfig& p) {
+  const int servers = p.servers(), per = p.tp * p.pp;
+  const int workers = processes - servers;
+  if (workers < per || workers % per != 0)
+    throw Error(std::to_string(processes) + " processes" +
+                (servers ? " less " + std::to_string(servers) + " parameter server(s)" : "") +
+                " do not make whole replicas of --tp " + std::to_string(p.tp) + " × --pp " +
+                std::to_string(p.pp) + " (" + std::to_string(per) +
+                " processes each); launch a multiple of " + std::to_string(per) +
+                (servers ? " plus the servers" : "") + ", or set --dp");
+  return workers / per;
+}
+
+RunConfig load_run_config(const std::string& path, const Overrides& overrides, ConfigUse use,
+                          int processes) {
   toml::table root;
   if (!path.empty()) {
     std::error_code ec;
@@ -346,7 +361,12 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides, C
   }
   std::map<std::string, std::string> raw;
   apply_overrides(root, overrides, raw);
-  return read_table(root, path.empty() ? "command line" : path, std::move(raw), use);
+  const std::string source = path.empty() ? "command line" : path;
+  RunConfig c = read_table(root, source, std::move(raw), use);
+  const toml::table* parallel = root["parallel"].as_table();
+  if (processes > 0 && !(parallel && parallel->contains("dp")))
+    c.parallel.dp = replicas_of(processes, c.parallel);
+  return c;
 }
 
 nlohmann::json config_to_json(const RunConfig& c) {

@@ -75,8 +75,11 @@ using Overrides = std::vector<std::pair<std::string, std::string>>;  // ("optim.
 // makes no sense in the sections that `use` needs.
 // A directory, an unreadable or an empty file is an error. A string setting given on the command
 // line is taken as typed, whatever TOML type it looks like (--train.out_dir 2024).
+// processes > 0 (a command running under a launcher): parallel.dp, where neither the file nor an
+// override sets it, is the number of processes over tp × pp, less the parameter servers; an error
+// when they do not divide. A dp that is set stays, and RunConfig::check_processes judges it.
 RunConfig load_run_config(const std::string& path, const Overrides& overrides,
-                          ConfigUse use = ConfigUse::run);
+                          ConfigUse use = ConfigUse::run, int processes = 0);
 // The same from TOML text (source names it in errors).
 RunConfig parse_run_config_text(const std::string& text, const std::string& source,
                                 const Overrides& overrides = {}, ConfigUse use = ConfigUse::run);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 
 #include "data/loader.h"
@@ -18,11 +19,14 @@
 #include "parallel/balance.h"
 #include "parallel/mesh.h"
 #include "parallel/sync.h"
+#include "plan/gemm_peak.h"
+#include "plan/plan.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
 #include "train/link_watch.h"
 #include "train/metrics.h"
 #include "train/preempt.h"
+#include "train/report.h"
 #include "train/run_dir.h"
 #include "train/stage_time.h"
 #include "train/step.h"
@@ -155,6 +159,53 @@ static void write_pipeline_trace(Pipeline& pipe, comm::Group& pp, bool writes,
   write_chrome_trace(path, events);
 }
 
+// out_dir/run.json (train/report.h): what the run report shows of a run that has no checkpoint
+// yet. Rewritten at every start (a resumed run may have another layout).
+static void write_run_info(const RunConfig& cfg, const MeshShape& shape, int processes, int threads,
+                           int64_t from_step, double gemm_peak_gflops) {
+  nlohmann::json j = {{"format", 1},
+                      {"config", config_to_json(cfg)},
+                      {"layout",
+                       {{"dp", shape.dp},
+                        {"tp", shape.tp},
+                        {"pp", shape.pp},
+                        {"zero", cfg.parallel.zero},
+                        {"sync", cfg.parallel.sync},
+                        {"precision", cfg.train.precision},
+                        {"processes", processes},
+                        {"threads_per_rank", threads}}},
+                      {"parameters", cfg.model.num_params()},
+                      {"flops_per_token", model_flops_per_token(cfg.model, cfg.train.seq_len)},
+                      {"started_at_step", from_step}};
+  if (gemm_peak_gflops > 0) j["gemm_peak_gflops"] = gemm_peak_gflops;
+  write_file_atomically((fs::path(cfg.train.out_dir) / kRunInfoFile).string(), j.dump(1) + "\n");
+}
+
+// The run report, rewritten; a report that cannot be written is a warning, not the run's end.
+static void refresh_report(const std::string& out_dir,
+                           const std::function<void(std::string)>& say) {
+  try {
+    write_report(out_dir, "", 0);
+  } catch (const Error& e) {
+    say(std::string("warning: the run report was not written: ") + e.what());
+  }
+}
+
+// The line that says a resumed checkpoint is already at the run's last step (train.steps, or
+// --stop-at), or "" when there are steps to train.
+static std::string finished_already(const std::string& ckpt, const nlohmann::json& trainer_json,
+                                    int64_t steps, int64_t stop_at) {
+  const int64_t at = trainer_json.value("step", int64_t{0});
+  const int64_t last = stop_at > 0 ? std::min(stop_at, steps) : steps;
+  if (at < last) return "";
+  if (last == steps)
+    return ckpt + " is at step " + std::to_string(at) + ", and train.steps is " +
+           std::to_string(steps) + ": the run is finished, nothing to do (a larger " +
+           "--train.steps continues it)";
+  return ckpt + " is at step " + std::to_string(at) + ", at or past --stop-at " +
+         std::to_string(stop_at) + ": nothing to do";
+}
+
 int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.batch_size, T = tc.seq_len, K = tc.micro_batches;
@@ -235,6 +286,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (resume_json.value("tokenizer_hash", uint64_t{0}) != train_data.header.tokenizer_hash)
       throw Error(resume + ": the checkpoint was trained with another tokenizer than " +
                   cfg.data.dir);
+    if (const std::string done = finished_already(resume, resume_json, tc.steps, opt.stop_at);
+        !done.empty()) {
+      if (writes) std::printf("%s\n", done.c_str());
+      return 0;
+    }
   }
 
   const int threads = configure_threads(tc.threads);
@@ -276,10 +332,16 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   auto sync = make_synchronizer(sc, roles, st.replica);
   comm::Group& dp = roles.workers;
   comm::Group alone;
+  // The report's MFU: every worker measures at once, each its share of the machine (as bench).
+  const double gemm_peak =
+      opt.report_every > 0 ? roles.all_workers.sum(measure_gemm_peak(st.model.precision())) : 0;
   // Only rank 0 reports and writes.
   std::optional<Progress> progress;
-  if (writes) progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
-  auto say = [&](const std::string& line) {
+  if (writes) {
+    progress.emplace(tc.out_dir, tc.steps, step, tc.log_every);
+    write_run_info(cfg, shape, world.size(), threads, step, gemm_peak);
+  }
+  std::function<void(std::string)> say = [&](const std::string& line) {
     if (progress) progress->message(line);
   };
   char head[320];
@@ -473,8 +535,11 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     }
     if (progress) progress->step(j, global * T);
     if (is_checkpoint(step)) save(step, loss);
+    if (writes && opt.report_every > 0 && step % opt.report_every == 0 && step != last)
+      refresh_report(tc.out_dir, say);
     if (stop_signal) {
       if (!is_checkpoint(step)) save(step, loss);
+      if (writes && opt.report_every > 0) refresh_report(tc.out_dir, say);
       say(std::string("stopped by ") + signal_name(static_cast<int>(stop_signal)) + " after step " +
           std::to_string(step) + " with checkpoint " +
           (fs::path(tc.out_dir) / ("step-" + std::to_string(step))).string() +
@@ -517,8 +582,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   }
   const nlohmann::json traffic =
       traffic_summary(world, roles, last - first_step + 1, axes_total, st.params.size());
-  if (writes && last >= first_step && world.size() > 1) {
-    for (const auto& r : traffic) say(describe_rank_traffic(r));
+  if (writes && last >= first_step) {
+    if (world.size() > 1)
+      for (const auto& r : traffic) say(describe_rank_traffic(r));
     write_file_atomically((fs::path(tc.out_dir) / "summary.json").string(),
                           nlohmann::json{{"sync", cfg.parallel.sync},
                                          {"zero", cfg.parallel.zero},
@@ -530,6 +596,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                                   .dump(1) +
                               "\n");
   }
+  if (writes && opt.report_every > 0) refresh_report(tc.out_dir, say);
   return 0;
 }
 

@@ -20,6 +20,9 @@ struct TrainOptions {
   // The optimizer, step and data position start anew. Ignored when a checkpoint is resumed.
   std::string init;
   int64_t stop_at = 0;  // stop after this step with a checkpoint (0 = run to train.steps)
+  // Rewrite out_dir/report.html (train/report.h) every this many steps and at the end; 0 = never.
+  // The ranks measure the GEMM peak first, for the report's MFU.
+  int64_t report_every = 0;
 };
 
 // The exit code of a run stopped by SIGTERM, SIGINT
