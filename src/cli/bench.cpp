@@ -115,7 +115,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
   cfg.check_processes(world_group.size());
   MeshShape shape = mesh_shape(cfg);
-  if (shape.pp > 1 && shape.pp_balance == "measure" && shape.pp_layers.empty())
+  if (shape.pp > 1 && shape.pp_balance == PpBalance::measure && shape.pp_layers.empty())
     shape.measured = measure_stage_costs(cfg, world_group);
   Mesh mesh(world_group, shape, cfg.model);
   comm::Group& dp = mesh.dp;
@@ -301,8 +301,9 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
     }
     std::printf("gradient %s%s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
                 cfg.parallel.zero ? "reduce-scatter (ZeRO)" : "all-reduce",
-                cfg.parallel.reduce_dtype == "bf16" ? " in bf16" : "", c, e, 100.0 * hidden);
-    j["reduce_dtype"] = cfg.parallel.reduce_dtype;
+                cfg.parallel.reduce_dtype == ReduceDtype::bf16 ? " in bf16" : "", c, e,
+                100.0 * hidden);
+    j["reduce_dtype"] = reduce_dtype_name(cfg.parallel.reduce_dtype);
     j["per_rank_tokens_per_s"] = per_rank;
     j["comm_s"] = c;
     j["comm_exposed_s"] = e;
@@ -331,10 +332,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
     std::printf(
         "pipeline %s, %d stages, %d micro-batches%s: bubble %.1f%% measured (mean over "
         "stages), %.1f%% by (p-1)/(v*m+p-1); stage 0 holds %d micro-batches at most\n",
-        cfg.parallel.pp_schedule.c_str(), shape.pp, K,
+        schedule_name(cfg.parallel.pp_schedule), shape.pp, K,
         v > 1 ? (", " + std::to_string(int(v)) + " chunks per rank").c_str() : "", 100 * mean,
         100 * formula, static_cast<int>(stage_peak[0]));
-    j["pp_schedule"] = cfg.parallel.pp_schedule;
+    j["pp_schedule"] = schedule_name(cfg.parallel.pp_schedule);
     j["pp_virtual"] = cfg.parallel.pp_virtual;
     j["micro_batches"] = K;
     j["pp_bubble_per_stage"] = stage_bubble;

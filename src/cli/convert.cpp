@@ -180,13 +180,14 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
     w.commit();
   }
   {  // a fresh optimizer: zero AdamW moments at step 0 (state names as Optimizer::state_name)
-    if (rc.optim.name != "adamw") throw Error("convert writes AdamW state, not " + rc.optim.name);
+    if (rc.optim.name != OptimKind::adamw)
+      throw Error("convert writes AdamW state, not " + std::string(optim_kind_name(rc.optim.name)));
     std::vector<io::TensorDecl> decls;
     for (const char* state : {"exp_avg.", "exp_avg_sq."})
       for (const ParamSpec& s : layout.specs())
         decls.push_back({state + s.name, s.full_shape, DType::F32});
     io::SafeTensorsStreamWriter w(d / "optimizer.safetensors", decls,
-                                  {{"optimizer", rc.optim.name}, {"step", "0"}});
+                                  {{"optimizer", optim_kind_name(rc.optim.name)}, {"step", "0"}});
     buf.assign(static_cast<size_t>(kPieceFloats), 0.0f);
     for (const io::TensorDecl& t : decls)
       for (int64_t left = numel(t.shape); left > 0; left -= kPieceFloats)
@@ -198,7 +199,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   write_file_checked(d / "model.toml", model_toml(rc, d.path()));
   json j;
   j["config"] = config_to_json(rc);
-  j["layout"] = {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", rc.parallel.sync}};
+  j["layout"] = {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", sync_name(rc.parallel.sync)}};
   j["tokenizer_hash"] = tok.hash();
   j["converted_from"] = {{"format", "hf"}, {"torch_dtype", io::torch_dtype_name(stored)}};
   j["format"] = kCheckpointFormat;

@@ -1,5 +1,7 @@
 // `parallama info`: a model's shape and parameter count, and with --dp/--tp/--pp the mesh.
+// `parallama settings`: the table of every configuration setting.
 #include <cstdio>
+#include <string>
 
 #include "cli/commands.h"
 #include "parallel/mesh.h"
@@ -20,6 +22,17 @@ int run_info(const RunConfig& cfg) {
               static_cast<long long>(m.num_matmul_params()));
   const MeshShape shape = mesh_shape(cfg);
   if (shape.size() > 1) std::printf("%s", describe_mesh(m, shape).c_str());
+  return 0;
+}
+
+int run_settings() {
+  std::printf("| setting | type | default | meaning |\n|---|---|---|---|\n");
+  for (const SettingInfo& s : settings_table()) {
+    std::string type = s.type;
+    for (size_t i = 0; i < s.choices.size(); ++i) type += (i ? ", `" : " `") + s.choices[i] + "`";
+    std::printf("| `%s` | %s | `%s` | %s |\n", s.key.c_str(), type.c_str(), s.default_value.c_str(),
+                s.meaning.c_str());
+  }
   return 0;
 }
 

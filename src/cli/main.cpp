@@ -11,7 +11,7 @@
 #include <set>
 
 #include "cli/commands.h"
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "data/prepare.h"
 #include "io/paths.h"
 #include "tensor/error.h"
@@ -33,13 +33,13 @@ int fail(parallama::comm::Group& world, int code, const std::string& line) {
     std::fprintf(stderr, "%s\n", line.c_str());
     return code;
   }
-  const auto lines = parallama::comm::mpi_gather_failures(line, 3.0);
+  const auto lines = parallama::comm::gather_failures(line, 3.0);
   if (!lines) {
     if (world.rank() == 0)
       std::fprintf(stderr, "%s\n", line.c_str());
     else
       std::fprintf(stderr, "rank %d: %s\n", world.rank(), line.c_str());
-    parallama::comm::mpi_abort(code);
+    parallama::comm::abort_job(code);
   }
   std::set<std::string> said;
   for (size_t r = 0; r < lines->size(); ++r)
@@ -86,8 +86,8 @@ int main(int argc, char** argv) {
   take_signals_on_a_thread();  // before any other thread: see train/preempt.h
   // Under an MPI launcher every process joins the world group; otherwise the group of one.
   // Collectives there allocate and free scratch blocks every step: keep them (tensor/heap.h).
-  if (comm::launched_by_mpi()) retain_freed_memory();
-  comm::Group world = comm::launched_by_mpi() ? comm::mpi_world() : comm::Group();
+  if (comm::launched()) retain_freed_memory();
+  comm::Group world = comm::launched() ? comm::world() : comm::Group();
   if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 3;  // rank 0 reports
   CLI::App app{"parallama: train LLaMA-family language models"};
   app.require_subcommand(1);
@@ -277,6 +277,8 @@ int main(int argc, char** argv) {
   plot_cmd->add_flag("--force", force_out, "with --trace: overwrite the SVG if it exists")
       ->needs(trace_opt);
 
+  CLI::App* settings_cmd = app.add_subcommand(
+      "settings", "print every configuration setting: type, default and meaning (Markdown)");
   std::string report_out;
   double peak_gflops = 0;
   CLI::App* report_cmd = app.add_subcommand(
@@ -329,6 +331,7 @@ int main(int argc, char** argv) {
     if (sub == eval_cmd)
       return run_eval(ckpt, data, eval_text, eval_batches, world, std::max(tp, 1));
     if (sub == tok_cmd) return run_tokenize(ckpt, tok_text);
+    if (sub == settings_cmd) return run_settings();
     if (sub == report_cmd) {
       if (world.size() > 1) throw Error("report runs in one process (start it without mpirun)");
       if (!report_out.empty())
@@ -356,7 +359,7 @@ int main(int argc, char** argv) {
     if (!precision_flag.empty()) ov.emplace_back("train.precision", precision_flag);
     // Under a launcher, train and bench take their data-parallel replicas from the number of
     // processes unless --dp (or parallel.dp) says otherwise.
-    const bool runs_ranks = (sub == train_cmd || sub == bench_cmd) && comm::launched_by_mpi();
+    const bool runs_ranks = (sub == train_cmd || sub == bench_cmd) && comm::launched();
     const RunConfig cfg =
         load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run,
                         runs_ranks ? world.size() : 0);
@@ -369,7 +372,7 @@ int main(int argc, char** argv) {
     // Some process cannot be reached: say so now and end the job (no gathering of the others'
     // failures, which would wait for the ones that cannot answer).
     std::fprintf(stderr, "error: %s\n", e.what());
-    if (world.size() > 1) parallama::comm::mpi_abort(2);
+    if (world.size() > 1) parallama::comm::abort_job(2);
     return 2;
   } catch (const Error& e) {
     return fail(world, 2, "error: " + std::string(e.what()));

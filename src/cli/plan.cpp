@@ -89,17 +89,17 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
   const char* zero_text[] = {"no ZeRO", "ZeRO-1 (optimizer state sharded over dp)",
                              "ZeRO-2 (optimizer state and gradients sharded over dp)"};
   const double n = static_cast<double>(m.num_params());
-  say(format("plan: %s (%s parameters), dp %d x tp %d x pp %d = %d ranks; %s; %s (%d moment%s); %s",
-             m.name.c_str(),
-             (n >= 1e9 ? format("%.2f B", n / 1e9) : format("%.2f M", n / 1e6)).c_str(), sh.dp,
-             sh.tp, sh.pp, sh.size(),
-             (in.precision == Precision::fp32
-                  ? std::string("fp32")
-                  : std::string(precision_name(in.precision)) + " mixed precision (" +
-                        precision_name(in.precision) +
-                        " weights, gradients and activations; fp32 master weights and moments)")
-                 .c_str(),
-             cfg.optim.name.c_str(), in.moments, in.moments > 1 ? "s" : "", zero_text[in.zero]));
+  say(format(
+      "plan: %s (%s parameters), dp %d x tp %d x pp %d = %d ranks; %s; %s (%d moment%s); %s",
+      m.name.c_str(), (n >= 1e9 ? format("%.2f B", n / 1e9) : format("%.2f M", n / 1e6)).c_str(),
+      sh.dp, sh.tp, sh.pp, sh.size(),
+      (in.precision == Precision::fp32
+           ? std::string("fp32")
+           : std::string(precision_name(in.precision)) + " mixed precision (" +
+                 precision_name(in.precision) +
+                 " weights, gradients and activations; fp32 master weights and moments)")
+          .c_str(),
+      optim_kind_name(cfg.optim.name), in.moments, in.moments > 1 ? "s" : "", zero_text[in.zero]));
   say(
       format("  per replica and step: %d micro-batch(es) of %lld x %lld tokens; pipeline %s%s; "
              "recompute %s; attention %s",
@@ -211,7 +211,7 @@ nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
                       {"pp", sh.pp},
                       {"zero", in.zero},
                       {"precision", precision_name(in.precision)},
-                      {"optimizer", cfg.optim.name},
+                      {"optimizer", optim_kind_name(cfg.optim.name)},
                       {"pp_schedule", schedule_name(in.schedule)},
                       {"pp_virtual", sh.pp_virtual},
                       {"micro_batches", in.micro_batches},
@@ -276,9 +276,9 @@ nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
 }  // namespace
 
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
-  if (cfg.parallel.sync != "allreduce")
-    throw Error("plan models --sync allreduce (with or without ZeRO), not --sync " +
-                cfg.parallel.sync);
+  if (cfg.parallel.sync != Sync::allreduce)
+    throw Error(std::string("plan models --sync allreduce (with or without ZeRO), not --sync ") +
+                sync_name(cfg.parallel.sync));
   PlanInput in = plan_input(cfg);
   in.precision = parse_precision(opt.precision);
   if (!(opt.device.tflops >= 0) || !(opt.device.efficiency > 0 && opt.device.efficiency <= 1) ||

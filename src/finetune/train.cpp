@@ -102,7 +102,7 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
   ParamBuffer grads(*m.layout);
   std::vector<float> hgrads(hl.total()), hm(hl.total()), hv(hl.total());
   OptimConfig oc = cfg.optim;
-  oc.name = "adamw", oc.lr = opt.lr, oc.weight_decay = opt.weight_decay;
+  oc.name = OptimKind::adamw, oc.lr = opt.lr, oc.weight_decay = opt.weight_decay;
   Optimizer optim(*m.layout, oc);
   const int64_t warmup = std::max<int64_t>(1, opt.steps / 10);
   std::vector<int64_t> perm(static_cast<size_t>(n));

@@ -348,6 +348,14 @@ void verify(const std::string& dir, const nlohmann::json& j, const char* name) {
                 "); the file is corrupt or truncated");
 }
 
+}  // namespace
+
+void verify_checkpoint_files(const std::string& dir, const nlohmann::json& trainer_json) {
+  for (const char* name : kTensorFiles) verify(dir, trainer_json, name);
+}
+
+namespace {
+
 // Reads trainer.json, verifies the first `files` tensor files (file i on the replica's rank
 // i % (tp.size() · pp.size()), counting tensor-parallel ranks fastest), then runs read on every
 // rank; throws on every rank of the replica if any of that failed anywhere.

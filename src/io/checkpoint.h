@@ -51,6 +51,10 @@ CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Opt
 void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp,
                            comm::Group& pp);
 
+// Verifies the checksums of every tensor file of the checkpoint `dir` against its trainer.json
+// (read_trainer_json's). Throws Error naming a file that is missing, corrupt or truncated.
+void verify_checkpoint_files(const std::string& dir, const nlohmann::json& trainer_json);
+
 // Just trainer.json, parsed and checked (for reading the config before building the model).
 // A format-1 file (older, without a checksum of its own) is read with a warning on stderr, once
 // per file and process.

@@ -87,7 +87,7 @@ kernels::RopeScaling parse_rope_scaling(const json& r, const std::string& source
   if (type != "llama3")
     throw Error(source + ": rope_scaling type '" + type +
                 "' is not supported (parallama implements llama3 rope scaling only)");
-  s.type = type;
+  s.type = kernels::RopeType::llama3;
   s.factor = f.number("factor");
   s.low_freq_factor = f.number("low_freq_factor");
   s.high_freq_factor = f.number("high_freq_factor");
@@ -169,7 +169,7 @@ nlohmann::ordered_json hf_config_json(const LlamaConfig& m, const std::string& t
   j["max_position_embeddings"] = m.max_seq_len;
   j["rms_norm_eps"] = shortest_double(m.norm_eps);
   j["rope_theta"] = shortest_double(m.rope_theta);
-  if (m.rope_scaling.type == "llama3") {
+  if (m.rope_scaling.type == kernels::RopeType::llama3) {
     const kernels::RopeScaling& r = m.rope_scaling;
     j["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", shortest_double(r.factor)},

@@ -104,8 +104,9 @@ void load_optimizer(Optimizer& optim, const std::string& path) {
   const SafeTensorsReader r(path);
   const auto& meta = r.metadata();
   auto it = meta.find("optimizer");
-  if (it == meta.end() || it->second != optim.config().name)
-    throw Error(path + ": optimizer state is not for '" + optim.config().name + "'");
+  const std::string kind = optim_kind_name(optim.config().name);
+  if (it == meta.end() || it->second != kind)
+    throw Error(path + ": optimizer state is not for '" + kind + "'");
   const ParamLayout& layout = optim.layout();
   refuse_untied_head(r, layout.config(), std::string(optim.state_name(0)) + ".");
   std::vector<float> tensor;  // ZeRO: one tensor's slice at a time, of which the owned piece

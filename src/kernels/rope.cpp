@@ -1,4 +1,5 @@
 #include "kernels/rope.h"
+#include "tensor/error.h"
 #include "tensor/profile.h"
 
 #include <cmath>
@@ -7,8 +8,17 @@
 
 namespace parallama::kernels {
 
+RopeType parse_rope_type(const std::string& name) {
+  if (const auto t = value_named<RopeType>(name)) return *t;
+  throw Error("rope_scaling '" + name + "' is not supported (none or llama3)");
+}
+
+const char* rope_type_name(RopeType t) {
+  return name_of(t);
+}
+
 void rope_inv_freq(float* inv_freq, int64_t D, float theta, const RopeScaling& scaling) {
-  const bool llama3 = scaling.type == "llama3";
+  const bool llama3 = scaling.type == RopeType::llama3;
   const float old_len = static_cast<float>(scaling.original_max_len);
   const float low_wavelen = old_len / scaling.low_freq_factor;
   const float high_wavelen = old_len / scaling.high_freq_factor;

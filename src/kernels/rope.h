@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/matmul.h"
+#include "tensor/names.h"
 
 namespace parallama::kernels {
 
@@ -16,8 +17,17 @@ namespace parallama::kernels {
 //                       (high_freq_factor - low_freq_factor):
 //     (1 - s) · f_i / factor + s · f_i (a smooth blend in between).
 // "none" keeps every f_i.
+enum class RopeType { none, llama3 };
+constexpr std::array<Named<RopeType>, 2> names(RopeType) {
+  return {{{RopeType::none, "none"}, {RopeType::llama3, "llama3"}}};
+}
+// "none" | "llama3"; anything else is an Error "rope_scaling 'NAME' is not supported (none or
+// llama3)".
+RopeType parse_rope_type(const std::string& name);
+const char* rope_type_name(RopeType t);
+
 struct RopeScaling {
-  std::string type = "none";  // none | llama3
+  RopeType type = RopeType::none;
   float factor = 8.0f;
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;

@@ -7,6 +7,24 @@
 
 namespace parallama {
 
+Recompute parse_recompute(const std::string& name) {
+  if (const auto r = value_named<Recompute>(name)) return *r;
+  throw Error("unknown train.recompute '" + name + "' (choose none, attention or full)");
+}
+
+const char* recompute_name(Recompute r) {
+  return name_of(r);
+}
+
+Precision parse_precision(const std::string& name) {
+  if (const auto p = value_named<Precision>(name)) return *p;
+  throw Error("unknown precision '" + name + "' (choose fp32, bf16 or fp16)");
+}
+
+const char* precision_name(Precision p) {
+  return name_of(p);
+}
+
 namespace {
 
 LlamaConfig make(const char* name, int dim, int layers, int heads, int kv_heads, int ffn, int vocab,
@@ -95,9 +113,7 @@ void LlamaConfig::validate() const {
   require(rope_theta > 1.0f && std::isfinite(rope_theta),
           "rope_theta must be greater than 1 and finite");
   const kernels::RopeScaling& r = rope_scaling;
-  require(r.type == "none" || r.type == "llama3",
-          "rope_scaling '" + r.type + "' is not supported (none or llama3)");
-  if (r.type == "llama3")
+  if (r.type == kernels::RopeType::llama3)
     require(r.factor >= 1.0f && r.low_freq_factor > 0.0f &&
                 r.high_freq_factor > r.low_freq_factor && r.original_max_len > 0,
             "llama3 rope scaling needs rope_factor >= 1, 0 < rope_low_freq_factor < "

@@ -5,8 +5,39 @@
 #include <vector>
 
 #include "kernels/rope.h"
+#include "tensor/names.h"
 
 namespace parallama {
+
+// Activation recompute: none keeps every activation of every layer until its backward; attention
+// drops each layer's attention output and log-sum-exp and recomputes them from q, k and v in
+// backward; full keeps only each layer's input and recomputes the layer's forward (up to its MLP
+// activation; the output is not needed) just before its backward. The recomputed values are the
+// same bits, so gradients are identical; one layer's dropped activations live in shared scratch.
+enum class Recompute { none, attention, full };
+constexpr std::array<Named<Recompute>, 3> names(Recompute) {
+  return {
+      {{Recompute::none, "none"}, {Recompute::attention, "attention"}, {Recompute::full, "full"}}};
+}
+Recompute parse_recompute(const std::string& name);  // throws Error naming the choices
+const char* recompute_name(Recompute r);
+
+// Matrix-multiply precision. fp32: everything in fp32. bf16 and fp16: mixed precision. The GEMMs
+// of the layers and of the head multiply 16-bit operands and accumulate in fp32 (kernels::LowP):
+// a 16-bit copy of their weights, made from the fp32 master weights by the first forward of
+// micro-batch 0 (so after every optimizer step, before the step's first use); the activations
+// that only ever feed GEMMs (both norms' outputs, the SwiGLU output, the final norm's output)
+// kept in 16 bits only; the attention output and every output gradient rounded to 16 bits just
+// before their GEMMs. The residual stream, q|k|v, attention's softmax statistics, the norms', the
+// SwiGLU's and the loss's arithmetic, all parameter gradients and the optimizer stay fp32: their
+// sums and small differences are where 8 (bf16) or 11 (fp16) bits of mantissa would lose the
+// signal. fp16's range is ±65504: gradients need loss scaling (see train/loss_scale.h).
+enum class Precision { fp32, bf16, fp16 };
+constexpr std::array<Named<Precision>, 3> names(Precision) {
+  return {{{Precision::fp32, "fp32"}, {Precision::bf16, "bf16"}, {Precision::fp16, "fp16"}}};
+}
+Precision parse_precision(const std::string& name);  // throws Error naming the choices
+const char* precision_name(Precision p);
 
 struct LlamaConfig {
   std::string name = "custom";

@@ -43,28 +43,6 @@ struct Llama::Slot {
   std::vector<int32_t> tokens, targets;
 };
 
-Recompute parse_recompute(const std::string& name) {
-  if (name == "none") return Recompute::none;
-  if (name == "attention") return Recompute::attention;
-  if (name == "full") return Recompute::full;
-  throw Error("unknown train.recompute '" + name + "' (choose none, attention or full)");
-}
-
-const char* recompute_name(Recompute r) {
-  return r == Recompute::full ? "full" : r == Recompute::attention ? "attention" : "none";
-}
-
-Precision parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "bf16") return Precision::bf16;
-  if (name == "fp16") return Precision::fp16;
-  throw Error("unknown precision '" + name + "' (choose fp32, bf16 or fp16)");
-}
-
-const char* precision_name(Precision p) {
-  return p == Precision::bf16 ? "bf16" : p == Precision::fp16 ? "fp16" : "fp32";
-}
-
 namespace {
 // Arena floats for n 16-bit values.
 size_t halves(int64_t n) {

@@ -7,9 +7,16 @@
 
 namespace parallama {
 
+OptimKind parse_optim_kind(const std::string& name) {
+  if (const auto k = value_named<OptimKind>(name)) return *k;
+  throw Error("unknown optimizer '" + name + "' (choose adamw or sgd)");
+}
+
+const char* optim_kind_name(OptimKind k) {
+  return name_of(k);
+}
+
 void OptimConfig::validate() const {
-  if (name != "adamw" && name != "sgd")
-    throw Error("unknown optimizer '" + name + "' (choose adamw or sgd)");
   if (!(lr >= 0.0f) || !std::isfinite(lr)) throw Error("optim.lr must be a non-negative number");
   if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
     throw Error("optim.beta1 and optim.beta2 must lie in [0, 1)");
@@ -23,7 +30,7 @@ Optimizer::Optimizer(const ParamLayout& layout, const OptimConfig& cfg,
                      std::optional<std::vector<OwnedRun>> owned)
     : cfg_(cfg), layout_(&layout) {
   cfg.validate();
-  adamw_ = cfg.name == "adamw";
+  adamw_ = cfg.name == OptimKind::adamw;
   all_ = !owned;
   owned_ = all_ ? std::vector<OwnedRun>{{0, layout.total(), 0}} : std::move(*owned);
   int64_t end = 0;

@@ -10,11 +10,20 @@
 
 #include "kernels/optim.h"
 #include "model/params.h"
+#include "tensor/names.h"
 
 namespace parallama {
 
+enum class OptimKind { adamw, sgd };
+constexpr std::array<Named<OptimKind>, 2> names(OptimKind) {
+  return {{{OptimKind::adamw, "adamw"}, {OptimKind::sgd, "sgd"}}};
+}
+// "adamw" | "sgd"; anything else is an Error naming the choices.
+OptimKind parse_optim_kind(const std::string& name);
+const char* optim_kind_name(OptimKind k);
+
 struct OptimConfig {
-  std::string name = "adamw";  // adamw | sgd
+  OptimKind name = OptimKind::adamw;
   float lr = 3e-4f;
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
   float weight_decay = 0.1f;  // applied to matrices only (not norms, not the embedding)

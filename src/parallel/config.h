@@ -6,27 +6,68 @@
 #include <vector>
 
 #include "optim/optimizer.h"
+#include "parallel/schedule.h"
+#include "tensor/names.h"
 
 namespace parallama {
+
+// How replicas stay together (parallel.sync, --sync): "allreduce" | "ps" | "ps-async" | "local" |
+// "diloco". Each parse_* throws Error naming the choices; each *_name gives the setting's text.
+enum class Sync { allreduce, ps, ps_async, local, diloco };
+constexpr std::array<Named<Sync>, 5> names(Sync) {
+  return {{{Sync::allreduce, "allreduce"},
+           {Sync::ps, "ps"},
+           {Sync::ps_async, "ps-async"},
+           {Sync::local, "local"},
+           {Sync::diloco, "diloco"}}};
+}
+Sync parse_sync(const std::string& name);
+const char* sync_name(Sync s);
+
+// How a pipeline split without pp_layers weighs the stages (parallel.pp_balance): "cost" (the FLOP
+// estimate), "measure" (a short timed pass on this machine) or "even" (layers alone).
+enum class PpBalance { cost, measure, even };
+constexpr std::array<Named<PpBalance>, 3> names(PpBalance) {
+  return {{{PpBalance::cost, "cost"}, {PpBalance::measure, "measure"}, {PpBalance::even, "even"}}};
+}
+PpBalance parse_pp_balance(const std::string& name);
+const char* pp_balance_name(PpBalance b);
+
+// How gradient buckets travel over the data-parallel group (parallel.reduce_dtype): "fp32" |
+// "bf16" (half the bytes, summed in fp32; see parallel/data_parallel.h).
+enum class ReduceDtype { fp32, bf16 };
+constexpr std::array<Named<ReduceDtype>, 2> names(ReduceDtype) {
+  return {{{ReduceDtype::fp32, "fp32"}, {ReduceDtype::bf16, "bf16"}}};
+}
+ReduceDtype parse_reduce_dtype(const std::string& name);
+const char* reduce_dtype_name(ReduceDtype d);
+
+// How the data-parallel ranks share each global batch (parallel.balance): "static" (equal shares)
+// or "dynamic" (shares that follow each rank's measured speed; see parallel/balance.h).
+enum class Balance { fixed, dynamic };
+constexpr std::array<Named<Balance>, 2> names(Balance) {
+  return {{{Balance::fixed, "static"}, {Balance::dynamic, "dynamic"}}};
+}
+Balance parse_balance(const std::string& name);
+const char* balance_name(Balance b);
 
 struct ParallelConfig {
   int dp = 1;  // data-parallel replicas (under a launcher, unless set: processes over tp · pp)
   int tp = 1;  // tensor-parallel ranks per replica (heads, FFN, vocabulary)
   int pp = 1;  // pipeline stages (dp · tp · pp = processes)
-  std::vector<int> pp_layers;        // layers per (virtual) stage by hand; empty: balanced by cost
-  std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
-  int pp_virtual = 1;                // model chunks per rank (interleaved)
-  std::string pp_trace;              // write the pipeline timeline here (Chrome trace JSON)
-  // Stage boundaries without pp_layers: "cost" (FLOP estimate), "measure" (a short timed pass
-  // of the embedding, one layer and the head on this machine) or "even" (layers alone).
-  std::string pp_balance = "cost";
+  std::vector<int> pp_layers;  // layers per (virtual) stage by hand; empty: balanced by cost
+  PipeSchedule pp_schedule = PipeSchedule::OneFOneB;
+  int pp_virtual = 1;    // model chunks per rank (interleaved)
+  std::string pp_trace;  // write the pipeline timeline here (Chrome trace JSON)
+  // Stage boundaries without pp_layers: cost (FLOP estimate), measure (a short timed pass of the
+  // embedding, one layer and the head on this machine) or even (layers alone).
+  PpBalance pp_balance = PpBalance::cost;
   double bucket_mb = 4.0;  // gradient all-reduce bucket size
   // The embedding's gradient all-reduced as its non-zero rows alone (exact; fp32 --sync
   // allreduce without ZeRO, untied embeddings). See parallel/data_parallel.h.
   bool sparse_embedding_grad = true;
-  // How gradient buckets travel over the data-parallel group: fp32, or bf16 (half the bytes,
-  // summed in fp32; see parallel/data_parallel.h). --sync allreduce only.
-  std::string reduce_dtype = "fp32";
+  // How gradient buckets travel over the data-parallel group. --sync allreduce only.
+  ReduceDtype reduce_dtype = ReduceDtype::fp32;
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;
@@ -35,21 +76,20 @@ struct ParallelConfig {
   int link_probe_every = 100;
   bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
   double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
-  // How replicas stay together: allreduce | ps | ps-async | local | diloco
-  std::string sync = "allreduce";
-  int ps_servers = 1;            // ps, ps-async: server ranks (the last ones)
-  int ps_max_staleness = 2;      // ps-async: how many steps a worker may run ahead of the slowest
-  int local_period = 8;          // local: steps between parameter averages
-  int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
-  float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
+  Sync sync = Sync::allreduce;     // how replicas stay together
+  int ps_servers = 1;              // ps, ps-async: server ranks (the last ones)
+  int ps_max_staleness = 2;        // ps-async: how many steps a worker may run ahead of the slowest
+  int local_period = 8;            // local: steps between parameter averages
+  int diloco_inner_steps = 16;     // diloco: inner AdamW steps between outer steps
+  float diloco_outer_lr = 0.7f;    // diloco: outer Nesterov SGD learning rate
   float diloco_outer_momentum = 0.9f;
   // How the data-parallel ranks share each global batch: static (equal shares) or dynamic
   // (shares of micro-batches that follow each rank's measured speed, re-planned every
   // balance_every steps, at most balance_cap times the equal share). See parallel/balance.h.
-  std::string balance = "static";
+  Balance balance = Balance::fixed;
   int balance_every = 10;
   double balance_cap = 2.0;
-  int servers() const { return sync == "ps" || sync == "ps-async" ? ps_servers : 0; }
+  int servers() const { return sync == Sync::ps || sync == Sync::ps_async ? ps_servers : 0; }
 };
 
 // What a synchronizer needs of the run: the parallel settings, clipping and the learning-rate

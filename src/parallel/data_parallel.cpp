@@ -36,12 +36,6 @@ void to_bf16(const float* x, uint16_t* out, int64_t n) {
 
 }  // namespace
 
-ReduceDtype parse_reduce_dtype(const std::string& s) {
-  if (s == "fp32") return ReduceDtype::fp32;
-  if (s == "bf16") return ReduceDtype::bf16;
-  throw Error("parallel.reduce_dtype must be \"fp32\" or \"bf16\", not \"" + s + "\"");
-}
-
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
                          ReduceDtype dtype, bool sparse_embedding)
     : group_(std::move(group)), grads_(grads) {

@@ -30,13 +30,10 @@
 
 #include "comm/group.h"
 #include "model/params.h"
+#include "parallel/config.h"
 #include "parallel/zero.h"
 
 namespace parallama {
-
-enum class ReduceDtype { fp32, bf16 };
-// "fp32" | "bf16"; anything else throws Error naming the choices.
-ReduceDtype parse_reduce_dtype(const std::string& s);
 
 struct ReduceStats {
   double comm_s = 0;     // from the first bucket's launch to the last bucket's completion

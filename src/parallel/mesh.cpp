@@ -35,15 +35,16 @@ namespace {
 
 // The costs a split weighs (see MeshShape::pp_balance).
 StageCosts split_costs(const LlamaConfig& m, const MeshShape& shape) {
-  if (shape.pp_balance == "even") return {1.0, 0.0, 0.0};
-  if (shape.pp_balance == "measure" && shape.measured.layer > 0) return shape.measured;
+  if (shape.pp_balance == PpBalance::even) return {1.0, 0.0, 0.0};
+  if (shape.pp_balance == PpBalance::measure && shape.measured.layer > 0) return shape.measured;
   return stage_costs(m, shape.seq_len);
 }
 
 const char* split_name(const MeshShape& shape) {
   if (!shape.pp_layers.empty()) return "by hand";
-  if (shape.pp_balance == "even") return "even: layers alone";
-  if (shape.pp_balance == "measure" && shape.measured.layer > 0) return "balanced by measured time";
+  if (shape.pp_balance == PpBalance::even) return "even: layers alone";
+  if (shape.pp_balance == PpBalance::measure && shape.measured.layer > 0)
+    return "balanced by measured time";
   return "balanced by estimated cost";
 }
 
@@ -131,7 +132,7 @@ std::string describe_mesh(const LlamaConfig& m, const MeshShape& shape) {
   out += line;
   if (shape.pp > 1) {  // the pipeline plan: layers and estimated cost of every stage
     const std::vector<int> layers = pipeline_split(m, shape);
-    const StageCosts c = shape.pp_balance == "measure" && shape.measured.layer > 0
+    const StageCosts c = shape.pp_balance == PpBalance::measure && shape.measured.layer > 0
                              ? shape.measured
                              : stage_costs(m, shape.seq_len);
     const int S = static_cast<int>(layers.size());

@@ -13,6 +13,7 @@
 #include "comm/group.h"
 #include "model/config.h"
 #include "model/shard.h"
+#include "parallel/config.h"
 
 namespace parallama {
 
@@ -32,10 +33,10 @@ struct MeshShape {
   std::vector<int> pp_layers = {};
   int pp_virtual = 1;
   int seq_len = 0;
-  // How a split without pp_layers weighs the stages: "cost" (the FLOP estimate), "measure"
+  // How a split without pp_layers weighs the stages: cost (the FLOP estimate), measure
   // (`measured`, seconds per token timed on this machine; the estimate until it is set) or
-  // "even" (layers alone, as if the embedding and the head cost nothing).
-  std::string pp_balance = "cost";
+  // even (layers alone, as if the embedding and the head cost nothing).
+  PpBalance pp_balance = PpBalance::cost;
   StageCosts measured;
   int size() const { return dp * tp * pp; }
 };

@@ -165,7 +165,7 @@ int64_t run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
                              const ServerSchedule& sched) {
   const int s = roles.world.rank() - roles.num_workers;
   const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);
-  if (cfg.parallel.sync == "ps") return serve_sync(cfg, roles, st, sched, lo, hi);
+  if (cfg.parallel.sync == Sync::ps) return serve_sync(cfg, roles, st, sched, lo, hi);
   serve_async(cfg, roles, st, sched, lo, hi);
   return sched.last_step;
 }

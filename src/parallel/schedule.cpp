@@ -93,23 +93,13 @@ std::vector<PipeAction> interleaved(int stages, int rank, int micro, int virt) {
 }  // namespace
 
 PipeSchedule parse_schedule(const std::string& name) {
-  if (name == "gpipe") return PipeSchedule::GPipe;
-  if (name == "1f1b") return PipeSchedule::OneFOneB;
-  if (name == "interleaved") return PipeSchedule::Interleaved;
+  if (const auto s = value_named<PipeSchedule>(name)) return *s;
   throw Error("unknown pipeline schedule '" + name +
               "' (parallel.pp_schedule is one of gpipe, 1f1b, interleaved)");
 }
 
 const char* schedule_name(PipeSchedule s) {
-  switch (s) {
-    case PipeSchedule::GPipe:
-      return "gpipe";
-    case PipeSchedule::OneFOneB:
-      return "1f1b";
-    case PipeSchedule::Interleaved:
-      return "interleaved";
-  }
-  return "?";
+  return name_of(s);
 }
 
 std::vector<PipeAction> pipeline_schedule(PipeSchedule s, int stages, int rank, int micro,

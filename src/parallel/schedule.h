@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/names.h"
+
 namespace parallama {
 
 enum class PipeOp { Forward, Backward };
@@ -27,6 +29,11 @@ struct PipeAction {
 };
 
 enum class PipeSchedule { GPipe, OneFOneB, Interleaved };
+constexpr std::array<Named<PipeSchedule>, 3> names(PipeSchedule) {
+  return {{{PipeSchedule::GPipe, "gpipe"},
+           {PipeSchedule::OneFOneB, "1f1b"},
+           {PipeSchedule::Interleaved, "interleaved"}}};
+}
 
 // "gpipe" | "1f1b" | "interleaved"; anything else is an Error listing the choices.
 PipeSchedule parse_schedule(const std::string& name);

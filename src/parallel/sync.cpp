@@ -16,8 +16,9 @@ Roles make_roles(comm::Group world, const SyncConfig& cfg) {
   r.num_servers = cfg.parallel.servers();
   r.num_workers = world.size() - r.num_servers;
   if (r.num_workers < 1)
-    throw Error("--sync " + cfg.parallel.sync + " with " + std::to_string(r.num_servers) +
-                " servers needs more than " + std::to_string(world.size()) + " processes");
+    throw Error(std::string("--sync ") + sync_name(cfg.parallel.sync) + " with " +
+                std::to_string(r.num_servers) + " servers needs more than " +
+                std::to_string(world.size()) + " processes");
   r.server = world.rank() >= r.num_workers;
   comm::Group mine = world.split(r.server ? 1 : 0, world.rank());
   r.workers = r.all_workers = mine;  // for a server: the group of the servers
@@ -44,8 +45,7 @@ class AllReduceSync : public Synchronizer {
   AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
         reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)),
-                 parse_reduce_dtype(cfg.parallel.reduce_dtype),
-                 cfg.parallel.sparse_embedding_grad) {}
+                 cfg.parallel.reduce_dtype, cfg.parallel.sparse_embedding_grad) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
@@ -88,8 +88,8 @@ class ZeroSync : public Synchronizer {
         if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
           run_grads_.push_back(piece_[i]);
     if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
-    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_,
-                                             parse_reduce_dtype(cfg.parallel.reduce_dtype));
+    reducer_ =
+        std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_, cfg.parallel.reduce_dtype);
   }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())
@@ -260,12 +260,16 @@ class PsWorker : public Synchronizer {
 }  // namespace
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st) {
-  const std::string& s = cfg.parallel.sync;
-  if (s == "allreduce" && st.zero_stage > 0) return std::make_unique<ZeroSync>(cfg, roles, st);
-  if (s == "allreduce") return std::make_unique<AllReduceSync>(cfg, roles, st);
-  if (s == "local" || s == "diloco")
-    return std::make_unique<LocalSync>(cfg, roles, st, s == "diloco");
-  return std::make_unique<PsWorker>(cfg, roles, s == "ps-async");
+  switch (cfg.parallel.sync) {
+    case Sync::allreduce:
+      if (st.zero_stage > 0) return std::make_unique<ZeroSync>(cfg, roles, st);
+      return std::make_unique<AllReduceSync>(cfg, roles, st);
+    case Sync::local:
+    case Sync::diloco:
+      return std::make_unique<LocalSync>(cfg, roles, st, cfg.parallel.sync == Sync::diloco);
+    default:
+      return std::make_unique<PsWorker>(cfg, roles, cfg.parallel.sync == Sync::ps_async);
+  }
 }
 
 }  // namespace parallama

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <vector>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "io/paths.h"
 #include "tensor/error.h"
 
@@ -32,7 +32,7 @@ Progress::Progress(const std::string& run_dir, int64_t total_steps, int64_t resu
       first_step_(resume_step),
       log_every_(log_every),
       // MPI launchers hand processes a pseudo-terminal even when mpirun's own output is a pipe.
-      tty_(isatty(STDOUT_FILENO) && !comm::launched_by_mpi()),
+      tty_(isatty(STDOUT_FILENO) && !comm::launched()),
       start_(std::chrono::steady_clock::now()) {
   std::filesystem::create_directories(run_dir);
   const std::string path = run_dir + "/metrics.jsonl";

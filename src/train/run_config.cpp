@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +25,35 @@ namespace parallama {
 
 namespace {
 
+// The settings that take one of a few names: their text, read and written through the one table
+// of each (parse_* throws Error naming the choices).
+Recompute parse_setting(const std::string& s, Recompute*) {
+  return parse_recompute(s);
+}
+Precision parse_setting(const std::string& s, Precision*) {
+  return parse_precision(s);
+}
+PipeSchedule parse_setting(const std::string& s, PipeSchedule*) {
+  return parse_schedule(s);
+}
+PpBalance parse_setting(const std::string& s, PpBalance*) {
+  return parse_pp_balance(s);
+}
+ReduceDtype parse_setting(const std::string& s, ReduceDtype*) {
+  return parse_reduce_dtype(s);
+}
+Sync parse_setting(const std::string& s, Sync*) {
+  return parse_sync(s);
+}
+Balance parse_setting(const std::string& s, Balance*) {
+  return parse_balance(s);
+}
+OptimKind parse_setting(const std::string& s, OptimKind*) {
+  return parse_optim_kind(s);
+}
+kernels::RopeType parse_setting(const std::string& s, kernels::RopeType*) {
+  return kernels::parse_rope_type(s);
+}
 class Reader {
  public:
   // raw: the text of each command-line setting as typed ("section.key" → text). A string setting
@@ -75,6 +105,19 @@ class Reader {
           fail(full, "has an element out of range");
         out.push_back(static_cast<int>(v));
       }
+    } else if constexpr (std::is_enum_v<T>) {
+      std::string text;
+      if (n->is_string())
+        text = n->as_string()->get();
+      else if (raw_.count(full))
+        text = raw_.at(full);
+      else
+        fail(full, "must be a string");
+      try {
+        out = parse_setting(text, static_cast<T*>(nullptr));
+      } catch (const Error& e) {
+        throw Error(source_ + ": " + e.what());
+      }
     } else {
       if (n->is_string())
         out = n->as_string()->get();
@@ -110,83 +153,106 @@ class Reader {
   std::set<std::string> seen_;
 };
 
-// The one list of configuration keys: reading, checking for unknown keys, and writing the config
-// into checkpoints all walk it. (model.preset is read first: it sets the defaults of [model].)
+// The one list of configuration keys: reading, checking for unknown keys, writing the config into
+// checkpoints and the table of settings (`parallama settings`) all walk it, with what each means.
+// (model.preset is read first: it sets the defaults of [model].)
 template <class F>
 void for_each_field(RunConfig& c, F&& f) {
   LlamaConfig& m = c.model;
-  f("model", "dim", m.dim);
-  f("model", "n_layers", m.n_layers);
-  f("model", "n_heads", m.n_heads);
-  f("model", "n_kv_heads", m.n_kv_heads);
-  f("model", "ffn_dim", m.ffn_dim);
-  f("model", "vocab_size", m.vocab_size);
-  f("model", "max_seq_len", m.max_seq_len);
-  f("model", "norm_eps", m.norm_eps);
-  f("model", "rope_theta", m.rope_theta);
-  f("model", "tie_embeddings", m.tie_embeddings);
-  f("model", "rope_scaling", m.rope_scaling.type);  // none | llama3 (Llama 3.1)
-  f("model", "rope_factor", m.rope_scaling.factor);
-  f("model", "rope_low_freq_factor", m.rope_scaling.low_freq_factor);
-  f("model", "rope_high_freq_factor", m.rope_scaling.high_freq_factor);
-  f("model", "rope_original_max_len", m.rope_scaling.original_max_len);
+  f("model", "dim", m.dim, "model width C (the preset's unless given)");
+  f("model", "n_layers", m.n_layers, "transformer layers L");
+  f("model", "n_heads", m.n_heads, "attention heads H");
+  f("model", "n_kv_heads", m.n_kv_heads, "key/value heads (grouped-query attention when below H)");
+  f("model", "ffn_dim", m.ffn_dim, "hidden width of the SwiGLU MLP");
+  f("model", "vocab_size", m.vocab_size, "vocabulary size (the tokenizer's, or more)");
+  f("model", "max_seq_len", m.max_seq_len, "longest sequence the model is built for");
+  f("model", "norm_eps", m.norm_eps, "RMSNorm epsilon");
+  f("model", "rope_theta", m.rope_theta, "rotary embedding base");
+  f("model", "tie_embeddings", m.tie_embeddings, "the output head shares the token embedding");
+  f("model", "rope_scaling", m.rope_scaling.type, "rotary frequency scaling (llama3: Llama 3.1)");
+  f("model", "rope_factor", m.rope_scaling.factor, "llama3 rope scaling: factor");
+  f("model", "rope_low_freq_factor", m.rope_scaling.low_freq_factor,
+    "llama3 rope scaling: low-frequency factor");
+  f("model", "rope_high_freq_factor", m.rope_scaling.high_freq_factor,
+    "llama3 rope scaling: high-frequency factor");
+  f("model", "rope_original_max_len", m.rope_scaling.original_max_len,
+    "llama3 rope scaling: the pre-training context length");
   TrainConfig& t = c.train;
-  f("train", "batch_size", t.batch_size);
-  f("train", "seq_len", t.seq_len);
-  f("train", "micro_batches", t.micro_batches);
-  f("train", "steps", t.steps);
-  f("train", "seed", t.seed);
-  f("train", "threads", t.threads);
-  f("train", "grad_clip", t.grad_clip);
-  f("train", "log_every", t.log_every);
-  f("train", "val_every", t.val_every);
-  f("train", "val_batches", t.val_batches);
-  f("train", "ckpt_every", t.ckpt_every);
-  f("train", "out_dir", t.out_dir);
-  f("train", "recompute", t.recompute);
-  f("train", "precision", t.precision);
-  f("train", "loss_scale", t.loss_scale);
-  f("train", "loss_scale_window", t.loss_scale_window);
+  f("train", "batch_size", t.batch_size, "sequences per micro-batch and rank (B)");
+  f("train", "seq_len", t.seq_len, "tokens per sequence (T)");
+  f("train", "micro_batches", t.micro_batches,
+    "micro-batches per optimizer step (gradient accumulation)");
+  f("train", "steps", t.steps, "optimizer steps of the run");
+  f("train", "seed", t.seed, "parameter initialisation and data order");
+  f("train", "threads", t.threads, "OpenMP threads per rank; 0: all cores (or OMP_NUM_THREADS)");
+  f("train", "grad_clip", t.grad_clip, "global gradient-norm clipping; 0: off");
+  f("train", "log_every", t.log_every, "steps between log lines when not on a terminal");
+  f("train", "val_every", t.val_every, "steps between validation losses; 0: only at the end");
+  f("train", "val_batches", t.val_batches, "global batches of validation data per measurement");
+  f("train", "ckpt_every", t.ckpt_every, "steps between checkpoints; 0: only at the end");
+  f("train", "out_dir", t.out_dir, "the run directory: checkpoints, metrics, summary, report");
+  f("train", "recompute", t.recompute,
+    "activation recompute: attention (its probabilities) or full (each layer's forward)");
+  f("train", "precision", t.precision,
+    "matrix multiplies in fp32, or bf16 / fp16 mixed precision with fp32 master weights");
+  f("train", "loss_scale", t.loss_scale, "fp16: the first loss scale (a power of two)");
+  f("train", "loss_scale_window", t.loss_scale_window,
+    "fp16: clean steps before the loss scale doubles");
   OptimConfig& o = c.optim;
-  f("optim", "name", o.name);
-  f("optim", "lr", o.lr);
-  f("optim", "min_lr", o.min_lr);
-  f("optim", "warmup_steps", o.warmup_steps);
-  f("optim", "beta1", o.beta1);
-  f("optim", "beta2", o.beta2);
-  f("optim", "eps", o.eps);
-  f("optim", "weight_decay", o.weight_decay);
-  f("optim", "momentum", o.momentum);
-  f("optim", "dampening", o.dampening);
-  f("optim", "nesterov", o.nesterov);
-  f("data", "dir", c.data.dir);
-  f("parallel", "dp", c.parallel.dp);
-  f("parallel", "tp", c.parallel.tp);
-  f("parallel", "pp", c.parallel.pp);
-  f("parallel", "pp_layers", c.parallel.pp_layers);
-  f("parallel", "pp_schedule", c.parallel.pp_schedule);
-  f("parallel", "pp_virtual", c.parallel.pp_virtual);
-  f("parallel", "pp_trace", c.parallel.pp_trace);
-  f("parallel", "pp_balance", c.parallel.pp_balance);
-  f("parallel", "bucket_mb", c.parallel.bucket_mb);
-  f("parallel", "sparse_embedding_grad", c.parallel.sparse_embedding_grad);
-  f("parallel", "reduce_dtype", c.parallel.reduce_dtype);
-  f("parallel", "zero", c.parallel.zero);
-  f("parallel", "check_collectives", c.parallel.check_collectives);
-  f("parallel", "link_probe_every", c.parallel.link_probe_every);
-  f("parallel", "timeout_s", c.parallel.timeout_s);
-  f("parallel", "sync", c.parallel.sync);
-  f("parallel", "balance", c.parallel.balance);
-  f("parallel", "balance_every", c.parallel.balance_every);
-  f("parallel", "balance_cap", c.parallel.balance_cap);
-  f("ps", "servers", c.parallel.ps_servers);
-  f("ps", "max-staleness", c.parallel.ps_max_staleness);
-  f("local", "period", c.parallel.local_period);
-  f("diloco", "inner-steps", c.parallel.diloco_inner_steps);
-  f("diloco", "outer-lr", c.parallel.diloco_outer_lr);
-  f("diloco", "outer-momentum", c.parallel.diloco_outer_momentum);
-  f("bench", "steps", c.bench.steps);
-  f("bench", "warmup", c.bench.warmup);
+  f("optim", "name", o.name, "the optimizer");
+  f("optim", "lr", o.lr, "peak learning rate");
+  f("optim", "min_lr", o.min_lr, "learning rate at the end of the cosine decay");
+  f("optim", "warmup_steps", o.warmup_steps, "steps of linear warmup");
+  f("optim", "beta1", o.beta1, "AdamW first-moment decay");
+  f("optim", "beta2", o.beta2, "AdamW second-moment decay");
+  f("optim", "eps", o.eps, "AdamW epsilon");
+  f("optim", "weight_decay", o.weight_decay, "decoupled weight decay, on matrices only");
+  f("optim", "momentum", o.momentum, "SGD momentum");
+  f("optim", "dampening", o.dampening, "SGD dampening");
+  f("optim", "nesterov", o.nesterov, "SGD with Nesterov momentum");
+  f("data", "dir", c.data.dir, "the output of `parallama prepare`: token shards and tokenizer");
+  f("parallel", "dp", c.parallel.dp,
+    "data-parallel replicas (under a launcher: the processes over tp × pp)");
+  f("parallel", "tp", c.parallel.tp, "tensor-parallel ranks per replica");
+  f("parallel", "pp", c.parallel.pp, "pipeline stages");
+  f("parallel", "pp_layers", c.parallel.pp_layers,
+    "layers per (virtual) stage by hand; empty: balanced by pp_balance");
+  f("parallel", "pp_schedule", c.parallel.pp_schedule, "the pipeline schedule");
+  f("parallel", "pp_virtual", c.parallel.pp_virtual, "model chunks per rank (interleaved)");
+  f("parallel", "pp_trace", c.parallel.pp_trace,
+    "write the pipeline timeline here (Chrome trace JSON); empty: none");
+  f("parallel", "pp_balance", c.parallel.pp_balance,
+    "stage boundaries by FLOP cost, by a measured pass, or by layers alone");
+  f("parallel", "bucket_mb", c.parallel.bucket_mb, "gradient all-reduce bucket size, MiB");
+  f("parallel", "sparse_embedding_grad", c.parallel.sparse_embedding_grad,
+    "all-reduce only the embedding rows the step's tokens touched (exact)");
+  f("parallel", "reduce_dtype", c.parallel.reduce_dtype,
+    "how gradient buckets travel (bf16: half the bytes, summed in fp32)");
+  f("parallel", "zero", c.parallel.zero,
+    "ZeRO stage: 1 shards the optimizer state, 2 also the gradients");
+  f("parallel", "check_collectives", c.parallel.check_collectives,
+    "stamp every collective and compare across ranks (debugging)");
+  f("parallel", "link_probe_every", c.parallel.link_probe_every,
+    "steps between probes of the links between hosts; 0: off");
+  f("parallel", "timeout_s", c.parallel.timeout_s,
+    "seconds a collective may take before the silent rank is named");
+  f("parallel", "sync", c.parallel.sync, "how replicas stay together");
+  f("parallel", "balance", c.parallel.balance,
+    "batch shares: equal, or following each rank's measured speed");
+  f("parallel", "balance_every", c.parallel.balance_every,
+    "dynamic balance: steps between re-plans");
+  f("parallel", "balance_cap", c.parallel.balance_cap,
+    "dynamic balance: the largest share, times the equal one");
+  f("ps", "servers", c.parallel.ps_servers, "parameter-server ranks (the last ones)");
+  f("ps", "max-staleness", c.parallel.ps_max_staleness,
+    "ps-async: steps a worker may run ahead of the slowest");
+  f("local", "period", c.parallel.local_period, "local SGD: steps between parameter averages");
+  f("diloco", "inner-steps", c.parallel.diloco_inner_steps,
+    "inner AdamW steps between outer steps");
+  f("diloco", "outer-lr", c.parallel.diloco_outer_lr, "outer Nesterov SGD learning rate");
+  f("diloco", "outer-momentum", c.parallel.diloco_outer_momentum, "outer Nesterov momentum");
+  f("bench", "steps", c.bench.steps, "timed steps of `parallama bench`");
+  f("bench", "warmup", c.bench.warmup, "untimed steps before them");
 }
 
 }  // namespace
@@ -309,7 +375,9 @@ RunConfig read_table(toml::table& root, const std::string& source,
   std::string preset = "tiny";
   r.get("model", "preset", preset);
   c.model = llama_preset(preset);
-  for_each_field(c, [&](const char* sec, const char* key, auto& field) { r.get(sec, key, field); });
+  for_each_field(c, [&](const char* sec, const char* key, auto& field, const char*) {
+    r.get(sec, key, field);
+  });
   r.check_unknown();
   try {
     if (use != ConfigUse::none) c.validate(use);
@@ -369,11 +437,48 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides, C
   return c;
 }
 
+std::vector<SettingInfo> settings_table() {
+  RunConfig c = load_run_config("", {}, ConfigUse::none);
+  std::vector<std::string> presets = preset_names();
+  std::vector<SettingInfo> out = {{"model.preset", "one of the presets", "\"tiny\"",
+                                   "the model's shape; the [model] defaults below are tiny's",
+                                   presets}};
+  for_each_field(c, [&](const char* sec, const char* key, auto& field, const char* meaning) {
+    using T = std::decay_t<decltype(field)>;
+    SettingInfo s{std::string(sec) + "." + key, "", "", meaning, {}};
+    if constexpr (std::is_enum_v<T>) {
+      s.type = "one of";
+      s.choices = all_names<T>();
+      s.default_value = nlohmann::json(name_of(field)).dump();
+    } else {
+      s.type = std::is_same_v<T, bool>               ? "true or false"
+               : std::is_integral_v<T>               ? "integer"
+               : std::is_floating_point_v<T>         ? "number"
+               : std::is_same_v<T, std::vector<int>> ? "list of integers"
+                                                     : "text";
+      s.default_value = nlohmann::json(field).dump();
+      if constexpr (std::is_same_v<T, float>) {  // the float's shortest text, not its double's
+        char buf[32];
+        const auto end = std::to_chars(buf, buf + sizeof buf, field).ptr;
+        s.default_value.assign(buf, end);
+        if (s.default_value.find_first_of(".en") == std::string::npos) s.default_value += ".0";
+      }
+    }
+    out.push_back(std::move(s));
+  });
+  return out;
+}
+
 nlohmann::json config_to_json(const RunConfig& c) {
   nlohmann::json j;
   j["model"]["preset"] = c.model.name;
   RunConfig copy = c;
-  for_each_field(copy, [&](const char* sec, const char* key, auto& field) { j[sec][key] = field; });
+  for_each_field(copy, [&](const char* sec, const char* key, auto& field, const char*) {
+    if constexpr (std::is_enum_v<std::decay_t<decltype(field)>>)
+      j[sec][key] = name_of(field);
+    else
+      j[sec][key] = field;
+  });
   return j;
 }
 
@@ -485,32 +590,28 @@ void RunConfig::validate(ConfigUse use) const {
   const auto& p = parallel;
   if (p.tp < 1 || p.pp < 1) throw Error("parallel.tp and parallel.pp must be at least 1");
   mesh_shard(model, mesh_shape(*this), {});  // the layout must divide the model
-  parse_schedule(p.pp_schedule);
-  if (p.pp_virtual > 1 && p.pp_schedule != "interleaved")
+  if (p.pp_virtual > 1 && p.pp_schedule != PipeSchedule::Interleaved)
     throw Error("parallel.pp_virtual " + std::to_string(p.pp_virtual) +
                 " model chunks per rank need parallel.pp_schedule = \"interleaved\"");
-  if (p.pp > 1 && p.pp_schedule == "interleaved" && train.micro_batches % p.pp)
+  if (p.pp > 1 && p.pp_schedule == PipeSchedule::Interleaved && train.micro_batches % p.pp)
     throw Error("the interleaved schedule needs train.micro_batches (" +
                 std::to_string(train.micro_batches) + ") to be a multiple of --pp " +
                 std::to_string(p.pp));
-  if (p.sync != "allreduce" && (p.tp > 1 || p.pp > 1))
-    throw Error("--sync " + p.sync + " replicates whole models; with --tp or --pp above 1 use " +
+  const std::string sync = sync_name(p.sync);
+  const bool allreduce = p.sync == Sync::allreduce;
+  if (!allreduce && (p.tp > 1 || p.pp > 1))
+    throw Error("--sync " + sync + " replicates whole models; with --tp or --pp above 1 use " +
                 "--sync allreduce");
-  if (p.sync != "allreduce" && p.sync != "ps" && p.sync != "ps-async" && p.sync != "local" &&
-      p.sync != "diloco")
-    throw Error("unknown --sync '" + p.sync +
-                "' (choose allreduce, ps, ps-async, local or diloco)");
   if (p.zero < 0 || p.zero > 2) throw Error("--zero must be 0, 1 or 2");
-  if (p.zero > 0 && p.sync != "allreduce")
+  if (p.zero > 0 && !allreduce)
     throw Error("--zero " + std::to_string(p.zero) + " shards the optimizer over the " +
-                "data-parallel group of --sync allreduce, not --sync " + p.sync);
-  parse_recompute(train.recompute);
-  if (parse_precision(train.precision) == Precision::fp16) {
-    if (p.sync != "allreduce")
+                "data-parallel group of --sync allreduce, not --sync " + sync);
+  if (train.precision == Precision::fp16) {
+    if (!allreduce)
       throw Error(
           "--precision fp16 scales the loss for --sync allreduce (with or without --zero), "
           "not --sync " +
-          p.sync + "; use bf16, which needs no loss scaling");
+          sync + "; use bf16, which needs no loss scaling");
     int exp = 0;
     if (!(train.loss_scale >= 1.0 && train.loss_scale <= 1e30) ||
         std::frexp(train.loss_scale, &exp) != 0.5)
@@ -526,24 +627,19 @@ void RunConfig::validate(ConfigUse use) const {
   if (!(p.diloco_outer_lr > 0) || !(p.diloco_outer_momentum >= 0 && p.diloco_outer_momentum < 1))
     throw Error("diloco.outer-lr must be positive and diloco.outer-momentum in [0, 1)");
   if (!(parallel.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
-  if (parse_reduce_dtype(p.reduce_dtype) == ReduceDtype::bf16 && p.sync != "allreduce")
+  if (p.reduce_dtype == ReduceDtype::bf16 && !allreduce)
     throw Error(
         "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
         "--zero), not --sync " +
-        p.sync);
-  if (p.pp_balance != "cost" && p.pp_balance != "measure" && p.pp_balance != "even")
-    throw Error("parallel.pp_balance must be \"cost\", \"measure\" or \"even\", not \"" +
-                p.pp_balance + "\"");
-  if (p.balance != "static" && p.balance != "dynamic")
-    throw Error("parallel.balance must be \"static\" or \"dynamic\", not \"" + p.balance + "\"");
+        sync);
   if (p.balance_every < 1) throw Error("parallel.balance_every must be at least 1");
   if (!(p.balance_cap >= 1 && p.balance_cap <= 64))
     throw Error("parallel.balance_cap must be between 1 and 64 (times the equal share)");
-  if (p.balance == "dynamic" && (p.sync != "allreduce" || p.tp > 1 || p.pp > 1))
+  if (p.balance == Balance::dynamic && (!allreduce || p.tp > 1 || p.pp > 1))
     throw Error(
         "parallel.balance = \"dynamic\" shares the batch among data-parallel replicas of "
         "whole models under --sync allreduce (--tp 1 --pp 1), not --sync " +
-        p.sync + " --tp " + std::to_string(p.tp) + " --pp " + std::to_string(p.pp));
+        sync + " --tp " + std::to_string(p.tp) + " --pp " + std::to_string(p.pp));
   if (p.link_probe_every < 0 || p.link_probe_every > 1000000000)
     throw Error("parallel.link_probe_every must be between 0 (off) and 1e9 steps");
   if (!(parallel.timeout_s > 0 && parallel.timeout_s <= 1e6))

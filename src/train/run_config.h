@@ -28,12 +28,12 @@ struct TrainConfig {
   int val_batches = 8;     // micro-batches of validation data per measurement
   int ckpt_every = 100;    // steps between checkpoints; 0 = only at the end
   // Activation recompute: none, attention (drop the attention probabilities, recompute them in
-  // backward) or full (keep each layer's input, redo its forward in backward); see model/llama.h.
-  std::string recompute = "none";
+  // backward) or full (keep each layer's input, redo its forward in backward); see model/config.h.
+  Recompute recompute = Recompute::none;
   // Matrix-multiply precision: fp32, or bf16 / fp16 mixed precision with fp32 master weights
-  // (see model/llama.h). fp16 scales the loss dynamically (train/loss_scale.h): it starts at
+  // (see model/config.h). fp16 scales the loss dynamically (train/loss_scale.h): it starts at
   // loss_scale, doubles after loss_scale_window clean steps, halves on an overflow.
-  std::string precision = "fp32";
+  Precision precision = Precision::fp32;
   double loss_scale = 65536.0;
   int loss_scale_window = 1000;
   std::string out_dir = "runs/default";
@@ -64,6 +64,18 @@ struct RunConfig {
   // Throws Error unless parallel.dp workers (plus any parameter servers) were started.
   void check_processes(int processes) const;
 };
+
+// One setting of the run configuration, as the table of settings lists it.
+struct SettingInfo {
+  std::string key;            // section.key
+  std::string type;           // integer, number, true or false, text, list of integers, one of
+  std::string default_value;  // as JSON (and TOML) writes it
+  std::string meaning;        // one line
+  std::vector<std::string> choices;  // the names a "one of" setting takes
+};
+// Every setting, in the order of the configuration's sections, with its default (those of
+// [model] are the default preset's).
+std::vector<SettingInfo> settings_table();
 
 // The mesh and pipeline plan of a run's [parallel] settings.
 MeshShape mesh_shape(const RunConfig& c);

@@ -18,8 +18,7 @@ StageCosts measure_stage_costs(const RunConfig& cfg, comm::Group& group) {
     ParamBuffer params(layout), grads(layout);
     init_params(params, 1);
     const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len;
-    Llama model(layout, B, T, {}, parse_recompute(cfg.train.recompute),
-                parse_precision(cfg.train.precision));
+    Llama model(layout, B, T, {}, cfg.train.recompute, cfg.train.precision);
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(one.vocab_size) - 1);
     std::vector<int32_t> tokens(B * T), targets(B * T);

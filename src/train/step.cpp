@@ -10,7 +10,7 @@
 #include <fstream>
 #include <thread>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "plan/plan.h"
 #include "tensor/error.h"
 
@@ -33,16 +33,17 @@ PlanInput plan_input(const RunConfig& cfg) {
   PlanInput in;
   in.model = cfg.model;
   in.shape = mesh_shape(cfg);
-  in.schedule = parse_schedule(cfg.parallel.pp_schedule);
+  in.schedule = cfg.parallel.pp_schedule;
   in.batch = cfg.train.batch_size;
   in.seq_len = cfg.train.seq_len;
   in.micro_batches = cfg.train.micro_batches;
   in.zero = cfg.parallel.zero;
-  in.recompute = parse_recompute(cfg.train.recompute);
-  in.moments = cfg.optim.name == "adamw" ? 2 : 1;
+  in.recompute = cfg.train.recompute;
+  in.moments = cfg.optim.name == OptimKind::adamw ? 2 : 1;
   in.bucket_mb = cfg.parallel.bucket_mb;
-  in.sparse_embedding = cfg.parallel.sparse_embedding_grad && cfg.parallel.sync == "allreduce" &&
-                        cfg.parallel.reduce_dtype == "fp32";
+  in.sparse_embedding = cfg.parallel.sparse_embedding_grad &&
+                        cfg.parallel.sync == Sync::allreduce &&
+                        cfg.parallel.reduce_dtype == ReduceDtype::fp32;
   return in;
 }
 
@@ -104,8 +105,8 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
       grads(layout),
       zero(zero_plan(cfg, mesh, layout)),
       optim(layout, cfg.optim, cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
-      model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp,
-            parse_recompute(cfg.train.recompute), parse_precision(cfg.train.precision)),
+      model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp, cfg.train.recompute,
+            cfg.train.precision),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
   init_params(params, cfg.train.seed);
   if (model.precision() == Precision::fp16) {
@@ -118,7 +119,7 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
     replica.tied_offset = e.offset, replica.tied_numel = e.numel;
   }
   if (mesh.shape().pp > 1)
-    pipeline = std::make_unique<Pipeline>(model, mesh.pp, parse_schedule(cfg.parallel.pp_schedule),
+    pipeline = std::make_unique<Pipeline>(model, mesh.pp, cfg.parallel.pp_schedule,
                                           cfg.parallel.pp_virtual, cfg.train.micro_batches);
 }
 

@@ -170,8 +170,8 @@ static void write_run_info(const RunConfig& cfg, const MeshShape& shape, int pro
                         {"tp", shape.tp},
                         {"pp", shape.pp},
                         {"zero", cfg.parallel.zero},
-                        {"sync", cfg.parallel.sync},
-                        {"precision", cfg.train.precision},
+                        {"sync", sync_name(cfg.parallel.sync)},
+                        {"precision", precision_name(cfg.train.precision)},
                         {"processes", processes},
                         {"threads_per_rank", threads}}},
                       {"parameters", cfg.model.num_params()},
@@ -198,6 +198,7 @@ static std::string finished_already(const std::string& ckpt, const nlohmann::jso
   const int64_t at = trainer_json.value("step", int64_t{0});
   const int64_t last = stop_at > 0 ? std::min(stop_at, steps) : steps;
   if (at < last) return "";
+  verify_checkpoint_files(ckpt, trainer_json);  // a finished run whose checkpoint is whole
   if (last == steps)
     return ckpt + " is at step " + std::to_string(at) + ", and train.steps is " +
            std::to_string(steps) + ": the run is finished, nothing to do (a larger " +
@@ -214,13 +215,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   Roles roles = make_roles(world, sc);
   // The workers form the dp × tp × pp mesh; each parameter server stands alone.
   MeshShape shape = roles.server ? MeshShape{} : mesh_shape(cfg);
-  if (!roles.server && shape.pp > 1 && shape.pp_balance == "measure" && shape.pp_layers.empty())
+  if (!roles.server && shape.pp > 1 && shape.pp_balance == PpBalance::measure &&
+      shape.pp_layers.empty())
     shape.measured = measure_stage_costs(cfg, roles.all_workers);
   Mesh mesh(roles.server ? comm::Group() : roles.all_workers, shape, cfg.model);
   if (!roles.server) roles.workers = mesh.dp;
   const int workers = shape.dp, rank = world.rank();
   const bool writes = rank == 0;
-  const bool async = cfg.parallel.sync == "ps-async";
+  const bool async = cfg.parallel.sync == Sync::ps_async;
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
@@ -351,14 +353,14 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
                 workers, static_cast<long long>(K), static_cast<long long>(B),
-                static_cast<long long>(T), threads, cfg.parallel.sync.c_str(), shape.dp, shape.tp,
-                shape.pp, cfg.train.precision.c_str());
+                static_cast<long long>(T), threads, sync_name(cfg.parallel.sync), shape.dp,
+                shape.tp, shape.pp, precision_name(cfg.train.precision));
   say(head + (step ? " from step " + std::to_string(step) : std::string()) +
       (init.empty() ? std::string() : ", starting from the weights of " + init));
   if (shape.pp > 1) {  // the pipeline plan, stage by stage
     std::string plan = describe_mesh(cfg.model, shape);
-    say("pipeline: " + cfg.parallel.pp_schedule + " schedule, " + std::to_string(K) +
-        " micro-batches" +
+    say("pipeline: " + std::string(schedule_name(cfg.parallel.pp_schedule)) + " schedule, " +
+        std::to_string(K) + " micro-batches" +
         (shape.pp_virtual > 1 ? ", " + std::to_string(shape.pp_virtual) + " chunks per rank" : "") +
         "\n" + plan.substr(0, plan.size() - 1));
   }
@@ -366,7 +368,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   // Dynamic balancing: this rank's share of the global batch follows its measured speed; the
   // input buffers hold the largest share once (activations are per micro-batch).
   std::optional<Balancer> balancer;
-  if (cfg.parallel.balance == "dynamic" && workers > 1)
+  if (cfg.parallel.balance == Balance::dynamic && workers > 1)
     balancer.emplace(workers, static_cast<int>(K), cfg.parallel.balance_every,
                      cfg.parallel.balance_cap);
   const int64_t slots = balancer ? balancer->cap() : K;
@@ -375,14 +377,16 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     CheckpointState cs;
     cs.step = at;
     cs.data_position = loader.position();
-    cs.extra = {
-        {"config", config_to_json(cfg)},
-        {"layout",
-         {{"dp", shape.dp}, {"tp", shape.tp}, {"pp", shape.pp}, {"sync", cfg.parallel.sync}}},
-        {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
-        {"epoch", loader.epoch()},
-        {"loss", last_loss},
-        {"tokenizer_hash", train_data.header.tokenizer_hash}};
+    cs.extra = {{"config", config_to_json(cfg)},
+                {"layout",
+                 {{"dp", shape.dp},
+                  {"tp", shape.tp},
+                  {"pp", shape.pp},
+                  {"sync", sync_name(cfg.parallel.sync)}}},
+                {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
+                {"epoch", loader.epoch()},
+                {"loss", last_loss},
+                {"tokenizer_hash", train_data.header.tokenizer_hash}};
     if (st.scaler.enabled()) cs.extra["loss_scale"] = st.scaler.to_json();
     cs.copy_files = {tokenizer_path};
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
@@ -586,7 +590,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (world.size() > 1)
       for (const auto& r : traffic) say(describe_rank_traffic(r));
     write_file_atomically((fs::path(tc.out_dir) / "summary.json").string(),
-                          nlohmann::json{{"sync", cfg.parallel.sync},
+                          nlohmann::json{{"sync", sync_name(cfg.parallel.sync)},
                                          {"zero", cfg.parallel.zero},
                                          {"steps", last - first_step + 1},
                                          {"ranks", traffic},

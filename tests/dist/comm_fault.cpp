@@ -5,13 +5,13 @@
 #include <cstring>
 #include <thread>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "tensor/error.h"
 
 int main(int argc, char** argv) {
   using namespace parallama;
   const bool checked = argc > 1 && std::strcmp(argv[1], "checked") == 0;
-  comm::Group g = comm::mpi_world({checked, 2.0});
+  comm::Group g = comm::world({checked, 2.0});
   if (g.size() < 2) return 2;
   float x = 1.0f;
   g.all_reduce(&x, 1);  // everyone is here
@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
     g.all_reduce(&x, 1);
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    comm::mpi_abort(7);
+    comm::abort_job(7);
   }
   return 0;
 }

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <string>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
 
@@ -76,7 +76,7 @@ inline int run_mpi_tests(int argc, char** argv, comm::Group*& world, bool checke
   ::testing::InitGoogleTest(&argc, argv);
   comm::Options opt;
   if (checked) opt.check_collectives = true, opt.timeout_s = 60;
-  comm::Group w = comm::launched_by_mpi() ? comm::mpi_world(opt) : comm::Group();
+  comm::Group w = comm::launched() ? comm::world(opt) : comm::Group();
   world = &w;
   if (w.rank() != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -54,6 +54,11 @@ for part in "Pipeline timeline" "Traffic per rank" "[parallel]" "dp 2 × tp 1 ×
   grep -qF "$part" live/report.html || fail "the report lacks $part"
 done
 
+# bench infers it too.
+mpi 2 bench --config "$src/configs/tiny.toml" --model.vocab_size 400 --train.seq_len 16 \
+  --bench.steps 1 --bench.warmup 0 > bench.log
+grep -q "2 rank(s) (dp 2 x tp 1 x pp 1)" bench.log || fail "bench: $(head -2 bench.log)"
+
 # Explicit --dp that disagrees, and a count that makes no whole replicas.
 check_once "--dp 3 need 3 processes but 2 started" "${run[@]}" --dp 3 --train.out_dir x
 check_once "2 processes do not make whole replicas of --tp 2 × --pp 2" "${run[@]}" --tp 2 \

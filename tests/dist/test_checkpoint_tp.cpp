@@ -10,7 +10,7 @@
 #include <fstream>
 #include <set>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "dist_test_util.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"

@@ -6,32 +6,32 @@
 
 #include <numeric>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "dist_test_util.h"
 #include "tensor/error.h"
 
 namespace parallama::comm {
 
-static Group* world;
+static Group* the_world;
 
 TEST(Comm, AllReduceSumsOddCountsAndTypes) {
-  const int n = world->size(), r = world->rank();
+  const int n = the_world->size(), r = the_world->rank();
   std::vector<float> x(1001);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(r + 1) * float(i % 13);
-  world->all_reduce(x.data(), int64_t(x.size()));
+  the_world->all_reduce(x.data(), int64_t(x.size()));
   const float ranks_sum = float(n * (n + 1) / 2);
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], ranks_sum * float(i % 13));
-  EXPECT_EQ(world->sum(int64_t(r)), int64_t(n * (n - 1) / 2));
-  EXPECT_DOUBLE_EQ(world->sum(0.5 * r), 0.25 * n * (n - 1));
+  EXPECT_EQ(the_world->sum(int64_t(r)), int64_t(n * (n - 1) / 2));
+  EXPECT_DOUBLE_EQ(the_world->sum(0.5 * r), 0.25 * n * (n - 1));
 }
 
 TEST(Comm, AllReduceMaxTakesTheLargestOfEveryElement) {
-  const int n = world->size(), r = world->rank();
+  const int n = the_world->size(), r = the_world->rank();
   std::vector<float> x(37);
   // Element i is largest on rank i % n; one element is negative everywhere.
   for (size_t i = 0; i < x.size(); ++i) x[i] = (int(i) % n == r ? 100.0f : float(r)) + float(i);
   x[5] = -1000.0f - float(r);
-  world->all_reduce(x.data(), int64_t(x.size()), DataType::F32, ReduceOp::Max);
+  the_world->all_reduce(x.data(), int64_t(x.size()), DataType::F32, ReduceOp::Max);
   for (size_t i = 0; i < x.size(); ++i) {
     if (i != 5) {
       ASSERT_EQ(x[i], 100.0f + float(i)) << i;
@@ -41,70 +41,70 @@ TEST(Comm, AllReduceMaxTakesTheLargestOfEveryElement) {
 }
 
 TEST(Comm, ReduceScatterAndAllGatherWithUnevenCounts) {
-  const int n = world->size(), r = world->rank();
+  const int n = the_world->size(), r = the_world->rank();
   for (int64_t total : {int64_t(10), int64_t(7), int64_t(n > 1 ? n - 1 : 1)}) {  // some ranks get 0
     const auto counts = even_counts(total, n);
     std::vector<float> full(total);
     for (int64_t i = 0; i < total; ++i) full[i] = float(i + 100 * r);
     const int64_t first = std::accumulate(counts.begin(), counts.begin() + r, int64_t(0));
     std::vector<float> mine(std::max<int64_t>(1, counts[r]));
-    world->reduce_scatter(full.data(), mine.data(), counts);
+    the_world->reduce_scatter(full.data(), mine.data(), counts);
     for (int64_t i = 0; i < counts[r]; ++i)
       ASSERT_EQ(mine[i], float(n * (first + i) + 100 * n * (n - 1) / 2)) << "total " << total;
     std::vector<float> gathered(total, -1.0f);
-    world->all_gather(mine.data(), gathered.data(), counts);
+    the_world->all_gather(mine.data(), gathered.data(), counts);
     for (int64_t i = 0; i < total; ++i)
       ASSERT_EQ(gathered[i], float(n * i + 100 * n * (n - 1) / 2));
   }
 }
 
 TEST(Comm, BroadcastFromTheLastRank) {
-  const int root = world->size() - 1;
-  std::vector<double> x(37, world->rank() == root ? 3.25 : -1.0);
-  world->broadcast(x.data(), 37, root, DataType::F64);
+  const int root = the_world->size() - 1;
+  std::vector<double> x(37, the_world->rank() == root ? 3.25 : -1.0);
+  the_world->broadcast(x.data(), 37, root, DataType::F64);
   for (double v : x) ASSERT_EQ(v, 3.25);
 }
 
 TEST(Comm, SendRecvAroundARing) {
-  const int n = world->size(), r = world->rank();
+  const int n = the_world->size(), r = the_world->rank();
   if (n == 1) GTEST_SKIP() << "a ring needs two ranks";
   int64_t out = 1000 + r, in = -1;
-  Request s = world->isend(&out, sizeof out, (r + 1) % n, 5);
-  world->recv(&in, sizeof in, (r + n - 1) % n, 5);
+  Request s = the_world->isend(&out, sizeof out, (r + 1) % n, 5);
+  the_world->recv(&in, sizeof in, (r + n - 1) % n, 5);
   s.wait();
   EXPECT_EQ(in, 1000 + (r + n - 1) % n);
-  world->barrier();
+  the_world->barrier();
 }
 
 TEST(Comm, NonBlockingRequestsCompleteInAnyOrder) {
-  const int n = world->size();
+  const int n = the_world->size();
   std::vector<std::vector<float>> bufs(4, std::vector<float>(257, 1.0f));
   std::vector<Request> reqs;
-  for (auto& b : bufs) reqs.push_back(world->iall_reduce(b.data(), 257));
+  for (auto& b : bufs) reqs.push_back(the_world->iall_reduce(b.data(), 257));
   for (size_t i = reqs.size(); i-- > 0;) reqs[i].wait();
   for (auto& b : bufs) ASSERT_EQ(b[256], float(n));
 }
 
 TEST(Comm, SplitMakesIndependentGroups) {
-  const int r = world->rank();
-  Group sub = world->split(r % 2, r);
-  const int expect = (world->size() + (r % 2 == 0 ? 1 : 0)) / 2;
+  const int r = the_world->rank();
+  Group sub = the_world->split(r % 2, r);
+  const int expect = (the_world->size() + (r % 2 == 0 ? 1 : 0)) / 2;
   EXPECT_EQ(sub.size(), expect);
   EXPECT_EQ(sub.rank(), r / 2);
   EXPECT_EQ(sub.sum(int64_t(r)), [&] {
     int64_t s = 0;
-    for (int i = r % 2; i < world->size(); i += 2) s += i;
+    for (int i = r % 2; i < the_world->size(); i += 2) s += i;
     return s;
   }());
 }
 
 TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
-  const int n = world->size(), r = world->rank();
-  Group a = world->split(0, r);
+  const int n = the_world->size(), r = the_world->rank();
+  Group a = the_world->split(0, r);
   Group copy = a;  // copies share a's counter; b, split from a, has its own
   Group b = a.split(r % 2, r);
-  const Traffic world0 = world->traffic();
-  const int64_t total0 = world->bytes_sent();
+  const Traffic world0 = the_world->traffic();
+  const int64_t total0 = the_world->bytes_sent();
   std::vector<float> x(100, 1.0f);
   copy.all_reduce(x.data(), 100);
   b.all_reduce(x.data(), 100);
@@ -115,9 +115,9 @@ TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
   EXPECT_DOUBLE_EQ(a.traffic().received, ring_a);
   EXPECT_DOUBLE_EQ(copy.traffic().sent, ring_a);
   EXPECT_DOUBLE_EQ(b.traffic().sent, 2 * ring_b);
-  EXPECT_DOUBLE_EQ(world->traffic().sent, world0.sent);  // nothing went through the world itself
+  EXPECT_DOUBLE_EQ(the_world->traffic().sent, world0.sent);  // nothing went through the world itself
   // The total, shared by every group split from the world, holds both (truncated to bytes).
-  EXPECT_NEAR(double(world->bytes_sent() - total0), ring_a + 2 * ring_b, 1.0);
+  EXPECT_NEAR(double(the_world->bytes_sent() - total0), ring_a + 2 * ring_b, 1.0);
   if (n > 1) {  // point to point: exactly the bytes
     int64_t out = r, in = -1;
     Request s = a.isend(&out, sizeof out, (r + 1) % n, 7);
@@ -130,9 +130,9 @@ TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
 }
 
 TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
-  const int n = world->size(), r = world->rank();
+  const int n = the_world->size(), r = the_world->rank();
   if (n == 1) GTEST_SKIP() << "a mismatch needs two ranks";
-  Group g = world->split(0, r);
+  Group g = the_world->split(0, r);
   g.set_options({true, 30.0});
   float x = 1.0f;
   g.all_reduce(&x, 1);  // agreeing ranks pass the check
@@ -156,5 +156,5 @@ TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {
 }  // namespace parallama::comm
 
 int main(int argc, char** argv) {
-  return parallama::test::run_mpi_tests(argc, argv, parallama::comm::world, /*checked=*/false);
+  return parallama::test::run_mpi_tests(argc, argv, parallama::comm::the_world, /*checked=*/false);
 }

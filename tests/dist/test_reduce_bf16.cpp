@@ -11,7 +11,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "comm/mpi/mpi_backend.h"
+#include "comm/launcher.h"
 #include "dist_test_util.h"
 #include "model/config.h"
 #include "parallel/data_parallel.h"

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < B * T; ++i) targets[i] = (i % 5 == 3) ? kernels::kIgnoreIndex : tok(rng);
 
   OptimConfig oc;
-  oc.name = "adamw", oc.lr = 1e-3f, oc.beta1 = 0.9f, oc.beta2 = 0.95f, oc.eps = 1e-8f;
+  oc.name = OptimKind::adamw, oc.lr = 1e-3f, oc.beta1 = 0.9f, oc.beta2 = 0.95f, oc.eps = 1e-8f;
   oc.weight_decay = 0.1f;
   nlohmann::json j;
   j["config"] = {{"dim", cfg.dim},

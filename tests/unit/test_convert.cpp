@@ -49,7 +49,7 @@ TEST(RopeScaling, Llama3MatchesThePublishedFormula) {
        {Case{128, 500000.0f, 8.0f, 1.0f, 4.0f, 8192}, Case{16, 10000.0f, 4.0f, 1.0f, 4.0f, 64},
         Case{64, 10000.0f, 2.0f, 2.0f, 8.0f, 256}}) {
     kernels::RopeScaling s;
-    s.type = "llama3", s.factor = c.factor, s.low_freq_factor = c.low;
+    s.type = kernels::RopeType::llama3, s.factor = c.factor, s.low_freq_factor = c.low;
     s.high_freq_factor = c.high, s.original_max_len = c.old_len;
     std::vector<float> got(c.D / 2), plain(c.D / 2);
     kernels::rope_inv_freq(got.data(), c.D, c.theta, s);
@@ -211,7 +211,7 @@ TEST(HfConfig, ReadsLlama31AndWritesTheSameValues) {
   EXPECT_EQ(c.model.n_kv_heads, 8);
   EXPECT_EQ(c.model.ffn_dim, 14336);
   EXPECT_EQ(c.model.max_seq_len, 131072);
-  EXPECT_EQ(c.model.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.model.rope_scaling.type, kernels::RopeType::llama3);
   EXPECT_EQ(c.model.rope_scaling.original_max_len, 8192);
   EXPECT_EQ(c.torch_dtype, "bfloat16");
   const nlohmann::json out = nlohmann::json::parse(io::hf_config_json(c.model, "bfloat16").dump());
@@ -250,7 +250,7 @@ TEST(HfConfig, RopeScalingIsPartOfTheRunConfig) {
   const RunConfig c = parse_run_config_text(
       "[model]\nrope_scaling = \"llama3\"\nrope_factor = 4.0\nrope_original_max_len = 64\n",
       "t.toml", {}, ConfigUse::model);
-  EXPECT_EQ(c.model.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.model.rope_scaling.type, kernels::RopeType::llama3);
   EXPECT_EQ(c.model.rope_scaling.factor, 4.0f);
   EXPECT_EQ(config_from_json(config_to_json(c), "j", ConfigUse::model)
                 .model.rope_scaling.original_max_len,

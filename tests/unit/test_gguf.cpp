@@ -431,7 +431,7 @@ TEST_F(GgufExport, F16OverflowIsRefusedOrClamped) {
 
 TEST_F(GgufExport, TiedHeadAndLlama3RopeFreqs) {
   m_.tie_embeddings = true;
-  m_.rope_scaling.type = "llama3";
+  m_.rope_scaling.type = kernels::RopeType::llama3;
   m_.rope_scaling.factor = 4.0f, m_.rope_scaling.low_freq_factor = 1.0f;
   m_.rope_scaling.high_freq_factor = 4.0f, m_.rope_scaling.original_max_len = 64;
   write_weights();

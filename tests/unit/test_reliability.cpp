@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 
 #include "io/checkpoint.h"
@@ -83,12 +84,21 @@ nlohmann::json random_like(const nlohmann::json& v, std::mt19937_64& rng) {
 // back to exactly the same JSON: a string stays a string whatever it looks like.
 TEST(ConfigRoundTrip, RandomConfigsRoundTripExactly) {
   const nlohmann::json base = config_to_json(load_run_config("", {}, ConfigUse::none));
+  // A setting that takes one of a few names gets one of them.
+  std::map<std::string, std::vector<std::string>> names;
+  for (const SettingInfo& s : settings_table())
+    if (!s.choices.empty()) names[s.key] = s.choices;
+  ASSERT_TRUE(names.count("parallel.sync") && names.count("train.precision"));
   std::mt19937_64 rng(20261123);
   for (int trial = 0; trial < 300; ++trial) {
     nlohmann::json j = base;
     for (auto& [sec, table] : j.items())
-      for (auto& [key, value] : table.items())
-        if (!(sec == "model" && key == "preset")) value = random_like(value, rng);
+      for (auto& [key, value] : table.items()) {
+        if (sec == "model" && key == "preset") continue;
+        const auto named = names.find(sec + "." + key);
+        value = named == names.end() ? random_like(value, rng)
+                                     : nlohmann::json(named->second[rng() % named->second.size()]);
+      }
     const RunConfig c = config_from_json(j, "random", ConfigUse::none);
     ASSERT_EQ(config_to_json(c), j) << "trial " << trial;
     // ... and through the text of trainer.json.

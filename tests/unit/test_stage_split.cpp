@@ -13,7 +13,7 @@ namespace parallama {
 
 namespace {
 
-MeshShape two_stages(const std::string& balance) {
+MeshShape two_stages(PpBalance balance) {
   MeshShape s;
   s.pp = 2, s.seq_len = 16, s.pp_balance = balance;
   return s;
@@ -29,16 +29,17 @@ LlamaConfig six_layers() {
 
 TEST(StageSplit, EvenMeasuredAndEstimated) {
   const LlamaConfig m = six_layers();
-  EXPECT_EQ(pipeline_split(m, two_stages("even")), (std::vector<int>{3, 3}));
-  MeshShape measured = two_stages("measure");
+  EXPECT_EQ(pipeline_split(m, two_stages(PpBalance::even)), (std::vector<int>{3, 3}));
+  MeshShape measured = two_stages(PpBalance::measure);
   // Before a measurement: the estimate.
-  EXPECT_EQ(pipeline_split(m, measured), pipeline_split(m, two_stages("cost")));
+  EXPECT_EQ(pipeline_split(m, measured), pipeline_split(m, two_stages(PpBalance::cost)));
   measured.measured = {1.0, 0.1, 2.0};  // the head costs two layers: 7 + 2 over two stages
   EXPECT_EQ(pipeline_split(m, measured), (std::vector<int>{4, 2}));
   measured.measured = {1.0, 4.0, 0.0};  // an (absurdly) expensive embedding: the other way
   EXPECT_EQ(pipeline_split(m, measured), (std::vector<int>{1, 5}));
   EXPECT_NE(describe_mesh(m, measured).find("balanced by measured time"), std::string::npos);
-  EXPECT_NE(describe_mesh(m, two_stages("even")).find("even: layers alone"), std::string::npos);
+  EXPECT_NE(describe_mesh(m, two_stages(PpBalance::even)).find("even: layers alone"),
+            std::string::npos);
 }
 
 // Every split against a scan of every boundary (what the split computed before it bisected):
@@ -68,7 +69,7 @@ TEST(StageSplit, BisectionEqualsAFullScan) {
     m.n_layers = 1 + static_cast<int>(rng() % 40);
     MeshShape s;
     s.pp = 1 + static_cast<int>(rng() % std::min(8, m.n_layers));
-    s.seq_len = 16, s.pp_balance = "measure";
+    s.seq_len = 16, s.pp_balance = PpBalance::measure;
     s.measured = {1.0 + static_cast<double>(rng() % 3), choices[rng() % 6], choices[rng() % 6]};
     ASSERT_EQ(pipeline_split(m, s), scan(m.n_layers, s.pp, s.measured))
         << m.n_layers << " layers, pp " << s.pp << ", embedding " << s.measured.embedding

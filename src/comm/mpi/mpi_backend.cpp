@@ -198,18 +198,6 @@ void finalize_at_exit() {
 
 }  // namespace
 
-bool launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
-    if (std::getenv(v)) return true;
-  return false;
-}
-
-int local_ranks() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
-    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
-  return 1;
-}
-
 namespace {
 // A communicator of its own for reporting failures: no collective in flight on another one can
 // match its operations.
@@ -234,7 +222,12 @@ const std::vector<std::string>& hosts() {
   return world_hosts;
 }
 
-Group mpi_world(const Options& opt) {
+Group world(const Options& opt) {
+  if (!launched()) {
+    Group alone;
+    alone.set_options(opt);
+    return alone;
+  }
   int inited = 0;
   MPI_Initialized(&inited);
   if (!inited) {
@@ -256,8 +249,7 @@ Group mpi_world(const Options& opt) {
   return Group(std::make_shared<MpiBackend>(MPI_COMM_WORLD), opt);
 }
 
-std::optional<std::vector<std::string>> mpi_gather_failures(const std::string& line,
-                                                            double wait_s) {
+std::optional<std::vector<std::string>> gather_failures(const std::string& line, double wait_s) {
   if (failure_comm == MPI_COMM_NULL) return std::nullopt;
   MPI_Request req = MPI_REQUEST_NULL;
   if (MPI_Ibarrier(failure_comm, &req) != MPI_SUCCESS) return std::nullopt;
@@ -286,7 +278,7 @@ std::optional<std::vector<std::string>> mpi_gather_failures(const std::string& l
   return lines;
 }
 
-void mpi_abort(int code) {
+void abort_job(int code) {
   std::fflush(stdout);
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, code);

@@ -1,0 +1,44 @@
+#include "parallel/config.h"
+
+#include "tensor/error.h"
+
+namespace parallama {
+
+Sync parse_sync(const std::string& name) {
+  if (const auto s = value_named<Sync>(name)) return *s;
+  throw Error("unknown --sync '" + name + "' (choose allreduce, ps, ps-async, local or diloco)");
+}
+
+const char* sync_name(Sync s) {
+  return name_of(s);
+}
+
+PpBalance parse_pp_balance(const std::string& name) {
+  if (const auto b = value_named<PpBalance>(name)) return *b;
+  throw Error("parallel.pp_balance must be \"cost\", \"measure\" or \"even\", not \"" + name +
+              "\"");
+}
+
+const char* pp_balance_name(PpBalance b) {
+  return name_of(b);
+}
+
+ReduceDtype parse_reduce_dtype(const std::string& name) {
+  if (const auto d = value_named<ReduceDtype>(name)) return *d;
+  throw Error("parallel.reduce_dtype must be \"fp32\" or \"bf16\", not \"" + name + "\"");
+}
+
+const char* reduce_dtype_name(ReduceDtype d) {
+  return name_of(d);
+}
+
+Balance parse_balance(const std::string& name) {
+  if (const auto b = value_named<Balance>(name)) return *b;
+  throw Error("parallel.balance must be \"static\" or \"dynamic\", not \"" + name + "\"");
+}
+
+const char* balance_name(Balance b) {
+  return name_of(b);
+}
+
+}  // namespace parallama
