@@ -141,8 +141,8 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
 
   // Phase 1 (data parallelism only): every rank computes alone, no communication, all at once.
   std::vector<double> alone;
-  if (replicas > 1 && shape.tp == 1 && cfg.parallel.zero == 0) {  // ZeRO shares its optimizer
-    Roles alone_roles;                                            // size-1 groups: no communication
+  if (replicas > 1 && shape.tp == 1 && cfg.parallel.grads.zero == 0) {  // ZeRO shares its optimizer
+    Roles alone_roles;  // size-1 groups: no communication
     auto own = make_synchronizer(sc, alone_roles, st.replica);
     world_group.barrier();
     for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
@@ -235,7 +235,7 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
                       {"dp", shape.dp},
                       {"tp", shape.tp},
                       {"pp", shape.pp},
-                      {"zero", cfg.parallel.zero},
+                      {"zero", cfg.parallel.grads.zero},
                       {"steps", cfg.bench.steps},
                       {"warmup", cfg.bench.warmup},
                       {"median_step_s", step_s},
@@ -300,10 +300,10 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
       j["scaling_efficiency"] = tokens_per_s / alone_total;
     }
     std::printf("gradient %s%s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
-                cfg.parallel.zero ? "reduce-scatter (ZeRO)" : "all-reduce",
-                cfg.parallel.reduce_dtype == ReduceDtype::bf16 ? " in bf16" : "", c, e,
+                cfg.parallel.grads.zero ? "reduce-scatter (ZeRO)" : "all-reduce",
+                cfg.parallel.grads.reduce_dtype == ReduceDtype::bf16 ? " in bf16" : "", c, e,
                 100.0 * hidden);
-    j["reduce_dtype"] = reduce_dtype_name(cfg.parallel.reduce_dtype);
+    j["reduce_dtype"] = reduce_dtype_name(cfg.parallel.grads.reduce_dtype);
     j["per_rank_tokens_per_s"] = per_rank;
     j["comm_s"] = c;
     j["comm_exposed_s"] = e;
@@ -326,17 +326,17 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
     const auto stage_bubble = gather(mesh.pp, median(bubble));
     double mean = 0;
     for (double b : stage_bubble) mean += b / static_cast<double>(stage_bubble.size());
-    const double p = shape.pp, m = K, v = cfg.parallel.pp_virtual;
+    const double p = shape.pp, m = K, v = cfg.parallel.layout.pp_virtual;
     const double formula = (p - 1) / (v * m + p - 1);
     const auto stage_peak = gather(mesh.pp, double(st.pipeline->last_step().peak_in_flight));
     std::printf(
         "pipeline %s, %d stages, %d micro-batches%s: bubble %.1f%% measured (mean over "
         "stages), %.1f%% by (p-1)/(v*m+p-1); stage 0 holds %d micro-batches at most\n",
-        schedule_name(cfg.parallel.pp_schedule), shape.pp, K,
+        schedule_name(cfg.parallel.layout.pp_schedule), shape.pp, K,
         v > 1 ? (", " + std::to_string(int(v)) + " chunks per rank").c_str() : "", 100 * mean,
         100 * formula, static_cast<int>(stage_peak[0]));
-    j["pp_schedule"] = schedule_name(cfg.parallel.pp_schedule);
-    j["pp_virtual"] = cfg.parallel.pp_virtual;
+    j["pp_schedule"] = schedule_name(cfg.parallel.layout.pp_schedule);
+    j["pp_virtual"] = cfg.parallel.layout.pp_virtual;
     j["micro_batches"] = K;
     j["pp_bubble_per_stage"] = stage_bubble;
     j["pp_bubble"] = mean;

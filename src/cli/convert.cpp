@@ -199,7 +199,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   write_file_checked(d / "model.toml", model_toml(rc, d.path()));
   json j;
   j["config"] = config_to_json(rc);
-  j["layout"] = {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", sync_name(rc.parallel.sync)}};
+  j["layout"] = {{"dp", 1}, {"tp", 1}, {"pp", 1}, {"sync", sync_name(rc.parallel.strategy.sync)}};
   j["tokenizer_hash"] = tok.hash();
   j["converted_from"] = {{"format", "hf"}, {"torch_dtype", io::torch_dtype_name(stored)}};
   j["format"] = kCheckpointFormat;

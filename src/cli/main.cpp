@@ -363,7 +363,7 @@ int main(int argc, char** argv) {
     const RunConfig cfg =
         load_run_config(config, ov, sub == info_cmd ? ConfigUse::model : ConfigUse::run,
                         runs_ranks ? world.size() : 0);
-    world.set_options({cfg.parallel.check_collectives, cfg.parallel.timeout_s});
+    world.set_options({cfg.parallel.watch.check_collectives, cfg.parallel.watch.timeout_s});
     if (sub == train_cmd) return train(cfg, topt, world);
     if (sub == bench_cmd) return run_bench(cfg, json, world, profile);
     if (sub == info_cmd) return run_info(cfg);

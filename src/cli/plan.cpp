@@ -276,9 +276,9 @@ nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
 }  // namespace
 
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
-  if (cfg.parallel.sync != Sync::allreduce)
+  if (cfg.parallel.strategy.sync != Sync::allreduce)
     throw Error(std::string("plan models --sync allreduce (with or without ZeRO), not --sync ") +
-                sync_name(cfg.parallel.sync));
+                sync_name(cfg.parallel.strategy.sync));
   PlanInput in = plan_input(cfg);
   in.precision = parse_precision(opt.precision);
   if (!(opt.device.tflops >= 0) || !(opt.device.efficiency > 0 && opt.device.efficiency <= 1) ||

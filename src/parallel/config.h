@@ -51,7 +51,10 @@ constexpr std::array<Named<Balance>, 2> names(Balance) {
 Balance parse_balance(const std::string& name);
 const char* balance_name(Balance b);
 
-struct ParallelConfig {
+// The [parallel], [ps], [local] and [diloco] settings, by concern.
+
+// Where the processes go: the dp × tp × pp mesh and the pipeline over it.
+struct LayoutConfig {
   int dp = 1;  // data-parallel replicas (under a launcher, unless set: processes over tp · pp)
   int tp = 1;  // tensor-parallel ranks per replica (heads, FFN, vocabulary)
   int pp = 1;  // pipeline stages (dp · tp · pp = processes)
@@ -62,34 +65,59 @@ struct ParallelConfig {
   // Stage boundaries without pp_layers: cost (FLOP estimate), measure (a short timed pass of the
   // embedding, one layer and the head on this machine) or even (layers alone).
   PpBalance pp_balance = PpBalance::cost;
+};
+
+// How gradients travel over the data-parallel group, and what it shards.
+struct GradConfig {
   double bucket_mb = 4.0;  // gradient all-reduce bucket size
   // The embedding's gradient all-reduced as its non-zero rows alone (exact; fp32 --sync
   // allreduce without ZeRO, untied embeddings). See parallel/data_parallel.h.
-  bool sparse_embedding_grad = true;
+  bool sparse_embedding = true;
   // How gradient buckets travel over the data-parallel group. --sync allreduce only.
   ReduceDtype reduce_dtype = ReduceDtype::fp32;
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;
+};
+
+// How replicas stay together, and each strategy's own settings.
+struct StrategyConfig {
+  Sync sync = Sync::allreduce;
+  int ps_servers = 1;            // ps, ps-async: server ranks (the last ones)
+  int ps_max_staleness = 2;      // ps-async: how many steps a worker may run ahead of the slowest
+  int local_period = 8;          // local: steps between parameter averages
+  int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
+  float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
+  float diloco_outer_momentum = 0.9f;
+};
+
+// How the data-parallel ranks share each global batch: static (equal shares) or dynamic (shares
+// of micro-batches that follow each rank's measured speed, re-planned every `every` steps, at most
+// `cap` times the equal share). See parallel/balance.h.
+struct BalanceConfig {
+  Balance mode = Balance::fixed;
+  int every = 10;
+  double cap = 2.0;
+};
+
+// How the ranks watch each other: collectives checked and timed out, links probed.
+struct WatchConfig {
+  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
+  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
   // Network stragglers: every link_probe_every steps (and at the third step of a run) each rank
   // times a message from a rank on another host (train/link_watch.h); 0 turns the probe off.
   int link_probe_every = 100;
-  bool check_collectives = false;  // stamp every collective and compare across ranks (debug)
-  double timeout_s = 120.0;        // a collective that takes longer is an error, not a hang
-  Sync sync = Sync::allreduce;     // how replicas stay together
-  int ps_servers = 1;              // ps, ps-async: server ranks (the last ones)
-  int ps_max_staleness = 2;        // ps-async: how many steps a worker may run ahead of the slowest
-  int local_period = 8;            // local: steps between parameter averages
-  int diloco_inner_steps = 16;     // diloco: inner AdamW steps between outer steps
-  float diloco_outer_lr = 0.7f;    // diloco: outer Nesterov SGD learning rate
-  float diloco_outer_momentum = 0.9f;
-  // How the data-parallel ranks share each global batch: static (equal shares) or dynamic
-  // (shares of micro-batches that follow each rank's measured speed, re-planned every
-  // balance_every steps, at most balance_cap times the equal share). See parallel/balance.h.
-  Balance balance = Balance::fixed;
-  int balance_every = 10;
-  double balance_cap = 2.0;
-  int servers() const { return sync == Sync::ps || sync == Sync::ps_async ? ps_servers : 0; }
+};
+
+struct ParallelConfig {
+  LayoutConfig layout;
+  GradConfig grads;
+  StrategyConfig strategy;
+  BalanceConfig balance;
+  WatchConfig watch;
+  int servers() const {
+    return strategy.sync == Sync::ps || strategy.sync == Sync::ps_async ? strategy.ps_servers : 0;
+  }
 };
 
 // What a synchronizer needs of the run: the parallel settings, clipping and the learning-rate

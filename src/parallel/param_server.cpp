@@ -90,7 +90,7 @@ int64_t serve_sync(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSch
 void serve_async(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSchedule& sched,
                  int64_t lo, int64_t hi) {
   const int W = r.num_workers;
-  const int64_t n = hi - lo, S = cfg.parallel.ps_max_staleness;
+  const int64_t n = hi - lo, S = cfg.parallel.strategy.ps_max_staleness;
   std::vector<ps::PushHead> heads(W);
   std::vector<comm::Request> head_req(W);
   std::vector<int64_t> done(W, sched.first_step - 1);  // pushes completed per worker
@@ -148,10 +148,10 @@ void serve_async(const SyncConfig& cfg, Roles& r, Replica& st, const ServerSched
       last_progress = Clock::now();
     } else {
       if (std::chrono::duration<double>(Clock::now() - last_progress).count() >
-          cfg.parallel.timeout_s)
+          cfg.parallel.watch.timeout_s)
         throw Error("parameter server " + std::to_string(r.world.rank()) +
                     ": no worker pushed a gradient for " +
-                    std::to_string(static_cast<int>(cfg.parallel.timeout_s)) +
+                    std::to_string(static_cast<int>(cfg.parallel.watch.timeout_s)) +
                     " s (a worker died or hangs)");
       std::this_thread::yield();
     }
@@ -165,7 +165,7 @@ int64_t run_parameter_server(const SyncConfig& cfg, Roles& roles, Replica& st,
                              const ServerSchedule& sched) {
   const int s = roles.world.rank() - roles.num_workers;
   const auto [lo, hi] = server_slice(st.params.size(), roles.num_servers, s);
-  if (cfg.parallel.sync == Sync::ps) return serve_sync(cfg, roles, st, sched, lo, hi);
+  if (cfg.parallel.strategy.sync == Sync::ps) return serve_sync(cfg, roles, st, sched, lo, hi);
   serve_async(cfg, roles, st, sched, lo, hi);
   return sched.last_step;
 }

@@ -16,7 +16,7 @@ Roles make_roles(comm::Group world, const SyncConfig& cfg) {
   r.num_servers = cfg.parallel.servers();
   r.num_workers = world.size() - r.num_servers;
   if (r.num_workers < 1)
-    throw Error(std::string("--sync ") + sync_name(cfg.parallel.sync) + " with " +
+    throw Error(std::string("--sync ") + sync_name(cfg.parallel.strategy.sync) + " with " +
                 std::to_string(r.num_servers) + " servers needs more than " +
                 std::to_string(world.size()) + " processes");
   r.server = world.rank() >= r.num_workers;
@@ -44,8 +44,9 @@ class AllReduceSync : public Synchronizer {
  public:
   AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
-        reducer_(r.workers, st.grads, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)),
-                 cfg.parallel.reduce_dtype, cfg.parallel.sparse_embedding_grad) {}
+        reducer_(r.workers, st.grads,
+                 static_cast<int64_t>(cfg.parallel.grads.bucket_mb * (1 << 20)),
+                 cfg.parallel.grads.reduce_dtype, cfg.parallel.grads.sparse_embedding) {}
   void before_last_backward() override { reducer_.begin(); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
@@ -88,8 +89,8 @@ class ZeroSync : public Synchronizer {
         if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
           run_grads_.push_back(piece_[i]);
     if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
-    reducer_ =
-        std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_, cfg.parallel.reduce_dtype);
+    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_,
+                                             cfg.parallel.grads.reduce_dtype);
   }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())
@@ -165,7 +166,8 @@ class LocalSync : public Synchronizer {
     out.grad_norm = grad_norm(st.grads);
     clip_grads(st.grads, out.grad_norm, cfg_.grad_clip);
     st.optim.step(st.params, st.grads, lr);
-    const int period = diloco_ ? cfg_.parallel.diloco_inner_steps : cfg_.parallel.local_period;
+    const int period =
+        diloco_ ? cfg_.parallel.strategy.diloco_inner_steps : cfg_.parallel.strategy.local_period;
     if (step % period != 0 || workers_.size() == 1) return out;
     float* p = st.params.data();
     const int64_t n = st.params.size();
@@ -176,7 +178,8 @@ class LocalSync : public Synchronizer {
     out.extra["synced"] = true;
     if (!diloco_) return out;
     // Outer step: the averaged change is a pseudo-gradient for Nesterov SGD on the outer copy.
-    const float mu = cfg_.parallel.diloco_outer_momentum, olr = cfg_.parallel.diloco_outer_lr;
+    const float mu = cfg_.parallel.strategy.diloco_outer_momentum,
+                olr = cfg_.parallel.strategy.diloco_outer_lr;
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       const float delta = outer_[i] - p[i];
@@ -260,15 +263,16 @@ class PsWorker : public Synchronizer {
 }  // namespace
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st) {
-  switch (cfg.parallel.sync) {
+  switch (cfg.parallel.strategy.sync) {
     case Sync::allreduce:
       if (st.zero_stage > 0) return std::make_unique<ZeroSync>(cfg, roles, st);
       return std::make_unique<AllReduceSync>(cfg, roles, st);
     case Sync::local:
     case Sync::diloco:
-      return std::make_unique<LocalSync>(cfg, roles, st, cfg.parallel.sync == Sync::diloco);
+      return std::make_unique<LocalSync>(cfg, roles, st,
+                                         cfg.parallel.strategy.sync == Sync::diloco);
     default:
-      return std::make_unique<PsWorker>(cfg, roles, cfg.parallel.sync == Sync::ps_async);
+      return std::make_unique<PsWorker>(cfg, roles, cfg.parallel.strategy.sync == Sync::ps_async);
   }
 }
 

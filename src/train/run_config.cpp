@@ -211,46 +211,48 @@ void for_each_field(RunConfig& c, F&& f) {
   f("optim", "dampening", o.dampening, "SGD dampening");
   f("optim", "nesterov", o.nesterov, "SGD with Nesterov momentum");
   f("data", "dir", c.data.dir, "the output of `parallama prepare`: token shards and tokenizer");
-  f("parallel", "dp", c.parallel.dp,
+  f("parallel", "dp", c.parallel.layout.dp,
     "data-parallel replicas (under a launcher: the processes over tp × pp)");
-  f("parallel", "tp", c.parallel.tp, "tensor-parallel ranks per replica");
-  f("parallel", "pp", c.parallel.pp, "pipeline stages");
-  f("parallel", "pp_layers", c.parallel.pp_layers,
+  f("parallel", "tp", c.parallel.layout.tp, "tensor-parallel ranks per replica");
+  f("parallel", "pp", c.parallel.layout.pp, "pipeline stages");
+  f("parallel", "pp_layers", c.parallel.layout.pp_layers,
     "layers per (virtual) stage by hand; empty: balanced by pp_balance");
-  f("parallel", "pp_schedule", c.parallel.pp_schedule, "the pipeline schedule");
-  f("parallel", "pp_virtual", c.parallel.pp_virtual, "model chunks per rank (interleaved)");
-  f("parallel", "pp_trace", c.parallel.pp_trace,
+  f("parallel", "pp_schedule", c.parallel.layout.pp_schedule, "the pipeline schedule");
+  f("parallel", "pp_virtual", c.parallel.layout.pp_virtual, "model chunks per rank (interleaved)");
+  f("parallel", "pp_trace", c.parallel.layout.pp_trace,
     "write the pipeline timeline here (Chrome trace JSON); empty: none");
-  f("parallel", "pp_balance", c.parallel.pp_balance,
+  f("parallel", "pp_balance", c.parallel.layout.pp_balance,
     "stage boundaries by FLOP cost, by a measured pass, or by layers alone");
-  f("parallel", "bucket_mb", c.parallel.bucket_mb, "gradient all-reduce bucket size, MiB");
-  f("parallel", "sparse_embedding_grad", c.parallel.sparse_embedding_grad,
+  f("parallel", "bucket_mb", c.parallel.grads.bucket_mb, "gradient all-reduce bucket size, MiB");
+  f("parallel", "sparse_embedding_grad", c.parallel.grads.sparse_embedding,
     "all-reduce only the embedding rows the step's tokens touched (exact)");
-  f("parallel", "reduce_dtype", c.parallel.reduce_dtype,
+  f("parallel", "reduce_dtype", c.parallel.grads.reduce_dtype,
     "how gradient buckets travel (bf16: half the bytes, summed in fp32)");
-  f("parallel", "zero", c.parallel.zero,
+  f("parallel", "zero", c.parallel.grads.zero,
     "ZeRO stage: 1 shards the optimizer state, 2 also the gradients");
-  f("parallel", "check_collectives", c.parallel.check_collectives,
+  f("parallel", "check_collectives", c.parallel.watch.check_collectives,
     "stamp every collective and compare across ranks (debugging)");
-  f("parallel", "link_probe_every", c.parallel.link_probe_every,
+  f("parallel", "link_probe_every", c.parallel.watch.link_probe_every,
     "steps between probes of the links between hosts; 0: off");
-  f("parallel", "timeout_s", c.parallel.timeout_s,
+  f("parallel", "timeout_s", c.parallel.watch.timeout_s,
     "seconds a collective may take before the silent rank is named");
-  f("parallel", "sync", c.parallel.sync, "how replicas stay together");
-  f("parallel", "balance", c.parallel.balance,
+  f("parallel", "sync", c.parallel.strategy.sync, "how replicas stay together");
+  f("parallel", "balance", c.parallel.balance.mode,
     "batch shares: equal, or following each rank's measured speed");
-  f("parallel", "balance_every", c.parallel.balance_every,
+  f("parallel", "balance_every", c.parallel.balance.every,
     "dynamic balance: steps between re-plans");
-  f("parallel", "balance_cap", c.parallel.balance_cap,
+  f("parallel", "balance_cap", c.parallel.balance.cap,
     "dynamic balance: the largest share, times the equal one");
-  f("ps", "servers", c.parallel.ps_servers, "parameter-server ranks (the last ones)");
-  f("ps", "max-staleness", c.parallel.ps_max_staleness,
+  f("ps", "servers", c.parallel.strategy.ps_servers, "parameter-server ranks (the last ones)");
+  f("ps", "max-staleness", c.parallel.strategy.ps_max_staleness,
     "ps-async: steps a worker may run ahead of the slowest");
-  f("local", "period", c.parallel.local_period, "local SGD: steps between parameter averages");
-  f("diloco", "inner-steps", c.parallel.diloco_inner_steps,
+  f("local", "period", c.parallel.strategy.local_period,
+    "local SGD: steps between parameter averages");
+  f("diloco", "inner-steps", c.parallel.strategy.diloco_inner_steps,
     "inner AdamW steps between outer steps");
-  f("diloco", "outer-lr", c.parallel.diloco_outer_lr, "outer Nesterov SGD learning rate");
-  f("diloco", "outer-momentum", c.parallel.diloco_outer_momentum, "outer Nesterov momentum");
+  f("diloco", "outer-lr", c.parallel.strategy.diloco_outer_lr, "outer Nesterov SGD learning rate");
+  f("diloco", "outer-momentum", c.parallel.strategy.diloco_outer_momentum,
+    "outer Nesterov momentum");
   f("bench", "steps", c.bench.steps, "timed steps of `parallama bench`");
   f("bench", "warmup", c.bench.warmup, "untimed steps before them");
 }
@@ -399,13 +401,13 @@ RunConfig parse_run_config_text(const std::string& text, const std::string& sour
 
 // The data-parallel replicas that `processes` make under the run's tp, pp and parameter servers.
 static int replicas_of(int processes, const ParallelConfig& p) {
-  const int servers = p.servers(), per = p.tp * p.pp;
+  const int servers = p.servers(), per = p.layout.tp * p.layout.pp;
   const int workers = processes - servers;
   if (workers < per || workers % per != 0)
     throw Error(std::to_string(processes) + " processes" +
                 (servers ? " less " + std::to_string(servers) + " parameter server(s)" : "") +
-                " do not make whole replicas of --tp " + std::to_string(p.tp) + " × --pp " +
-                std::to_string(p.pp) + " (" + std::to_string(per) +
+                " do not make whole replicas of --tp " + std::to_string(p.layout.tp) + " × --pp " +
+                std::to_string(p.layout.pp) + " (" + std::to_string(per) +
                 " processes each); launch a multiple of " + std::to_string(per) +
                 (servers ? " plus the servers" : "") + ", or set --dp");
   return workers / per;
@@ -433,7 +435,7 @@ RunConfig load_run_config(const std::string& path, const Overrides& overrides, C
   RunConfig c = read_table(root, source, std::move(raw), use);
   const toml::table* parallel = root["parallel"].as_table();
   if (processes > 0 && !(parallel && parallel->contains("dp")))
-    c.parallel.dp = replicas_of(processes, c.parallel);
+    c.parallel.layout.dp = replicas_of(processes, c.parallel);
   return c;
 }
 
@@ -547,19 +549,20 @@ RunConfig checkpoint_config(const nlohmann::json& trainer_json, const std::strin
 MeshShape mesh_shape(const RunConfig& c) {
   const ParallelConfig& p = c.parallel;
   MeshShape s;
-  s.dp = p.dp, s.tp = p.tp, s.pp = p.pp, s.pp_layers = p.pp_layers, s.pp_virtual = p.pp_virtual;
-  s.seq_len = c.train.seq_len, s.pp_balance = p.pp_balance;
+  s.dp = p.layout.dp, s.tp = p.layout.tp, s.pp = p.layout.pp, s.pp_layers = p.layout.pp_layers,
+  s.pp_virtual = p.layout.pp_virtual;
+  s.seq_len = c.train.seq_len, s.pp_balance = p.layout.pp_balance;
   return s;
 }
 
 void RunConfig::check_processes(int processes) const {
   const int servers = parallel.servers();
-  const int workers = parallel.dp * parallel.tp * parallel.pp;
-  const std::string layout = parallel.tp * parallel.pp == 1
-                                 ? "--dp " + std::to_string(parallel.dp)
-                                 : "--dp " + std::to_string(parallel.dp) + " × --tp " +
-                                       std::to_string(parallel.tp) + " × --pp " +
-                                       std::to_string(parallel.pp);
+  const int workers = parallel.layout.dp * parallel.layout.tp * parallel.layout.pp;
+  const std::string layout = parallel.layout.tp * parallel.layout.pp == 1
+                                 ? "--dp " + std::to_string(parallel.layout.dp)
+                                 : "--dp " + std::to_string(parallel.layout.dp) + " × --tp " +
+                                       std::to_string(parallel.layout.tp) + " × --pp " +
+                                       std::to_string(parallel.layout.pp);
   if (workers + servers != processes)
     throw Error(layout + (servers ? " workers and " + std::to_string(servers) + " server(s)" : "") +
                 " need " + std::to_string(workers + servers) + " processes but " +
@@ -586,25 +589,27 @@ void RunConfig::validate(ConfigUse use) const {
   if (optim.warmup_steps < 0) throw Error("optim.warmup_steps must be non-negative");
   if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))
     throw Error("optim.min_lr must lie between 0 and optim.lr");
-  if (parallel.dp < 1) throw Error("parallel.dp must be at least 1");
+  if (parallel.layout.dp < 1) throw Error("parallel.dp must be at least 1");
   const auto& p = parallel;
-  if (p.tp < 1 || p.pp < 1) throw Error("parallel.tp and parallel.pp must be at least 1");
+  if (p.layout.tp < 1 || p.layout.pp < 1)
+    throw Error("parallel.tp and parallel.pp must be at least 1");
   mesh_shard(model, mesh_shape(*this), {});  // the layout must divide the model
-  if (p.pp_virtual > 1 && p.pp_schedule != PipeSchedule::Interleaved)
-    throw Error("parallel.pp_virtual " + std::to_string(p.pp_virtual) +
+  if (p.layout.pp_virtual > 1 && p.layout.pp_schedule != PipeSchedule::Interleaved)
+    throw Error("parallel.pp_virtual " + std::to_string(p.layout.pp_virtual) +
                 " model chunks per rank need parallel.pp_schedule = \"interleaved\"");
-  if (p.pp > 1 && p.pp_schedule == PipeSchedule::Interleaved && train.micro_batches % p.pp)
+  if (p.layout.pp > 1 && p.layout.pp_schedule == PipeSchedule::Interleaved &&
+      train.micro_batches % p.layout.pp)
     throw Error("the interleaved schedule needs train.micro_batches (" +
                 std::to_string(train.micro_batches) + ") to be a multiple of --pp " +
-                std::to_string(p.pp));
-  const std::string sync = sync_name(p.sync);
-  const bool allreduce = p.sync == Sync::allreduce;
-  if (!allreduce && (p.tp > 1 || p.pp > 1))
+                std::to_string(p.layout.pp));
+  const std::string sync = sync_name(p.strategy.sync);
+  const bool allreduce = p.strategy.sync == Sync::allreduce;
+  if (!allreduce && (p.layout.tp > 1 || p.layout.pp > 1))
     throw Error("--sync " + sync + " replicates whole models; with --tp or --pp above 1 use " +
                 "--sync allreduce");
-  if (p.zero < 0 || p.zero > 2) throw Error("--zero must be 0, 1 or 2");
-  if (p.zero > 0 && !allreduce)
-    throw Error("--zero " + std::to_string(p.zero) + " shards the optimizer over the " +
+  if (p.grads.zero < 0 || p.grads.zero > 2) throw Error("--zero must be 0, 1 or 2");
+  if (p.grads.zero > 0 && !allreduce)
+    throw Error("--zero " + std::to_string(p.grads.zero) + " shards the optimizer over the " +
                 "data-parallel group of --sync allreduce, not --sync " + sync);
   if (train.precision == Precision::fp16) {
     if (!allreduce)
@@ -620,29 +625,30 @@ void RunConfig::validate(ConfigUse use) const {
           "and back, is then exact)");
     if (train.loss_scale_window < 1) throw Error("train.loss_scale_window must be at least 1");
   }
-  if (p.ps_servers < 1) throw Error("ps.servers must be at least 1");
-  if (p.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
-  if (p.local_period < 1 || p.diloco_inner_steps < 1)
+  if (p.strategy.ps_servers < 1) throw Error("ps.servers must be at least 1");
+  if (p.strategy.ps_max_staleness < 0) throw Error("ps.max-staleness must be non-negative");
+  if (p.strategy.local_period < 1 || p.strategy.diloco_inner_steps < 1)
     throw Error("local.period and diloco.inner-steps must be at least 1");
-  if (!(p.diloco_outer_lr > 0) || !(p.diloco_outer_momentum >= 0 && p.diloco_outer_momentum < 1))
+  if (!(p.strategy.diloco_outer_lr > 0) ||
+      !(p.strategy.diloco_outer_momentum >= 0 && p.strategy.diloco_outer_momentum < 1))
     throw Error("diloco.outer-lr must be positive and diloco.outer-momentum in [0, 1)");
-  if (!(parallel.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
-  if (p.reduce_dtype == ReduceDtype::bf16 && !allreduce)
+  if (!(parallel.grads.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
+  if (p.grads.reduce_dtype == ReduceDtype::bf16 && !allreduce)
     throw Error(
         "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
         "--zero), not --sync " +
         sync);
-  if (p.balance_every < 1) throw Error("parallel.balance_every must be at least 1");
-  if (!(p.balance_cap >= 1 && p.balance_cap <= 64))
+  if (p.balance.every < 1) throw Error("parallel.balance_every must be at least 1");
+  if (!(p.balance.cap >= 1 && p.balance.cap <= 64))
     throw Error("parallel.balance_cap must be between 1 and 64 (times the equal share)");
-  if (p.balance == Balance::dynamic && (!allreduce || p.tp > 1 || p.pp > 1))
+  if (p.balance.mode == Balance::dynamic && (!allreduce || p.layout.tp > 1 || p.layout.pp > 1))
     throw Error(
         "parallel.balance = \"dynamic\" shares the batch among data-parallel replicas of "
         "whole models under --sync allreduce (--tp 1 --pp 1), not --sync " +
-        sync + " --tp " + std::to_string(p.tp) + " --pp " + std::to_string(p.pp));
-  if (p.link_probe_every < 0 || p.link_probe_every > 1000000000)
+        sync + " --tp " + std::to_string(p.layout.tp) + " --pp " + std::to_string(p.layout.pp));
+  if (p.watch.link_probe_every < 0 || p.watch.link_probe_every > 1000000000)
     throw Error("parallel.link_probe_every must be between 0 (off) and 1e9 steps");
-  if (!(parallel.timeout_s > 0 && parallel.timeout_s <= 1e6))
+  if (!(parallel.watch.timeout_s > 0 && parallel.watch.timeout_s <= 1e6))
     throw Error("parallel.timeout_s must be positive and at most 1e6 seconds (11.6 days)");
   if (bench.steps < 1 || bench.warmup < 0)
     throw Error("bench.steps must be ≥ 1 and bench.warmup ≥ 0");

@@ -33,17 +33,17 @@ PlanInput plan_input(const RunConfig& cfg) {
   PlanInput in;
   in.model = cfg.model;
   in.shape = mesh_shape(cfg);
-  in.schedule = cfg.parallel.pp_schedule;
+  in.schedule = cfg.parallel.layout.pp_schedule;
   in.batch = cfg.train.batch_size;
   in.seq_len = cfg.train.seq_len;
   in.micro_batches = cfg.train.micro_batches;
-  in.zero = cfg.parallel.zero;
+  in.zero = cfg.parallel.grads.zero;
   in.recompute = cfg.train.recompute;
   in.moments = cfg.optim.name == OptimKind::adamw ? 2 : 1;
-  in.bucket_mb = cfg.parallel.bucket_mb;
-  in.sparse_embedding = cfg.parallel.sparse_embedding_grad &&
-                        cfg.parallel.sync == Sync::allreduce &&
-                        cfg.parallel.reduce_dtype == ReduceDtype::fp32;
+  in.bucket_mb = cfg.parallel.grads.bucket_mb;
+  in.sparse_embedding = cfg.parallel.grads.sparse_embedding &&
+                        cfg.parallel.strategy.sync == Sync::allreduce &&
+                        cfg.parallel.grads.reduce_dtype == ReduceDtype::fp32;
   return in;
 }
 
@@ -81,10 +81,10 @@ const LlamaConfig& trainable(const RunConfig& cfg) {
 // ZeRO's division of the gradient buckets over the data-parallel group (the tied embedding in a
 // bucket of its own, divided alike on both stages); empty without ZeRO.
 ZeroPlan zero_plan(const RunConfig& cfg, const Mesh& mesh, const ParamLayout& layout) {
-  if (cfg.parallel.zero == 0) return {};
+  if (cfg.parallel.grads.zero == 0) return {};
   int64_t alone = -1;
   if (mesh.tied.size() > 1) alone = layout.find("model.embed_tokens.weight").offset;
-  const auto limit = static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20) / sizeof(float));
+  const auto limit = static_cast<int64_t>(cfg.parallel.grads.bucket_mb * (1 << 20) / sizeof(float));
   return make_zero_plan(layout, mesh.dp.size(), mesh.dp.rank(), limit, alone);
 }
 
@@ -104,7 +104,7 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
       params(layout),
       grads(layout),
       zero(zero_plan(cfg, mesh, layout)),
-      optim(layout, cfg.optim, cfg.parallel.zero ? std::optional(zero.runs) : std::nullopt),
+      optim(layout, cfg.optim, cfg.parallel.grads.zero ? std::optional(zero.runs) : std::nullopt),
       model(layout, cfg.train.batch_size, cfg.train.seq_len, mesh.tp, cfg.train.recompute,
             cfg.train.precision),
       replica{params, grads, optim, mesh.replica, mesh.coord().tp == 0, mesh.tied} {
@@ -113,14 +113,15 @@ TrainState::TrainState(const RunConfig& cfg, const Mesh& mesh)
     scaler = LossScaler(cfg.train.loss_scale, cfg.train.loss_scale_window);
     replica.skip_nonfinite = true;
   }
-  if (cfg.parallel.zero > 0) replica.zero_stage = cfg.parallel.zero, replica.zero = &zero;
+  if (cfg.parallel.grads.zero > 0)
+    replica.zero_stage = cfg.parallel.grads.zero, replica.zero = &zero;
   if (mesh.tied.size() > 1) {
     const ParamSpec& e = layout.find("model.embed_tokens.weight");
     replica.tied_offset = e.offset, replica.tied_numel = e.numel;
   }
   if (mesh.shape().pp > 1)
-    pipeline = std::make_unique<Pipeline>(model, mesh.pp, cfg.parallel.pp_schedule,
-                                          cfg.parallel.pp_virtual, cfg.train.micro_batches);
+    pipeline = std::make_unique<Pipeline>(model, mesh.pp, cfg.parallel.layout.pp_schedule,
+                                          cfg.parallel.layout.pp_virtual, cfg.train.micro_batches);
 }
 
 TrainState::TrainState(const RunConfig& cfg)

@@ -169,8 +169,8 @@ static void write_run_info(const RunConfig& cfg, const MeshShape& shape, int pro
                        {{"dp", shape.dp},
                         {"tp", shape.tp},
                         {"pp", shape.pp},
-                        {"zero", cfg.parallel.zero},
-                        {"sync", sync_name(cfg.parallel.sync)},
+                        {"zero", cfg.parallel.grads.zero},
+                        {"sync", sync_name(cfg.parallel.strategy.sync)},
                         {"precision", precision_name(cfg.train.precision)},
                         {"processes", processes},
                         {"threads_per_rank", threads}}},
@@ -222,7 +222,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   if (!roles.server) roles.workers = mesh.dp;
   const int workers = shape.dp, rank = world.rank();
   const bool writes = rank == 0;
-  const bool async = cfg.parallel.sync == Sync::ps_async;
+  const bool async = cfg.parallel.strategy.sync == Sync::ps_async;
   // Everything a user could get wrong is checked before the model is built.
   const TokenShard train_data = load_split(cfg.data.dir, "train.bin", cfg.model);
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
@@ -297,7 +297,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
 
   const int threads = configure_threads(tc.threads);
   TrainState st(cfg, mesh);
-  if (st.pipeline && !cfg.parallel.pp_trace.empty()) st.pipeline->set_tracing(true);
+  if (st.pipeline && !cfg.parallel.layout.pp_trace.empty()) st.pipeline->set_tracing(true);
   int64_t step = 0;
   if (!resume.empty()) {
     const CheckpointState cs = load_checkpoint(resume, st.params, st.optim, mesh.tp, mesh.pp);
@@ -353,13 +353,13 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 step ? "resuming" : "training", cfg.model.name.c_str(),
                 cfg.model.num_params() / 1e6, static_cast<long long>(train_data.tokens.size()),
                 workers, static_cast<long long>(K), static_cast<long long>(B),
-                static_cast<long long>(T), threads, sync_name(cfg.parallel.sync), shape.dp,
+                static_cast<long long>(T), threads, sync_name(cfg.parallel.strategy.sync), shape.dp,
                 shape.tp, shape.pp, precision_name(cfg.train.precision));
   say(head + (step ? " from step " + std::to_string(step) : std::string()) +
       (init.empty() ? std::string() : ", starting from the weights of " + init));
   if (shape.pp > 1) {  // the pipeline plan, stage by stage
     std::string plan = describe_mesh(cfg.model, shape);
-    say("pipeline: " + std::string(schedule_name(cfg.parallel.pp_schedule)) + " schedule, " +
+    say("pipeline: " + std::string(schedule_name(cfg.parallel.layout.pp_schedule)) + " schedule, " +
         std::to_string(K) + " micro-batches" +
         (shape.pp_virtual > 1 ? ", " + std::to_string(shape.pp_virtual) + " chunks per rank" : "") +
         "\n" + plan.substr(0, plan.size() - 1));
@@ -368,9 +368,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   // Dynamic balancing: this rank's share of the global batch follows its measured speed; the
   // input buffers hold the largest share once (activations are per micro-batch).
   std::optional<Balancer> balancer;
-  if (cfg.parallel.balance == Balance::dynamic && workers > 1)
-    balancer.emplace(workers, static_cast<int>(K), cfg.parallel.balance_every,
-                     cfg.parallel.balance_cap);
+  if (cfg.parallel.balance.mode == Balance::dynamic && workers > 1)
+    balancer.emplace(workers, static_cast<int>(K), cfg.parallel.balance.every,
+                     cfg.parallel.balance.cap);
   const int64_t slots = balancer ? balancer->cap() : K;
   std::vector<int32_t> tokens(slots * B * T), targets(slots * B * T);
   auto save = [&](int64_t at, double last_loss) {
@@ -382,7 +382,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                  {{"dp", shape.dp},
                   {"tp", shape.tp},
                   {"pp", shape.pp},
-                  {"sync", sync_name(cfg.parallel.sync)}}},
+                  {"sync", sync_name(cfg.parallel.strategy.sync)}}},
                 {"rng", {{"data_seed", tc.seed}, {"data_order", "seeded permutation per epoch"}}},
                 {"epoch", loader.epoch()},
                 {"loss", last_loss},
@@ -393,7 +393,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     sync->gather_state(st.replica, at);
     // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO
     // every replica takes part: each holds pieces of the optimizer state.
-    const bool zero = cfg.parallel.zero > 0;
+    const bool zero = cfg.parallel.grads.zero > 0;
     if (mesh.coord().dp != 0 && !zero) return;
     if (mesh.tied.size() > 1) {  // the two stages' copies of a tied embedding must be one table
       const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,
@@ -429,7 +429,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const comm::Group* servers = roles.num_servers ? &roles.world : nullptr;
   AxisBytes axes_total;
   StragglerWatch stragglers;
-  LinkWatch links(world, cfg.parallel.link_probe_every, first_step, roles.num_servers == 0);
+  LinkWatch links(world, cfg.parallel.watch.link_probe_every, first_step, roles.num_servers == 0);
   for (++step; step <= last; ++step) {
     const auto t0 = Clock::now();
     const double waited0 = comm::wait_seconds();
@@ -565,12 +565,12 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       say(line);
     }
   }
-  if (st.pipeline && !cfg.parallel.pp_trace.empty()) {
-    write_pipeline_trace(*st.pipeline, mesh.pp, writes, cfg.parallel.pp_trace);
-    say("pipeline timeline " + cfg.parallel.pp_trace);
+  if (st.pipeline && !cfg.parallel.layout.pp_trace.empty()) {
+    write_pipeline_trace(*st.pipeline, mesh.pp, writes, cfg.parallel.layout.pp_trace);
+    say("pipeline timeline " + cfg.parallel.layout.pp_trace);
   }
   const nlohmann::json memory = memory_summary(st, *sync, roles.all_workers);
-  if (cfg.parallel.zero > 0 && last >= first_step) {
+  if (cfg.parallel.grads.zero > 0 && last >= first_step) {
     double opt = 0, most = 0;
     for (const auto& r : memory) {
       opt += r["optimizer_state"].get<double>();
@@ -580,7 +580,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     std::snprintf(line, sizeof line,
                   "ZeRO-%d: optimizer state %.3f MB on the largest rank; all %d ranks together "
                   "hold %.3f MB, one copy (without ZeRO, %d copies)",
-                  cfg.parallel.zero, most / 1e6, static_cast<int>(memory.size()), opt / 1e6,
+                  cfg.parallel.grads.zero, most / 1e6, static_cast<int>(memory.size()), opt / 1e6,
                   shape.dp);
     say(line);
   }
@@ -590,8 +590,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     if (world.size() > 1)
       for (const auto& r : traffic) say(describe_rank_traffic(r));
     write_file_atomically((fs::path(tc.out_dir) / "summary.json").string(),
-                          nlohmann::json{{"sync", sync_name(cfg.parallel.sync)},
-                                         {"zero", cfg.parallel.zero},
+                          nlohmann::json{{"sync", sync_name(cfg.parallel.strategy.sync)},
+                                         {"zero", cfg.parallel.grads.zero},
                                          {"steps", last - first_step + 1},
                                          {"ranks", traffic},
                                          {"memory", memory},

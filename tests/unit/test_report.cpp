@@ -94,11 +94,11 @@ TEST(Report, LongRunsAreThinnedAndResumedClocksAdd) {
 
 TEST(RunConfig, DataParallelReplicasFollowTheProcesses) {
   const Overrides tiny = {{"model.preset", "tiny"}, {"train.seq_len", "16"}};
-  EXPECT_EQ(load_run_config("", tiny, ConfigUse::run, 6).parallel.dp, 6);
+  EXPECT_EQ(load_run_config("", tiny, ConfigUse::run, 6).parallel.layout.dp, 6);
   Overrides hybrid = tiny;
   hybrid.emplace_back("parallel.tp", "2");
   hybrid.emplace_back("parallel.pp", "2");
-  EXPECT_EQ(load_run_config("", hybrid, ConfigUse::run, 8).parallel.dp, 2);
+  EXPECT_EQ(load_run_config("", hybrid, ConfigUse::run, 8).parallel.layout.dp, 2);
   EXPECT_NE(error_of([&] { load_run_config("", hybrid, ConfigUse::run, 6); })
                 .find("6 processes do not make whole replicas of --tp 2 × --pp 2 (4 processes "
                       "each)"),
@@ -107,16 +107,16 @@ TEST(RunConfig, DataParallelReplicasFollowTheProcesses) {
   Overrides ps = tiny;
   ps.emplace_back("parallel.sync", "ps");
   ps.emplace_back("ps.servers", "2");
-  EXPECT_EQ(load_run_config("", ps, ConfigUse::run, 5).parallel.dp, 3);
+  EXPECT_EQ(load_run_config("", ps, ConfigUse::run, 5).parallel.layout.dp, 3);
   // A dp that is set stays: check_processes judges it.
   Overrides fixed = tiny;
   fixed.emplace_back("parallel.dp", "2");
   const RunConfig c = load_run_config("", fixed, ConfigUse::run, 3);
-  EXPECT_EQ(c.parallel.dp, 2);
+  EXPECT_EQ(c.parallel.layout.dp, 2);
   EXPECT_NE(error_of([&] { c.check_processes(3); }).find("--dp 2 need 2 processes but 3 started"),
             std::string::npos);
   // Without a launcher (processes 0), the default of one replica.
-  EXPECT_EQ(load_run_config("", tiny).parallel.dp, 1);
+  EXPECT_EQ(load_run_config("", tiny).parallel.layout.dp, 1);
 }
 
 }  // namespace parallama

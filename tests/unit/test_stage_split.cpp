@@ -88,13 +88,15 @@ TEST(StageSplit, MeasuredOnThisMachine) {
   RunConfig cfg = load_run_config("", {{"model.preset", "tiny"},
                                        {"train.seq_len", "16"},
                                        {"train.batch_size", "4"},
-                                       {"model.vocab_size", "4000"}});
+                                       {"model.vocab_size", "32000"}});
   comm::Group alone;
   const StageCosts c = measure_stage_costs(cfg, alone);
   EXPECT_GT(c.layer, 0);
   EXPECT_GT(c.head, 0);
   EXPECT_GE(c.embedding, 0);
-  EXPECT_LT(c.embedding, c.head);  // a 4000-wide head outweighs a table lookup
+  // A 32000-wide head outweighs a table lookup by far more than a scheduling spike (at 4000 wide,
+  // 63 against 29 us per token was seen under the sanitizers beside other work).
+  EXPECT_LT(c.embedding, c.head);
 }
 
 }  // namespace parallama
