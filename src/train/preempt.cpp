@@ -33,19 +33,24 @@ sigset_t preemption_signals() {
   _exit(128 + sig);  // not reached
 }
 
+// What a signal does: the first one under a PreemptionGuard is recorded (and announced), any
+// other ends the process. Async-signal-safe (lock-free atomics, write, raise).
+void take(int sig) {
+  int none = 0;
+  if (!guarded.load() || !received.compare_exchange_strong(none, sig)) die_of(sig);
+  if (announce.load()) {
+    static const char msg[] =
+        "\nsignal received: stopping after this step with a checkpoint (again to stop at once)\n";
+    const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+  }
+}
+
 void wait_for_signals() {
   const sigset_t set = preemption_signals();
   for (;;) {
     int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
-    int none = 0;
-    if (!guarded.load() || !received.compare_exchange_strong(none, sig)) die_of(sig);
-    if (announce.load()) {
-      static const char msg[] =
-          "\nsignal received: stopping after this step with a checkpoint (again to stop at once)\n";
-      const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
-      (void)ignored;
-    }
+    if (sigwait(&set, &sig) == 0) take(sig);
   }
 }
 
@@ -56,6 +61,12 @@ void take_signals_on_a_thread() {
   std::call_once(once, [] {
     const sigset_t set = preemption_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // A thread that a library starts with these signals unblocked (MPI's runtime may) would
+    // otherwise take one with the default action and end the process: there it is taken too.
+    struct sigaction sa = {};
+    sa.sa_handler = take;
+    sigfillset(&sa.sa_mask);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaction(sig, &sa, nullptr);
     std::thread(wait_for_signals).detach();
   });
 }

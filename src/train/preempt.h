@@ -9,7 +9,10 @@
 // The signals are taken by a thread of their own, never by a handler that interrupts
 // computation: optimized GEMM kernels (oneDNN's JIT sgemm) keep data below the stack pointer,
 // and a signal frame written onto their stack overwrote it, which corrupted the heap in about
-// one stop in four.
+// one stop in four. Every thread of ours blocks them; a handler that does the same as the thread
+// is installed only for threads that a library starts with them unblocked (MPI's runtime), which
+// compute nothing: without it such a thread took the signal's default action and ended the
+// process (seen under mpirun across hosts: a rank ended by SIGUSR1 instead of stopping).
 namespace parallama {
 
 // Blocks SIGTERM, SIGINT and SIGUSR1 in the calling thread (and so in every thread it starts
