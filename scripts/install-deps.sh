@@ -13,6 +13,7 @@ packages=(
   libdnnl-dev                                  # matrix multiplies (oneDNN)
   ocl-icd-opencl-dev                           # oneDNN's CMake package looks for OpenCL (only a Recommends)
   libsentencepiece-dev sentencepiece           # tokenizer
+  libpcre2-dev                                 # Unicode patterns of the byte-level BPE (Llama 3)
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev   # configs, JSON, command line
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and micro-benchmarks
   python3 python3-torch python3-numpy          # the independent PyTorch reference and peer benchmark

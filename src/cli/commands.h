@@ -42,7 +42,10 @@ int run_eval(const std::string& ckpt, const std::string& data, const std::string
              int64_t max_batches, comm::Group world, int tp);
 // `tokenize`: the ids of each non-blank line of a text file under a checkpoint's tokenizer (no
 // <s>), one JSON array per line, and the ids <s> and </s>.
-int run_tokenize(const std::string& ckpt, const std::string& text);
+// The ids of each text under the checkpoint's tokenizer (or the tokenizer file `tokenizer`), as
+// JSON on stdout, and the encoding speed on stderr. json: `text` is a JSON array of strings.
+int run_tokenize(const std::string& ckpt, const std::string& tokenizer, const std::string& text,
+                 bool json);
 // `convert`: --from hf:DIR --to CKPT, or --from CKPT (or a run directory) --to hf:DIR with the
 // tensors stored as dtype (f32 | bf16 | f16; "": the type the model was converted from, else
 // f32) in files of at most shard_mb MB (1e6 bytes), or --to gguf:FILE (dtype f32 | f16 | q8_0;

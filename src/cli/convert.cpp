@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "data/bpe.h"
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
@@ -130,18 +131,13 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
   if (!fs::is_directory(dir)) throw Error("hf:" + hf + " is not a directory");
   const io::HfConfig hc =
       io::parse_hf_config(read_json(dir / "config.json"), (dir / "config.json").string());
-  const fs::path tok_path = dir / "tokenizer.model";
-  if (!fs::exists(tok_path)) {
-    if (fs::exists(dir / "tokenizer.json"))
-      throw Error("hf:" + hf +
-                  " has only tokenizer.json (a Hugging Face fast tokenizer, as Llama 3 ships); "
-                  "parallama needs the sentencepiece tokenizer.model of Llama 1 and 2");
-    throw Error("hf:" + hf + " has no tokenizer.model (the model's sentencepiece tokenizer)");
-  }
-  const Tokenizer tok(tok_path.string());
+  // Llama 1 and 2 ship tokenizer.model (and often a tokenizer.json of the same): the
+  // sentencepiece model is taken when there is one; Llama 3 ships only tokenizer.json.
+  const std::string tok_path = tokenizer_in(dir.string(), "hf:");
+  const Tokenizer tok(tok_path);
   if (tok.vocab_size() > hc.model.vocab_size)
-    throw Error(tok_path.string() + " has " + std::to_string(tok.vocab_size()) +
-                " pieces, more than the model's vocab_size " + std::to_string(hc.model.vocab_size));
+    throw Error(tok_path + " has " + std::to_string(tok.vocab_size()) +
+                " tokens, more than the model's vocab_size " + std::to_string(hc.model.vocab_size));
   RunConfig rc;
   rc.model = hc.model;
   rc.train.seq_len = std::min(rc.train.seq_len, rc.model.max_seq_len);
@@ -195,7 +191,7 @@ void hf_to_checkpoint(const std::string& hf, const std::string& out) {
     w.commit();
     std::vector<float>().swap(buf);
   }
-  fs::copy_file(tok_path, d / "tokenizer.model");
+  copy_tokenizer(tok_path, d / "");
   write_file_checked(d / "model.toml", model_toml(rc, d.path()));
   json j;
   j["config"] = config_to_json(rc);
@@ -241,8 +237,7 @@ CheckedCheckpoint open_checkpoint(std::string ckpt) {
   if (const std::string got = file_checksum(model_path); got != want)
     throw Error(model_path + ": checksum " + got + " does not match trainer.json (" + want +
                 "); the file is corrupt or truncated");
-  const std::string tok_path = (fs::path(ckpt) / "tokenizer.model").string();
-  if (!fs::exists(tok_path)) throw Error(tok_path + ": missing from the checkpoint");
+  const std::string tok_path = tokenizer_in(ckpt, "checkpoint");
   check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
   return {ckpt, tj, rc, model_path, tok_path};
 }
@@ -289,10 +284,13 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
   if (shards.size() > 1)
     write_file_checked(d / "model.safetensors.index.json",
                        io::hf_index_json(shards).dump(2) + "\n");
-  write_file_checked(d / "config.json",
-                     io::hf_config_json(m, io::torch_dtype_name(dt)).dump(2) + "\n");
-  write_file_checked(d / "generation_config.json", io::hf_generation_config_json().dump(2) + "\n");
-  fs::copy_file(tok_path, d / "tokenizer.model");
+  const Tokenizer tok(tok_path);
+  write_file_checked(
+      d / "config.json",
+      io::hf_config_json(m, io::torch_dtype_name(dt), tok.bos_id(), tok.eos_id()).dump(2) + "\n");
+  write_file_checked(d / "generation_config.json",
+                     io::hf_generation_config_json(tok.bos_id(), tok.eos_id()).dump(2) + "\n");
+  copy_tokenizer(tok_path, d / "");
   d.commit();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("converted %s (%.2fM parameters) to hf:%s, %s, %zu file(s), in %.1f s\n",
@@ -307,7 +305,16 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
   const auto start = std::chrono::steady_clock::now();
   const io::GgmlType type = io::parse_gguf_dtype(dtype);
   const CheckedCheckpoint c = open_checkpoint(from);
-  const Tokenizer tok(c.tok_path);  // a sentencepiece model with unk 0, bos 1, eos 2
+  const Tokenizer tok(c.tok_path);
+  std::optional<io::GgufBpeVocab> bpe;
+  if (const ByteBpe* b = tok.byte_bpe()) {
+    bpe = io::GgufBpeVocab{b->spellings(),     b->token_types(), b->merges(),
+                           b->llama_cpp_pre(), tok.bos_id(),     tok.eos_id()};
+    if (bpe->pre.empty())
+      throw Error(c.tok_path +
+                  ": llama.cpp knows a byte-level BPE's pre-tokenizer by name, and this one's is "
+                  "neither Llama 3's (its pattern, with ignore_merges) nor GPT-2's");
+  }
   if (fs::is_directory(out)) throw Error("gguf:" + out + " is a directory; give a file name");
   if (const fs::path parent = fs::path(out).parent_path(); !parent.empty())
     fs::create_directories(parent);
@@ -319,6 +326,7 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
   io::GgufModelInfo info;
   info.name = name;
   info.tokenizer_path = c.tok_path;
+  info.bpe = std::move(bpe);
   info.add_bos = true;   // generate puts <s> before the prompt; shards have <s> before each line
   info.add_eos = false;  // and no </s> after it
   io::write_llama_gguf(c.rc.model, c.model_path, info, out, type, allow_overflow);

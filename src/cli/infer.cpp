@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "cli/commands.h"
 #include "data/prepare.h"
@@ -12,6 +14,7 @@
 #include "infer/prompts.h"
 #include "infer/share.h"
 #include "io/checkpoint.h"
+#include "io/json_depth.h"
 #include "io/paths.h"
 #include "model/llama.h"
 #include "parallel/mesh.h"
@@ -265,12 +268,37 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
   return 0;
 }
 
-int run_tokenize(const std::string& ckpt, const std::string& text) {
-  const Tokenizer tok(checkpoint_tokenizer(ckpt));
+int run_tokenize(const std::string& ckpt, const std::string& tokenizer, const std::string& text,
+                 bool json) {
+  if (ckpt.empty() == tokenizer.empty())
+    throw Error("tokenize needs --ckpt DIR or --tokenizer FILE");
+  std::vector<std::string> texts;
+  if (json) {
+    std::ifstream in = open_input(text, "--text", kMaxTextBytes);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+      texts = parse_json_bounded(bytes, 4).get<std::vector<std::string>>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(text + ": not a JSON array of strings (" + e.what() + ")");
+    }
+  } else {
+    texts = read_text_lines(text);
+  }
+  const Tokenizer tok(ckpt.empty() ? tokenizer : checkpoint_tokenizer(ckpt));
   nlohmann::json lines = nlohmann::json::array();
-  for (const std::string& line : read_text_lines(text)) lines.push_back(tok.encode(line));
+  size_t bytes = 0, tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string& t : texts) {
+    std::vector<int32_t> ids = tok.encode(t);
+    bytes += t.size();
+    tokens += ids.size();
+    lines.push_back(std::move(ids));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const nlohmann::json j = {{"bos", tok.bos_id()}, {"eos", tok.eos_id()}, {"lines", lines}};
   std::printf("%s\n", j.dump().c_str());
+  std::fprintf(stderr, "tokenized %zu texts, %zu bytes, into %zu tokens in %.3f s (%.2f MB/s)\n",
+               texts.size(), bytes, tokens, s, s > 0 ? bytes / s / 1e6 : 0.0);
   return 0;
 }
 

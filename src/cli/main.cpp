@@ -108,7 +108,9 @@ int main(int argc, char** argv) {
       ->required();
   prepare_cmd->add_option("--vocab", prep.vocab_size, "vocabulary size of the tokenizer to train");
   prepare_cmd->add_option("--out", prep.out_dir, "output directory")->required();
-  prepare_cmd->add_option("--tokenizer", prep.tokenizer, "reuse this sentencepiece model");
+  prepare_cmd->add_option("--tokenizer", prep.tokenizer,
+                          "reuse this tokenizer: a sentencepiece tokenizer.model, or a byte-level "
+                          "BPE tokenizer.json (Llama 3's; its tokenizer_config.json beside it)");
   prepare_cmd->add_option("--val-fraction", prep.val_fraction,
                           "share of the text held out for validation");
 
@@ -239,9 +241,15 @@ int main(int argc, char** argv) {
   CLI::App* tok_cmd = app.add_subcommand(
       "tokenize",
       "the token ids of each line of a text file (JSON), under a checkpoint's tokenizer");
-  tok_cmd->add_option("--ckpt", ckpt, "checkpoint directory")->required();
+  std::string tok_file;
+  bool tok_json = false;
+  CLI::Option* tok_ckpt = tok_cmd->add_option("--ckpt", ckpt, "checkpoint directory");
+  tok_cmd->add_option("--tokenizer", tok_file, "a tokenizer.model or tokenizer.json instead")
+      ->excludes(tok_ckpt);
   tok_cmd->add_option("--text", tok_text, "UTF-8 text file (one document per non-blank line)")
       ->required();
+  tok_cmd->add_flag("--json", tok_json,
+                    "--text is a JSON array of strings, each tokenized whole (newlines and all)");
   std::string conv_from, conv_to, conv_dtype;
   double shard_mb = 5000;
   CLI::App* convert_cmd = app.add_subcommand(
@@ -330,7 +338,7 @@ int main(int argc, char** argv) {
       throw Error("eval needs --data SHARD or --text FILE");
     if (sub == eval_cmd)
       return run_eval(ckpt, data, eval_text, eval_batches, world, std::max(tp, 1));
-    if (sub == tok_cmd) return run_tokenize(ckpt, tok_text);
+    if (sub == tok_cmd) return run_tokenize(ckpt, tok_file, tok_text, tok_json);
     if (sub == settings_cmd) return run_settings();
     if (sub == report_cmd) {
       if (world.size() > 1) throw Error("report runs in one process (start it without mpirun)");

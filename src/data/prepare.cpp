@@ -28,8 +28,18 @@ namespace parallama {
 
 namespace {
 
-// The set `prepare` writes, and replaces as a whole.
-constexpr const char* kSetFiles[] = {"tokenizer.model", "train.bin", "val.bin", "meta.json"};
+// The set `prepare` writes, and replaces as a whole: the shards, meta.json and the tokenizer's
+// files (tokenizer.model, or tokenizer.json with tokenizer_config.json when it has one).
+constexpr const char* kSetFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                                     "train.bin",       "val.bin",        "meta.json"};
+// The files of the set in directory `dir`, the tokenizer's last.
+std::vector<std::string> set_files_in(const fs::path& dir) {
+  std::vector<std::string> files;
+  for (const char* f : {"meta.json", "val.bin", "train.bin", "tokenizer_config.json",
+                        "tokenizer.json", "tokenizer.model"})
+    if (fs::exists(dir / f)) files.push_back(f);
+  return files;
+}
 
 bool in_set(const std::string& name) {
   for (const char* f : kSetFiles)
@@ -108,14 +118,19 @@ nlohmann::json read_text(const std::string& path, std::vector<std::string>& line
   return {{"file", fs::path(path).filename().string()}, {"bytes", bytes}, {"lines", count}};
 }
 
-std::string read_tokenizer(const std::string& path) {
+// The bytes of the tokenizer's files (tokenizer_files, io/paths.h).
+std::vector<std::string> read_tokenizer(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
-    throw Error("--tokenizer '" + path + "' is a directory, not a sentencepiece model");
-  std::ifstream in = open_input(path, "tokenizer", kMaxTokenizerBytes);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error("cannot read tokenizer '" + path + "': " + std::strerror(errno));
-  return bytes;
+    throw Error("--tokenizer '" + path +
+                "' is a directory, not a tokenizer (give its tokenizer.model or tokenizer.json)");
+  std::vector<std::string> all;
+  for (const std::string& f : tokenizer_files(path)) {
+    std::ifstream in = open_input(f, "tokenizer", kMaxTokenizerBytes);
+    all.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw Error("cannot read tokenizer '" + f + "': " + std::strerror(errno));
+  }
+  return all;
 }
 
 // --out as an absolute path without a trailing separator, "." or "..", through any symbolic link.
@@ -194,20 +209,22 @@ void sweep_stale(const fs::path& out) try {
 }
 
 // --out is a mount point, which cannot be renamed: the set is copied into a temporary directory
-// inside it, whose files then replace the old ones one by one, tokenizer.model last. (The shards
+// inside it, whose files then replace the old ones one by one, the tokenizer's last. (The shards
 // carry their tokenizer's hash: a set that a crash left mixed is refused when used, not trusted.)
 void replace_files_in(const fs::path& tmp, const fs::path& out) {
   const fs::path inner = out / tmp.filename();
   fs::remove_all(inner);
   fs::create_directory(inner);
   try {
-    for (const char* f : kSetFiles) {
+    const std::vector<std::string> files = set_files_in(tmp);
+    for (const std::string& f : files) {
       fs::copy_file(tmp / f, inner / f);
       sync_path(inner / f);
     }
     sync_path(inner);
-    for (const char* f : {"meta.json", "val.bin", "train.bin", "tokenizer.model"})
-      fs::rename(inner / f, out / f);
+    for (const char* f : kSetFiles)  // the old set's tokenizer files that the new one has not
+      if (std::find(files.begin(), files.end(), f) == files.end()) fs::remove(out / f);
+    for (const std::string& f : files) fs::rename(inner / f, out / f);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(inner, ec);
@@ -280,10 +297,13 @@ void prepare(const PrepareOptions& opt) {
   std::vector<std::string> lines;
   nlohmann::json inputs = nlohmann::json::array();
   for (const auto& path : opt.texts) inputs.push_back(read_text(path, lines));
-  std::string model_bytes;
+  std::string model_bytes, config_bytes;
+  const bool bpe = is_tokenizer_json(opt.tokenizer);
   if (!opt.tokenizer.empty()) {
-    model_bytes = read_tokenizer(opt.tokenizer);
-    const Tokenizer check(Tokenizer::from_bytes, model_bytes, opt.tokenizer);
+    const std::vector<std::string> files = read_tokenizer(opt.tokenizer);
+    model_bytes = files[0];
+    if (files.size() > 1) config_bytes = files[1];
+    const Tokenizer check(Tokenizer::from_bytes, model_bytes, opt.tokenizer, config_bytes);
   }
   sweep_stale(out);
   if (opt.tokenizer.empty()) {
@@ -303,7 +323,8 @@ void prepare(const PrepareOptions& opt) {
                   n + "; try --vocab " + n + " or more");
     }
   }
-  const Tokenizer tok(Tokenizer::from_bytes, model_bytes, (out / "tokenizer.model").string());
+  const char* tok_name = bpe ? "tokenizer.json" : "tokenizer.model";
+  const Tokenizer tok(Tokenizer::from_bytes, model_bytes, (out / tok_name).string(), config_bytes);
 
   // Lines go in blocks of 64; the blocks where ⌊(i+1)·f⌋ > ⌊i·f⌋ are validation, which spreads the
   // validation set evenly over the corpus. A text too short for that gives its last block.
@@ -355,10 +376,12 @@ void prepare(const PrepareOptions& opt) {
     std::error_code ec;
     if (const auto st = fs::status(out, ec); fs::is_directory(st))
       fs::permissions(tmp, st.permissions(), ec);
-    write_file_checked((tmp / "tokenizer.model").string(), model_bytes);
-    const Tokenizer written((tmp / "tokenizer.model").string());
+    write_file_checked((tmp / tok_name).string(), model_bytes);
+    if (!config_bytes.empty())
+      write_file_checked((tmp / "tokenizer_config.json").string(), config_bytes);
+    const Tokenizer written((tmp / tok_name).string());
     if (written.hash() != tok.hash())
-      throw Error("cannot write " + (tmp / "tokenizer.model").string() +
+      throw Error("cannot write " + (tmp / tok_name).string() +
                   ": it does not read back as written");
     const std::pair<const char*, const std::vector<int32_t>*> shards[] = {{"train.bin", &train},
                                                                           {"val.bin", &val}};
@@ -370,7 +393,7 @@ void prepare(const PrepareOptions& opt) {
         throw Error("cannot write " + path + ": it does not read back as written");
     }
     write_file_checked((tmp / "meta.json").string(), meta.dump(1) + "\n");
-    for (const char* f : kSetFiles) sync_path(tmp / f);
+    for (const std::string& f : set_files_in(tmp)) sync_path(tmp / f);
     sync_path(tmp);
     swap_into_place(tmp, out);
   } catch (const fs::filesystem_error& e) {

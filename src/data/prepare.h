@@ -1,5 +1,6 @@
 #pragma once
-// `parallama prepare`: text files → tokenizer.model, train.bin, val.bin, meta.json.
+// `parallama prepare`: text files → the tokenizer's files (tokenizer.model, or tokenizer.json
+// and tokenizer_config.json), train.bin, val.bin, meta.json.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -10,7 +11,7 @@ struct PrepareOptions {
   std::vector<std::string> texts;  // UTF-8 text files; each non-empty line is one document
   int vocab_size = 4096;
   std::string out_dir;
-  std::string tokenizer;  // reuse this model instead of training one
+  std::string tokenizer;  // reuse this tokenizer (.model or .json) instead of training one
   double val_fraction = 0.05;
 };
 
@@ -19,7 +20,8 @@ struct PrepareOptions {
 // (other files in out_dir stay); on any failure out_dir keeps its old set, and the temporary
 // directories of a prepare that was killed are removed by the next one. Throws Error, before
 // anything is written, for empty, unreadable or binary (not UTF-8, or NUL bytes) text, a
-// directory given as a text, a tokenizer that is not a sentencepiece model, or a vocabulary size
+// directory given as a text, a tokenizer that is neither a sentencepiece model nor a
+// byte-level BPE tokenizer.json, or a vocabulary size
 // the text cannot give.
 void prepare(const PrepareOptions& opt);
 

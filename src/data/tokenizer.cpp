@@ -10,6 +10,7 @@
 #include <regex>
 #include <unordered_map>
 
+#include "data/bpe.h"
 #include "io/paths.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
@@ -92,19 +93,36 @@ std::string Tokenizer::train(const std::vector<std::string>& sentences, int voca
   return model;
 }
 
-Tokenizer::Tokenizer(const std::string& model_path)
-    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  std::ifstream in = open_input(model_path, "tokenizer", kMaxTokenizerBytes);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  load(bytes, model_path);
+namespace {
+
+std::string read_whole(const std::string& path) {
+  std::ifstream in = open_input(path, "tokenizer", kMaxTokenizerBytes);
+  return {(std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()};
 }
 
-Tokenizer::Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name)
-    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  load(model_bytes, name);
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& model_path) {
+  const std::vector<std::string> files = tokenizer_files(model_path);
+  load(read_whole(files[0]), model_path, files.size() > 1 ? read_whole(files[1]) : "");
 }
 
-void Tokenizer::load(const std::string& bytes, const std::string& name) {
+Tokenizer::Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name,
+                     const std::string& config_bytes) {
+  load(model_bytes, name, config_bytes);
+}
+
+void Tokenizer::load(const std::string& bytes, const std::string& name, const std::string& config) {
+  if (is_tokenizer_json(name)) {
+    if (bytes.empty()) throw Error(name + " is empty, not a tokenizer.json");
+    bpe_ = std::make_unique<ByteBpe>(bytes, config, name);
+    bos_ = bpe_->bos_id();
+    eos_ = bpe_->eos_id();
+    max_piece_bytes_ = bpe_->max_token_bytes();
+    hash_ = fnv1a64(config, fnv1a64(bytes));
+    return;
+  }
+  sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   if (bytes.empty()) throw Error(name + " is empty, not a sentencepiece model");
   const auto st = sp_->LoadFromSerializedProto(bytes);
   if (!st.ok()) {
@@ -126,6 +144,7 @@ void Tokenizer::load(const std::string& bytes, const std::string& name) {
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
+  if (bpe_) return bpe_->encode(text);
   std::vector<int> ids;
   const auto st = sp_->Encode(text, &ids);
   if (!st.ok()) throw Error("tokenizer could not encode text: " + st.ToString());
@@ -133,6 +152,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (bpe_) return bpe_->decode(ids);
   std::string out;
   const auto st = sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &out);
   if (!st.ok()) throw Error("tokenizer could not decode ids: " + st.ToString());
@@ -149,7 +169,7 @@ std::vector<int32_t> Tokenizer::encode_first(const std::string& text, int64_t n)
 }
 
 int Tokenizer::vocab_size() const {
-  return sp_->GetPieceSize();
+  return bpe_ ? bpe_->vocab_size() : sp_->GetPieceSize();
 }
 
 }  // namespace parallama

@@ -1,6 +1,8 @@
 #pragma once
-// The tokenizer: a sentencepiece BPE model with byte fallback (any byte sequence encodes, so no
-// text is ever lost to an unknown token). Ids: 0 unk, 1 bos, 2 eos, as in Llama 2.
+// The tokenizer: a sentencepiece BPE model with byte fallback (tokenizer.model: what prepare
+// trains, and Llama 1 and 2's; ids 0 unk, 1 bos, 2 eos), or a byte-level BPE (tokenizer.json, with
+// the tokenizer_config.json beside it: Llama 3's; data/bpe.h). Either encodes any byte sequence, so
+// no text is ever lost to an unknown token.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +15,8 @@ class SentencePieceProcessor;
 }
 
 namespace parallama {
+
+class ByteBpe;
 
 // Thrown by Tokenizer::train when the text cannot give the vocabulary size asked for: `limit` is
 // the largest size it can give (too_large) or the smallest it needs (!too_large).
@@ -31,13 +35,17 @@ class Tokenizer {
   // Error for any other failure.
   static std::string train(const std::vector<std::string>& sentences, int vocab_size);
 
-  explicit Tokenizer(const std::string& model_path);  // throws Error naming the file
+  // A tokenizer.model, or a tokenizer.json (a path ending in .json) and the tokenizer_config.json
+  // beside it when there is one. Throws Error naming the file.
+  explicit Tokenizer(const std::string& model_path);
 
-  // A model already read into memory; `name` (its file) is what errors name. Besides being a
-  // sentencepiece model, it must use the ids above (0 unk, 1 bos, 2 eos).
+  // A model already read into memory; `name` (its file) is what errors name and, by its ending
+  // (.json), says which kind it is. A sentencepiece model must use the ids above (0 unk, 1 bos,
+  // 2 eos); config_bytes is a tokenizer.json's tokenizer_config.json (empty: none).
   struct FromBytes {};
   static constexpr FromBytes from_bytes{};
-  Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name);
+  Tokenizer(FromBytes, const std::string& model_bytes, const std::string& name,
+            const std::string& config_bytes = "");
 
   ~Tokenizer();
   std::vector<int32_t> encode(const std::string& text) const;
@@ -47,9 +55,12 @@ class Tokenizer {
   std::vector<int32_t> encode_first(const std::string& text, int64_t n) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   int vocab_size() const;
-  int32_t bos_id() const { return 1; }
-  int32_t eos_id() const { return 2; }
-  uint64_t hash() const { return hash_; }  // FNV-1a of the model file, recorded in token shards
+  int32_t bos_id() const { return bos_; }
+  int32_t eos_id() const { return eos_; }
+  // FNV-1a of the tokenizer's files (tokenizer_files, io/paths.h) in order, recorded in token
+  // shards and checkpoints.
+  uint64_t hash() const { return hash_; }
+  const ByteBpe* byte_bpe() const { return bpe_.get(); }  // null for sentencepiece
   // The fewest tokens a text of `bytes` bytes can encode to (no piece covers more bytes than the
   // longest piece's spelling): a text too long for a context is refused without encoding it.
   int64_t min_tokens(size_t bytes) const {
@@ -57,9 +68,11 @@ class Tokenizer {
   }
 
  private:
-  void load(const std::string& bytes, const std::string& name);
+  void load(const std::string& bytes, const std::string& name, const std::string& config);
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::unique_ptr<ByteBpe> bpe_;
+  int32_t bos_ = 1, eos_ = 2;
   uint64_t hash_ = 0;
   size_t max_piece_bytes_ = 1;
 };

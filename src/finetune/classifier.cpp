@@ -10,9 +10,9 @@
 
 #include "finetune/verses.h"
 #include "io/checkpoint.h"
-#include "io/paths.h"
 #include "io/json_depth.h"
 #include "io/param_io.h"
+#include "io/paths.h"
 #include "io/safetensors.h"
 #include "kernels/rmsnorm.h"
 #include "tensor/error.h"
@@ -188,8 +188,8 @@ void save_classifier(const std::string& dir, const ClassifierMeta& meta, const P
     j["seq_len"] = meta.seq_len;
     j["pooling"] = "mean of the final norm's output over the real tokens";
     j["config"] = config_to_json(meta.cfg);
-    fs::copy_file(tokenizer_path, tmp / "tokenizer.model");
-    j["tokenizer_hash"] = file_hash((tmp / "tokenizer.model").string());
+    copy_tokenizer(tokenizer_path, tmp.string());
+    j["tokenizer_hash"] = tokenizer_hash(tokenizer_in(tmp.string(), "classifier"));
     j["checksums"]["model.safetensors"] = file_checksum((tmp / "model.safetensors").string());
     seal_json(j);
     write_file_checked((tmp / "classifier.json").string(), j.dump(1) + "\n");
@@ -257,8 +257,8 @@ ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
                 std::to_string(m.cfg.model.max_seq_len));
   m.extra = j;
   // The files beside it: the tokenizer it was trained with, the weights it was saved with.
-  check_tokenizer_hash((fs::path(ckpt_dir) / "tokenizer.model").string(),
-                       j["tokenizer_hash"].get<uint64_t>(), ckpt_dir);
+  check_tokenizer_hash(tokenizer_in(ckpt_dir, "classifier"), j["tokenizer_hash"].get<uint64_t>(),
+                       ckpt_dir);
   const std::string weights = (fs::path(ckpt_dir) / "model.safetensors").string();
   const std::string want = j["checksums"]["model.safetensors"].get<std::string>();
   if (const std::string got = file_checksum(weights); got != want)

@@ -76,7 +76,7 @@ void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
              const std::vector<int32_t>& seq);
 
 // A classifier checkpoint directory: model.safetensors (the body under its Hugging Face names,
-// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json and tokenizer.model.
+// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json and the tokenizer's files.
 // classifier.json, format 2: labels (distinct), task, sequence length, pooling, the model's
 // configuration, the tokenizer's hash, model.safetensors' checksum, and a checksum of its own
 // (as trainer.json's). Format 1 (unsealed) is refused: it cannot be told from a format-2 file

@@ -320,7 +320,7 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
     throw Error(dir +
                 ": the classifier's weights hold values that are not finite (its training "
                 "diverged); fine-tune it again with a lower --lr");
-  const Tokenizer tok((fs::path(dir) / "tokenizer.model").string());
+  const Tokenizer tok(tokenizer_in(dir, "classifier"));
   if (fs::exists(text_file) && fs::is_regular_file(text_file) && fs::file_size(text_file) == 0)
     throw Error(text_file + " is empty: nothing to classify (one text per line)");
   const std::vector<std::string> lines = read_text_lines(text_file);

@@ -134,9 +134,15 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   }
 }
 
+uint64_t tokenizer_hash(const std::string& main) {
+  uint64_t h = kFnv1a64Basis;
+  for (const std::string& f : tokenizer_files(main)) h = file_hash(f, h);
+  return h;
+}
+
 void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
                           const std::string& recorded_in) {
-  const std::string got = file_checksum(tokenizer_path), expected = hex16(want);
+  const std::string got = hex16(tokenizer_hash(tokenizer_path)), expected = hex16(want);
   if (got != expected)
     throw Error(tokenizer_path + " (hash " + got + ") is not the tokenizer that " + recorded_in +
                 " was made with (hash " + expected +
@@ -146,7 +152,7 @@ void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
 
 std::string checkpoint_tokenizer(const std::string& ckpt) {
   const nlohmann::json tj = read_trainer_json(ckpt);
-  const std::string path = (fs::path(ckpt) / "tokenizer.model").string();
+  const std::string path = tokenizer_in(ckpt, "checkpoint");
   check_tokenizer_hash(path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
   return path;
 }
@@ -173,9 +179,8 @@ void write_dir_atomically(const std::string& dir,
   }
 }
 
-uint64_t file_hash(const std::string& path) {
+uint64_t file_hash(const std::string& path, uint64_t h) {
   std::ifstream f = open_input(path, "file", int64_t{1} << 50);  // read in pieces: no bound
-  uint64_t h = kFnv1a64Basis;
   std::vector<char> buf(1 << 20);
   while (f) {
     f.read(buf.data(), static_cast<std::streamsize>(buf.size()));

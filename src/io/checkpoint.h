@@ -15,6 +15,7 @@
 #include "comm/group.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
+#include "tensor/hash.h"
 
 namespace parallama {
 
@@ -79,13 +80,15 @@ void write_file_atomically(const std::string& path, const std::string& text);
 void write_file_checked(const std::string& file, const std::string& bytes,
                         const std::string& name = "");
 
-// Throws Error unless the tokenizer model at tokenizer_path is the one whose hash (FNV-1a 64 of
-// its bytes, as Tokenizer::hash) `recorded_in` (a token shard, a checkpoint) records.
+// Throws Error unless the tokenizer at tokenizer_path is the one whose hash (FNV-1a 64 of the
+// bytes of its files, tokenizer_files in io/paths.h, as Tokenizer::hash) `recorded_in` (a token
+// shard, a checkpoint) records.
+uint64_t tokenizer_hash(const std::string& main);  // of the files of tokenizer `main`
 void check_tokenizer_hash(const std::string& tokenizer_path, uint64_t want,
                           const std::string& recorded_in);
 
-// The tokenizer.model of checkpoint directory ckpt, checked against the hash its trainer.json
-// records (Error when it was swapped for another).
+// The tokenizer (tokenizer.model or tokenizer.json) of checkpoint directory ckpt, checked against
+// the hash its trainer.json records (Error when it was swapped for another).
 std::string checkpoint_tokenizer(const std::string& ckpt);
 
 // Makes directory `dir` as a whole: fill(tmp) writes its files into a temporary sibling, which
@@ -95,7 +98,7 @@ void write_dir_atomically(const std::string& dir,
                           const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 // FNV-1a 64 of a file's bytes (read in pieces), and the same as 16 hex digits.
-uint64_t file_hash(const std::string& path);
+uint64_t file_hash(const std::string& path, uint64_t h = kFnv1a64Basis);  // continuing from h
 std::string file_checksum(const std::string& path);
 
 }  // namespace parallama

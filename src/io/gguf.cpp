@@ -426,13 +426,20 @@ void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors
   const SafeTensorsReader r(model_safetensors);
   const int64_t C = m.dim, F = m.ffn_dim, V = m.vocab_size, D = m.head_dim();
   const int64_t QD = m.q_dim(), KD = m.kv_dim();
-  SpmModel spm = read_spm_model(info.tokenizer_path);
+  SpmModel spm;
+  if (info.bpe) {
+    spm.pieces = info.bpe->tokens;
+    spm.types = info.bpe->types;
+  } else {
+    spm = read_spm_model(info.tokenizer_path);
+  }
   if (static_cast<int64_t>(spm.pieces.size()) > V)
     throw Error(info.tokenizer_path + " has " + std::to_string(spm.pieces.size()) +
-                " pieces, more than the model's vocab_size " + std::to_string(V));
+                " tokens, more than the model's vocab_size " + std::to_string(V));
   for (int64_t i = static_cast<int64_t>(spm.pieces.size()); i < V; ++i) {  // rows past the pieces
-    spm.pieces.push_back("<unused_" + std::to_string(i) + ">");
-    spm.scores.push_back(0.0f);
+    spm.pieces.push_back(info.bpe ? "[PAD" + std::to_string(i) + "]"
+                                  : "<unused_" + std::to_string(i) + ">");
+    if (!info.bpe) spm.scores.push_back(0.0f);
     spm.types.push_back(5);
   }
 
@@ -493,16 +500,26 @@ void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors
   w.kv_f32("llama.attention.layer_norm_rms_epsilon", m.norm_eps);
   w.kv_f32("llama.rope.freq_base", m.rope_theta);
   w.kv_u32("llama.vocab_size", static_cast<uint32_t>(V));
-  w.kv_str("tokenizer.ggml.model", "llama");
-  w.kv_strs("tokenizer.ggml.tokens", spm.pieces);
-  w.kv_f32s("tokenizer.ggml.scores", spm.scores);
-  w.kv_i32s("tokenizer.ggml.token_type", spm.types);
-  w.kv_u32("tokenizer.ggml.unknown_token_id", 0);  // the ids every parallama tokenizer has
-  w.kv_u32("tokenizer.ggml.bos_token_id", 1);
-  w.kv_u32("tokenizer.ggml.eos_token_id", 2);
+  if (info.bpe) {  // llama.cpp's byte-level BPE, with the pre-tokenizer it knows by this name
+    w.kv_str("tokenizer.ggml.model", "gpt2");
+    w.kv_str("tokenizer.ggml.pre", info.bpe->pre);
+    w.kv_strs("tokenizer.ggml.tokens", spm.pieces);
+    w.kv_i32s("tokenizer.ggml.token_type", spm.types);
+    w.kv_strs("tokenizer.ggml.merges", info.bpe->merges);
+    w.kv_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(info.bpe->bos));
+    w.kv_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(info.bpe->eos));
+  } else {
+    w.kv_str("tokenizer.ggml.model", "llama");
+    w.kv_strs("tokenizer.ggml.tokens", spm.pieces);
+    w.kv_f32s("tokenizer.ggml.scores", spm.scores);
+    w.kv_i32s("tokenizer.ggml.token_type", spm.types);
+    w.kv_u32("tokenizer.ggml.unknown_token_id", 0);  // the ids every parallama tokenizer has
+    w.kv_u32("tokenizer.ggml.bos_token_id", 1);
+    w.kv_u32("tokenizer.ggml.eos_token_id", 2);
+    w.kv_bool("tokenizer.ggml.add_space_prefix", spm.add_dummy_prefix);
+  }
   w.kv_bool("tokenizer.ggml.add_bos_token", info.add_bos);
   w.kv_bool("tokenizer.ggml.add_eos_token", info.add_eos);
-  w.kv_bool("tokenizer.ggml.add_space_prefix", spm.add_dummy_prefix);
 
   if (!rope_freqs.empty()) w.add_tensor("rope_freqs.weight", {D / 2}, GgmlType::F32);
   for (const Out& o : plan) w.add_tensor(o.gguf, o.shape, o.type);

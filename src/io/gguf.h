@@ -9,6 +9,7 @@
 // scale d = max|x| / 127, then 32 int8 round(x / d)).
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -92,12 +93,22 @@ class GgufWriter {
 // head, HF's rows (2, head_dim/2) become (head_dim/2, 2): row 2i + j takes row j·head_dim/2 + i.
 int64_t gguf_qk_source_row(int64_t row, int64_t head_dim);
 
+// A byte-level BPE vocabulary as llama.cpp reads it (tokenizer.ggml.model "gpt2").
+struct GgufBpeVocab {
+  std::vector<std::string> tokens;  // by id, spelled in the byte-level alphabet
+  std::vector<int32_t> types;       // by id: 1 normal, 3 control, 4 user-defined
+  std::vector<std::string> merges;  // "left right", by rank
+  std::string pre;                  // tokenizer.ggml.pre: "llama-bpe" (Llama 3), "gpt-2"
+  int32_t bos = 0, eos = 0;
+};
+
 // What goes into a llama.cpp model file besides the weights.
 struct GgufModelInfo {
   std::string name;            // general.name
-  std::string tokenizer_path;  // the sentencepiece model
-  bool add_bos = true;         // tokenizer.ggml.add_bos_token
-  bool add_eos = false;        // tokenizer.ggml.add_eos_token
+  std::string tokenizer_path;  // the sentencepiece model (when there is no bpe)
+  std::optional<GgufBpeVocab> bpe;
+  bool add_bos = true;   // tokenizer.ggml.add_bos_token
+  bool add_eos = false;  // tokenizer.ggml.add_eos_token
 };
 
 // Writes `out` (a GGUF file of architecture "llama") from the checkpoint weights in

@@ -155,7 +155,8 @@ HfConfig parse_hf_config(const json& j, const std::string& source) {
   return out;
 }
 
-nlohmann::ordered_json hf_config_json(const LlamaConfig& m, const std::string& torch_dtype) {
+nlohmann::ordered_json hf_config_json(const LlamaConfig& m, const std::string& torch_dtype,
+                                      int32_t bos, int32_t eos) {
   nlohmann::ordered_json j;
   j["architectures"] = {"LlamaForCausalLM"};
   j["model_type"] = "llama";
@@ -183,15 +184,15 @@ nlohmann::ordered_json hf_config_json(const LlamaConfig& m, const std::string& t
   j["hidden_act"] = "silu";
   j["attention_bias"] = false;
   j["mlp_bias"] = false;
-  j["bos_token_id"] = 1;
-  j["eos_token_id"] = 2;
+  j["bos_token_id"] = bos;
+  j["eos_token_id"] = eos;
   j["torch_dtype"] = torch_dtype;
   j["use_cache"] = true;
   return j;
 }
 
-nlohmann::ordered_json hf_generation_config_json() {
-  return {{"bos_token_id", 1}, {"eos_token_id", 2}};
+nlohmann::ordered_json hf_generation_config_json(int32_t bos, int32_t eos) {
+  return {{"bos_token_id", bos}, {"eos_token_id", eos}};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,9 +33,11 @@ struct HfConfig {
 HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source);
 // config.json for model with its tensors stored as torch_dtype, written so that
 // parse_hf_config reads back the same values (floats in their shortest decimal form).
-nlohmann::ordered_json hf_config_json(const LlamaConfig& model, const std::string& torch_dtype);
-// generation_config.json: bos 1, eos 2.
-nlohmann::ordered_json hf_generation_config_json();
+// bos and eos: the tokenizer's ids (1 and 2 for a sentencepiece tokenizer of parallama's).
+nlohmann::ordered_json hf_config_json(const LlamaConfig& model, const std::string& torch_dtype,
+                                      int32_t bos, int32_t eos);
+// generation_config.json: the tokenizer's bos and eos.
+nlohmann::ordered_json hf_generation_config_json(int32_t bos, int32_t eos);
 
 // "f32" | "bf16" | "f16" (or the torch names float32 | bfloat16 | float16) to DType; throws Error.
 DType parse_hf_dtype(const std::string& name);

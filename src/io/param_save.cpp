@@ -332,7 +332,8 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
     parts.push_back({std::string(optim.state_name(i)) + ".", &optim.layout(), optim.state(i),
                      optim.owns_all() ? nullptr : &optim.owned()});
   save_parts(parts,
-             {{"optimizer", optim_kind_name(optim.config().name)}, {"step", std::to_string(optim.steps_taken())}},
+             {{"optimizer", optim_kind_name(optim.config().name)},
+              {"step", std::to_string(optim.steps_taken())}},
              path, tp, pp, dp, writer);
 }
 

@@ -142,4 +142,35 @@ void check_output_dir(const std::string& what, const std::string& dir,
   check_writable(what, dir, existing_ancestor(what, out));
 }
 
+bool is_tokenizer_json(const std::string& main) {
+  return main.size() >= 5 && main.compare(main.size() - 5, 5, ".json") == 0;
+}
+
+std::vector<std::string> tokenizer_files(const std::string& main) {
+  std::vector<std::string> files = {main};
+  if (is_tokenizer_json(main)) {
+    const fs::path config = fs::path(main).parent_path() / "tokenizer_config.json";
+    std::error_code ec;
+    if (fs::exists(config, ec)) files.push_back(config.string());
+  }
+  return files;
+}
+
+std::string tokenizer_in(const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  for (const char* name : {"tokenizer.model", "tokenizer.json"})
+    if (fs::exists(fs::path(dir) / name, ec)) return (fs::path(dir) / name).string();
+  throw Error(what + " " + dir + " has no tokenizer (tokenizer.model or tokenizer.json)");
+}
+
+void copy_tokenizer(const std::string& main, const std::string& dir) {
+  const std::vector<std::string> files = tokenizer_files(main);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const char* name = !is_tokenizer_json(main) ? "tokenizer.model"
+                       : i == 0                 ? "tokenizer.json"
+                                                : "tokenizer_config.json";
+    fs::copy_file(files[i], fs::path(dir) / name, fs::copy_options::overwrite_existing);
+  }
+}
+
 }  // namespace parallama

@@ -45,4 +45,19 @@ void check_output_dir(const std::string& what, const std::string& dir,
                       const std::vector<std::string>& names,
                       const std::vector<std::string>& inputs);
 
+// A tokenizer's files, `main` first: a tokenizer.model alone (sentencepiece), or a tokenizer.json
+// (a path ending in .json: a byte-level BPE) and the tokenizer_config.json beside it, when there is
+// one. A tokenizer's hash covers all of them, in this order.
+std::vector<std::string> tokenizer_files(const std::string& main);
+bool is_tokenizer_json(const std::string& main);
+// The names a data set or checkpoint directory may hold a tokenizer under.
+inline constexpr const char* kTokenizerNames[] = {"tokenizer.model", "tokenizer.json",
+                                                  "tokenizer_config.json"};
+// The tokenizer of directory `dir` (a data set, a checkpoint): its tokenizer.model, else its
+// tokenizer.json. Throws Error naming dir (as `what`) when it has neither.
+std::string tokenizer_in(const std::string& dir, const std::string& what);
+// Copies the tokenizer `main` (and its config) into directory `dir` as tokenizer.model, or as
+// tokenizer.json and tokenizer_config.json.
+void copy_tokenizer(const std::string& main, const std::string& dir);
+
 }  // namespace parallama

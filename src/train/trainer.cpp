@@ -14,6 +14,7 @@
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
 #include "io/param_io.h"
+#include "io/paths.h"
 #include "kernels/cross_entropy.h"
 #include "optim/schedule.h"
 #include "parallel/balance.h"
@@ -228,7 +229,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   const TokenShard val_data = load_split(cfg.data.dir, "val.bin", cfg.model);
   if (train_data.header.tokenizer_hash != val_data.header.tokenizer_hash)
     throw Error(cfg.data.dir + ": train.bin and val.bin were made with different tokenizers");
-  const std::string tokenizer_path = (fs::path(cfg.data.dir) / "tokenizer.model").string();
+  const std::string tokenizer_path = tokenizer_in(cfg.data.dir, "--data.dir");
   check_tokenizer_hash(tokenizer_path, train_data.header.tokenizer_hash, train_data.path);
   DataLoader loader(train_data.tokens, T, tc.seed, mesh.coord().dp, workers);
   const int64_t global = B * K * workers;
@@ -275,8 +276,8 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                   config_to_json(base)["model"].dump() + "); use its [model] settings");
     if (init_json["tokenizer_hash"].get<uint64_t>() != train_data.header.tokenizer_hash)
       throw Error("--init " + init + ": the checkpoint's tokenizer is not the one " + cfg.data.dir +
-                  " was made with (prepare the data with --tokenizer " + init +
-                  "/tokenizer.model)");
+                  " was made with (prepare the data with --tokenizer " +
+                  tokenizer_in(init, "--init") + ")");
   }
   nlohmann::json resume_json;
   if (!resume.empty()) {
@@ -388,7 +389,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                 {"loss", last_loss},
                 {"tokenizer_hash", train_data.header.tokenizer_hash}};
     if (st.scaler.enabled()) cs.extra["loss_scale"] = st.scaler.to_json();
-    cs.copy_files = {tokenizer_path};
+    cs.copy_files = tokenizer_files(tokenizer_path);
     const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
     sync->gather_state(st.replica, at);
     // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO

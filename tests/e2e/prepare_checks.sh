@@ -45,7 +45,7 @@ unchanged "a text file as --tokenizer"
 : > empty.model
 expect_error "empty.model is empty, not a sentencepiece model" \
   prepare --text text.txt --tokenizer empty.model --out data
-expect_error "'data' is a directory, not a sentencepiece model" \
+expect_error "'data' is a directory, not a tokenizer" \
   prepare --text text.txt --tokenizer data --out data
 expect_error "cannot read tokenizer 'nothere.model'" \
   prepare --text text.txt --tokenizer nothere.model --out data

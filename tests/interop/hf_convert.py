@@ -367,7 +367,7 @@ def check_refusals(base_config, data):
                  "--to", out, absent=out)
     write_hf(bad, base_config, weights, "F32")
     json.dump({"version": "1.0", "model": {"type": "BPE"}}, open(os.path.join(bad, "tokenizer.json"), "w"))
-    expect_error("has only tokenizer.json", "convert", "--from", "hf:" + bad, "--to", out, absent=out)
+    expect_error("the BPE model has no vocab", "convert", "--from", "hf:" + bad, "--to", out, absent=out)
     missing = "model.layers.1.mlp.up_proj.weight"
     write_hf(bad, base_config, {k: v for k, v in weights.items() if k != missing}, "BF16", tokenizer=tok)
     expect_error("no tensor " + missing, "convert", "--from", "hf:" + bad, "--to", out, absent=out)

@@ -3,6 +3,8 @@
 //   load:     GGUF files that must load and score a sequence with finite logits (f16, q8_0)
 //   f32:      the f32 GGUF, checked against parallama:
 //   verses:   texts, with parallama_ids: parallama's ids of each (no <s>): tokenization must match
+//             (special_tokens: special-token strings in a text are those tokens, as in parallama)
+//   bos, eos: the model's ids of <s> and </s> (default 1 and 2)
 //   prompts:  texts, with greedy_ids: parallama's greedy continuation of <s> + prompt
 //             (--max-tokens max_tokens, stopping at </s>): llama.cpp's must match
 //   stream, seq_len, parallama_loss: a held-out token stream, cut into windows of seq_len + 1
@@ -87,12 +89,14 @@ async function stream_nll(seq) {
 // --- the f32 model against parallama -------------------------------------------------------
 {
   const { model, context, seq } = await open(spec.f32, spec.seq_len + 8);
-  check(model.tokens.bos === 1 && model.tokens.eos === 2, `bos/eos ids ${model.tokens.bos}/${model.tokens.eos}`);
+  const [bos, eos] = [spec.bos ?? 1, spec.eos ?? 2];
+  const special = spec.special_tokens ?? false;
+  check(model.tokens.bos === bos && model.tokens.eos === eos, `bos/eos ids ${model.tokens.bos}/${model.tokens.eos}, parallama ${bos}/${eos}`);
 
   // (a) tokenization
   let same = 0;
   spec.verses.forEach((text, i) => {
-    const got = Array.from(model.tokenize(text, false));
+    const got = Array.from(model.tokenize(text, special));
     const want = spec.parallama_ids[i];
     if (JSON.stringify(got) === JSON.stringify(want)) same++;
     else failures.push(`tokenization of ${JSON.stringify(text)}: llama.cpp ${JSON.stringify(got)}, parallama ${JSON.stringify(want)}`);
@@ -103,7 +107,7 @@ async function stream_nll(seq) {
   let greedy_same = 0;
   for (const [i, prompt] of spec.prompts.entries()) {
     await seq.clearHistory();
-    const ids = [model.tokens.bos, ...model.tokenize(prompt, false)];
+    const ids = [model.tokens.bos, ...model.tokenize(prompt, special)];
     const got = [];
     let next = ids;
     for (let step = 0; step < spec.max_tokens; step++) {

@@ -214,7 +214,8 @@ TEST(HfConfig, ReadsLlama31AndWritesTheSameValues) {
   EXPECT_EQ(c.model.rope_scaling.type, kernels::RopeType::llama3);
   EXPECT_EQ(c.model.rope_scaling.original_max_len, 8192);
   EXPECT_EQ(c.torch_dtype, "bfloat16");
-  const nlohmann::json out = nlohmann::json::parse(io::hf_config_json(c.model, "bfloat16").dump());
+  const nlohmann::json out =
+      nlohmann::json::parse(io::hf_config_json(c.model, "bfloat16", 1, 2).dump());
   const nlohmann::json in = llama31_config();
   for (const auto& [key, v] : in.items()) EXPECT_EQ(out[key], v) << key;
   EXPECT_EQ(out.dump().find("9.99999"), std::string::npos);  // 1e-05, not its float's digits
