@@ -33,7 +33,7 @@ void check_config(const std::string& text) {
     return;
   }
   const std::string dtype = c.torch_dtype.empty() ? "float32" : c.torch_dtype;
-  const std::string written = io::hf_config_json(c.model, dtype).dump(2);
+  const std::string written = io::hf_config_json(c.model, dtype, 1, 2).dump(2);
   io::HfConfig back;
   try {
     back = io::parse_hf_config(nlohmann::json::parse(written), "config.json");
@@ -41,7 +41,7 @@ void check_config(const std::string& text) {
     fail(std::string("a config.json written for an accepted model is refused: ") + e.what() +
          "\n" + written);
   }
-  if (io::hf_config_json(back.model, dtype).dump(2) != written)
+  if (io::hf_config_json(back.model, dtype, 1, 2).dump(2) != written)
     fail("config.json does not read back the same model:\n" + written);
 }
 

@@ -13,7 +13,7 @@ runs=${1:-20000}
 shift || true
 names=("$@")
 [ ${#names[@]} -gt 0 ] ||
-  names=(safetensors shard run_config trainer_json hf_config prompts classifier)
+  names=(safetensors shard run_config trainer_json hf_config prompts classifier tokenizer_json)
 for name in "${names[@]}"; do
   [ -f "fuzz/fuzz_$name.cpp" ] || { echo "fuzz: no harness $name" >&2; exit 2; }
 done

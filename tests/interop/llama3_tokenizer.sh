@@ -50,7 +50,10 @@ cmp tok/tokenizer.json data/tokenizer.json && cmp tok/tokenizer_config.json data
 # 2. llama.cpp agrees: tokenization, greedy continuations, perplexity.
 data=data vocab=3000 texts=texts.json seq_len=64 special=true steps=300
 prompts=("And God said" "In the beginning" "Im Anfang schuf Gott" "起初，神创造天地")
-check l3
+# Llama 3.2's shape: tied embedding, grouped-query attention, rotary base 500000 with llama3
+# scaling.
+check l3 --model.rope_theta 500000 --model.rope_scaling llama3 --model.rope_factor 32 \
+  --model.rope_low_freq_factor 1 --model.rope_high_freq_factor 4 --model.rope_original_max_len 64
 "$bin" tokenize --ckpt l3 --text texts.json --json 2> speed.txt > /dev/null
 cat speed.txt
 
@@ -66,6 +69,15 @@ cmp hf1/tokenizer.json hf2/tokenizer.json || fail "a second round trip changed t
 a=$("$bin" generate --ckpt l3 --prompt "And God said" --temperature 0 --max-tokens 12 --ids | tail -n 1)
 b=$("$bin" generate --ckpt ck2 --prompt "And God said" --temperature 0 --max-tokens 12 --ids | tail -n 1)
 [ "$a" = "$b" ] || fail "generation after hf: both ways: $b, before: $a"
+# The docs' path from a Hugging Face directory: fine-tune on a text file, generate, export.
+bible -f gen1:1-rev22:21 | awk 'NR > 5000 && NR <= 5400 { sub(/^[^ ]+ /, ""); print }' > ft.txt
+"$bin" prepare --text ft.txt --tokenizer ck2/tokenizer.json --out ftdata > /dev/null
+cmp ck2/tokenizer_config.json ftdata/tokenizer_config.json || fail "prepare lost tokenizer_config.json"
+"$bin" train --config ck2/model.toml --init ck2 --data.dir ftdata --train.seq_len 32 \
+  --train.batch_size 4 --train.steps 3 --train.val_every 0 --train.ckpt_every 3 \
+  --train.out_dir ft > /dev/null
+"$bin" generate --ckpt ft --prompt "And God said" --max-tokens 8 > /dev/null
+"$bin" convert --from ft --to gguf:ft.gguf > /dev/null
 
 # 4. finetune and classify with it.
 bible -f gen1:1-rev22:21 | awk 'NR % 30 == 1' > cls_verses.txt
