@@ -45,7 +45,7 @@ double median(std::vector<double> v) {
 
 std::vector<double> gather(comm::Group& g, double x) {
   std::vector<double> all(g.size());
-  g.all_gather(&x, all.data(), std::vector<int64_t>(g.size(), 1), comm::DataType::F64);
+  g.all_gather(&x, all.data(), std::vector<int64_t>(g.size(), 1), DType::F64);
   return all;
 }
 
@@ -76,7 +76,7 @@ nlohmann::json print_profile(const prof::Report& r, int steps, comm::Group& worl
   }
   std::vector<double> all(world.size());
   const double mine = r.wall_s / steps;
-  world.all_gather(&mine, all.data(), std::vector<int64_t>(world.size(), 1), comm::DataType::F64);
+  world.all_gather(&mine, all.data(), std::vector<int64_t>(world.size(), 1), DType::F64);
   j["step_s_per_rank"] = all;
   if (world.rank() != 0) return j;
   std::printf("profile of rank 0, per timed step (%.4f s; each table sums to it):\n",

@@ -73,7 +73,7 @@ int eval_tokens(Loaded& m, const std::vector<int32_t>& tokens, const std::string
   if (world.size() > 1) {  // each rank's share
     const int64_t mine[2] = {r.local_batches, r.local_tokens};
     std::vector<int64_t> all(2 * world.size());
-    world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), comm::DataType::I64);
+    world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), 2), DType::I64);
     for (int k = 0; k < world.size(); ++k)
       std::printf("rank %d: %lld batches, %lld tokens\n", k, static_cast<long long>(all[2 * k]),
                   static_cast<long long>(all[2 * k + 1]));
@@ -248,7 +248,7 @@ int run_generate_many(const std::string& ckpt, const std::string& prompts_file,
                            load[dp.rank()]};
   std::vector<double> all(4 * static_cast<size_t>(dp.size()));
   dp.all_gather(stats, all.data(), std::vector<int64_t>(static_cast<size_t>(dp.size()), 4),
-                comm::DataType::F64);
+                DType::F64);
   write_lines_from_rank0(world, lines, out_file);  // world rank 0 is rank 0 of its replica group
   if (world.rank() != 0) return 0;
   double tokens = 0, most = 0, sum = 0, total_cost = 0;

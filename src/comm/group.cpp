@@ -61,22 +61,6 @@ struct GroupState {
   Traffic own;                                                     // this group's alone
 };
 
-size_t type_size(DataType t) {
-  switch (t) {
-    case DataType::F32:
-      return 4;
-    case DataType::F64:
-      return 8;
-    case DataType::I64:
-      return 8;
-    case DataType::U64:
-      return 8;
-    case DataType::Byte:
-      return 1;
-  }
-  return 1;
-}
-
 const char* op_name(Op op) {
   switch (op) {
     case Op::AllReduce:
@@ -274,36 +258,39 @@ uint64_t Group::stamp(Op op, int64_t count) {
   return seq;
 }
 
-Request Group::iall_reduce(void* data, int64_t count, DataType t, ReduceOp op) {
+Request Group::iall_reduce(void* data, int64_t count, DType t, ReduceOp op) {
+  if (t == DType::BF16 || t == DType::F16)
+    throw Error("all_reduce cannot sum 16-bit floats: sum F32 with iall_reduce_wire");
   const uint64_t s = stamp(Op::AllReduce, count);
-  const double n = size(), b = static_cast<double>(count * type_size(t));
+  const double n = size(), b = static_cast<double>(count * dtype_size(t));
   this->count(2 * (n - 1) / n * b, 2 * (n - 1) / n * b);
   return Request(be_->all_reduce(data, count, t, op), st_, Op::AllReduce, s);
 }
-uint64_t Group::begin_sharded(Op op, const std::vector<int64_t>& counts, DataType t) {
+uint64_t Group::begin_sharded(Op op, const std::vector<int64_t>& counts, DType t) {
   if (static_cast<int>(counts.size()) != size())
     throw Error(std::string(op_name(op)) + ": one count per rank needed");
   int64_t total = 0;
   for (auto c : counts) total += c;
   const uint64_t s = stamp(op, total);
-  const double n = size(), b = static_cast<double>(total * type_size(t));
+  const double n = size(), b = static_cast<double>(total * dtype_size(t));
   count((n - 1) / n * b, (n - 1) / n * b);
   return s;
 }
 
 Request Group::ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
-                               DataType t) {
+                               DType t) {
+  if (t == DType::BF16 || t == DType::F16)
+    throw Error("reduce_scatter cannot sum 16-bit floats: sum F32 with ireduce_scatter_wire");
   const uint64_t s = begin_sharded(Op::ReduceScatter, counts, t);
   return Request(be_->reduce_scatter(in, out, counts, t), st_, Op::ReduceScatter, s);
 }
-Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
-                           DataType t) {
+Request Group::iall_gather(const void* in, void* out, const std::vector<int64_t>& counts, DType t) {
   const uint64_t s = begin_sharded(Op::AllGather, counts, t);
   return Request(be_->all_gather(in, out, counts, t), st_, Op::AllGather, s);
 }
-Request Group::ibroadcast(void* data, int64_t count, int root, DataType t) {
+Request Group::ibroadcast(void* data, int64_t count, int root, DType t) {
   const uint64_t s = stamp(Op::Broadcast, count);
-  const double b = size() > 1 ? static_cast<double>(count * type_size(t)) : 0.0;
+  const double b = size() > 1 ? static_cast<double>(count * dtype_size(t)) : 0.0;
   if (rank() == root)
     this->count(b, 0);
   else
@@ -324,11 +311,11 @@ Request Group::ibarrier() {
 }
 
 double Group::sum(double v) {
-  all_reduce(&v, 1, DataType::F64);
+  all_reduce(&v, 1, DType::F64);
   return v;
 }
 int64_t Group::sum(int64_t v) {
-  all_reduce(&v, 1, DataType::I64);
+  all_reduce(&v, 1, DType::I64);
   return v;
 }
 

@@ -13,12 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "tensor/dtype.h"
 #include "tensor/error.h"
 
 namespace parallama::comm {
 
-enum class DataType { F32, F64, I64, U64, Byte };
-size_t type_size(DataType t);
 enum class ReduceOp { Sum, Max, BitOr };  // BitOr: integer types
 enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
 const char* op_name(Op op);
@@ -37,16 +36,16 @@ class Backend {
   virtual int size() const = 0;
   virtual std::shared_ptr<Backend> split(int color, int key) = 0;
   // Reduces in place (sum or maximum).
-  virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t,
+  virtual std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DType t,
                                                 ReduceOp op) = 0;
   // in: sum of counts; out: counts[rank]. Sum.
   virtual std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
                                                     const std::vector<int64_t>& counts,
-                                                    DataType t) = 0;
+                                                    DType t) = 0;
   // in: counts[rank]; out: sum of counts, rank after rank.
   virtual std::unique_ptr<PendingOp> all_gather(const void* in, void* out,
-                                                const std::vector<int64_t>& counts, DataType t) = 0;
-  virtual std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DataType t, int root) = 0;
+                                                const std::vector<int64_t>& counts, DType t) = 0;
+  virtual std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DType t, int root) = 0;
   virtual std::unique_ptr<PendingOp> send(const void* data, int64_t bytes, int peer, int tag) = 0;
   virtual std::unique_ptr<PendingOp> recv(void* data, int64_t bytes, int peer, int tag) = 0;
   virtual std::unique_ptr<PendingOp> barrier() = 0;
@@ -133,30 +132,40 @@ class Group {
   // not by groups split from it or from its parent. A mesh reads one axis's traffic here.
   Traffic traffic() const;
 
-  Request iall_reduce(void* data, int64_t count, DataType t = DataType::F32,
-                      ReduceOp op = ReduceOp::Sum);
+  Request iall_reduce(void* data, int64_t count, DType t = DType::F32, ReduceOp op = ReduceOp::Sum);
   Request ireduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
-                          DataType t = DataType::F32);
+                          DType t = DType::F32);
   Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
-                      DataType t = DataType::F32);
-  Request ibroadcast(void* data, int64_t count, int root, DataType t = DataType::F32);
+                      DType t = DType::F32);
+  // fp32 sums with `wire` (BF16: half the bytes of fp32) on the network. The buffer is divided
+  // into one chunk per rank (counts; even_counts for the all-reduce); rank d receives the others'
+  // chunk d rounded to the wire type (nearest even) and sums it in fp32, in rank order 0..D-1,
+  // with its own values unrounded in their place. reduce_scatter: that sum into out
+  // (counts[rank] values; out may be in's own chunk). all_reduce: rank d rounds its sum to the
+  // wire type once and sends it to every rank; every rank, d included, stores the rounded sums,
+  // so the replicas stay bitwise equal. Two phases of point-to-point messages (each phase moves
+  // the bytes of a ring's half); stamped as one collective, counted as the bytes it sends and
+  // receives, timed by its Request. A group of one runs the exact operation.
+  Request iall_reduce_wire(float* data, int64_t count, DType wire);
+  Request ireduce_scatter_wire(const float* in, float* out, const std::vector<int64_t>& counts,
+                               DType wire);
+  Request ibroadcast(void* data, int64_t count, int root, DType t = DType::F32);
   Request isend(const void* data, int64_t bytes, int peer, int tag = 0);
   Request irecv(void* data, int64_t bytes, int peer, int tag = 0);
   Request ibarrier();
 
-  void all_reduce(void* data, int64_t count, DataType t = DataType::F32,
-                  ReduceOp op = ReduceOp::Sum) {
+  void all_reduce(void* data, int64_t count, DType t = DType::F32, ReduceOp op = ReduceOp::Sum) {
     iall_reduce(data, count, t, op).wait();
   }
   void reduce_scatter(const void* in, void* out, const std::vector<int64_t>& counts,
-                      DataType t = DataType::F32) {
+                      DType t = DType::F32) {
     ireduce_scatter(in, out, counts, t).wait();
   }
   void all_gather(const void* in, void* out, const std::vector<int64_t>& counts,
-                  DataType t = DataType::F32) {
+                  DType t = DType::F32) {
     iall_gather(in, out, counts, t).wait();
   }
-  void broadcast(void* data, int64_t count, int root, DataType t = DataType::F32) {
+  void broadcast(void* data, int64_t count, int root, DType t = DType::F32) {
     ibroadcast(data, count, root, t).wait();
   }
   void send(const void* data, int64_t bytes, int peer, int tag = 0) {
@@ -175,7 +184,7 @@ class Group {
   uint64_t stamp(Op op, int64_t count);  // sequence number; checks agreement when enabled
   void count(double sent, double received);
   // reduce_scatter / all_gather: checks the counts, stamps, counts the traffic.
-  uint64_t begin_sharded(Op op, const std::vector<int64_t>& counts, DataType t);
+  uint64_t begin_sharded(Op op, const std::vector<int64_t>& counts, DType t);
   std::shared_ptr<Backend> be_;
   std::shared_ptr<GroupState> st_;
 };

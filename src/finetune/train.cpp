@@ -74,7 +74,7 @@ Confusion evaluate(Classifier& clf, const Model& m, const Split& split, int clas
   for (int64_t i = r; i < n; i += R) mine.push_back(i);
   predict(clf, *m.body, m.head, split.rows, mine,
           [&](int64_t i, const float* p) { pred[i] = std::max_element(p, p + classes) - p; });
-  world.all_reduce(pred.data(), n, comm::DataType::I64);
+  world.all_reduce(pred.data(), n, DType::I64);
   return Confusion(split.labels, std::vector<int>(pred.begin(), pred.end()), classes);
 }
 

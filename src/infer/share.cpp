@@ -40,10 +40,10 @@ std::vector<std::string> gather_in_order(comm::Group g,
   std::vector<int64_t> sizes(static_cast<size_t>(n));
   const int64_t own = static_cast<int64_t>(packed.size());
   g.all_gather(&own, sizes.data(), std::vector<int64_t>(static_cast<size_t>(n), 1),
-               comm::DataType::I64);
+               DType::I64);
   std::string all(static_cast<size_t>(std::accumulate(sizes.begin(), sizes.end(), int64_t{0})),
                   '\0');
-  g.all_gather(packed.data(), all.data(), sizes, comm::DataType::Byte);
+  g.all_gather(packed.data(), all.data(), sizes, DType::U8);
   if (g.rank() != 0) return {};
   std::vector<std::string> out(static_cast<size_t>(total));
   std::vector<char> seen(static_cast<size_t>(total), 0);

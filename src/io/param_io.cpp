@@ -27,15 +27,15 @@ std::exception_ptr agreed(comm::Group& group, std::exception_ptr error) {
   const int64_t mine = error ? 1 : 0;
   std::vector<int64_t> failed(group.size());
   group.all_gather(&mine, failed.data(), std::vector<int64_t>(group.size(), 1),
-                   comm::DataType::I64);
+                   DType::I64);
   int first = 0;
   while (first < group.size() && !failed[first]) ++first;
   if (first == group.size()) return nullptr;
   std::string msg = group.rank() == first ? message_of(error) : std::string();
   int64_t len = static_cast<int64_t>(msg.size());
-  group.broadcast(&len, 1, first, comm::DataType::I64);
+  group.broadcast(&len, 1, first, DType::I64);
   msg.resize(static_cast<size_t>(len));
-  if (len > 0) group.broadcast(msg.data(), len, first, comm::DataType::Byte);
+  if (len > 0) group.broadcast(msg.data(), len, first, DType::U8);
   if (error) return error;
   return std::make_exception_ptr(Error(msg));
 }
@@ -60,9 +60,9 @@ WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std
                         comm::Group dp) {
   // Summed over the stage, then over the stages (and the replicas): every rank gets the same.
   int64_t v[3] = {writer ? 1 : 0, writer ? tp.rank() : 0, writer ? pp.rank() : 0};
-  tp.all_reduce(v, 3, comm::DataType::I64);
-  pp.all_reduce(v, 3, comm::DataType::I64);
-  dp.all_reduce(v, 3, comm::DataType::I64);
+  tp.all_reduce(v, 3, DType::I64);
+  pp.all_reduce(v, 3, DType::I64);
+  dp.all_reduce(v, 3, DType::I64);
   if (v[0] != 1)
     throw Error(what +
                 ": exactly one rank of the tensor-parallel and pipeline groups must write, not " +

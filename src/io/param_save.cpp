@@ -63,7 +63,7 @@ struct Part {
     if (mine[1] == 0) scratch.clear();
     const int D = dp.size();
     std::vector<int64_t> all(2 * D), counts(D);
-    dp.all_gather(mine, all.data(), std::vector<int64_t>(D, 2), comm::DataType::I64);
+    dp.all_gather(mine, all.data(), std::vector<int64_t>(D, 2), DType::I64);
     int64_t at = s.offset;
     for (int d = 0; d < D; ++d) {
       if (all[2 * d + 1] > 0 && all[2 * d] != at)
@@ -123,7 +123,7 @@ Lists stage_lists(const std::vector<Part>& parts, comm::Group& tp) {
     std::vector<int64_t> mine(n), all(n * P);
     for (int64_t i = 0; i < n; ++i) mine[i] = specs[i].numel;
     if (P > 1)
-      tp.all_gather(mine.data(), all.data(), std::vector<int64_t>(P, n), comm::DataType::I64);
+      tp.all_gather(mine.data(), all.data(), std::vector<int64_t>(P, n), DType::I64);
     auto& list = lists.emplace_back();
     for (int64_t i = 0; i < n; ++i) {
       const ParamSpec& s = specs[i];

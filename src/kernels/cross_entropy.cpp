@@ -79,7 +79,7 @@ void grad_piece(float* d, const float* l, int64_t V, const float* stats, int32_t
 
 // grad_piece rounded to t in stages on the stack: the fp32 values are read once and the 16-bit
 // gradient written once.
-void grad_piece_lowp(LowP t, uint16_t* out, const float* l, int64_t cols, const float* stats,
+void grad_piece_lowp(DType t, uint16_t* out, const float* l, int64_t cols, const float* stats,
                      int32_t target, float dloss, int64_t j0, bool exps) {
   constexpr int64_t kStage = 1024;
   alignas(64) float d[kStage];
@@ -135,7 +135,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
     grad_piece(dlogits + n * V, logits + n * V, V, stats + 2 * n, targets[n], dloss, v0, exps);
 }
 
-uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
+uint16_t* cross_entropy_backward_lowp(DType t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
                                       int64_t v0, bool exps) {
   prof::KindScope scope(prof::Kind::cross_entropy);
@@ -145,7 +145,7 @@ uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
       });
 }
 
-uint16_t* cross_entropy_forward_grad_lowp(LowP t, float* losses, float* stats, float* logits,
+uint16_t* cross_entropy_forward_grad_lowp(DType t, float* losses, float* stats, float* logits,
                                           const int32_t* targets, int64_t N, int64_t V) {
   prof::KindScope scope(prof::Kind::cross_entropy);
   // Each row whole, while it is in cache: its stats and exponentials, then its gradient.

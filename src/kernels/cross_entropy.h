@@ -32,7 +32,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* st
 // cross_entropy_backward then to_lowp_in_place, in one pass over the logits: the gradient, with
 // the same fp32 values, rounded to t and written over the first half of the logits' bytes,
 // which it returns as (N, V) 16-bit values.
-uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
+uint16_t* cross_entropy_backward_lowp(DType t, float* logits, const float* stats,
                                       const int32_t* targets, float dloss, int64_t N, int64_t V,
                                       int64_t v0 = 0, bool exps = false);
 
@@ -42,7 +42,7 @@ uint16_t* cross_entropy_backward_lowp(LowP t, float* logits, const float* stats,
 // bytes as (N, V) 16-bit values of softmax − onehot (0 for ignored rows), the same bits as the
 // two calls give. The logits are read once and the 16-bit gradient written once, where the two
 // calls read them twice and write them twice.
-uint16_t* cross_entropy_forward_grad_lowp(LowP t, float* losses, float* stats, float* logits,
+uint16_t* cross_entropy_forward_grad_lowp(DType t, float* losses, float* stats, float* logits,
                                           const int32_t* targets, int64_t N, int64_t V);
 
 // Vocabulary-parallel cross-entropy in three local steps around two reductions over the ranks

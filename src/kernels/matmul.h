@@ -6,6 +6,8 @@
 #include <cstring>
 #include <memory>
 
+#include "tensor/dtype.h"
+
 namespace parallama::kernels {
 
 // c (M, N) = alpha · op(a) · op(b) + beta · c, op = transpose when the flag is set.
@@ -29,17 +31,16 @@ namespace parallama::kernels {
 // values are stored and rounded as fp16 (range ±65504: larger values become ±inf, exactly as on
 // a GPU, which is what loss scaling is for); CPUs without fp16 matrix units multiply them after
 // widening to fp32, which is exact, so the results equal an fp16 GEMM with fp32 accumulation.
-enum class LowP { bf16, f16 };
-const char* lowp_name(LowP t);
+// The type t of these functions is DType::BF16 or DType::F16.
 
 // dst[i] = src[i] rounded to nearest even (fp16: ±inf beyond its range; NaN stays NaN).
-void to_lowp(LowP t, uint16_t* dst, const float* src, int64_t n);
-void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n);
+void to_lowp(DType t, uint16_t* dst, const float* src, int64_t n);
+void from_lowp(DType t, float* dst, const uint16_t* src, int64_t n);
 // A dense rows × cols fp32 matrix rounded to 16 bits in place: returns buf as 16-bit values,
 // rows × cols, dense (the first half of buf's bytes). No memory beside it.
-uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols);
+uint16_t* to_lowp_in_place(DType t, float* buf, int64_t rows, int64_t cols);
 // dst[i] = src[i] rounded, on the calling thread alone.
-void to_lowp_serial(LowP t, uint16_t* dst, const float* src, int64_t n);
+void to_lowp_serial(DType t, uint16_t* dst, const float* src, int64_t n);
 
 // 16-bit row r lands on the bytes of fp32 rows up to r / 2, so row 0 goes alone, before this;
 // then rows [a, 2a) go in parallel: they write over fp32 rows [a / 2, a), all done already.
@@ -119,8 +120,8 @@ class PackedGemm {
 
 // c (M, N) = alpha · op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in
 // fp32; alpha multiplies the fp32 sums.
-void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
-             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc,
-             float alpha = 1.0f);
+void gemm_lp(DType t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+             int64_t ldc, float alpha = 1.0f);
 
 }  // namespace parallama::kernels

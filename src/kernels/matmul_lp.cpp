@@ -149,22 +149,18 @@ const float* widen(std::vector<float>& buf, const uint16_t* src, int64_t rows, i
 
 }  // namespace
 
-const char* lowp_name(LowP t) {
-  return t == LowP::bf16 ? "bf16" : "fp16";
-}
-
-void to_lowp(LowP t, uint16_t* dst, const float* src, int64_t n) {
+void to_lowp(DType t, uint16_t* dst, const float* src, int64_t n) {
   prof::KindScope scope(prof::Kind::convert);
-  if (t == LowP::f16) {
+  if (t == DType::F16) {
     blocked(n, [&](int64_t lo, int64_t hi) { to_f16(dst + lo, src + lo, hi - lo); });
     return;
   }
   blocked(n, [&](int64_t lo, int64_t hi) { to_bf16(dst + lo, src + lo, hi - lo); });
 }
 
-void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n) {
+void from_lowp(DType t, float* dst, const uint16_t* src, int64_t n) {
   prof::KindScope scope(prof::Kind::convert);
-  if (t == LowP::f16) {
+  if (t == DType::F16) {
     blocked(n, [&](int64_t lo, int64_t hi) { from_f16(dst + lo, src + lo, hi - lo); });
     return;
   }
@@ -174,14 +170,14 @@ void from_lowp(LowP t, float* dst, const uint16_t* src, int64_t n) {
   });
 }
 
-void to_lowp_serial(LowP t, uint16_t* dst, const float* src, int64_t n) {
-  if (t == LowP::f16)
+void to_lowp_serial(DType t, uint16_t* dst, const float* src, int64_t n) {
+  if (t == DType::F16)
     to_f16(dst, src, n);
   else
     to_bf16(dst, src, n);
 }
 
-uint16_t* to_lowp_in_place(LowP t, float* buf, int64_t rows, int64_t cols) {
+uint16_t* to_lowp_in_place(DType t, float* buf, int64_t rows, int64_t cols) {
   prof::KindScope scope(prof::Kind::convert);
   return narrow_in_place(buf, rows, cols,
                          [&](int64_t, int64_t, uint16_t* out, const float* in, int64_t n) {
@@ -305,9 +301,9 @@ int64_t PackedGemm::bytes() const {
   return static_cast<int64_t>(impl_->b_packed.get_desc().get_size());
 }
 
-void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
-             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc,
-             float alpha) {
+void gemm_lp(DType t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+             int64_t ldc, float alpha) {
   if (M == 0 || N == 0) return;
   if (beta != 0.0f && beta != 1.0f) throw Error("internal: gemm_lp takes beta 0 or 1");
   if (K == 0) {
@@ -315,7 +311,7 @@ void gemm_lp(LowP t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
       for (int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, N * sizeof(float));
     return;
   }
-  if (t == LowP::f16) {  // exact: every fp16 value and product is representable in fp32
+  if (t == DType::F16) {  // exact: every fp16 value and product is representable in fp32
     static thread_local std::vector<float> wa, wb;
     const float* fa = trans_a ? widen(wa, a, K, M, lda) : widen(wa, a, M, K, lda);
     const float* fb = trans_b ? widen(wb, b, N, K, ldb) : widen(wb, b, K, N, ldb);

@@ -37,7 +37,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
   }
 }
 
-void rmsnorm_forward_lowp(LowP t, uint16_t* out, float* rstd, const float* x, const float* w,
+void rmsnorm_forward_lowp(DType t, uint16_t* out, float* rstd, const float* x, const float* w,
                           int64_t N, int64_t C, float eps) {
   prof::KindScope scope(prof::Kind::rmsnorm);
   constexpr int64_t kStage = 512;  // columns staged in fp32 on the stack before rounding
@@ -59,7 +59,7 @@ namespace {
 
 // rmsnorm_backward, and with dx16 each row of dx rounded to lp there once it is final.
 void backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
-              const float* rstd, int64_t N, int64_t C, bool accumulate_dx, LowP lp,
+              const float* rstd, int64_t N, int64_t C, bool accumulate_dx, DType lp,
               uint16_t* dx16) {
   prof::KindScope scope(prof::Kind::rmsnorm);
 #pragma omp parallel
@@ -100,10 +100,10 @@ void backward(float* dx, float* dw, const float* dout, const float* x, const flo
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
-  backward(dx, dw, dout, x, w, rstd, N, C, accumulate_dx, LowP::bf16, nullptr);
+  backward(dx, dw, dout, x, w, rstd, N, C, accumulate_dx, DType::BF16, nullptr);
 }
 
-void rmsnorm_backward_lowp(LowP t, uint16_t* dx16, float* dx, float* dw, const float* dout,
+void rmsnorm_backward_lowp(DType t, uint16_t* dx16, float* dx, float* dw, const float* dout,
                            const float* x, const float* w, const float* rstd, int64_t N, int64_t C,
                            bool accumulate_dx) {
   backward(dx, dw, dout, x, w, rstd, N, C, accumulate_dx, t, dx16);

@@ -91,7 +91,7 @@ void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int
   rotate(dx, cos, sin, B, T, NH, D, ld, -1.0f);
 }
 
-void rope_backward_lowp(LowP t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
+void rope_backward_lowp(DType t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
                         int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t D, int64_t ld) {
   prof::KindScope scope(prof::Kind::rope);
   const int64_t half = D / 2;

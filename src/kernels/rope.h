@@ -56,7 +56,7 @@ void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int
 // rest], ld = H·D + KVH·D + the rest. rope_backward over q and k, then every row rounded whole to
 // t into out (B, T, ld), each row while it is in cache: the same values and bits as the two
 // rope_backward calls and to_lowp of the rows.
-void rope_backward_lowp(LowP t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
+void rope_backward_lowp(DType t, uint16_t* out, float* dqkv, const float* cos, const float* sin,
                         int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t D, int64_t ld);
 
 }  // namespace parallama::kernels

@@ -38,7 +38,7 @@ void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F) {
   for (int64_t n = 0; n < N; ++n) forward_piece(out + n * F, gu + n * 2 * F, gu + n * 2 * F + F, F);
 }
 
-void swiglu_forward_lowp(LowP t, uint16_t* out, const float* gu, int64_t N, int64_t F) {
+void swiglu_forward_lowp(DType t, uint16_t* out, const float* gu, int64_t N, int64_t F) {
   prof::KindScope scope(prof::Kind::swiglu);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -62,7 +62,7 @@ void swiglu_backward(float* dgu, const float* dout, const float* gu, int64_t N, 
   }
 }
 
-void swiglu_backward_lowp(LowP t, uint16_t* dgu, const float* dout, const float* gu, int64_t N,
+void swiglu_backward_lowp(DType t, uint16_t* dgu, const float* dout, const float* gu, int64_t N,
                           int64_t F) {
   prof::KindScope scope(prof::Kind::swiglu);
 #pragma omp parallel for schedule(static)

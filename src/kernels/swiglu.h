@@ -14,8 +14,8 @@ void swiglu_backward(float* dgu, const float* dout, const float* gu, int64_t N, 
 
 // The same, for mixed precision where the result only feeds a matrix multiply: its fp32 values
 // rounded to t as to_lowp rounds them, without an fp32 copy in memory.
-void swiglu_forward_lowp(LowP t, uint16_t* out, const float* gu, int64_t N, int64_t F);
-void swiglu_backward_lowp(LowP t, uint16_t* dgu, const float* dout, const float* gu, int64_t N,
+void swiglu_forward_lowp(DType t, uint16_t* out, const float* gu, int64_t N, int64_t F);
+void swiglu_backward_lowp(DType t, uint16_t* dgu, const float* dout, const float* gu, int64_t N,
                           int64_t F);
 
 }  // namespace parallama::kernels

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/rope.h"
+#include "tensor/dtype.h"
 #include "tensor/names.h"
 
 namespace parallama {
@@ -23,8 +24,8 @@ Recompute parse_recompute(const std::string& name);  // throws Error naming the 
 const char* recompute_name(Recompute r);
 
 // Matrix-multiply precision. fp32: everything in fp32. bf16 and fp16: mixed precision. The GEMMs
-// of the layers and of the head multiply 16-bit operands and accumulate in fp32 (kernels::LowP):
-// a 16-bit copy of their weights, made from the fp32 master weights by the first forward of
+// of the layers and of the head multiply 16-bit operands and accumulate in fp32 (DType::BF16 or
+// F16): a 16-bit copy of their weights, made from the fp32 master weights by the first forward of
 // micro-batch 0 (so after every optimizer step, before the step's first use); the activations
 // that only ever feed GEMMs (both norms' outputs, the SwiGLU output, the final norm's output)
 // kept in 16 bits only; the attention output and every output gradient rounded to 16 bits just
@@ -35,6 +36,10 @@ const char* recompute_name(Recompute r);
 enum class Precision { fp32, bf16, fp16 };
 constexpr std::array<Named<Precision>, 3> names(Precision) {
   return {{{Precision::fp32, "fp32"}, {Precision::bf16, "bf16"}, {Precision::fp16, "fp16"}}};
+}
+// The type of the 16-bit GEMM operands (F32 for fp32: no rounding).
+constexpr DType operand_dtype(Precision p) {
+  return p == Precision::fp32 ? DType::F32 : p == Precision::bf16 ? DType::BF16 : DType::F16;
 }
 Precision parse_precision(const std::string& name);  // throws Error naming the choices
 const char* precision_name(Precision p);

@@ -62,7 +62,7 @@ Llama::Llama(const ParamLayout& layout, int64_t B, int64_t T, comm::Group tp, Re
       recompute_(recompute),
       precision_(precision),
       lowp_(precision != Precision::fp32),
-      lp_type_(precision == Precision::fp16 ? LowP::f16 : LowP::bf16),
+      lp_type_(precision == Precision::fp32 ? DType::BF16 : operand_dtype(precision)),
       attn_bf16_(precision == Precision::bf16 && flash_attention_bf16_available()) {
   const ModelShard& shard = layout.shard();
   if (shard.tp_size != tp_.size() || shard.tp_rank != tp_.rank())
@@ -162,7 +162,7 @@ void Llama::take_layer(LayerActs& a, Take&& take, bool attention) const {
 
 void Llama::mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Op a, int64_t lda, Op b,
                int64_t ldb, float beta, float* c, int64_t ldc, float alpha) const {
-  if (lowp_ && lp_type_ == LowP::bf16 && b.weight >= 0 && !ta) {
+  if (lowp_ && lp_type_ == DType::BF16 && b.weight >= 0 && !ta) {
     Packed& p = packed_[{b.weight, tb}];
     const bool acc = beta != 0.0f;
     if (acc && alpha != 1.0f) throw Error("internal: a packed product scales only when it sets c");
@@ -296,7 +296,7 @@ const float* Llama::logits() const {
 void Llama::tp_reduce(float* x, int64_t n, comm::ReduceOp op) {
   if (tp_.size() == 1) return;
   const double t0 = now();
-  tp_.all_reduce(x, n, comm::DataType::F32, op);
+  tp_.all_reduce(x, n, DType::F32, op);
   const double dt = now() - t0;
   stats_.comm_s += dt, stats_.exposed_s += dt, ++stats_.all_reduces;
 }
@@ -480,7 +480,7 @@ void Llama::head_forward(Slot& s, const float* W, bool keep_logits) {
   mm(false, true, N_, V_, C_, {s.lnf, s.lnfh}, C_, weight(off_head_, W), C_, 0.0f, s.logits, V_);
   s.exps = tp_.size() == 1 && !keep_logits;
   s.dlogits = nullptr;
-  if (s.exps && lowp_ && lp_type_ == LowP::bf16) {  // the gradient but for dloss, row by row
+  if (s.exps && lowp_ && lp_type_ == DType::BF16) {  // the gradient but for dloss, row by row
     s.dlogits = cross_entropy_forward_grad_lowp(lp_type_, s.losses, s.ce_stats, s.logits,
                                                 s.targets.data(), N_, V_);
   } else if (s.exps) {  // the backward's softmax without exponentials of its own

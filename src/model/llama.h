@@ -244,7 +244,7 @@ class Llama {
   Recompute recompute_;
   Precision precision_;
   bool lowp_ = false;
-  kernels::LowP lp_type_ = kernels::LowP::bf16;
+  DType lp_type_ = DType::BF16;
   bool attn_bf16_ = false;  // bf16: the attention's tile products in bf16 (where the CPU has them)
   std::vector<uint16_t> wlp_;  // mixed precision: 16-bit weights at the parameters' offsets
   // bf16: each weight's GEMMs (forward: transposed, input gradient: not) with the weight packed,

@@ -58,7 +58,7 @@ bool Balancer::observe(comm::Group& dp, double compute_s) {
   if (++steps_ % every_ != 0) return false;
   double mine = seconds_ > 0 ? micro_ / seconds_ : 0.0;
   std::vector<double> rates(ranks_);
-  dp.all_gather(&mine, rates.data(), std::vector<int64_t>(ranks_, 1), comm::DataType::F64);
+  dp.all_gather(&mine, rates.data(), std::vector<int64_t>(ranks_, 1), DType::F64);
   micro_ = seconds_ = 0;
   const std::vector<int> next = shares_by_rate(rates, ranks_ * per_rank_, cap_);
   if (next == shares_) return false;

@@ -7,6 +7,7 @@
 
 #include "optim/optimizer.h"
 #include "parallel/schedule.h"
+#include "tensor/dtype.h"
 #include "tensor/names.h"
 
 namespace parallama {
@@ -38,6 +39,9 @@ const char* pp_balance_name(PpBalance b);
 enum class ReduceDtype { fp32, bf16 };
 constexpr std::array<Named<ReduceDtype>, 2> names(ReduceDtype) {
   return {{{ReduceDtype::fp32, "fp32"}, {ReduceDtype::bf16, "bf16"}}};
+}
+constexpr DType wire_dtype(ReduceDtype d) {  // what comm puts on the wire
+  return d == ReduceDtype::bf16 ? DType::BF16 : DType::F32;
 }
 ReduceDtype parse_reduce_dtype(const std::string& name);
 const char* reduce_dtype_name(ReduceDtype d);

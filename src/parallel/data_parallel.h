@@ -5,17 +5,11 @@
 // gradient in it is final, so communication overlaps the rest of backward. Under ZeRO the
 // bucket is reduce-scattered instead: this rank receives the sum of its piece only.
 //
-// bf16 on the wire (parallel.reduce_dtype = "bf16"): a bucket of n floats is divided evenly over
-// the D ranks (comm::even_counts; under ZeRO the plan's division), and travels in two phases of
-// point-to-point messages, each half the bytes of fp32:
-//   1. reduce-scatter: every rank sends rank d the bf16 copy (round to nearest even) of chunk d;
-//      rank d sums its chunk in fp32, in rank order 0..D-1, its own unrounded fp32 values in its
-//      place: s = Σ_r v_r with v_d = x_d and v_r = bf16(x_r) for r ≠ d.
-//   2. all-gather (not under ZeRO): rank d rounds s to bf16 once and sends it to every rank;
-//      every rank, rank d included, stores bf16(s) as fp32, so the replicas stay bitwise equal.
-// Under ZeRO the owned piece keeps s in fp32 (it is not sent on). A group of one sends nothing
-// and rounds nothing. Phase 2 of a bucket starts, in bucket order, once its phase 1 completed on
-// this rank (seen at the next call from backward, or in finish()).
+// bf16 on the wire (parallel.reduce_dtype = "bf16"): each bucket is summed by comm's
+// iall_reduce_wire (under ZeRO ireduce_scatter_wire, with the plan's division), half the bytes
+// of fp32: every rank's own chunk is summed in fp32, the others' arrive as bf16, and (not under
+// ZeRO) the sums go back to every rank rounded to bf16 once, so the replicas stay bitwise
+// equal. A group of one sends nothing and rounds nothing.
 //
 // The embedding's rows (sparse_embedding, fp32, not under ZeRO, untied): a batch touches few of
 // the V rows of the embedding table, the rest of its gradient is exactly zero on every rank, and
@@ -60,20 +54,12 @@ class GradReducer {
   size_t num_buckets() const { return buckets_.size(); }
 
  private:
-  // bf16 phases of a bucket.
-  enum Phase { kIdle, kScatter, kGather, kDone };
   struct Bucket {
     int64_t begin, end;
-    comm::Request req;  // fp32
+    comm::Request req;
     bool launched = false, done = false;
-    float* out = nullptr;          // ZeRO: where this rank's summed piece goes
-    std::vector<int64_t> counts;   // elements of each rank (ZeRO, and bf16)
-    std::vector<int64_t> offsets;  // where each rank's chunk starts in the bucket
-    // bf16: the bucket on the wire (this rank's chunk: the rounded sum), the other ranks' copies
-    // of this rank's chunk (rank r's at r · counts[rank]), the messages in flight.
-    Phase phase = kIdle;
-    std::vector<uint16_t> wire, inbox;
-    std::vector<comm::Request> reqs;
+    float* out = nullptr;         // ZeRO: where this rank's summed piece goes
+    std::vector<int64_t> counts;  // ZeRO: elements of each rank
     // Embedding rows: row width (0: a dense bucket), the union's rows, them packed.
     int64_t row_width = 0;
     std::vector<int64_t> rows;
@@ -84,17 +70,11 @@ class GradReducer {
   void complete(Bucket& b);
   void poll();
   void launch(size_t i);
-  // bf16
-  void launch_scatter(size_t i);
-  void reduce_and_gather(size_t i);  // phase 1 complete: sum this rank's chunk, start phase 2
-  void unpack(size_t i);             // phase 2 complete: the bf16 bucket into the gradients
-  bool test_all(Bucket& b);
-  void wait_all(Bucket& b);
 
   comm::Group group_;
   ParamBuffer& grads_;
   bool scatter_ = false;
-  bool bf16_ = false;            // bf16 on the wire (and a group of more than one)
+  DType wire_ = DType::F32;      // on the wire: F32, or BF16 (a group of more than one)
   std::vector<Bucket> buckets_;  // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;

@@ -24,7 +24,7 @@ double measure_gemm_peak(Precision p) {
   for (int64_t i = 0; i < n * n; ++i)
     a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 97);
   std::vector<uint16_t> ah(n * n), bh(n * n);
-  const kernels::LowP t = p == Precision::fp16 ? kernels::LowP::f16 : kernels::LowP::bf16;
+  const DType t = p == Precision::fp32 ? DType::BF16 : operand_dtype(p);
   kernels::to_lowp(t, ah.data(), a.data(), n * n);
   kernels::to_lowp(t, bh.data(), b.data(), n * n);
   auto gemm = [&] {

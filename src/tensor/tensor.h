@@ -5,16 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "tensor/dtype.h"
+
 namespace parallama {
-
-enum class DType { F32, BF16, F16 };
-
-inline size_t dtype_size(DType t) {
-  return t == DType::F32 ? 4 : 2;
-}
-inline const char* dtype_name(DType t) {
-  return t == DType::F32 ? "F32" : t == DType::BF16 ? "BF16" : "F16";
-}
 
 using Shape = std::vector<int64_t>;
 

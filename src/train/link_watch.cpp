@@ -95,7 +95,7 @@ std::vector<std::string> LinkWatch::probe(int64_t step) {
           std::max(rate[from], static_cast<double>(bytes_) / 1e6 / std::max(now() - t0, 1e-6));
     }
   }
-  world_.all_reduce(rate.data(), n, comm::DataType::F64);  // each link measured by one rank
+  world_.all_reduce(rate.data(), n, DType::F64);  // each link measured by one rank
   last_.clear();
   for (int r = 0; r < n; ++r)
     if (to_[r] >= 0) last_.push_back({r, to_[r], rate[r]});

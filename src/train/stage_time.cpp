@@ -38,7 +38,7 @@ StageCosts measure_stage_costs(const RunConfig& cfg, comm::Group& group) {
     costs[1] = part(prof::Part::embedding);
     costs[2] = part(prof::Part::head);
   }
-  group.broadcast(costs, 3, 0, comm::DataType::F64);
+  group.broadcast(costs, 3, 0, DType::F64);
   return {costs[0], costs[1], costs[2]};
 }
 

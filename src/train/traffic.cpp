@@ -68,7 +68,7 @@ void add_step_traffic(nlohmann::json& j, comm::Group& all_workers, bool own_only
   if (!own_only) {
     all.resize(kPer * all_workers.size());
     all_workers.all_gather(mine, all.data(), std::vector<int64_t>(all_workers.size(), kPer),
-                           comm::DataType::F64);
+                           DType::F64);
   }
   nlohmann::json per_rank = nlohmann::json::array();
   for (size_t w = 0; w < all.size() / kPer; ++w) {
@@ -105,7 +105,7 @@ nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t s
   const auto v = mine_axes.values();
   const double mine[kPer] = {static_cast<double>(params), sent, received, v[0], v[1], v[2], v[3]};
   std::vector<double> all(kPer * world.size());
-  world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), kPer), comm::DataType::F64);
+  world.all_gather(mine, all.data(), std::vector<int64_t>(world.size(), kPer), DType::F64);
   const double per = static_cast<double>(std::max<int64_t>(steps, 1));
   nlohmann::json ranks = nlohmann::json::array();
   for (int r = 0; r < world.size(); ++r) {

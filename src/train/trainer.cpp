@@ -82,7 +82,7 @@ EvalResult evaluate(const BatchLoss& batch_loss, int64_t B, int64_t T,
 void check_same_params(const ParamBuffer& params, comm::Group& group) {
   const uint64_t mine = fnv1a64(params.data(), static_cast<size_t>(params.size()) * sizeof(float));
   std::vector<uint64_t> all(group.size());
-  group.all_gather(&mine, all.data(), std::vector<int64_t>(group.size(), 1), comm::DataType::U64);
+  group.all_gather(&mine, all.data(), std::vector<int64_t>(group.size(), 1), DType::U64);
   std::string differ;
   for (int r = 1; r < group.size(); ++r)
     if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
@@ -125,7 +125,7 @@ static nlohmann::json memory_summary(const TrainState& st, const Synchronizer& s
       static_cast<double>(st.optim.state_bytes())};
   std::vector<double> all(3 * workers.size());
   workers.all_gather(mine, all.data(), std::vector<int64_t>(workers.size(), 3),
-                     comm::DataType::F64);
+                     DType::F64);
   nlohmann::json out = nlohmann::json::array();
   for (int r = 0; r < workers.size(); ++r)
     out.push_back({{"rank", r},
@@ -144,11 +144,11 @@ static void write_pipeline_trace(Pipeline& pipe, comm::Group& pp, bool writes,
     mine.insert(mine.end(), {double(e.kind), double(e.micro), double(e.chunk), e.start, e.end});
   std::vector<int64_t> counts(pp.size());
   const int64_t n = static_cast<int64_t>(mine.size());
-  pp.all_gather(&n, counts.data(), std::vector<int64_t>(pp.size(), 1), comm::DataType::I64);
+  pp.all_gather(&n, counts.data(), std::vector<int64_t>(pp.size(), 1), DType::I64);
   int64_t total = 0;
   for (int64_t c : counts) total += c;
   std::vector<double> all(total);
-  pp.all_gather(mine.data(), all.data(), counts, comm::DataType::F64);
+  pp.all_gather(mine.data(), all.data(), counts, DType::F64);
   if (!writes) return;
   std::vector<TraceEvent> events;
   for (int r = 0, at = 0; r < pp.size(); at += static_cast<int>(counts[r++]))
@@ -262,9 +262,9 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       });
     io::agree_on_failure(world, error);
     int64_t len = static_cast<int64_t>(resume.size());
-    world.broadcast(&len, 1, 0, comm::DataType::I64);
+    world.broadcast(&len, 1, 0, DType::I64);
     resume.resize(static_cast<size_t>(len));
-    if (len > 0) world.broadcast(resume.data(), len, 0, comm::DataType::Byte);
+    if (len > 0) world.broadcast(resume.data(), len, 0, DType::U8);
   }
   // Fine-tuning starts from another checkpoint's weights: the same model and tokenizer.
   const std::string init = resume.empty() ? opt.init : std::string();
@@ -400,7 +400,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
       const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,
                                  static_cast<size_t>(st.replica.tied_numel) * sizeof(float));
       uint64_t both[2];
-      mesh.tied.all_gather(&h, both, {1, 1}, comm::DataType::U64);
+      mesh.tied.all_gather(&h, both, {1, 1}, DType::U64);
       if (both[0] != both[1])
         throw Error(
             "the first and last pipeline stages hold different copies of the tied "
@@ -412,7 +412,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
                     zero ? mesh.dp : comm::Group());
     double peak = static_cast<double>(io::take_gather_peak_bytes());  // over the savers
     (zero ? roles.all_workers : mesh.replica)
-        .all_reduce(&peak, 1, comm::DataType::F64, comm::ReduceOp::Max);
+        .all_reduce(&peak, 1, DType::F64, comm::ReduceOp::Max);
     if (!writes) return;
     write_file_atomically((fs::path(tc.out_dir) / "latest").string(),
                           "step-" + std::to_string(at) + "\n");
@@ -462,7 +462,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     int64_t stop_signal = 0;
     if (preemptible) {
       stop_signal = std::max(PreemptionGuard::signal_received(), sync->peer_signal());
-      roles.all_workers.all_reduce(&stop_signal, 1, comm::DataType::I64, comm::ReduceOp::Max);
+      roles.all_workers.all_reduce(&stop_signal, 1, DType::I64, comm::ReduceOp::Max);
       if (step == last) stop_signal = 0;  // the run ends here anyway
       if (stop_signal) sync->set_last_step();
     }
@@ -557,7 +557,7 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
     const double mine[2] = {double(ps.peak_in_flight), double(ps.peak_activation_bytes)};
     std::vector<double> all(2 * mesh.pp.size());
     mesh.pp.all_gather(mine, all.data(), std::vector<int64_t>(mesh.pp.size(), 2),
-                       comm::DataType::F64);
+                       DType::F64);
     for (int s = 0; s < mesh.pp.size(); ++s) {
       char line[160];
       std::snprintf(line, sizeof line,

@@ -54,7 +54,7 @@ class SharedDirTest : public ::testing::TestWithParam<bool> {
   SharedDirTest(comm::Group*& world, const char* prefix) : world_(world), prefix_(prefix) {}
   void SetUp() override {
     int64_t id = ::getpid();
-    world_->broadcast(&id, 1, 0, comm::DataType::I64);
+    world_->broadcast(&id, 1, 0, DType::I64);
     root_ = std::filesystem::temp_directory_path() / (prefix_ + std::to_string(id));
     if (world_->rank() == 0) std::filesystem::remove_all(root_);
     world_->barrier();

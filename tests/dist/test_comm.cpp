@@ -1,13 +1,15 @@
 // comm::Group collectives at any number of ranks (run under mpirun -np 1..4 by ctest): sums,
 // uneven reduce-scatter and all-gather, broadcast, send/recv, barrier, non-blocking requests,
-// split, traffic counted per group and in total, and the collective check that names the first
-// mismatch instead of hanging.
+// split, traffic counted per group and in total, fp32 sums with bf16 on the wire, and the
+// collective check that names the first mismatch instead of hanging.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "comm/launcher.h"
 #include "dist_test_util.h"
+#include "tensor/bf16.h"
 #include "tensor/error.h"
 
 namespace parallama::comm {
@@ -31,7 +33,7 @@ TEST(Comm, AllReduceMaxTakesTheLargestOfEveryElement) {
   // Element i is largest on rank i % n; one element is negative everywhere.
   for (size_t i = 0; i < x.size(); ++i) x[i] = (int(i) % n == r ? 100.0f : float(r)) + float(i);
   x[5] = -1000.0f - float(r);
-  the_world->all_reduce(x.data(), int64_t(x.size()), DataType::F32, ReduceOp::Max);
+  the_world->all_reduce(x.data(), int64_t(x.size()), DType::F32, ReduceOp::Max);
   for (size_t i = 0; i < x.size(); ++i) {
     if (i != 5) {
       ASSERT_EQ(x[i], 100.0f + float(i)) << i;
@@ -61,7 +63,7 @@ TEST(Comm, ReduceScatterAndAllGatherWithUnevenCounts) {
 TEST(Comm, BroadcastFromTheLastRank) {
   const int root = the_world->size() - 1;
   std::vector<double> x(37, the_world->rank() == root ? 3.25 : -1.0);
-  the_world->broadcast(x.data(), 37, root, DataType::F64);
+  the_world->broadcast(x.data(), 37, root, DType::F64);
   for (double v : x) ASSERT_EQ(v, 3.25);
 }
 
@@ -115,7 +117,8 @@ TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
   EXPECT_DOUBLE_EQ(a.traffic().received, ring_a);
   EXPECT_DOUBLE_EQ(copy.traffic().sent, ring_a);
   EXPECT_DOUBLE_EQ(b.traffic().sent, 2 * ring_b);
-  EXPECT_DOUBLE_EQ(the_world->traffic().sent, world0.sent);  // nothing went through the world itself
+  EXPECT_DOUBLE_EQ(the_world->traffic().sent,
+                   world0.sent);  // nothing went through the world itself
   // The total, shared by every group split from the world, holds both (truncated to bytes).
   EXPECT_NEAR(double(the_world->bytes_sent() - total0), ring_a + 2 * ring_b, 1.0);
   if (n > 1) {  // point to point: exactly the bytes
@@ -127,6 +130,72 @@ TEST(Comm, TrafficIsCountedPerGroupAndInTotal) {
     EXPECT_DOUBLE_EQ(a.traffic().received, ring_a + 8);
     EXPECT_DOUBLE_EQ(b.traffic().received, 2 * ring_b);
   }
+}
+
+// Rank r's value i, the same formula on every rank; exact in bf16 for some, not for others.
+float wire_value(int r, int64_t i) {
+  return 1.0f + 0.0137f * float(i % 97) + 0.25f * float(r) + 1e-3f * float(r * r);
+}
+
+// The sum that rank o computes for element i of its chunk: in rank order, in fp32, its own value
+// as it is and the others' rounded to bf16 (as the wire carries them).
+float owner_sum(int n, int o, int64_t i) {
+  float s = 0.0f;
+  for (int r = 0; r < n; ++r)
+    s += r == o ? wire_value(r, i) : bf16_to_float(float_to_bf16(wire_value(r, i)));
+  return s;
+}
+
+TEST(Comm, WireSumsAreFp32SumsOfBf16Messages) {
+  const int n = the_world->size(), r = the_world->rank();
+  Group g = the_world->split(0, r);
+  for (int64_t total : {int64_t(1001), int64_t(n > 1 ? n - 1 : 1)}) {  // some chunks empty
+    const auto counts = even_counts(total, n);
+    std::vector<int64_t> first(n, 0);
+    for (int k = 1; k < n; ++k) first[k] = first[k - 1] + counts[k - 1];
+    auto owner = [&](int64_t i) {
+      return int(std::upper_bound(first.begin(), first.end(), i) - first.begin()) - 1;
+    };
+    std::vector<float> x(total);
+    for (int64_t i = 0; i < total; ++i) x[i] = wire_value(r, i);
+    const Traffic t0 = g.traffic();
+    g.iall_reduce_wire(x.data(), total, DType::BF16).wait();
+    for (int64_t i = 0; i < total; ++i) {
+      const float want =
+          n == 1 ? wire_value(0, i) : bf16_to_float(float_to_bf16(owner_sum(n, owner(i), i)));
+      ASSERT_EQ(x[i], want) << "element " << i << " of " << total;
+    }
+    // The bytes of bf16 messages: the others' chunks out and this rank's in, then back again.
+    const double moved = n == 1 ? 0.0 : 2.0 * double(total - counts[r] + (n - 1) * counts[r]);
+    EXPECT_DOUBLE_EQ(g.traffic().sent - t0.sent, n == 1 ? 0.0 : moved);
+    EXPECT_DOUBLE_EQ(g.traffic().received - t0.received, n == 1 ? 0.0 : moved);
+    // Reduce-scatter: this rank's piece holds its unrounded sum.
+    for (int64_t i = 0; i < total; ++i) x[i] = wire_value(r, i);
+    std::vector<float> mine(std::max<int64_t>(1, counts[r]));
+    g.ireduce_scatter_wire(x.data(), mine.data(), counts, DType::BF16).wait();
+    for (int64_t j = 0; j < counts[r]; ++j)
+      ASSERT_EQ(mine[j], n == 1 ? wire_value(0, j) : owner_sum(n, r, first[r] + j)) << j;
+  }
+  float one = 1.0f;
+  EXPECT_THROW(g.iall_reduce_wire(&one, 1, DType::F16), Error);  // only bf16 is implemented
+  EXPECT_THROW(g.all_reduce(&one, 1, DType::BF16), Error);       // MPI cannot sum bf16
+}
+
+TEST(Comm, WireSumsAreCheckedAsCollectives) {
+  const int n = the_world->size(), r = the_world->rank();
+  if (n == 1) GTEST_SKIP() << "a mismatch needs two ranks";
+  Group g = the_world->split(0, r);
+  g.set_options({true, 30.0});
+  std::vector<float> x(8, 1.0f);
+  std::string msg;
+  try {
+    g.iall_reduce_wire(x.data(), r == 1 ? 7 : 8, DType::BF16).wait();  // rank 1 counts 7
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("collective mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+  g.barrier();
 }
 
 TEST(Comm, CheckedCollectivesNameTheFirstMismatch) {

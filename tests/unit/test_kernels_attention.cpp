@@ -55,7 +55,7 @@ TEST(Rope, SixteenBitBackwardIsTheFp32BackwardRounded) {
   auto want32 = d0, got32 = d0;
   kernels::rope_backward(want32.data(), cs.data(), sn.data(), B, T, H, D, ld);
   kernels::rope_backward(want32.data() + H * D, cs.data(), sn.data(), B, T, KVH, D, ld);
-  for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+  for (DType t : {DType::BF16, DType::F16}) {
     got32 = d0;
     std::vector<uint16_t> want(B * T * ld), got(B * T * ld);
     kernels::to_lowp(t, want.data(), want32.data(), B * T * ld);

@@ -68,7 +68,7 @@ TEST(RMSNorm, SixteenBitOutputIsTheFp32ResultRounded) {
   // Rows wider than the stage on the stack and not a multiple of it, and a short one: the 16-bit
   // kernel gives exactly to_lowp of the fp32 kernel's output, and the same 1 / rms.
   for (const int64_t C : {int64_t{1100}, int64_t{37}})
-    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+    for (DType t : {DType::BF16, DType::F16}) {
       const int64_t N = 5;
       const auto x = randn(N * C, 10, 3.0f), w = randn(C, 11);
       std::vector<float> y(N * C), rstd(N), rstd16(N);
@@ -90,7 +90,7 @@ TEST(RMSNorm, SixteenBitBackwardRoundsTheFinalInputGradient) {
   std::vector<float> y(N * C), rstd(N);
   kernels::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
   for (bool acc : {false, true})
-    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+    for (DType t : {DType::BF16, DType::F16}) {
       std::vector<float> dx = dx0, dw(C, 0.25f), dx2 = dx0, dw2(C, 0.25f);
       kernels::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N,
                                 C, acc);

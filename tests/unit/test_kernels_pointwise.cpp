@@ -29,7 +29,7 @@ TEST(SwiGLU, SixteenBitOutputsAreTheFp32ResultsRounded) {
   // Rows wider than the stage on the stack and not a multiple of it, and a short one: the 16-bit
   // kernels give exactly to_lowp of the fp32 kernels' results.
   for (const int64_t F : {int64_t{700}, int64_t{37}})
-    for (kernels::LowP t : {kernels::LowP::bf16, kernels::LowP::f16}) {
+    for (DType t : {DType::BF16, DType::F16}) {
       const int64_t N = 5;
       const auto gu = randn(N * 2 * F, 64, 3.0f), dout = randn(N * F, 65);
       std::vector<float> out(N * F), dgu(N * 2 * F);
@@ -103,10 +103,10 @@ TEST(CrossEntropy, ForwardLeavingExponentialsGivesTheSameLossAndGradient) {
   for (int64_t v = 0; v < V; ++v) EXPECT_EQ(d[1 * V + v], 0.0f);
   // 16 bits: each value is the fp32 gradient of the exponentials' path, rounded
   std::vector<float> f = e;
-  const uint16_t* h = kernels::cross_entropy_backward_lowp(
-      kernels::LowP::bf16, f.data(), stats2.data(), tgt.data(), 0.125f, N, V, 0, true);
+  const uint16_t* h = kernels::cross_entropy_backward_lowp(DType::BF16, f.data(), stats2.data(),
+                                                           tgt.data(), 0.125f, N, V, 0, true);
   std::vector<uint16_t> want(N * V);
-  kernels::to_lowp(kernels::LowP::bf16, want.data(), d.data(), N * V);
+  kernels::to_lowp(DType::BF16, want.data(), d.data(), N * V);
   for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(h[i], want[i]) << i;
 }
 
@@ -122,10 +122,10 @@ TEST(CrossEntropy, Bf16TrainingForwardGivesTheUnscaledGradientInOneVisit) {
   std::vector<float> loss(N), stats(2 * N), loss2(N), stats2(2 * N);
   std::vector<float> e = logits, f = logits;
   kernels::cross_entropy_forward_exps(loss.data(), stats.data(), e.data(), tgt.data(), N, V);
-  const uint16_t* want = kernels::cross_entropy_backward_lowp(
-      kernels::LowP::bf16, e.data(), stats.data(), tgt.data(), 1.0f, N, V, 0, true);
+  const uint16_t* want = kernels::cross_entropy_backward_lowp(DType::BF16, e.data(), stats.data(),
+                                                              tgt.data(), 1.0f, N, V, 0, true);
   const uint16_t* got = kernels::cross_entropy_forward_grad_lowp(
-      kernels::LowP::bf16, loss2.data(), stats2.data(), f.data(), tgt.data(), N, V);
+      DType::BF16, loss2.data(), stats2.data(), f.data(), tgt.data(), N, V);
   EXPECT_EQ(loss, loss2);
   EXPECT_EQ(stats, stats2);
   for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(got[i], want[i]) << i;

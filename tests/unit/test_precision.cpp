@@ -21,12 +21,11 @@
 
 namespace parallama {
 
-using kernels::LowP;
 using test::randn;
 using test::rel_err;
 
 namespace {
-float round_trip(LowP t, float x) {
+float round_trip(DType t, float x) {
   uint16_t h;
   float y;
   kernels::to_lowp(t, &h, &x, 1);
@@ -37,20 +36,20 @@ float round_trip(LowP t, float x) {
 
 TEST(Precision, ConversionsRoundToNearestEvenAndFp16Overflows) {
   // bf16: 8 bits of mantissa. 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to even (1).
-  EXPECT_EQ(round_trip(LowP::bf16, 1.0f + std::ldexp(1.0f, -8)), 1.0f);
-  EXPECT_EQ(round_trip(LowP::bf16, 1.0f + 3 * std::ldexp(1.0f, -8)), 1.0f + std::ldexp(1.0f, -6));
-  EXPECT_EQ(round_trip(LowP::bf16, 1e30f), bf16_to_float(float_to_bf16(1e30f)));  // no overflow
+  EXPECT_EQ(round_trip(DType::BF16, 1.0f + std::ldexp(1.0f, -8)), 1.0f);
+  EXPECT_EQ(round_trip(DType::BF16, 1.0f + 3 * std::ldexp(1.0f, -8)), 1.0f + std::ldexp(1.0f, -6));
+  EXPECT_EQ(round_trip(DType::BF16, 1e30f), bf16_to_float(float_to_bf16(1e30f)));  // no overflow
   // fp16: 11 bits of mantissa, largest finite 65504; 65520 rounds up to infinity.
-  EXPECT_EQ(round_trip(LowP::f16, 1.0f + std::ldexp(1.0f, -11)), 1.0f);
-  EXPECT_EQ(round_trip(LowP::f16, 1.0f + 3 * std::ldexp(1.0f, -11)), 1.0f + std::ldexp(1.0f, -9));
-  EXPECT_EQ(round_trip(LowP::f16, 65504.0f), 65504.0f);
-  EXPECT_TRUE(std::isinf(round_trip(LowP::f16, 65520.0f)));
-  EXPECT_TRUE(std::isinf(round_trip(LowP::f16, -1e6f)));
-  EXPECT_TRUE(std::isnan(round_trip(LowP::f16, std::numeric_limits<float>::quiet_NaN())));
-  EXPECT_TRUE(std::isnan(round_trip(LowP::bf16, std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(round_trip(DType::F16, 1.0f + std::ldexp(1.0f, -11)), 1.0f);
+  EXPECT_EQ(round_trip(DType::F16, 1.0f + 3 * std::ldexp(1.0f, -11)), 1.0f + std::ldexp(1.0f, -9));
+  EXPECT_EQ(round_trip(DType::F16, 65504.0f), 65504.0f);
+  EXPECT_TRUE(std::isinf(round_trip(DType::F16, 65520.0f)));
+  EXPECT_TRUE(std::isinf(round_trip(DType::F16, -1e6f)));
+  EXPECT_TRUE(std::isnan(round_trip(DType::F16, std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_TRUE(std::isnan(round_trip(DType::BF16, std::numeric_limits<float>::quiet_NaN())));
   // Below fp16's smallest subnormal (2^-24), values vanish: what loss scaling prevents.
-  EXPECT_EQ(round_trip(LowP::f16, 2e-8f), 0.0f);
-  EXPECT_EQ(round_trip(LowP::f16, std::ldexp(1.0f, -24)), std::ldexp(1.0f, -24));
+  EXPECT_EQ(round_trip(DType::F16, 2e-8f), 0.0f);
+  EXPECT_EQ(round_trip(DType::F16, std::ldexp(1.0f, -24)), std::ldexp(1.0f, -24));
   // The vector paths agree with the scalar ones at every length and offset, also on subnormals
   // (which the CPU's own bf16 conversion would take as zero), infinities and NaN.
   auto x = randn(1037, 5, 300.0f);
@@ -62,13 +61,13 @@ TEST(Precision, ConversionsRoundToNearestEvenAndFp16Overflows) {
                             std::numeric_limits<float>::quiet_NaN(),
                             1.17549435e-38f};
   for (size_t i = 0; i < std::size(specials); ++i) x[40 + 67 * i] = specials[i];
-  for (LowP t : {LowP::bf16, LowP::f16}) {
+  for (DType t : {DType::BF16, DType::F16}) {
     std::vector<uint16_t> h(x.size());
     kernels::to_lowp(t, h.data(), x.data(), static_cast<int64_t>(x.size()));
     for (size_t i = 0; i < x.size(); ++i) {
       uint16_t one;
       kernels::to_lowp(t, &one, &x[i], 1);
-      ASSERT_EQ(one, h[i]) << kernels::lowp_name(t) << " at " << i;
+      ASSERT_EQ(one, h[i]) << dtype_name(t) << " at " << i;
     }
   }
 }
@@ -84,7 +83,7 @@ TEST(Precision, FusedLossGradientRoundingEqualsTheTwoPasses) {
   std::vector<float> losses(N), stats(2 * N);
   const std::vector<int32_t> local(N, 0);
   kernels::cross_entropy_forward(losses.data(), stats.data(), logits.data(), local.data(), N, V);
-  for (LowP t : {LowP::bf16, LowP::f16}) {
+  for (DType t : {DType::BF16, DType::F16}) {
     std::vector<float> two = logits, fused = logits;
     kernels::cross_entropy_backward(two.data(), two.data(), stats.data(), targets.data(), 0.37f, N,
                                     V, v0);
@@ -92,7 +91,7 @@ TEST(Precision, FusedLossGradientRoundingEqualsTheTwoPasses) {
     const uint16_t* got = kernels::cross_entropy_backward_lowp(t, fused.data(), stats.data(),
                                                                targets.data(), 0.37f, N, V, v0);
     ASSERT_EQ(static_cast<const void*>(got), static_cast<const void*>(fused.data()));
-    for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(got[i], want[i]) << lowp_name(t) << " at " << i;
+    for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " at " << i;
     // The ignored row is zero, the target's column holds p − 1 (negative) times dloss.
     for (int64_t v = 0; v < V; ++v) ASSERT_EQ(got[2 * V + v], 0);
     float g;
@@ -105,7 +104,7 @@ TEST(Precision, FusedLossGradientRoundingEqualsTheTwoPasses) {
 // matrices: the 16-bit GEMM equals the exact product of the rounded operands up to fp32 summation.
 TEST(Precision, LowPrecisionGemmMatchesTheExactProductOfRoundedOperands) {
   const int64_t M = 37, N = 29, K = 53, pad = 3;
-  for (LowP t : {LowP::bf16, LowP::f16})
+  for (DType t : {DType::BF16, DType::F16})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
         for (float beta : {0.0f, 1.0f})
@@ -132,8 +131,8 @@ TEST(Precision, LowPrecisionGemmMatchesTheExactProductOfRoundedOperands) {
                 want[i * N + j] = alpha * s + beta * c0[i * ldc + j],
                              got[i * N + j] = c[i * ldc + j];
               }
-            EXPECT_LT(rel_err(got, want), 1e-6) << kernels::lowp_name(t) << " ta " << ta << " tb "
-                                                << tb << " beta " << beta << " alpha " << alpha;
+            EXPECT_LT(rel_err(got, want), 1e-6) << dtype_name(t) << " ta " << ta << " tb " << tb
+                                                << " beta " << beta << " alpha " << alpha;
             for (int64_t i = 0; i < M; ++i)  // the padding between rows is left alone
               for (int64_t j = N; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], c0[i * ldc + j]);
           }
@@ -160,10 +159,10 @@ TEST(Precision, PackedWeightGemmMatchesTheExactProductAndRepacks) {
         EXPECT_GE(g.bytes(), K * N * 2);
         const auto af = randn(M * lda, 21), c0 = randn(M * ldc, 23);
         std::vector<uint16_t> a(af.size()), b(br * ldb);
-        kernels::to_lowp(LowP::bf16, a.data(), af.data(), static_cast<int64_t>(a.size()));
+        kernels::to_lowp(DType::BF16, a.data(), af.data(), static_cast<int64_t>(a.size()));
         for (uint64_t seed : {24, 25}) {  // a weight, then its update
           const auto bf = randn(br * ldb, seed);
-          kernels::to_lowp(LowP::bf16, b.data(), bf.data(), static_cast<int64_t>(b.size()));
+          kernels::to_lowp(DType::BF16, b.data(), bf.data(), static_cast<int64_t>(b.size()));
           g.pack(b.data());
           std::vector<float> c = c0;
           g.run(a.data(), c.data());

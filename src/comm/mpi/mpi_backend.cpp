@@ -18,18 +18,21 @@ namespace parallama::comm {
 
 namespace {
 
-MPI_Datatype mpi_type(DataType t) {
+MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DataType::F32:
+    case DType::F32:
       return MPI_FLOAT;
-    case DataType::F64:
+    case DType::F64:
       return MPI_DOUBLE;
-    case DataType::I64:
+    case DType::I64:
       return MPI_INT64_T;
-    case DataType::U64:
+    case DType::U64:
       return MPI_UINT64_T;
-    case DataType::Byte:
+    case DType::U8:
       return MPI_BYTE;
+    case DType::BF16:  // moved as they are (gather, broadcast); MPI cannot sum them
+    case DType::F16:
+      return MPI_UINT16_T;
   }
   return MPI_BYTE;
 }
@@ -111,8 +114,7 @@ class MpiBackend : public Backend {
     return std::make_shared<MpiBackend>(sub);
   }
 
-  std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DataType t,
-                                        ReduceOp how) override {
+  std::unique_ptr<PendingOp> all_reduce(void* data, int64_t count, DType t, ReduceOp how) override {
     auto op = std::make_unique<MpiOp>();
     check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "all_reduce"), mpi_type(t),
                          how == ReduceOp::Max     ? MPI_MAX
@@ -124,7 +126,7 @@ class MpiBackend : public Backend {
   }
 
   std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
-                                            const std::vector<int64_t>& c, DataType t) override {
+                                            const std::vector<int64_t>& c, DType t) override {
     auto op = std::make_unique<MpiOp>();
     for (auto n : c) op->counts.push_back(to_int(n, "reduce_scatter"));
     check(MPI_Ireduce_scatter(in == out ? MPI_IN_PLACE : in, out, op->counts.data(), mpi_type(t),
@@ -134,20 +136,20 @@ class MpiBackend : public Backend {
   }
 
   std::unique_ptr<PendingOp> all_gather(const void* in, void* out, const std::vector<int64_t>& c,
-                                        DataType t) override {
+                                        DType t) override {
     auto op = std::make_unique<MpiOp>();
     for (auto n : c) op->counts.push_back(to_int(n, "all_gather"));
     op->displs.assign(c.size(), 0);
     std::partial_sum(op->counts.begin(), op->counts.end() - 1, op->displs.begin() + 1);
     const char* mine =
-        static_cast<const char*>(out) + static_cast<size_t>(op->displs[rank_]) * type_size(t);
+        static_cast<const char*>(out) + static_cast<size_t>(op->displs[rank_]) * dtype_size(t);
     check(MPI_Iallgatherv(in == mine ? MPI_IN_PLACE : in, op->counts[rank_], mpi_type(t), out,
                           op->counts.data(), op->displs.data(), mpi_type(t), comm_, &op->req),
           "MPI_Iallgatherv");
     return op;
   }
 
-  std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DataType t, int root) override {
+  std::unique_ptr<PendingOp> broadcast(void* data, int64_t count, DType t, int root) override {
     auto op = std::make_unique<MpiOp>();
     check(MPI_Ibcast(data, to_int(count, "broadcast"), mpi_type(t), root, comm_, &op->req),
           "MPI_Ibcast");

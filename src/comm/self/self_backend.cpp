@@ -17,14 +17,14 @@ std::unique_ptr<PendingOp> SelfBackend::done() {
 }
 
 std::unique_ptr<PendingOp> SelfBackend::reduce_scatter(const void* in, void* out,
-                                                       const std::vector<int64_t>& c, DataType t) {
-  if (in != out) std::memmove(out, in, c[0] * type_size(t));
+                                                       const std::vector<int64_t>& c, DType t) {
+  if (in != out) std::memmove(out, in, c[0] * dtype_size(t));
   return done();
 }
 
 std::unique_ptr<PendingOp> SelfBackend::all_gather(const void* in, void* out,
-                                                   const std::vector<int64_t>& c, DataType t) {
-  if (in != out) std::memmove(out, in, c[0] * type_size(t));
+                                                   const std::vector<int64_t>& c, DType t) {
+  if (in != out) std::memmove(out, in, c[0] * dtype_size(t));
   return done();
 }
 

@@ -10,12 +10,12 @@ class SelfBackend : public Backend {
   int size() const override { return 1; }
   std::string name() const override { return "self"; }
   std::shared_ptr<Backend> split(int, int) override { return std::make_shared<SelfBackend>(); }
-  std::unique_ptr<PendingOp> all_reduce(void*, int64_t, DataType, ReduceOp) override { return done(); }
+  std::unique_ptr<PendingOp> all_reduce(void*, int64_t, DType, ReduceOp) override { return done(); }
   std::unique_ptr<PendingOp> reduce_scatter(const void* in, void* out,
-                                            const std::vector<int64_t>& c, DataType t) override;
+                                            const std::vector<int64_t>& c, DType t) override;
   std::unique_ptr<PendingOp> all_gather(const void* in, void* out, const std::vector<int64_t>& c,
-                                        DataType t) override;
-  std::unique_ptr<PendingOp> broadcast(void*, int64_t, DataType, int) override { return done(); }
+                                        DType t) override;
+  std::unique_ptr<PendingOp> broadcast(void*, int64_t, DType, int) override { return done(); }
   std::unique_ptr<PendingOp> send(const void*, int64_t, int peer, int) override;
   std::unique_ptr<PendingOp> recv(void*, int64_t, int peer, int) override;
   std::unique_ptr<PendingOp> barrier() override { return done(); }
