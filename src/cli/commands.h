@@ -14,8 +14,6 @@ class App;
 
 namespace parallama {
 
-// profile: also print where the time of a step goes (tensor/profile.h).
-int run_bench(const RunConfig& cfg, bool json, comm::Group dp, bool profile = false);
 int run_info(const RunConfig& cfg);
 int run_settings();  // the table of every setting (Markdown), as docs/settings.md holds it
 // `plan`: the device and the precision (fp32 | bf16) the planner assumes.

@@ -271,6 +271,54 @@ void swap_into_place(const fs::path& tmp, const fs::path& out) {
   sync_path_quietly(parent);
 }
 
+// The set's files, written to a temporary sibling of --out, which then takes its place as a
+// whole: whatever fails, --out holds the old set or the new one, never a mix.
+void write_set(const fs::path& out, const Tokenizer& tok, const char* tok_name,
+               const std::string& model_bytes, const std::string& config_bytes,
+               const std::vector<int32_t>& train, const std::vector<int32_t>& val,
+               const nlohmann::json& meta) {
+  const uint64_t vocab = static_cast<uint64_t>(tok.vocab_size());
+  const fs::path tmp =
+      out.parent_path() / ("." + out.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  try {
+    fs::create_directories(out.parent_path());
+    fs::remove_all(tmp);
+    fs::create_directory(tmp);
+    std::error_code ec;
+    if (const auto st = fs::status(out, ec); fs::is_directory(st))
+      fs::permissions(tmp, st.permissions(), ec);
+    write_file_checked((tmp / tok_name).string(), model_bytes);
+    if (!config_bytes.empty())
+      write_file_checked((tmp / "tokenizer_config.json").string(), config_bytes);
+    const Tokenizer written((tmp / tok_name).string());
+    if (written.hash() != tok.hash())
+      throw Error("cannot write " + (tmp / tok_name).string() +
+                  ": it does not read back as written");
+    const std::pair<const char*, const std::vector<int32_t>*> shards[] = {{"train.bin", &train},
+                                                                          {"val.bin", &val}};
+    for (const auto& [name, tokens] : shards) {
+      const std::string path = (tmp / name).string();
+      write_shard(path, *tokens, vocab, tok.hash());
+      const TokenShard back = read_shard(path);  // a short write shows as a truncated shard
+      if (back.tokens != *tokens || back.header.tokenizer_hash != tok.hash())
+        throw Error("cannot write " + path + ": it does not read back as written");
+    }
+    write_file_checked((tmp / "meta.json").string(), meta.dump(1) + "\n");
+    for (const std::string& f : set_files_in(tmp)) sync_path(tmp / f);
+    sync_path(tmp);
+    swap_into_place(tmp, out);
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    const fs::path& p = e.path1().empty() ? out : e.path1();
+    throw Error("cannot write " + p.string() + ": " + e.code().message());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    throw;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> read_text_lines(const std::string& path,
@@ -365,47 +413,7 @@ void prepare(const PrepareOptions& opt) {
                                {"unigram_val_loss", std::round(unigram * 1e6) / 1e6},
                                {"inputs", inputs}};
 
-  // The four files go to a temporary sibling of --out, which then takes its place as a whole:
-  // whatever fails, --out holds the old set or the new one, never a mix.
-  const fs::path tmp =
-      out.parent_path() / ("." + out.filename().string() + ".tmp-" + std::to_string(::getpid()));
-  try {
-    fs::create_directories(out.parent_path());
-    fs::remove_all(tmp);
-    fs::create_directory(tmp);
-    std::error_code ec;
-    if (const auto st = fs::status(out, ec); fs::is_directory(st))
-      fs::permissions(tmp, st.permissions(), ec);
-    write_file_checked((tmp / tok_name).string(), model_bytes);
-    if (!config_bytes.empty())
-      write_file_checked((tmp / "tokenizer_config.json").string(), config_bytes);
-    const Tokenizer written((tmp / tok_name).string());
-    if (written.hash() != tok.hash())
-      throw Error("cannot write " + (tmp / tok_name).string() +
-                  ": it does not read back as written");
-    const std::pair<const char*, const std::vector<int32_t>*> shards[] = {{"train.bin", &train},
-                                                                          {"val.bin", &val}};
-    for (const auto& [name, tokens] : shards) {
-      const std::string path = (tmp / name).string();
-      write_shard(path, *tokens, vocab, tok.hash());
-      const TokenShard back = read_shard(path);  // a short write shows as a truncated shard
-      if (back.tokens != *tokens || back.header.tokenizer_hash != tok.hash())
-        throw Error("cannot write " + path + ": it does not read back as written");
-    }
-    write_file_checked((tmp / "meta.json").string(), meta.dump(1) + "\n");
-    for (const std::string& f : set_files_in(tmp)) sync_path(tmp / f);
-    sync_path(tmp);
-    swap_into_place(tmp, out);
-  } catch (const fs::filesystem_error& e) {
-    std::error_code ignored;
-    fs::remove_all(tmp, ignored);
-    const fs::path& p = e.path1().empty() ? out : e.path1();
-    throw Error("cannot write " + p.string() + ": " + e.code().message());
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(tmp, ignored);
-    throw;
-  }
+  write_set(out, tok, tok_name, model_bytes, config_bytes, train, val, meta);
   std::printf(
       "wrote %s: vocab %llu, %zu train tokens, %zu validation tokens; unigram baseline "
       "validation loss %.4f\n",

@@ -158,6 +158,79 @@ double model_flops_per_token(const LlamaConfig& m, int64_t seq_len) {
          12.0 * m.n_layers * static_cast<double>(seq_len) * m.dim;
 }
 
+// A rank group's memory: its model state (ZeRO: the pieces it owns) and its activations.
+static void group_memory(RankGroup& g, const PlanInput& in, int stage) {
+  const LlamaConfig& m = in.model;
+  const MeshShape& sh = in.shape;
+  const int virt = std::max(sh.pp_virtual, 1);
+  g.slots = slots_per_chunk(in.schedule, sh.pp, stage, in.micro_batches, virt);
+  // ZeRO: the pieces of the gradient buckets this rank owns (a tied embedding in a bucket
+  // of its own), as training divides them; dp rank 0 owns the most (by a float per bucket).
+  const double P = param_bytes(in.precision), numel = static_cast<double>(g.numel);
+  g.state = model_state_bytes(numel, in.precision, in.moments, 0, sh.dp);
+  if (in.zero > 0) {
+    const ParamLayout layout(m, g.shard);
+    const bool alone = m.tie_embeddings && sh.pp > 1 && (stage == 0 || stage == sh.pp - 1);
+    const auto limit = static_cast<int64_t>(in.bucket_mb * (1 << 20) / sizeof(float));
+    g.owned = make_zero_plan(layout, sh.dp, 0, limit,
+                             alone ? layout.find("model.embed_tokens.weight").offset : -1)
+                  .owned;
+    g.state.optimizer *= static_cast<double>(g.owned) / numel;
+    // ZeRO-1 keeps the whole gradient buffer (its reduce-scatter sums each piece in place);
+    // ZeRO-2 only the owned shard between steps (the whole buffer lives during backward,
+    // until its reduce-scatter).
+    if (in.zero >= 2) {
+      g.state.grads = static_cast<double>(g.owned) * P;
+      g.grads_in_backward = numel * P;
+    }
+  }
+  g.activations =
+      activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute, in.precision);
+}
+
+// A rank group's compute time, and the time its tensor- and data-parallel traffic t takes and
+// shows beyond the compute.
+static void group_time(RankGroup& g, const PlanInput& in, const Device& device,
+                       const StageCosts& costs, const Traffic& t) {
+  const LlamaConfig& m = in.model;
+  const MeshShape& sh = in.shape;
+  const int virt = std::max(sh.pp_virtual, 1);
+  const double rate = device.peak_tflops(in.precision) * 1e12 * device.efficiency;
+  const double link = device.link_gbps * 1e9 / 8, tp_link = device.tp_link_gbps * 1e9 / 8;
+  const double tokens = static_cast<double>(in.micro_batches * in.batch * in.seq_len);
+  // Compute: forward and backward of this rank's layers (a recomputed layer runs its forward
+  // twice), the embedding and the head; tensor parallelism divides all alike.
+  double layers = 0;
+  for (const auto& [a, b] : g.shard.chunks()) layers += b - a;
+  const double fwd_bwd = layers * costs.layer + (g.shard.has_embedding ? costs.embedding : 0) +
+                         (g.shard.has_head ? costs.head : 0);
+  // Recompute redoes, per layer and token, the forward without its down projection (full)
+  // or the attention scores and weighted sum, 2·T·C with the causal mask (attention).
+  const double C = m.dim, F = m.ffn_dim, T = static_cast<double>(in.seq_len);
+  const double redo = in.recompute == Recompute::full ? layers * (costs.layer / 3 - 2 * C * F)
+                      : in.recompute == Recompute::attention ? layers * 2 * T * C
+                                                             : 0.0;
+  g.flops = tokens * (fwd_bwd + redo) / sh.tp;
+  g.compute_s = g.flops / rate;
+  // The forward sums wait for their GEMM's result; the backward ones overlap the weight
+  // gradient GEMMs (about a third of the work) and show only beyond them.
+  const double wgrad_s = tokens * fwd_bwd / 3 / sh.tp / rate;
+  g.tp_exposed_s = t.tp_fwd / tp_link + std::max(0.0, t.tp_bwd / tp_link - wgrad_s);
+  // Data parallel: buckets reduce during the last micro-batch's backward; at least the last
+  // bucket is exposed, and ZeRO's all-gather of the updated parameters follows the step.
+  if (sh.dp > 1) {
+    const double reduce_s = t.dp_reduce / link, gather_s = t.dp_gather / link;
+    const double window =
+        (g.compute_s - tokens * fwd_bwd / 3 / sh.tp / rate) / (in.micro_batches * virt);
+    const double g_bytes = static_cast<double>(g.numel) * param_bytes(in.precision);
+    const double bucket = std::min(in.bucket_mb * (1 << 20), g_bytes);
+    const double bucket_s =
+        (in.zero == 0 ? all_reduce_sent(bucket, sh.dp) : (sh.dp - 1.0) / sh.dp * bucket) / link;
+    g.dp_s = reduce_s + gather_s;
+    g.dp_exposed_s = std::max(reduce_s - window, bucket_s) + gather_s;
+  }
+}
+
 Plan make_plan(const PlanInput& in, const Device& device) {
   const LlamaConfig& m = in.model;
   const MeshShape& sh = in.shape;
@@ -169,8 +242,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
   plan.device = device;
   plan.group_of_rank.assign(sh.size(), -1);
   const double peak = device.peak_tflops(in.precision) * 1e12;
-  const double rate = peak * device.efficiency;
-  const double link = device.link_gbps * 1e9 / 8, tp_link = device.tp_link_gbps * 1e9 / 8;
+  const double link = device.link_gbps * 1e9 / 8;
   const StageCosts costs = stage_costs(m, static_cast<int>(in.seq_len));
   const double tokens = static_cast<double>(in.micro_batches * in.batch * in.seq_len);
   const int virt = std::max(sh.pp_virtual, 1);
@@ -190,29 +262,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
       std::sort(g.ranks.begin(), g.ranks.end());
       tp = end;
 
-      g.slots = slots_per_chunk(in.schedule, sh.pp, stage, in.micro_batches, virt);
-      // ZeRO: the pieces of the gradient buckets this rank owns (a tied embedding in a bucket
-      // of its own), as training divides them; dp rank 0 owns the most (by a float per bucket).
-      const double P = param_bytes(in.precision), numel = static_cast<double>(g.numel);
-      g.state = model_state_bytes(numel, in.precision, in.moments, 0, sh.dp);
-      if (in.zero > 0) {
-        const ParamLayout layout(m, g.shard);
-        const bool alone = m.tie_embeddings && sh.pp > 1 && (stage == 0 || stage == sh.pp - 1);
-        const auto limit = static_cast<int64_t>(in.bucket_mb * (1 << 20) / sizeof(float));
-        g.owned = make_zero_plan(layout, sh.dp, 0, limit,
-                                 alone ? layout.find("model.embed_tokens.weight").offset : -1)
-                      .owned;
-        g.state.optimizer *= static_cast<double>(g.owned) / numel;
-        // ZeRO-1 keeps the whole gradient buffer (its reduce-scatter sums each piece in place);
-        // ZeRO-2 only the owned shard between steps (the whole buffer lives during backward,
-        // until its reduce-scatter).
-        if (in.zero >= 2) {
-          g.state.grads = static_cast<double>(g.owned) * P;
-          g.grads_in_backward = numel * P;
-        }
-      }
-      g.activations =
-          activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute, in.precision);
+      group_memory(g, in, stage);
       const Traffic t = rank_traffic(in, g.shard, stage, g.numel);
       // Every rank receives what it sends: collectives are symmetric, and a stage receives from
       // its neighbours as many messages as it sends them.
@@ -220,37 +270,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
       g.pp_bytes = 2 * (t.pp + t.tied);
       g.dp_bytes = 2 * (t.dp_reduce + t.dp_gather);
 
-      // Compute: forward and backward of this rank's layers (a recomputed layer runs its forward
-      // twice), the embedding and the head; tensor parallelism divides all alike.
-      double layers = 0;
-      for (const auto& [a, b] : g.shard.chunks()) layers += b - a;
-      const double fwd_bwd = layers * costs.layer + (g.shard.has_embedding ? costs.embedding : 0) +
-                             (g.shard.has_head ? costs.head : 0);
-      // Recompute redoes, per layer and token, the forward without its down projection (full)
-      // or the attention scores and weighted sum, 2·T·C with the causal mask (attention).
-      const double C = m.dim, F = m.ffn_dim, T = static_cast<double>(in.seq_len);
-      const double redo = in.recompute == Recompute::full ? layers * (costs.layer / 3 - 2 * C * F)
-                          : in.recompute == Recompute::attention ? layers * 2 * T * C
-                                                                 : 0.0;
-      g.flops = tokens * (fwd_bwd + redo) / sh.tp;
-      g.compute_s = g.flops / rate;
-      // The forward sums wait for their GEMM's result; the backward ones overlap the weight
-      // gradient GEMMs (about a third of the work) and show only beyond them.
-      const double wgrad_s = tokens * fwd_bwd / 3 / sh.tp / rate;
-      g.tp_exposed_s = t.tp_fwd / tp_link + std::max(0.0, t.tp_bwd / tp_link - wgrad_s);
-      // Data parallel: buckets reduce during the last micro-batch's backward; at least the last
-      // bucket is exposed, and ZeRO's all-gather of the updated parameters follows the step.
-      if (sh.dp > 1) {
-        const double reduce_s = t.dp_reduce / link, gather_s = t.dp_gather / link;
-        const double window =
-            (g.compute_s - tokens * fwd_bwd / 3 / sh.tp / rate) / (in.micro_batches * virt);
-        const double g_bytes = static_cast<double>(g.numel) * param_bytes(in.precision);
-        const double bucket = std::min(in.bucket_mb * (1 << 20), g_bytes);
-        const double bucket_s =
-            (in.zero == 0 ? all_reduce_sent(bucket, sh.dp) : (sh.dp - 1.0) / sh.dp * bucket) / link;
-        g.dp_s = reduce_s + gather_s;
-        g.dp_exposed_s = std::max(reduce_s - window, bucket_s) + gather_s;
-      }
+      group_time(g, in, device, costs, t);
       for (int r : g.ranks) plan.group_of_rank[r] = static_cast<int>(plan.groups.size());
       plan.groups.push_back(std::move(g));
     }

@@ -1,0 +1,13 @@
+#pragma once
+// `parallama bench`: training steps on random tokens, timed (see bench.cpp).
+#include "comm/group.h"
+#include "train/run_config.h"
+
+namespace parallama {
+
+// Prints the step time, throughput, MFU, memory per rank, bytes per mesh axis and, by layout,
+// data-parallel scaling, tensor-parallel overlap and the pipeline's bubble; json: also one JSON
+// object on the last line; profile: where a step's time goes.
+int run_bench(const RunConfig& cfg, bool json, comm::Group world, bool profile = false);
+
+}  // namespace parallama
