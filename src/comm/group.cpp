@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "comm/self/self_backend.h"
+#include "comm/wire_scratch.h"
 #include "tensor/error.h"
 #include "tensor/profile.h"
 
@@ -57,8 +58,9 @@ struct GroupState {
   std::string name;  // e.g. "tensor-parallel ", prefixed to operation names in errors
   uint64_t seq = 0;
   int rank = 0;
-  std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();  // shared with split groups
-  Traffic own;                                                     // this group's alone
+  std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();       // shared with split groups
+  Traffic own;                                                          // this group's alone
+  std::shared_ptr<WireScratch> wire = std::make_shared<WireScratch>();  // wire sums' buffers
 };
 
 const char* op_name(Op op) {
@@ -135,6 +137,39 @@ void Request::check_peers() const {
                    "slowly, or is stuck outside communication)");
   throw Error(what + ": another rank died, hangs, or called a different collective " +
               "(set parallel.check_collectives = true to find which)");
+}
+
+std::shared_ptr<WireScratch> Group::wire_scratch() const {
+  return st_->wire;
+}
+
+void Request::wait_all(const std::vector<Request*>& reqs) {
+  std::vector<Request*> left;
+  for (Request* r : reqs)
+    if (r->op_) left.push_back(r);
+  if (left.empty()) return;
+  {
+    prof::KindScope scope(prof::Kind::comm);
+    const Waiting waiting;
+    const auto start = Clock::now();
+    const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(left[0]->st_->opt.timeout_s));
+    const auto spin_until = start + std::chrono::milliseconds(2);
+    for (int spins = 0; !left.empty(); ++spins) {
+      std::erase_if(left, [](Request* r) { return r->test(); });
+      if (left.empty() || (spins & 63) != 63) continue;
+      const auto t = Clock::now();
+      if (t > deadline) break;
+      if (t < spin_until)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    waited_ns.fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
+        std::memory_order_relaxed);
+  }
+  for (Request* r : left) r->wait();  // past the deadline: named, pinged, or waited for longer
 }
 
 void Request::wait() {

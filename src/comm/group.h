@@ -72,6 +72,7 @@ class PeerLost : public Error {
 };
 
 struct GroupState;  // sequence numbers and settings shared by copies of one Group
+class WireScratch;  // buffers of the wire sums (wire_scratch.h)
 
 // Bytes sent and received (fractional: a ring all-reduce moves 2(n-1)/n of its buffer).
 struct Traffic {
@@ -88,6 +89,10 @@ class Request {
   void wait();  // throws Error at the group's deadline (see Options::wait_for_busy)
   bool test();
   bool done() const { return !op_; }
+  // Waits for all of them, testing each in turn, so that none waits for another to complete
+  // before it makes progress (a two-phase operation starts its second phase as soon as its first
+  // is done). Timed as wait() is; past the first one's timeout, waits for each as wait() does.
+  static void wait_all(const std::vector<Request*>& reqs);
 
  private:
   void check_peers() const;
@@ -182,6 +187,7 @@ class Group {
 
  private:
   uint64_t stamp(Op op, int64_t count);  // sequence number; checks agreement when enabled
+  std::shared_ptr<class WireScratch> wire_scratch() const;
   void count(double sent, double received);
   // reduce_scatter / all_gather: checks the counts, stamps, counts the traffic.
   uint64_t begin_sharded(Op op, const std::vector<int64_t>& counts, DType t);

@@ -2,10 +2,13 @@
 // phases of point-to-point messages (see group.h). One operation in flight is a WireSum; its
 // test() makes progress: when phase 1's messages are in, it sums (and, for the all-reduce, starts
 // phase 2); when phase 2's are in, it stores the rounded sums.
+#include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "comm/group.h"
+#include "comm/wire_scratch.h"
+#include "kernels/matmul.h"
 #include "tensor/bf16.h"
 
 namespace parallama::comm {
@@ -23,26 +26,41 @@ int wire_tag(uint64_t seq, int phase) {
 class WireSum : public PendingOp {
  public:
   // gather: all-reduce (in == data, out unused); otherwise reduce-scatter of in into out.
-  WireSum(std::shared_ptr<Backend> be, const float* in, float* out, float* data,
-          std::vector<int64_t> counts, uint64_t seq)
-      : be_(std::move(be)), in_(in), out_(out), data_(data), counts_(std::move(counts)), seq_(seq) {
+  WireSum(std::shared_ptr<Backend> be, std::shared_ptr<WireScratch> scratch, const float* in,
+          float* out, float* data, std::vector<int64_t> counts, uint64_t seq)
+      : be_(std::move(be)),
+        scratch_(std::move(scratch)),
+        in_(in),
+        out_(out),
+        data_(data),
+        counts_(std::move(counts)),
+        seq_(seq) {
     const int D = be_->size(), me = be_->rank();
     offsets_.assign(D, 0);
     for (int r = 1; r < D; ++r) offsets_[r] = offsets_[r - 1] + counts_[r - 1];
     n_ = offsets_[D - 1] + counts_[D - 1];
     const int64_t mine = counts_[me], off = offsets_[me];
-    wire_.resize(static_cast<size_t>(n_));
-    inbox_.resize(static_cast<size_t>(D * mine));
+    // Buffers of earlier wire sums: every element is written before it is read.
+    wire_buf_ = scratch_->take(static_cast<size_t>(n_));
+    inbox_buf_ = scratch_->take(static_cast<size_t>(std::max<int64_t>(D * mine, 1)));
+    wire_ = wire_buf_.data(), inbox_ = inbox_buf_.data();
     // This rank's own chunk is summed in fp32: only the others' chunks are rounded now.
-#pragma omp parallel for simd schedule(static)
-    for (int64_t j = 0; j < n_; ++j)
-      if (j < off || j >= off + mine) wire_[j] = float_to_bf16(in_[j]);
+    kernels::to_lowp(DType::BF16, wire_, in_, off);
+    kernels::to_lowp(DType::BF16, wire_ + off + mine, in_ + off + mine, n_ - off - mine);
     for (int k = 1; k < D; ++k) {  // peers in a rotated order: not everyone at rank 0 first
       const int to = (me + k) % D, from = (me - k + D) % D;
-      if (mine > 0) recv(inbox_.data() + from * mine, mine, from, 0);
-      if (counts_[to] > 0) send(wire_.data() + offsets_[to], counts_[to], to, 0);
+      if (mine > 0) recv(inbox_ + from * mine, mine, from, 0);
+      if (counts_[to] > 0) send(wire_ + offsets_[to], counts_[to], to, 0);
     }
   }
+
+  ~WireSum() override {
+    if (!reqs_.empty()) return;  // messages still in flight (an error): the buffers stay theirs
+    scratch_->give_back(std::move(wire_buf_));
+    scratch_->give_back(std::move(inbox_buf_));
+  }
+  WireSum(const WireSum&) = delete;
+  WireSum& operator=(const WireSum&) = delete;
 
   bool test() override {
     if (phase_ == 1 && all_done()) sum_and_gather();
@@ -68,9 +86,9 @@ class WireSum : public PendingOp {
     const int D = be_->size(), me = be_->rank();
     const int64_t mine = counts_[me], off = offsets_[me];
     const float* own = in_ + off;
-    const uint16_t* in = inbox_.data();
+    const uint16_t* in = inbox_;
     float* out = out_;
-    uint16_t* wire = wire_.data() + off;
+    uint16_t* wire = wire_ + off;
     const bool gather = data_ != nullptr;
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < mine; ++j) {
@@ -89,7 +107,7 @@ class WireSum : public PendingOp {
     // (phase 1's sends from it are complete).
     for (int k = 1; k < D; ++k) {
       const int to = (me + k) % D, from = (me - k + D) % D;
-      if (counts_[from] > 0) recv(wire_.data() + offsets_[from], counts_[from], from, 1);
+      if (counts_[from] > 0) recv(wire_ + offsets_[from], counts_[from], from, 1);
       if (mine > 0) send(wire, mine, to, 1);
     }
     phase_ = 2;
@@ -97,13 +115,14 @@ class WireSum : public PendingOp {
   // Phase 2 done: the whole buffer, this rank's chunk included, from bf16.
   void unpack() {
     float* d = data_;
-    const uint16_t* w = wire_.data();
+    const uint16_t* w = wire_;
 #pragma omp parallel for simd schedule(static)
     for (int64_t j = 0; j < n_; ++j) d[j] = bf16_to_float(w[j]);
     phase_ = 3;
   }
 
   std::shared_ptr<Backend> be_;
+  std::shared_ptr<WireScratch> scratch_;
   const float* in_;
   float* out_;
   float* data_;
@@ -111,7 +130,8 @@ class WireSum : public PendingOp {
   uint64_t seq_;
   int64_t n_ = 0;
   int phase_ = 1;
-  std::vector<uint16_t> wire_, inbox_;
+  std::vector<uint16_t> wire_buf_, inbox_buf_;
+  uint16_t *wire_ = nullptr, *inbox_ = nullptr;
   std::vector<std::unique_ptr<PendingOp>> reqs_;
 };
 
@@ -145,8 +165,8 @@ Request Group::iall_reduce_wire(float* data, int64_t count, DType wire) {
   const uint64_t s = stamp(Op::AllReduce, count);
   const Traffic t = wire_bytes(counts, rank(), true);
   this->count(t.sent, t.received);
-  return Request(std::make_unique<WireSum>(be_, data, nullptr, data, counts, s), st_, Op::AllReduce,
-                 s);
+  return Request(std::make_unique<WireSum>(be_, wire_scratch(), data, nullptr, data, counts, s),
+                 st_, Op::AllReduce, s);
 }
 
 Request Group::ireduce_scatter_wire(const float* in, float* out, const std::vector<int64_t>& counts,
@@ -160,7 +180,7 @@ Request Group::ireduce_scatter_wire(const float* in, float* out, const std::vect
   const uint64_t s = stamp(Op::ReduceScatter, total);
   const Traffic t = wire_bytes(counts, rank(), false);
   this->count(t.sent, t.received);
-  return Request(std::make_unique<WireSum>(be_, in, out, nullptr, counts, s), st_,
+  return Request(std::make_unique<WireSum>(be_, wire_scratch(), in, out, nullptr, counts, s), st_,
                  Op::ReduceScatter, s);
 }
 

@@ -128,8 +128,12 @@ ReduceStats GradReducer::finish() {
   if (group_.size() == 1 && !scatter_) return s;
   ready_from(0);
   const double t0 = now();
+  std::vector<comm::Request*> reqs;
   for (auto& b : buckets_)
-    if (!b.done) b.req.wait(), complete(b);
+    if (!b.done) reqs.push_back(&b.req);
+  comm::Request::wait_all(reqs);
+  for (auto& b : buckets_)
+    if (!b.done) complete(b);
   s.exposed_s = now() - t0;
   s.comm_s = t_last_done_ - t_first_;
   s.buckets = static_cast<int>(buckets_.size());

@@ -231,6 +231,11 @@ static void group_time(RankGroup& g, const PlanInput& in, const Device& device,
   }
 }
 
+double pipeline_bubble(int stages, int chunks, int64_t micro_batches) {
+  const double p = stages, v = chunks, m = static_cast<double>(micro_batches);
+  return (p - 1) / (v * m + p - 1);
+}
+
 Plan make_plan(const PlanInput& in, const Device& device) {
   const LlamaConfig& m = in.model;
   const MeshShape& sh = in.shape;
@@ -284,7 +289,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
     if (g.memory() > most) most = g.memory(), plan.largest = static_cast<int>(i);
   }
   if (sh.pp > 1) {
-    plan.bubble = (sh.pp - 1.0) / (virt * in.micro_batches + sh.pp - 1.0);
+    plan.bubble = pipeline_bubble(sh.pp, virt, in.micro_batches);
     // Transfers overlap the steady state; filling and draining the pipeline waits for one
     // message per virtual-stage boundary each way. The tied-embedding sum follows backward.
     const double N = static_cast<double>(in.batch * in.seq_len);

@@ -64,6 +64,9 @@ double activation_bytes(const LlamaConfig& m, const ModelShard& shard, int64_t B
 // Model FLOPs per token of training at sequence length seq_len, as bench, plan and the run report
 // count them: 6·N + 12·L·T·C (N: the matmul parameters, output head included).
 double model_flops_per_token(const LlamaConfig& m, int64_t seq_len);
+// The idle share of a pipeline's step: (p - 1) / (v·m + p - 1) for p stages of v chunks each
+// and m micro-batches (0 for one stage).
+double pipeline_bubble(int stages, int chunks, int64_t micro_batches);
 
 struct PlanInput {
   LlamaConfig model;

@@ -291,14 +291,14 @@ void report_tp_pp(Bench& b, const Measured& m, nlohmann::json& j) {
   const auto stage_bubble = gather(b.mesh.pp, median(m.bubble));
   double mean = 0;
   for (double x : stage_bubble) mean += x / static_cast<double>(stage_bubble.size());
-  const double p = b.shape.pp, mb = K, v = cfg.parallel.layout.pp_virtual;
-  const double formula = (p - 1) / (v * mb + p - 1);
+  const int v = cfg.parallel.layout.pp_virtual;
+  const double formula = pipeline_bubble(b.shape.pp, v, K);
   const auto stage_peak = gather(b.mesh.pp, double(b.st.pipeline->last_step().peak_in_flight));
   std::printf(
       "pipeline %s, %d stages, %d micro-batches%s: bubble %.1f%% measured (mean over "
       "stages), %.1f%% by (p-1)/(v*m+p-1); stage 0 holds %d micro-batches at most\n",
       schedule_name(cfg.parallel.layout.pp_schedule), b.shape.pp, K,
-      v > 1 ? (", " + std::to_string(int(v)) + " chunks per rank").c_str() : "", 100 * mean,
+      v > 1 ? (", " + std::to_string(v) + " chunks per rank").c_str() : "", 100 * mean,
       100 * formula, static_cast<int>(stage_peak[0]));
   j["pp_schedule"] = schedule_name(cfg.parallel.layout.pp_schedule);
   j["pp_virtual"] = cfg.parallel.layout.pp_virtual;
