@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include <omp.h>
+
 #include "tensor/error.h"
 
 namespace parallama {
@@ -18,15 +20,27 @@ int64_t capacity(const LlamaConfig& c, int64_t context) {
   return context > 0 ? std::min<int64_t>(context, c.max_seq_len) : c.max_seq_len;
 }
 
-// The model's batch (B, T) for `rows` tokens a call: T up to max_seq_len, B to make up the rest.
+// The most tokens a call of the model takes.
 int64_t rows_for(int64_t sequences, int64_t rows) {
   return rows > 0 ? std::max(rows, sequences) : std::max<int64_t>(sequences, 128);
 }
-Llama make_model(const ParamLayout& layout, comm::Group tp, int64_t rows) {
-  const int64_t T = std::min<int64_t>(rows, layout.config().max_seq_len);
-  // Recompute::full: one layer's activations at a time, all that a forward alone needs.
-  return Llama(layout, (rows + T - 1) / T, T, std::move(tp), Recompute::full);
-}
+
+// At most one thread per row while it lives: a decode step of one sequence is a chain of tiny
+// kernels, and more threads than rows spend longer meeting at each kernel's barrier than they
+// save (5× slower with two threads than one, at one row, on a 2-core machine). The generator
+// decides this for its calls; the model and its kernels never set the thread count.
+class ThreadCap {
+ public:
+  explicit ThreadCap(int64_t rows) {
+    if (rows < keep_) omp_set_num_threads(static_cast<int>(rows));
+  }
+  ~ThreadCap() { omp_set_num_threads(keep_); }
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
+
+ private:
+  int keep_ = omp_get_max_threads();
+};
 
 }  // namespace
 
@@ -34,11 +48,18 @@ Generator::Generator(const ParamLayout& layout, const ParamBuffer& params, comm:
                      int64_t context, int64_t sequences, int64_t rows)
     : params_(params),
       V_(layout.config().vocab_size),
-      model_(make_model(layout, std::move(tp), rows_for(sequences, rows))),
+      model_(layout, rows_for(sequences, rows), std::move(tp)),
       cache_(model_, sequences, capacity(layout.config(), context)) {}
 
+const float* Generator::decode(const std::vector<DecodeSegment>& seg, const int32_t* tokens) {
+  int64_t rows = 0;
+  for (const DecodeSegment& g : seg) rows += g.count;
+  const ThreadCap cap(std::max<int64_t>(rows, 1));
+  return model_.decode(params_, cache_, seg, tokens);
+}
+
 const float* Generator::feed(int32_t token) {
-  return model_.decode(params_, cache_, {{0, 1}}, &token);
+  return decode({{0, 1}}, &token);
 }
 
 int32_t Generator::sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng) {
@@ -127,7 +148,7 @@ std::vector<Generated> Generator::generate_batch(const std::vector<std::vector<i
       fed += k;
       if (fed == static_cast<int64_t>(p.size())) done.push_back(s), ++s, fed = 0;
     }
-    const float* logits = model_.decode(params_, cache_, seg, rows.data());
+    const float* logits = decode(seg, rows.data());
     for (size_t g = 0; g < seg.size(); ++g)
       if (std::find(done.begin(), done.end(), seg[g].seq) != done.end())
         take(seg[g].seq, logits + static_cast<int64_t>(g) * V_);
@@ -138,7 +159,7 @@ std::vector<Generated> Generator::generate_batch(const std::vector<std::vector<i
     for (int64_t q = 0; q < n; ++q)
       if (live[static_cast<size_t>(q)]) seg.push_back({q, 1}), rows.push_back(next[q]);
     if (seg.empty()) break;
-    const float* logits = model_.decode(params_, cache_, seg, rows.data());
+    const float* logits = decode(seg, rows.data());
     for (size_t g = 0; g < seg.size(); ++g) take(seg[g].seq, logits + static_cast<int64_t>(g) * V_);
   }
   return out;

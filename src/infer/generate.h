@@ -1,5 +1,5 @@
 #pragma once
-// Generation with a KV cache, through the model's own forward (Llama::decode): the same layers
+// Generation with a KV cache, through the model's own layers (model/decoder.h): the same layers
 // that train, fed the new tokens of a batch of sequences at once. A batch's prompts are fed
 // together (in calls of at most the model's rows, a long prompt over several), then every
 // unfinished sequence takes one token per step. Under tensor parallelism every rank of the group
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "comm/group.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/params.h"
 
 namespace parallama {
@@ -58,10 +58,12 @@ class Generator {
 
  private:
   int32_t sample(const float* logits, const SampleConfig& sc, std::mt19937_64& rng);
+  // The model on `rows` tokens, with at most one thread per row.
+  const float* decode(const std::vector<DecodeSegment>& seg, const int32_t* tokens);
 
   const ParamBuffer& params_;
   int64_t V_;
-  Llama model_;
+  Decoder model_;
   KVCache cache_;
   std::vector<std::pair<float, int32_t>> cand_;
 };

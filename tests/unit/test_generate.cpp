@@ -125,7 +125,7 @@ TEST(Generator, BatchedDecodeLogitsEqualTheFullForward) {
       seqs[s].push_back(int32_t((t * (31 + 4 * s) + 3 * s + 1) % V));
   std::vector<std::vector<float>> full;
   for (const auto& q : seqs) full.push_back(full_logits(m, q));
-  Llama model(m.layout, 1, 8, {}, Recompute::full);  // 8 rows a call
+  Decoder model(m.layout, 8);  // 8 rows a call
   KVCache cache(model, 3, m.cfg.max_seq_len);
   // Calls of (sequence, tokens) segments, ending with single-token steps of all three.
   const std::vector<std::vector<DecodeSegment>> calls = {
