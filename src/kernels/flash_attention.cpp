@@ -1,5 +1,7 @@
 #include "kernels/flash_attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -17,19 +19,33 @@ namespace parallama::kernels {
 // is O(kBlock · (kBlock + D)) plus O(T).
 using flash::kBlock;
 
+void AttnScratch::prepare(int threads) {
+  if (f_.size() < static_cast<size_t>(threads)) f_.resize(threads), h_.resize(threads);
+}
+
+float* AttnScratch::floats(int t, int64_t n) {
+  auto& v = f_.at(static_cast<size_t>(t));
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+uint16_t* AttnScratch::halves(int t, int64_t n) {
+  auto& v = h_.at(static_cast<size_t>(t));
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
 void flash_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                             const AttnDims& d) {
+                             const AttnDims& d, AttnScratch& scratch) {
   prof::KindScope scope(prof::Kind::attention);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH, P = d.past, Tk = P + T;
   const int64_t nblocks = (T + kBlock - 1) / kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  scratch.prepare(omp_get_max_threads());
 #pragma omp parallel
   {
     // acc (kBlock × D), scores / probabilities (kBlock × kBlock), running max m and sum l
-    thread_local std::vector<float> scratch;  // grows once, reused by every later step
-    const auto need = static_cast<size_t>(kBlock * (D + kBlock + 2));
-    if (scratch.size() < need) scratch.resize(need);
-    float* const acc = scratch.data();
+    float* const acc = scratch.floats(omp_get_thread_num(), kBlock * (D + kBlock + 2));
     float* const s = acc + kBlock * D;
     float* const m = s + kBlock * kBlock;
     float* const l = m + kBlock;
@@ -79,20 +95,18 @@ void flash_attention_forward(float* out, float* lse, const float* q, const float
 
 void flash_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                               const float* lse, const float* q, const float* k, const float* v,
-                              const AttnDims& d) {
+                              const AttnDims& d, AttnScratch& scratch) {
   prof::KindScope scope(prof::Kind::attention);
   if (d.past != 0) throw Error("internal: the attention backward runs without a KV cache");
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One task per (batch, KV head): it owns dk and dv of that KV head and dq of its query heads,
   // so no two threads write the same memory, and the order of accumulation is fixed.
+  scratch.prepare(omp_get_max_threads());
 #pragma omp parallel
   {
     // delta (T): Σ_x dout·out per row of one head; p and ds (kBlock × kBlock) of one tile
-    thread_local std::vector<float> scratch;
-    const auto need = static_cast<size_t>(T + 2 * kBlock * kBlock);
-    if (scratch.size() < need) scratch.resize(need);
-    float* const delta = scratch.data();
+    float* const delta = scratch.floats(omp_get_thread_num(), T + 2 * kBlock * kBlock);
     float* const p = delta + T;
     float* const ds = p + kBlock * kBlock;
 #pragma omp for collapse(2) schedule(static)

@@ -8,6 +8,8 @@
 // one 64-byte load holds the pair p of 16 columns. The backward works in the transposed tile
 // (keys as rows, queries as columns), where every operand it needs comes out of a row-wise
 // conversion: no tile is transposed.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -143,36 +145,29 @@ struct Sizes {
   }
 };
 
-// Per-thread scratch that grows once and is reused by every later call.
-template <class T>
-T* grow(std::vector<T>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
-}
-
 }  // namespace
 
 void flash_attention_forward_bf16(float* out, float* lse, const float* q, const float* k,
-                                  const float* v, const AttnDims& d) {
+                                  const float* v, const AttnDims& d, AttnScratch& scratch) {
   prof::KindScope scope(prof::Kind::attention);
   const Sizes z(d);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const int64_t D2 = z.D2, Dv = z.Dv, Tp = z.Tp, T2 = z.T2, nvD = z.nvD;
   const float scale = z.scale;
+  scratch.prepare(omp_get_max_threads());
 #pragma omp parallel
   {
-    thread_local std::vector<uint16_t> hbuf;
-    thread_local std::vector<float> fbuf;
+    const int thread = omp_get_thread_num();
     // q rows (T, 2·D2); k paired by columns (D2, Tp); v paired by rows (T2, Dv); a tile's
     // probabilities (kBlock, kBlock); a staging area for rows of k or v
-    uint16_t* const qb = grow(
-        hbuf, T * 2 * D2 + 2 * D2 * Tp + T2 * Dv * 2 + kBlock * kBlock + Tp * std::max(2 * D2, Dv));
+    uint16_t* const qb = scratch.halves(thread, T * 2 * D2 + 2 * D2 * Tp + T2 * Dv * 2 +
+                                                    kBlock * kBlock + Tp * std::max(2 * D2, Dv));
     uint16_t* const kp = qb + T * 2 * D2;
     uint16_t* const vr = kp + 2 * D2 * Tp;
     uint16_t* const pb = vr + T2 * Dv * 2;
     uint16_t* const stage = pb + kBlock * kBlock;
     // acc (kBlock, Dv), scores (kBlock, kBlock), running max and sum
-    float* const acc = grow(fbuf, kBlock * (Dv + kBlock + 2));
+    float* const acc = scratch.floats(thread, kBlock * (Dv + kBlock + 2));
     float* const s = acc + kBlock * Dv;
     float* const m = s + kBlock * kBlock;
     float* const l = m + kBlock;
@@ -219,22 +214,23 @@ void flash_attention_forward_bf16(float* out, float* lse, const float* q, const 
 
 void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
                                    const float* out, const float* lse, const float* q,
-                                   const float* k, const float* v, const AttnDims& d) {
+                                   const float* k, const float* v, const AttnDims& d,
+                                   AttnScratch& scratch) {
   prof::KindScope scope(prof::Kind::attention);
   const Sizes z(d);
   const int64_t T = d.T, H = d.H, D = d.D, group = d.H / d.KVH;
   const int64_t D2 = z.D2, Dv = z.Dv, Tp = z.Tp, T2 = z.T2, nvD = z.nvD;
   const float scale = z.scale;
+  scratch.prepare(omp_get_max_threads());
 #pragma omp parallel
   {
-    thread_local std::vector<uint16_t> hbuf;
-    thread_local std::vector<float> fbuf;
+    const int thread = omp_get_thread_num();
     // Per KV head: k and v rows (T, 2·D2); kᵀ rows (D, Tp). Per query head: q and dout paired
     // by columns (D2, Tp) and by rows (T2, Dv). Per tile: pᵀ and dsᵀ rows (kBlock, kBlock), dsᵀ
     // paired by rows. A staging area.
     const int64_t W = 2 * D2;
-    uint16_t* const kb = grow(hbuf, 2 * T * W + D * Tp + 2 * (W * Tp + T2 * Dv * 2) +
-                                        3 * kBlock * kBlock + Tp * std::max(W, Dv));
+    uint16_t* const kb = scratch.halves(thread, 2 * T * W + D * Tp + 2 * (W * Tp + T2 * Dv * 2) +
+                                                    3 * kBlock * kBlock + Tp * std::max(W, Dv));
     uint16_t* const vb = kb + T * W;
     uint16_t* const kt = vb + T * W;
     uint16_t* const qp = kt + D * Tp;
@@ -246,7 +242,7 @@ void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float*
     uint16_t* const dsp = dstb + kBlock * kBlock;
     uint16_t* const stage = dsp + kBlock * kBlock;
     // dk, dv (T, Dv) and dqᵀ (D, Tp) sums; delta (T); the tile's pᵀ and dsᵀ (kBlock, kBlock)
-    float* const dka = grow(fbuf, 2 * T * Dv + D * Tp + T + 2 * kBlock * kBlock);
+    float* const dka = scratch.floats(thread, 2 * T * Dv + D * Tp + T + 2 * kBlock * kBlock);
     float* const dva = dka + T * Dv;
     float* const dqt = dva + T * Dv;
     float* const delta = dqt + D * Tp;
@@ -314,12 +310,13 @@ void flash_attention_backward_bf16(float* dq, float* dk, float* dv, const float*
 #else  // no AVX-512 BF16: callers check flash_attention_bf16_available()
 
 void flash_attention_forward_bf16(float*, float*, const float*, const float*, const float*,
-                                  const AttnDims&) {
+                                  const AttnDims&, AttnScratch&) {
   throw Error("internal: the bf16 attention needs AVX-512 BF16");
 }
 
 void flash_attention_backward_bf16(float*, float*, float*, const float*, const float*, const float*,
-                                   const float*, const float*, const float*, const AttnDims&) {
+                                   const float*, const float*, const float*, const AttnDims&,
+                                   AttnScratch&) {
   throw Error("internal: the bf16 attention needs AVX-512 BF16");
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "tensor/dtype.h"
 
@@ -118,10 +119,17 @@ class PackedGemm {
   std::unique_ptr<Impl> impl_;
 };
 
+// fp16 products widen both operands to fp32 first (exact: every fp16 value and product is
+// representable in fp32); the widened copies live here, owned by the caller and reused.
+struct WidenScratch {
+  std::vector<float> a, b;
+};
+
 // c (M, N) = alpha · op(a) · op(b) + beta · c with a, b in t (beta 0 or 1), c and the sums in
-// fp32; alpha multiplies the fp32 sums.
+// fp32; alpha multiplies the fp32 sums. fp16 widens into `widen` (without one: into memory of
+// this call's own).
 void gemm_lp(DType t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
-             int64_t ldc, float alpha = 1.0f);
+             int64_t ldc, float alpha = 1.0f, WidenScratch* widen = nullptr);
 
 }  // namespace parallama::kernels

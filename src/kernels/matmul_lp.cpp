@@ -303,7 +303,7 @@ int64_t PackedGemm::bytes() const {
 
 void gemm_lp(DType t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
-             int64_t ldc, float alpha) {
+             int64_t ldc, float alpha, WidenScratch* widened) {
   if (M == 0 || N == 0) return;
   if (beta != 0.0f && beta != 1.0f) throw Error("internal: gemm_lp takes beta 0 or 1");
   if (K == 0) {
@@ -312,7 +312,9 @@ void gemm_lp(DType t, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
     return;
   }
   if (t == DType::F16) {  // exact: every fp16 value and product is representable in fp32
-    static thread_local std::vector<float> wa, wb;
+    WidenScratch own;
+    std::vector<float>& wa = widened ? widened->a : own.a;
+    std::vector<float>& wb = widened ? widened->b : own.b;
     const float* fa = trans_a ? widen(wa, a, K, M, lda) : widen(wa, a, M, K, lda);
     const float* fb = trans_b ? widen(wb, b, N, K, ldb) : widen(wb, b, K, N, ldb);
     gemm(trans_a, trans_b, M, N, K, alpha, fa, trans_a ? M : K, fb, trans_b ? K : N, beta, c, ldc);

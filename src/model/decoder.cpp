@@ -1,5 +1,7 @@
 #include "model/decoder.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -60,9 +62,11 @@ Decoder::Decoder(const ParamLayout& layout, int64_t rows, comm::Group tp)
 
 void Decoder::cached_attention(const LayerActs& a, KVCache& kv,
                                const std::vector<DecodeSegment>& segs,
-                               const std::vector<int64_t>& first, int layer) const {
+                               const std::vector<int64_t>& first, int layer) {
   const int64_t HD = d_.HD(), KVD = d_.KVD(), QKV = d_.QKV;
   const auto n = static_cast<int64_t>(segs.size());
+  if (attn_.size() < static_cast<size_t>(omp_get_max_threads()))
+    attn_.resize(static_cast<size_t>(omp_get_max_threads()));
   for (size_t g = 0; g < segs.size(); ++g) {
     const int64_t past = kv.len_[static_cast<size_t>(segs[g].seq)];
     float *kc = kv.k(layer, segs[g].seq), *vc = kv.v(layer, segs[g].seq);
@@ -81,7 +85,8 @@ void Decoder::cached_attention(const LayerActs& a, KVCache& kv,
     AttnDims ad{1, sg.count, d_.H, d_.KVH, d_.D, QKV, KVD};
     ad.past = kv.len_[static_cast<size_t>(sg.seq)];
     flash_attention_forward(a.atty + first[g] * HD, nullptr, a.qkv + first[g] * QKV,
-                            kv.k(layer, sg.seq), kv.v(layer, sg.seq), ad);
+                            kv.k(layer, sg.seq), kv.v(layer, sg.seq), ad,
+                            attn_[static_cast<size_t>(omp_get_thread_num())]);
   }
 }
 

@@ -65,7 +65,7 @@ class Decoder {
   friend class KVCache;
   // The new keys and values of layer `layer` into the cache, and each segment's attention.
   void cached_attention(const LayerActs& a, KVCache& kv, const std::vector<DecodeSegment>& segs,
-                        const std::vector<int64_t>& first, int layer) const;
+                        const std::vector<int64_t>& first, int layer);
   // The head of each segment's last row (in x): the logits of the whole vocabulary.
   const float* head(const float* x, const std::vector<int64_t>& first, const float* W);
 
@@ -78,6 +78,8 @@ class Decoder {
   Layers layers_;
   Arena arena_;
   LayerActs acts_{};
+  // The attention kernels' memory, one per thread: each segment's attention is a task.
+  std::vector<kernels::AttnScratch> attn_;
   float *x_ = nullptr, *y_ = nullptr;        // (rows, C): a layer's input and output
   float *rcos_ = nullptr, *rsin_ = nullptr;  // (rows, D/2): the rotary rows of the call's tokens
   // The head's rows (S, C) and their norm, rstd, this rank's logits (S, V/tp), and the whole

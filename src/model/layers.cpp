@@ -135,25 +135,25 @@ void Layers::forward(const LayerActs& a, const LayerParams& p, const float* x, f
   if (out) row_parallel(out, a.res_mid, act, ops_.weight(p.wdown, W), F, N);
 }
 
-void Layers::attend(const LayerActs& a, const Rows& r, const Workspace& ws) const {
+void Layers::attend(const LayerActs& a, const Rows& r, Workspace& ws) const {
   rope_forward(a.qkv, ws.cos, ws.sin, r.B, r.T, d_.H, d_.D, d_.QKV);
   rope_forward(a.qkv + d_.HD(), ws.cos, ws.sin, r.B, r.T, d_.KVH, d_.D, d_.QKV);
-  attention_forward(a, r);
+  attention_forward(a, r, ws);
 }
 
-void Layers::attention_forward(const LayerActs& a, const Rows& r) const {
+void Layers::attention_forward(const LayerActs& a, const Rows& r, Workspace& ws) const {
   const AttnDims ad{r.B, r.T, d_.H, d_.KVH, d_.D, d_.QKV, d_.QKV};
   const int64_t HD = d_.HD(), KVD = d_.KVD();
   (attn_bf16_ ? flash_attention_forward_bf16 : flash_attention_forward)(
-      a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad);
+      a.atty, a.lse, a.qkv, a.qkv + HD, a.qkv + HD + KVD, ad, ws.attn);
 }
 
-void Layers::attention_backward(const Workspace& ws, const LayerActs& a, const Rows& r) const {
+void Layers::attention_backward(Workspace& ws, const LayerActs& a, const Rows& r) const {
   const AttnDims ad{r.B, r.T, d_.H, d_.KVH, d_.D, d_.QKV, d_.QKV};
   const int64_t HD = d_.HD(), KVD = d_.KVD();
   (attn_bf16_ ? flash_attention_backward_bf16 : flash_attention_backward)(
       ws.dqkv, ws.dqkv + HD, ws.dqkv + HD + KVD, ws.datty, a.atty, a.lse, a.qkv, a.qkv + HD,
-      a.qkv + HD + KVD, ad);
+      a.qkv + HD + KVD, ad, ws.attn);
 }
 
 void Layers::head_forward(HeadActs& h, const float* x, const int32_t* targets, int64_t N,

@@ -11,6 +11,7 @@
 #include <functional>
 #include <vector>
 
+#include "kernels/flash_attention.h"
 #include "model/operands.h"
 #include "model/params.h"
 #include "parallel/tensor_parallel.h"
@@ -102,6 +103,7 @@ struct Workspace {
   float *dres = nullptr, *dln = nullptr, *dqkv = nullptr, *datty = nullptr, *dgu = nullptr,
         *dact = nullptr;
   uint16_t *xh = nullptr, *dyh = nullptr;  // mixed precision: 16-bit operand scratch
+  kernels::AttnScratch attn;               // the attention kernels' per-thread memory
 };
 
 // A training batch's rows: B sequences of T positions.
@@ -125,8 +127,8 @@ class Layers {
   void forward(const LayerActs& a, const LayerParams& p, const float* x, float* out, const float* W,
                int64_t N, const Attend& attend, uint16_t* xh = nullptr) const;
   // Training attention (rotary embedding, then attention) of a layer, and the attention alone.
-  void attend(const LayerActs& a, const Rows& r, const Workspace& ws) const;
-  void attention_forward(const LayerActs& a, const Rows& r) const;
+  void attend(const LayerActs& a, const Rows& r, Workspace& ws) const;
+  void attention_forward(const LayerActs& a, const Rows& r, Workspace& ws) const;
   // The final norm, the head and the loss of N rows from x: h.losses; keep_logits: leave the
   // logits as they are (else the loss leaves what its backward needs there).
   void head_forward(HeadActs& h, const float* x, const int32_t* targets, int64_t N, const float* W,
@@ -153,7 +155,7 @@ class Layers {
   // y (N, C) = (one rank: residual, others: 0) + v (N, K) · w (C, K)ᵀ, summed over the group.
   void row_parallel(float* y, const float* residual, Operand v, Operand w, int64_t K,
                     int64_t N) const;
-  void attention_backward(const Workspace& ws, const LayerActs& a, const Rows& r) const;
+  void attention_backward(Workspace& ws, const LayerActs& a, const Rows& r) const;
 
   const LlamaConfig& cfg_;
   LocalDims d_;

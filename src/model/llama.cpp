@@ -141,7 +141,7 @@ const float* Llama::forward_chunk(const ParamBuffer& params, int c, int micro,
   return run_chunk(params, c, micro, tokens, targets, in, micro == kForwardOnly);
 }
 
-Layers::Attend Llama::attend() const {
+Layers::Attend Llama::attend() {
   return [this](const LayerActs& a) { layers_.attend(a, rows_, ws_); };
 }
 
@@ -226,7 +226,7 @@ const float* Llama::backward_chunk(const ParamBuffer& params, ParamBuffer& grads
       layers_.forward(a, p, s.res[i], nullptr, W, N, attend(), ws_.xh);
     if (recompute_ == Recompute::attention) {  // the attention output and its lse again
       prof::PartScope part(prof::Part::attention);
-      layers_.attention_forward(a, rows_);
+      layers_.attention_forward(a, rows_, ws_);
     }
     dres = layers_.backward(ws_, a, p, s.res[i], dres, rows_, W, G, i > 0);
     final_from(p.ln1);

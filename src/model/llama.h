@@ -103,7 +103,7 @@ class Llama {
   // Where layer i of slot s keeps its activations (with recompute, partly the shared ones).
   LayerActs acts_of(const Slot& s, int i) const;
   // The training attention of a layer, as Layers::forward calls it.
-  Layers::Attend attend() const;
+  Layers::Attend attend();
 
   LlamaConfig cfg_;
   LocalDims d_;

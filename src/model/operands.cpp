@@ -28,7 +28,7 @@ void Operands::mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, Operand a, 
         for (int64_t j = 0; j < N; ++j) c[i * ldc + j] *= alpha;
     }
   } else if (lowp()) {
-    gemm_lp(type_, ta, tb, M, N, K, a.h, lda, b.h, ldb, beta, c, ldc, alpha);
+    gemm_lp(type_, ta, tb, M, N, K, a.h, lda, b.h, ldb, beta, c, ldc, alpha, &widen_);
   } else
     gemm(ta, tb, M, N, K, alpha, a.f, lda, b.f, ldb, beta, c, ldc);
 }

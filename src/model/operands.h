@@ -59,6 +59,7 @@ class Operands {
   // bf16: each weight's GEMMs (forward: transposed, input gradient: not) with the weight packed,
   // repacked on first use after each refresh of wlp_.
   mutable std::map<std::pair<int64_t, bool>, Packed> packed_;
+  mutable kernels::WidenScratch widen_;  // fp16: the operands widened to fp32
   uint64_t version_ = 0;
 };
 

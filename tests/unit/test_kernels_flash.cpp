@@ -140,9 +140,10 @@ Flash run_flash(const Inputs& in, const std::vector<float>& dout, bool bf16 = fa
   f.grad.assign(in.buf.size(), 7.0f);  // overwritten where it belongs, untouched elsewhere
   auto forward = bf16 ? kernels::flash_attention_forward_bf16 : kernels::flash_attention_forward;
   auto backward = bf16 ? kernels::flash_attention_backward_bf16 : kernels::flash_attention_backward;
-  forward(f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d);
+  kernels::AttnScratch scratch;
+  forward(f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d, scratch);
   backward(f.grad.data() + in.qoff, f.grad.data() + in.koff, f.grad.data() + in.voff, dout.data(),
-           f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d);
+           f.out.data(), f.lse.data(), in.qp(), in.kp(), in.vp(), d, scratch);
   return f;
 }
 
@@ -238,8 +239,9 @@ TEST(FlashAttention, ForwardWithoutLogSumExp) {
   Inputs in({2, 70, 4, 2, 12, true}, 300);
   const auto d = in.dims();
   std::vector<float> a(2 * 70 * 4 * 12), b(a.size()), lse(2 * 4 * 70);
-  kernels::flash_attention_forward(a.data(), lse.data(), in.qp(), in.kp(), in.vp(), d);
-  kernels::flash_attention_forward(b.data(), nullptr, in.qp(), in.kp(), in.vp(), d);
+  kernels::AttnScratch scratch;
+  kernels::flash_attention_forward(a.data(), lse.data(), in.qp(), in.kp(), in.vp(), d, scratch);
+  kernels::flash_attention_forward(b.data(), nullptr, in.qp(), in.kp(), in.vp(), d, scratch);
   EXPECT_EQ(a, b);
 }
 
@@ -260,8 +262,9 @@ TEST(FlashAttention, QueriesAfterAPastMatchTheWholeSequence) {
       d.T = s.T - P, d.past = P;
       const int64_t HD = s.H * s.D;
       std::vector<float> out(d.T * HD), lse(s.H * d.T);
+      kernels::AttnScratch scratch;
       kernels::flash_attention_forward(out.data(), lse.data(), in.qp() + P * in.ldq, in.kp(),
-                                       in.vp(), d);
+                                       in.vp(), d, scratch);
       const std::vector<double> want(r.out.begin() + P * HD, r.out.end());
       EXPECT_LT(rel_err(out, want), 1e-5);
       double lse_err = 0;
