@@ -7,10 +7,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "cli/commands.h"
 #include "data/prepare.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "infer/commands.h"
 #include "infer/prompts.h"
 #include "infer/share.h"
 #include "io/checkpoint.h"

@@ -15,15 +15,16 @@
 #include <set>
 #include <sstream>
 
-#include "cli/commands.h"
 #include "data/bpe.h"
 #include "data/tokenizer.h"
+#include "interop/convert.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/hf.h"
 #include "io/json_depth.h"
 #include "io/paths.h"
 #include "tensor/error.h"
+#include "train/run_config.h"
 #include "train/run_dir.h"
 
 namespace fs = std::filesystem;

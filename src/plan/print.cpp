@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "cli/commands.h"
 #include "plan/plan.h"
+#include "plan/print.h"
 #include "tensor/error.h"
 #include "train/step.h"
 

@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <string>
 
-#include "cli/commands.h"
 #include "parallel/mesh.h"
+#include "train/info.h"
 
 namespace parallama {
 
