@@ -27,23 +27,45 @@ ModelShard body_shard(const LlamaConfig& c) {
   return s;
 }
 
-std::vector<float> init_head(const HeadLayout& h, uint64_t seed, float std) {
-  std::vector<float> p(static_cast<size_t>(h.total()), 0.0f);
-  std::fill(p.begin(), p.begin() + h.C, 1.0f);
+ParamLayout classifier_layout(const LlamaConfig& c, int classes) {
+  if (classes < 2) throw Error("a classifier needs at least two classes");
+  const int64_t K = classes, C = c.dim;
+  return ParamLayout(c, body_shard(c),
+                     {{"model.norm.weight", ParamKind::Norm, {C}},
+                      {"score.weight", ParamKind::Matrix, {K, C}, 0.02f},
+                      {"score.bias", ParamKind::Bias, {K}}});
+}
+
+HeadLayout::HeadLayout(const ParamLayout& layout) {
+  const ParamSpec& w = layout.find("score.weight");
+  K = w.shape[0], C = w.shape[1], base = layout.find("model.norm.weight").offset;
+  if (w.offset != weight() || layout.find("score.bias").offset != bias())
+    throw Error("internal: the classifier's head is not adjacent in its layout");
+}
+
+void init_head(ParamBuffer& params, uint64_t seed, float std) {
+  const HeadLayout h(params.layout());
+  float* p = params.data();
+  std::fill(p + h.norm(), p + h.norm() + h.C, 1.0f);
+  std::fill(p + h.bias(), p + h.bias() + h.K, 0.0f);
   std::mt19937_64 rng(seed ^ 0x5c0e5c0e5c0eull);
   std::normal_distribution<float> d(0.0f, std);
   for (int64_t i = 0; i < h.K * h.C; ++i) p[h.weight() + i] = d(rng);
-  return p;
 }
 
-Classifier::Classifier(const ParamLayout& body, int classes, int64_t B, int64_t T)
-    : B_(B), T_(T), N_(B * T), C_(body.config().dim), K_(classes), eps_(body.config().norm_eps) {
-  if (body.shard().has_head || !body.shard().has_embedding || body.shard().first_layer != 0 ||
-      body.shard().last_layer != body.config().n_layers)
+Classifier::Classifier(const ParamLayout& layout, int64_t B, int64_t T)
+    : hl_(layout),
+      B_(B),
+      T_(T),
+      N_(B * T),
+      C_(layout.config().dim),
+      K_(hl_.K),
+      eps_(layout.config().norm_eps) {
+  const ModelShard& s = layout.shard();
+  if (s.has_head || !s.has_embedding || s.first_layer != 0 ||
+      s.last_layer != layout.config().n_layers)
     throw Error("internal: a classifier body holds the embedding and every layer, no head");
-  if (classes < 2) throw Error("a classifier needs at least two classes");
-  hl_ = {K_, C_};
-  llama_ = std::make_unique<Llama>(body, B, T);
+  llama_ = std::make_unique<Llama>(layout, B, T);
   len_.resize(B_), lab_.resize(B_), w_.resize(B_);
   y_.resize(N_ * C_), rstd_.resize(N_), pooled_.resize(B_ * C_), probs_.resize(B_ * K_);
   dy_.resize(N_ * C_), dx_.resize(N_ * C_);
@@ -51,16 +73,16 @@ Classifier::Classifier(const ParamLayout& body, int classes, int64_t B, int64_t 
 
 Classifier::~Classifier() = default;
 
-double Classifier::forward(const ParamBuffer& body, const std::vector<float>& head,
-                           const int32_t* tokens, const int32_t* lengths, const int32_t* labels,
-                           const float* weights, bool train) {
-  h_ = llama_->forward_chunk(body, 0, 0, tokens, tokens, nullptr);  // (N, C)
+double Classifier::forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* lengths,
+                           const int32_t* labels, const float* weights, bool train) {
+  h_ = llama_->forward_chunk(params, 0, 0, tokens, tokens, nullptr);  // (N, C)
+  const float* head = params.data();
   std::copy(lengths, lengths + B_, len_.begin());
   std::copy(labels, labels + B_, lab_.begin());
   std::copy(weights, weights + B_, w_.begin());
-  const float* g = head.data() + hl_.norm();
-  const float* W = head.data() + hl_.weight();   // (K, C)
-  const float* bias = head.data() + hl_.bias();  // (K)
+  const float* g = head + hl_.norm();
+  const float* W = head + hl_.weight();   // (K, C)
+  const float* bias = head + hl_.bias();  // (K)
   kernels::rmsnorm_forward(y_.data(), rstd_.data(), h_, g, N_, C_, eps_);
   double loss = 0;
   for (int64_t b = 0; b < B_; ++b) {
@@ -93,12 +115,12 @@ double Classifier::forward(const ParamBuffer& body, const std::vector<float>& he
   return loss;
 }
 
-void Classifier::backward(const ParamBuffer& body, ParamBuffer& body_grads,
-                          const std::vector<float>& head, std::vector<float>& head_grads) {
-  const float* W = head.data() + hl_.weight();
-  float* dg = head_grads.data() + hl_.norm();
-  float* dW = head_grads.data() + hl_.weight();
-  float* dbias = head_grads.data() + hl_.bias();
+void Classifier::backward(const ParamBuffer& params, ParamBuffer& grads) {
+  const float* head = params.data();
+  const float* W = head + hl_.weight();
+  float* dg = grads.data() + hl_.norm();
+  float* dW = grads.data() + hl_.weight();
+  float* dbias = grads.data() + hl_.bias();
   std::fill(dy_.begin(), dy_.end(), 0.0f);
   std::vector<float> dlogit(K_), dpooled(C_);
   for (int64_t b = 0; b < B_; ++b) {
@@ -122,9 +144,9 @@ void Classifier::backward(const ParamBuffer& body, ParamBuffer& body_grads,
       for (int64_t c = 0; c < C_; ++c) dyt[c] = dpooled[c] * inv;
     }
   }
-  kernels::rmsnorm_backward(dx_.data(), dg, dy_.data(), h_, head.data() + hl_.norm(), rstd_.data(),
-                            N_, C_);
-  llama_->backward_chunk(body, body_grads, 0, 0, 1.0f, dx_.data());
+  kernels::rmsnorm_backward(dx_.data(), dg, dy_.data(), h_, head + hl_.norm(), rstd_.data(), N_,
+                            C_);
+  llama_->backward_chunk(params, grads, 0, 0, 1.0f, dx_.data());
   h_ = nullptr;
 }
 
@@ -144,7 +166,7 @@ void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
   lengths[b] = static_cast<int32_t>(n);
 }
 
-void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>& head,
+void predict(Classifier& clf, const ParamBuffer& params,
              const std::vector<std::vector<int32_t>>& rows, const std::vector<int64_t>& which,
              const std::function<void(int64_t, const float*)>& got) {
   const int64_t B = clf.batch(), T = clf.seq_len(), K = clf.head_layout().K;
@@ -155,7 +177,7 @@ void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>&
     std::fill(lengths.begin(), lengths.end(), 0);
     for (int64_t b = 0; b < count; ++b)
       put_row(tokens.data(), lengths.data(), b, T, rows[which[at + b]]);
-    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
+    clf.forward(params, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
     for (int64_t b = 0; b < count; ++b) got(which[at + b], clf.probabilities() + b * K);
   }
 }
@@ -168,17 +190,14 @@ constexpr int kClassifierFormat = 2;  // 2: sealed, with the tokenizer's hash an
 
 }  // namespace
 
-void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
-                     const std::vector<float>& head, const std::string& tokenizer_path) {
-  const int64_t C = meta.cfg.model.dim, K = static_cast<int64_t>(meta.labels.size());
-  const HeadLayout hl{K, C};
+void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& params,
+                     const std::string& tokenizer_path) {
+  if (HeadLayout(params.layout()).K != static_cast<int64_t>(meta.labels.size()))
+    throw Error("internal: the classifier's head and its labels differ in number");
   check_distinct_labels(meta.labels, dir);
   write_dir_atomically(dir, [&](const fs::path& tmp) {
-    io::SafeTensorsWriter w;
-    body.visit([&](const ParamSpec& s, const float* p) { w.add(s.name, p, s.shape); });
-    w.add("model.norm.weight", head.data() + hl.norm(), Shape{C});
-    w.add("score.weight", head.data() + hl.weight(), Shape{K, C});
-    w.add("score.bias", head.data() + hl.bias(), Shape{K});
+    io::SafeTensorsWriter w;  // the body under its Hugging Face names, then the head
+    params.visit([&](const ParamSpec& s, const float* p) { w.add(s.name, p, s.shape); });
     w.set_metadata({{"format", "pt"}, {"parallama", "classifier"}});
     w.write((tmp / "model.safetensors").string());
     nlohmann::json j = meta.extra.is_object() ? meta.extra : nlohmann::json::object();
@@ -267,17 +286,12 @@ ClassifierMeta read_classifier_meta(const std::string& ckpt_dir) {
   return m;
 }
 
-void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& body,
-                             std::vector<float>& head, const HeadLayout& hl) {
+void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& params) {
   const std::string path = (fs::path(ckpt_dir) / "model.safetensors").string();
   const io::SafeTensorsReader r(path);
   if (!r.has("score.weight"))
     throw Error(path + " holds no score.weight: not a classifier checkpoint");
-  io::read_params(r, body);
-  head.assign(static_cast<size_t>(hl.total()), 0.0f);
-  r.read_f32("model.norm.weight", head.data() + hl.norm(), Shape{hl.C});
-  r.read_f32("score.weight", head.data() + hl.weight(), Shape{hl.K, hl.C});
-  r.read_f32("score.bias", head.data() + hl.bias(), Shape{hl.K});
+  io::read_params(r, params);  // every tensor by name, the head's included
 }
 
 }  // namespace parallama::finetune

@@ -4,7 +4,9 @@
 // forward_chunk / backward_chunk; then the final RMSNorm, a mean over each row's real tokens
 // (padding excluded) and a linear head (K, C) with bias, and cross-entropy.
 //
-// The head's parameters live in a flat buffer of their own: norm (C), weight (K, C), bias (K).
+// The head's parameters are parameters like the body's, in the same flat buffer after them
+// (classifier_layout), under the names a classifier checkpoint stores: model.norm.weight (C),
+// score.weight (K, C) and score.bias (K). One optimizer, one gradient sum and one norm cover all.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,31 +24,34 @@ namespace parallama::finetune {
 // The body: layers [0, n_layers) and the embedding, no head (and so no final norm).
 ModelShard body_shard(const LlamaConfig& c);
 
+// The body and a head of `classes` classes.
+ParamLayout classifier_layout(const LlamaConfig& c, int classes);
+
+// Where the head is in a classifier_layout buffer: norm, weight and bias, adjacent.
 struct HeadLayout {
-  int64_t K = 0, C = 0;
-  int64_t norm() const { return 0; }
-  int64_t weight() const { return C; }
-  int64_t bias() const { return C + K * C; }
-  int64_t total() const { return C + K * C + K; }
+  int64_t K = 0, C = 0, base = 0;
+  explicit HeadLayout(const ParamLayout& layout);
+  int64_t norm() const { return base; }
+  int64_t weight() const { return base + C; }
+  int64_t bias() const { return base + C + K * C; }
 };
 
-// Head parameters: norm ones, weight N(0, std) (seeded), bias zero.
-std::vector<float> init_head(const HeadLayout& h, uint64_t seed, float std = 0.02f);
+// The head's parameters in params: norm ones, weight N(0, std) (seeded), bias zero.
+void init_head(ParamBuffer& params, uint64_t seed, float std = 0.02f);
 
 class Classifier {
  public:
-  // B rows of T tokens per call.
-  Classifier(const ParamLayout& body, int classes, int64_t B, int64_t T);
+  // B rows of T tokens per call; layout: a classifier_layout.
+  Classifier(const ParamLayout& layout, int64_t B, int64_t T);
   ~Classifier();
 
   // tokens (B, T), padded after each row's lengths[b] real tokens (0: a row without an example);
   // labels (B); weights (B): each row's weight in the loss. Returns Σ_b weights[b]·loss_b.
   // Keeps the activations for backward() when `train`; probabilities() afterwards either way.
-  double forward(const ParamBuffer& body, const std::vector<float>& head, const int32_t* tokens,
-                 const int32_t* lengths, const int32_t* labels, const float* weights, bool train);
+  double forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* lengths,
+                 const int32_t* labels, const float* weights, bool train);
   // grads += ∂(Σ_b weights[b]·loss_b)/∂params, for the last forward(train = true).
-  void backward(const ParamBuffer& body, ParamBuffer& body_grads, const std::vector<float>& head,
-                std::vector<float>& head_grads);
+  void backward(const ParamBuffer& params, ParamBuffer& grads);
   const float* probabilities() const { return probs_.data(); }  // (B, K)
   const HeadLayout& head_layout() const { return hl_; }
   int64_t batch() const { return B_; }
@@ -64,7 +69,7 @@ class Classifier {
 
 // The classifier's probabilities (K) for rows[i] of each i in `which`, batch() rows a forward:
 // got(i, probabilities), in the order of `which`.
-void predict(Classifier& clf, const ParamBuffer& body, const std::vector<float>& head,
+void predict(Classifier& clf, const ParamBuffer& params,
              const std::vector<std::vector<int32_t>>& rows, const std::vector<int64_t>& which,
              const std::function<void(int64_t, const float*)>& got);
 
@@ -76,8 +81,8 @@ void put_row(int32_t* tokens, int32_t* lengths, int64_t b, int64_t T,
              const std::vector<int32_t>& seq);
 
 // A classifier checkpoint directory: model.safetensors (the body under its Hugging Face names,
-// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json and the tokenizer's files.
-// classifier.json, format 2: labels (distinct), task, sequence length, pooling, the model's
+// model.norm.weight, score.weight (K, C) and score.bias (K)), classifier.json and the tokenizer's
+// files. classifier.json, format 2: labels (distinct), task, sequence length, pooling, the model's
 // configuration, the tokenizer's hash, model.safetensors' checksum, and a checksum of its own
 // (as trainer.json's). Format 1 (unsealed) is refused: it cannot be told from a format-2 file
 // stripped of its seal, so such a classifier is made again.
@@ -90,16 +95,15 @@ struct ClassifierMeta {
 };
 // Written into a temporary sibling of dir and renamed into place. One process writes. Throws
 // Error before writing anything when a label repeats.
-void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& body,
-                     const std::vector<float>& head, const std::string& tokenizer_path);
+void save_classifier(const std::string& dir, const ClassifierMeta& meta, const ParamBuffer& params,
+                     const std::string& tokenizer_path);
 // Where a classifier checkpoint is: dir itself, or dir/classifier (a finetune output directory).
 // Throws Error with one line when there is none (a language-model checkpoint, say).
 std::string find_classifier(const std::string& dir);
 // Reads classifier.json and checks it (its seal, every field, distinct labels) and the files it
 // describes (the tokenizer's hash, model.safetensors' checksum); Error with one line otherwise.
 ClassifierMeta read_classifier_meta(const std::string& ckpt_dir);
-// Loads the weights into body (laid out by body_shard) and head.
-void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& body,
-                             std::vector<float>& head, const HeadLayout& hl);
+// Loads the weights into params (a classifier_layout of the checkpoint's classes).
+void load_classifier_weights(const std::string& ckpt_dir, ParamBuffer& params);
 
 }  // namespace parallama::finetune

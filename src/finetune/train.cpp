@@ -52,11 +52,10 @@ Split tokenize(const Tokenizer& tok, const std::vector<Example>& xs, int64_t T) 
   return s;
 }
 
-// The model being trained: the body's layout and weights and the head.
+// The model being trained: the body and the head, one layout (classifier_layout).
 struct Model {
   std::unique_ptr<ParamLayout> layout;
-  std::unique_ptr<ParamBuffer> body;
-  std::vector<float> head;
+  std::unique_ptr<ParamBuffer> params;
 };
 
 struct RunResult {
@@ -72,24 +71,10 @@ Confusion evaluate(Classifier& clf, const Model& m, const Split& split, int clas
   std::vector<int64_t> pred(static_cast<size_t>(n), 0);
   std::vector<int64_t> mine;
   for (int64_t i = r; i < n; i += R) mine.push_back(i);
-  predict(clf, *m.body, m.head, split.rows, mine,
+  predict(clf, *m.params, split.rows, mine,
           [&](int64_t i, const float* p) { pred[i] = std::max_element(p, p + classes) - p; });
   world.all_reduce(pred.data(), n, DType::I64);
   return Confusion(split.labels, std::vector<int>(pred.begin(), pred.end()), classes);
-}
-
-// One AdamW step of the head's parameters [lo, hi) (weight decay on the matrix only).
-void head_step(std::vector<float>& head, std::vector<float>& m, std::vector<float>& v,
-               const std::vector<float>& g, const HeadLayout& hl, const OptimConfig& oc, float lr,
-               int64_t step, float scale) {
-  auto run = [&](int64_t lo, int64_t hi, float wd) {
-    const kernels::AdamWHyper h{lr, oc.beta1, oc.beta2, oc.eps, wd, step, scale};
-    kernels::adamw_update(head.data() + lo, m.data() + lo, v.data() + lo, g.data() + lo, hi - lo,
-                          h);
-  };
-  run(hl.norm(), hl.weight(), 0.0f);
-  run(hl.weight(), hl.bias(), oc.weight_decay);
-  run(hl.bias(), hl.total(), 0.0f);
 }
 
 RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train, const Split& test,
@@ -97,10 +82,8 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
                              const char* name) {
   const int R = world.size(), r = world.rank();
   const int64_t B = (opt.batch + R - 1) / R, T = opt.seq_len, n = train.rows.size();
-  Classifier clf(*m.layout, classes, B, T);
-  const HeadLayout& hl = clf.head_layout();
+  Classifier clf(*m.layout, B, T);
   ParamBuffer grads(*m.layout);
-  std::vector<float> hgrads(hl.total()), hm(hl.total()), hv(hl.total());
   OptimConfig oc = cfg.optim;
   oc.name = OptimKind::adamw, oc.lr = opt.lr, oc.weight_decay = opt.weight_decay;
   Optimizer optim(*m.layout, oc);
@@ -127,30 +110,25 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
       weights[b] = 1.0f / static_cast<float>(opt.batch);
     }
     grads.zero();
-    std::fill(hgrads.begin(), hgrads.end(), 0.0f);
-    double loss = clf.forward(*m.body, m.head, tokens.data(), lengths.data(), labels.data(),
-                              weights.data(), true);
-    clf.backward(*m.body, grads, m.head, hgrads);
+    double loss =
+        clf.forward(*m.params, tokens.data(), lengths.data(), labels.data(), weights.data(), true);
+    clf.backward(*m.params, grads);
     world.all_reduce(grads.data(), grads.size());  // Σ over ranks: the global mean's gradient
-    world.all_reduce(hgrads.data(), static_cast<int64_t>(hgrads.size()));
     loss = world.sum(loss);
-    double sq = grad_norm(grads);
-    sq *= sq;
-    for (float g : hgrads) sq += static_cast<double>(g) * g;
+    const double norm = grad_norm(grads);  // body and head: one norm, one clip, one update
     // As train does: a non-finite loss or gradient ends the run (every rank holds the same sums).
-    if (!std::isfinite(loss) || !std::isfinite(sq))
+    if (!std::isfinite(loss) || !std::isfinite(norm))
       throw Error(std::string(name) + ": the " + (std::isfinite(loss) ? "gradient norm" : "loss") +
-                  " became " + std::to_string(std::isfinite(loss) ? std::sqrt(sq) : loss) +
-                  " at step " + std::to_string(step) + "; lower --lr");
-    const float scale = clip_factor(std::sqrt(sq), opt.clip);
+                  " became " + std::to_string(std::isfinite(loss) ? norm : loss) + " at step " +
+                  std::to_string(step) + "; lower --lr");
+    const float scale = clip_factor(norm, opt.clip);
     const float lr = lr_at(step, opt.lr, opt.lr * 0.1f, warmup, opt.steps);
-    optim.step(*m.body, grads, lr, 0, -1, scale);
-    head_step(m.head, hm, hv, hgrads, hl, oc, lr, optim.steps_taken(), scale);
+    optim.step(*m.params, grads, lr, 0, -1, scale);
     res.last_loss = loss;
     if (r == 0 && (step % opt.log_every == 0 || step == opt.steps || step == 1)) {
       std::printf("%s step %lld/%lld loss %.4f grad_norm %.3f lr %.2e (%.1fs)\n", name,
-                  static_cast<long long>(step), static_cast<long long>(opt.steps), loss,
-                  std::sqrt(sq), lr, since(t0));
+                  static_cast<long long>(step), static_cast<long long>(opt.steps), loss, norm, lr,
+                  since(t0));
       std::fflush(stdout);
     }
   }
@@ -173,17 +151,22 @@ nlohmann::json result_json(const RunResult& r) {
 Model start_model(const RunConfig& cfg, const std::string& init, bool scratch, int classes,
                   uint64_t seed) {
   Model m;
-  m.layout = std::make_unique<ParamLayout>(cfg.model, body_shard(cfg.model));
-  m.body = std::make_unique<ParamBuffer>(*m.layout);
-  const HeadLayout hl{classes, cfg.model.dim};
-  m.head = init_head(hl, seed);
+  m.layout = std::make_unique<ParamLayout>(classifier_layout(cfg.model, classes));
+  m.params = std::make_unique<ParamBuffer>(*m.layout);
+  const HeadLayout hl(*m.layout);
   if (scratch) {
-    init_params(*m.body, cfg.train.seed);
+    init_params(*m.params, cfg.train.seed);
+    init_head(*m.params, seed);
   } else {
+    // The checkpoint's body (its tensors come first in both layouts), then its final norm.
+    const ParamLayout body_layout(cfg.model, body_shard(cfg.model));
+    ParamBuffer body(body_layout);
     comm::Group one;
-    load_checkpoint_model(init, *m.body, one, one);
+    load_checkpoint_model(init, body, one, one);
+    std::copy(body.data(), body.data() + body.size(), m.params->data());
+    init_head(*m.params, seed);
     const io::SafeTensorsReader r((fs::path(init) / "model.safetensors").string());
-    r.read_f32("model.norm.weight", m.head.data() + hl.norm(), Shape{hl.C});
+    r.read_f32("model.norm.weight", m.params->data() + hl.norm(), Shape{hl.C});
   }
   return m;
 }
@@ -274,7 +257,7 @@ nlohmann::json run_finetune(const FinetuneOptions& opt, comm::Group world) {
       ClassifierMeta meta;
       meta.task = d.task, meta.labels = d.labels, meta.seq_len = opt.seq_len, meta.cfg = cfg;
       meta.extra = {{"init", opt.init}, {"steps", opt.steps}, {"from_scratch", opt.from_scratch}};
-      save_classifier((fs::path(opt.out) / "classifier").string(), meta, *m.body, m.head, tok_path);
+      save_classifier((fs::path(opt.out) / "classifier").string(), meta, *m.params, tok_path);
       write_outputs(opt, results, confusions, d.labels, "KJV " + d.task);
     });
   io::agree_on_failure(world, error);
@@ -307,16 +290,14 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
   const ClassifierMeta meta = read_classifier_meta(dir);
   configure_threads(meta.cfg.train.threads);
   const int K = static_cast<int>(meta.labels.size());
-  const ParamLayout layout(meta.cfg.model, body_shard(meta.cfg.model));
-  ParamBuffer body(layout);
-  std::vector<float> head;
-  const HeadLayout hl{K, meta.cfg.model.dim};
-  load_classifier_weights(dir, body, head, hl);
+  const ParamLayout layout = classifier_layout(meta.cfg.model, K);
+  ParamBuffer params(layout);
+  load_classifier_weights(dir, params);
   // A classifier whose training diverged would print null probabilities: refused.
   const auto finite = [](const float* p, size_t n) {
     return std::all_of(p, p + n, [](float v) { return std::isfinite(v); });
   };
-  if (!finite(body.data(), static_cast<size_t>(body.size())) || !finite(head.data(), head.size()))
+  if (!finite(params.data(), static_cast<size_t>(params.size())))
     throw Error(dir +
                 ": the classifier's weights hold values that are not finite (its training "
                 "diverged); fine-tune it again with a lower --lr");
@@ -337,9 +318,9 @@ void run_classify(const std::string& ckpt, const std::string& text_file,
     if (owner[i] == world.rank()) mine.push_back(i);
   const int64_t B =
       std::max<int64_t>(1, std::min<int64_t>(batch, std::max<size_t>(1, mine.size())));
-  Classifier clf(layout, K, B, T);
+  Classifier clf(layout, B, T);
   std::vector<std::pair<int64_t, std::string>> results;
-  predict(clf, body, head, rows, mine, [&](int64_t i, const float* p) {
+  predict(clf, params, rows, mine, [&](int64_t i, const float* p) {
     nlohmann::json probs = nlohmann::json::object();
     for (int k = 0; k < K; ++k) probs[meta.labels[k]] = p[k];
     const nlohmann::json j = {{"line", i + 1},

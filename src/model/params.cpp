@@ -1,5 +1,6 @@
 #include "model/params.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tensor/error.h"
@@ -7,7 +8,8 @@
 
 namespace parallama {
 
-ParamLayout::ParamLayout(const LlamaConfig& config, const ModelShard& shard)
+ParamLayout::ParamLayout(const LlamaConfig& config, const ModelShard& shard,
+                         const std::vector<ExtraParam>& extra)
     : config_(config), shard_(shard) {
   config.validate();
   shard.validate(config);
@@ -64,6 +66,8 @@ ParamLayout::ParamLayout(const LlamaConfig& config, const ModelShard& shard)
       specs_.back().tied_copy = true;
     }
   }
+  for (const ExtraParam& e : extra) add(e.name, e.kind, e.shape, -1, e.init_std, false);
+  total_ = Arena::round(total_);
 }
 
 const ParamSpec& ParamLayout::find(const std::string& name) const {
@@ -102,7 +106,7 @@ float normal_at(uint64_t key, uint64_t index) {
 void init_params(ParamBuffer& params, uint64_t seed) {
   params.visit([&](const ParamSpec& s, float* w) {
     if (s.init_std == 0.0f) {
-      for (int64_t i = 0; i < s.numel; ++i) w[i] = 1.0f;
+      std::fill(w, w + s.numel, s.kind == ParamKind::Bias ? 0.0f : 1.0f);
       return;
     }
     const uint64_t key = mix64(seed) ^ fnv1a64(s.name);

@@ -14,7 +14,7 @@
 
 namespace parallama {
 
-enum class ParamKind { Embedding, Norm, Matrix };
+enum class ParamKind { Embedding, Norm, Matrix, Bias };
 
 struct ParamSpec {
   std::string name;  // HF name, e.g. model.layers.3.self_attn.q_proj.weight
@@ -25,16 +25,26 @@ struct ParamSpec {
   int64_t split_offset = 0;  // where this shard starts along split_axis in the whole tensor
   int64_t offset = 0;        // in floats, into the flat buffer
   int64_t numel = 0;
-  float init_std = 0;  // 0: initialised to ones (norm weights)
+  float init_std = 0;  // 0: initialised to ones (norm weights); biases to zeros
   // The last pipeline stage's copy of a tied embedding (its head): kept equal to the first
   // stage's table, so norms count it once and checkpoints store the first stage's.
   bool tied_copy = false;
   bool weight_decay() const { return kind == ParamKind::Matrix; }
 };
 
+// A tensor beyond the model's own (a fine-tuning head), placed after them; such tensors are
+// adjacent to each other in the order given, and replicated over tensor parallelism.
+struct ExtraParam {
+  std::string name;
+  ParamKind kind;
+  Shape shape;
+  float init_std = 0;
+};
+
 class ParamLayout {
  public:
-  ParamLayout(const LlamaConfig& config, const ModelShard& shard);
+  ParamLayout(const LlamaConfig& config, const ModelShard& shard,
+              const std::vector<ExtraParam>& extra = {});
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int64_t total() const { return total_; }
   const ParamSpec& find(const std::string& name) const;  // throws Error if absent

@@ -22,31 +22,31 @@ struct TinyClassifier {
   static constexpr int64_t B = 3, T = 6;
   static constexpr int K = 3;
   LlamaConfig cfg = llama_preset("tiny");
-  ParamLayout layout{cfg, body_shard(cfg)};
-  ParamBuffer body{layout}, grads{layout};
-  HeadLayout hl{K, cfg.dim};
-  std::vector<float> head = init_head(hl, 5, 0.5f), hgrads = std::vector<float>(hl.total());
-  Classifier clf{layout, K, B, T};
+  ParamLayout layout = classifier_layout(cfg, K);
+  ParamBuffer params{layout}, grads{layout};  // the body, then the head
+  HeadLayout hl{layout};
+  Classifier clf{layout, B, T};
   // Rows of 6 and 3 real tokens, and a padding row; labels; weights as a batch of 4 would give.
   std::vector<int32_t> tokens = std::vector<int32_t>(B * T, 0), lengths = {6, 3, 0},
                        labels = {2, 0, 1};
   std::vector<float> weights = {0.25f, 0.25f, 0.0f};
   TinyClassifier() {
-    init_params(body, 11);
+    init_params(params, 11);
+    init_head(params, 5, 0.5f);
     std::mt19937 rng(7);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < lengths[b]; ++t) tokens[b * T + t] = 1 + rng() % (cfg.vocab_size - 1);
-    for (int64_t c = 0; c < hl.C; ++c) head[c] = 1.0f + 0.3f * std::sin(static_cast<float>(c));
+    for (int64_t c = 0; c < hl.C; ++c)
+      params.data()[hl.norm() + c] = 1.0f + 0.3f * std::sin(static_cast<float>(c));
   }
+  int64_t body_size() const { return hl.base; }  // the body's floats come first
   double loss() {
-    return clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(),
-                       false);
+    return clf.forward(params, tokens.data(), lengths.data(), labels.data(), weights.data(), false);
   }
   void gradients() {
     grads.zero();
-    std::fill(hgrads.begin(), hgrads.end(), 0.0f);
-    clf.forward(body, head, tokens.data(), lengths.data(), labels.data(), weights.data(), true);
-    clf.backward(body, grads, head, hgrads);
+    clf.forward(params, tokens.data(), lengths.data(), labels.data(), weights.data(), true);
+    clf.backward(params, grads);
   }
 };
 
@@ -77,10 +77,11 @@ TEST(ClassifierGrad, HeadNormAndPoolingMatchFiniteDifferences) {
   double num2 = 0, den2 = 0;
   for (int64_t i : at) {
     const double fd = central(
-        m.head[i], [&] { return m.loss(); }, 1e-2f);
-    num2 += (fd - m.hgrads[i]) * (fd - m.hgrads[i]);
+        m.params.data()[i], [&] { return m.loss(); }, 1e-2f);
+    const double g = m.grads.data()[i];
+    num2 += (fd - g) * (fd - g);
     den2 += fd * fd;
-    EXPECT_NEAR(m.hgrads[i], fd, 2e-3 + 2e-2 * std::fabs(fd)) << "head element " << i;
+    EXPECT_NEAR(g, fd, 2e-3 + 2e-2 * std::fabs(fd)) << "head element " << i;
     ++checked;
   }
   EXPECT_LT(std::sqrt(num2 / den2), 1e-2);
@@ -92,13 +93,14 @@ TEST(ClassifierGrad, BodyGradientThroughPoolingMatchesADirectionalDifference) {
   TinyClassifier m;
   m.gradients();
   // A random direction over every body parameter: (L(x + h·d) − L(x − h·d)) / 2h ≈ ∇L · d.
-  std::vector<float> d = test::randn(m.body.size(), 21);
-  std::vector<float> x0(m.body.data(), m.body.data() + m.body.size());
+  const int64_t n = m.body_size();
+  std::vector<float> d = test::randn(n, 21);
+  std::vector<float> x0(m.params.data(), m.params.data() + n);
   double analytic = 0;
-  for (int64_t i = 0; i < m.body.size(); ++i) analytic += double(m.grads.data()[i]) * d[i];
+  for (int64_t i = 0; i < n; ++i) analytic += double(m.grads.data()[i]) * d[i];
   const float h = 2e-4f;
   auto at = [&](float s) {
-    for (int64_t i = 0; i < m.body.size(); ++i) m.body.data()[i] = x0[i] + s * d[i];
+    for (int64_t i = 0; i < n; ++i) m.params.data()[i] = x0[i] + s * d[i];
     return m.loss();
   };
   const double fd = (at(h) - at(-h)) / (2.0 * h);
@@ -143,16 +145,14 @@ TEST_F(ClassifierCheckpoint, SavesAndLoadsBodyAndHead) {
   ClassifierMeta meta = toy_meta(m);
   const std::string tok = dir + "/tok.model";
   { std::ofstream(tok) << "not read here"; }
-  save_classifier(dir + "/c", meta, m.body, m.head, tok);
+  save_classifier(dir + "/c", meta, m.params, tok);
   EXPECT_EQ(find_classifier(dir + "/c"), dir + "/c");
   const ClassifierMeta back = read_classifier_meta(dir + "/c");
   EXPECT_EQ(back.labels, meta.labels);
   EXPECT_EQ(back.seq_len, m.T);
-  ParamBuffer body(m.layout);
-  std::vector<float> head;
-  load_classifier_weights(dir + "/c", body, head, m.hl);
-  EXPECT_EQ(head, m.head);
-  for (int64_t i = 0; i < body.size(); ++i) ASSERT_EQ(body.data()[i], m.body.data()[i]);
+  ParamBuffer loaded(m.layout);
+  load_classifier_weights(dir + "/c", loaded);
+  for (int64_t i = 0; i < loaded.size(); ++i) ASSERT_EQ(loaded.data()[i], m.params.data()[i]) << i;
   // A directory without a head is refused with one line naming the way to make one.
   std::filesystem::create_directories(dir + "/lm");
   { std::ofstream(dir + "/lm/trainer.json") << "{}"; }
@@ -177,7 +177,7 @@ TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
     std::ofstream(c + "/classifier.json") << j.dump(1) << "\n";
   };
   auto load_error = [&] { return test::error_of([&] { read_classifier_meta(c); }); };
-  save_classifier(c, meta, m.body, m.head, tok);
+  save_classifier(c, meta, m.params, tok);
   const nlohmann::json good = read_json();
   EXPECT_EQ(good["format"], 2);
   EXPECT_EQ(load_error(), "");
@@ -207,7 +207,7 @@ TEST_F(ClassifierCheckpoint, SealedTokenizerCheckedAndLabelsDistinct) {
 
   meta.labels = {"a", "b", "a"};
   EXPECT_NE(test::error_of([&] {
-              save_classifier(dir + "/d", meta, m.body, m.head, tok);
+              save_classifier(dir + "/d", meta, m.params, tok);
             }).find("appears twice"),
             std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir + "/d"));
@@ -225,8 +225,8 @@ TEST_F(ClassifierCheckpoint, NonFiniteWeightsAreRefusedByClassify) {
   const std::string tok = dir + "/tok.model";
   { std::ofstream(tok) << "a tokenizer"; }
   { std::ofstream(dir + "/text.txt") << "In the beginning\n"; }
-  m.head[1] = std::nanf("");
-  save_classifier(c, meta, m.body, m.head, tok);
+  m.params.data()[m.hl.norm() + 1] = std::nanf("");
+  save_classifier(c, meta, m.params, tok);
   const std::string err = test::error_of(
       [&] { run_classify(c, dir + "/text.txt", dir + "/out.jsonl", 2, comm::Group()); });
   EXPECT_NE(err.find("not finite"), std::string::npos) << err;
