@@ -65,8 +65,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   // the same memory, and the order of accumulation is fixed.
 #pragma omp parallel
   {
-    thread_local std::vector<float> dp;  // grows once, reused by every later step
-    if (static_cast<int64_t>(dp.size()) < T) dp.resize(T);
+    std::vector<float> dp(static_cast<size_t>(T));  // T floats a thread: small beside T² work
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t kvh = 0; kvh < d.KVH; ++kvh) {
