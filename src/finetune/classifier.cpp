@@ -115,7 +115,8 @@ double Classifier::forward(const ParamBuffer& params, const int32_t* tokens, con
   return loss;
 }
 
-void Classifier::backward(const ParamBuffer& params, ParamBuffer& grads) {
+void Classifier::backward(const ParamBuffer& params, ParamBuffer& grads,
+                          const std::function<void(int64_t)>& on_final) {
   const float* head = params.data();
   const float* W = head + hl_.weight();
   float* dg = grads.data() + hl_.norm();
@@ -146,7 +147,8 @@ void Classifier::backward(const ParamBuffer& params, ParamBuffer& grads) {
   }
   kernels::rmsnorm_backward(dx_.data(), dg, dy_.data(), h_, head + hl_.norm(), rstd_.data(), N_,
                             C_);
-  llama_->backward_chunk(params, grads, 0, 0, 1.0f, dx_.data());
+  if (on_final) on_final(hl_.norm());  // the head (after the body in the layout) is complete
+  llama_->backward_chunk(params, grads, 0, 0, 1.0f, dx_.data(), on_final);
   h_ = nullptr;
 }
 

@@ -51,7 +51,10 @@ class Classifier {
   double forward(const ParamBuffer& params, const int32_t* tokens, const int32_t* lengths,
                  const int32_t* labels, const float* weights, bool train);
   // grads += ∂(Σ_b weights[b]·loss_b)/∂params, for the last forward(train = true).
-  void backward(const ParamBuffer& params, ParamBuffer& grads);
+  // on_final(offset): every gradient at offsets >= offset is final (the head's first, then the
+  // body's as Llama::backward_chunk finishes them), for a synchronizer's hook.
+  void backward(const ParamBuffer& params, ParamBuffer& grads,
+                const std::function<void(int64_t)>& on_final = {});
   const float* probabilities() const { return probs_.data(); }  // (B, K)
   const HeadLayout& head_layout() const { return hl_; }
   int64_t batch() const { return B_; }

@@ -21,6 +21,7 @@
 #include "kernels/optim.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "parallel/sync.h"
 #include "tensor/error.h"
 #include "train/step.h"
 
@@ -87,6 +88,14 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
   OptimConfig oc = cfg.optim;
   oc.name = OptimKind::adamw, oc.lr = opt.lr, oc.weight_decay = opt.weight_decay;
   Optimizer optim(*m.layout, oc);
+  // The gradients are summed, clipped and applied as train's --sync allreduce does it: the same
+  // bucketed reduction (overlapping backward), global norm, clip and AdamW.
+  SyncConfig sc;
+  sc.grad_clip = opt.clip, sc.optim = oc, sc.steps = opt.steps;
+  Roles roles = make_roles(world, sc);
+  Replica replica{*m.params, grads, optim, comm::Group()};
+  replica.skip_nonfinite = true;  // a non-finite gradient never reaches the weights
+  const std::unique_ptr<Synchronizer> sync = make_synchronizer(sc, roles, replica);
   const int64_t warmup = std::max<int64_t>(1, opt.steps / 10);
   std::vector<int64_t> perm(static_cast<size_t>(n));
   int64_t perm_epoch = -1;
