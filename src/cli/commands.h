@@ -6,8 +6,8 @@
 #include "comm/group.h"
 #include "infer/commands.h"
 #include "interop/convert.h"
-#include "plan/print.h"
 #include "train/info.h"
+#include "train/plan_command.h"
 #include "train/run_config.h"
 
 namespace CLI {

@@ -43,4 +43,9 @@ float clip_grads(ParamBuffer& grads, double norm, float max_norm) {
   return scale;
 }
 
+double global_grad_norm(const ParamBuffer& grads, comm::Group& model, bool counts_replicated) {
+  if (model.size() == 1) return grad_norm(grads);
+  return std::sqrt(model.sum(grad_sq_sum(grads, counts_replicated)));
+}
+
 }  // namespace parallama

@@ -2,6 +2,7 @@
 // Learning-rate schedule and global-norm gradient clipping.
 #include <cstdint>
 
+#include "comm/group.h"
 #include "model/params.h"
 
 namespace parallama {
@@ -16,6 +17,11 @@ double grad_norm(const ParamBuffer& grads);
 // those every rank holds whole; a tensor-parallel norm adds these over the ranks. A pipeline's
 // copy of a tied embedding (tied_copy) never counts: the first stage's table does.
 double grad_sq_sum(const ParamBuffer& grads, bool replicated);
+// The L2 norm of the whole model's gradient when the ranks of `model` (tensor-parallel slices and
+// pipeline stages) share it: every sharded tensor counted on the rank that holds it, every
+// replicated tensor (the norm weights) once, on the ranks with counts_replicated, and a last
+// stage's copy of a tied embedding not at all.
+double global_grad_norm(const ParamBuffer& grads, comm::Group& model, bool counts_replicated);
 
 // Scales every gradient by max_norm / norm when norm > max_norm (max_norm ≤ 0: no clipping).
 // Returns the factor applied.

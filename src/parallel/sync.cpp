@@ -5,7 +5,6 @@
 
 #include "optim/schedule.h"
 #include "parallel/ps_protocol.h"
-#include "parallel/tensor_parallel.h"
 #include "tensor/error.h"
 
 namespace parallama {

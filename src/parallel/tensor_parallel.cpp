@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "kernels/cross_entropy.h"
-#include "optim/schedule.h"
 
 namespace parallama {
 
@@ -82,11 +81,6 @@ void TensorParallel::gather_vocab(const float* local, int64_t S, int64_t vocab, 
       std::memcpy(out + g * vocab + col, block + g * vr, vr * sizeof(float));
     block += S * vr, col += vr;
   }
-}
-
-double global_grad_norm(const ParamBuffer& grads, comm::Group& model, bool counts_replicated) {
-  if (model.size() == 1) return grad_norm(grads);
-  return std::sqrt(model.sum(grad_sq_sum(grads, counts_replicated)));
 }
 
 }  // namespace parallama

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "plan/plan.h"
-#include "plan/print.h"
 #include "tensor/error.h"
+#include "train/plan_command.h"
 #include "train/step.h"
 
 namespace parallama {

@@ -1,5 +1,6 @@
 #pragma once
-// `parallama plan`: a layout's plan printed per rank group, or as JSON.
+// `parallama plan`: a run configuration's layout planned (plan/plan.h) and printed per rank group,
+// or as JSON.
 #include <string>
 
 #include "plan/plan.h"
