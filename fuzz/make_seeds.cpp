@@ -109,7 +109,7 @@ void run_config_seeds(const fs::path& dir) {
              "[model]\npreset = \"tiny\"\n[train]\nseq_len = 16\nprecision = \"fp16\"\n"
              "loss_scale = 1024.0\nmicro_batches = 4\nrecompute = \"full\"\n[parallel]\npp = "
              "2\npp_layers = [1, 1]\n"
-             "pp_schedule = \"gpipe\"\nreduce_dtype = \"bf16\"\n");
+             "pp_schedule = \"gpipe\"\nreduce_dtype = \"bf16\"\n");  // the older name of compress
   write_text(dir / "custom_llama3_rope.toml",
              "[model]\npreset = \"custom\"\ndim = 64\nn_layers = 2\nn_heads = 4\nn_kv_heads = 2\n"
              "ffn_dim = 128\nvocab_size = 512\nmax_seq_len = 128\nnorm_eps = 1e-5\n"

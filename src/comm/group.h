@@ -18,6 +18,9 @@
 
 namespace parallama::comm {
 
+// The most values of one int8 block on the wire (iall_reduce_wire with DType::I8).
+constexpr int64_t kWireInt8Block = 256;
+
 enum class ReduceOp { Sum, Max, BitOr };  // BitOr: integer types
 enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
 const char* op_name(Op op);
@@ -142,18 +145,23 @@ class Group {
                           DType t = DType::F32);
   Request iall_gather(const void* in, void* out, const std::vector<int64_t>& counts,
                       DType t = DType::F32);
-  // fp32 sums with `wire` (BF16: half the bytes of fp32) on the network. The buffer is divided
-  // into one chunk per rank (counts; even_counts for the all-reduce); rank d receives the others'
-  // chunk d rounded to the wire type (nearest even) and sums it in fp32, in rank order 0..D-1,
-  // with its own values unrounded in their place. reduce_scatter: that sum into out
-  // (counts[rank] values; out may be in's own chunk). all_reduce: rank d rounds its sum to the
-  // wire type once and sends it to every rank; every rank, d included, stores the rounded sums,
-  // so the replicas stay bitwise equal. Two phases of point-to-point messages (each phase moves
-  // the bytes of a ring's half); stamped as one collective, counted as the bytes it sends and
-  // receives, timed by its Request. A group of one runs the exact operation.
-  Request iall_reduce_wire(float* data, int64_t count, DType wire);
+  // fp32 sums with `wire` on the network: BF16 (half the bytes of fp32, rounded to nearest even)
+  // or I8 (blockwise: int8 values with an fp32 scale, max |x| / 127, per block of at most
+  // kWireInt8Block values; a quarter of the bytes and a little more). The buffer is divided into
+  // one chunk per rank (counts; even_counts for the all-reduce); rank d receives the others'
+  // chunk d encoded and sums it in fp32, in rank order 0..D-1, with its own values unencoded in
+  // their place. reduce_scatter: that sum into out (counts[rank] values; out may be in's own
+  // chunk). all_reduce: rank d encodes its sum once and sends it to every rank; every rank, d
+  // included, stores the decoded sums, so the replicas stay bitwise equal. dropped (count
+  // values, or null): what the encoding dropped of this rank's part, value minus decoded value
+  // (the others' chunks of its input; for the all-reduce, its own chunk of the sum; 0 where
+  // nothing was encoded), so that Σ over ranks of dropped plus the result is the exact sum (error
+  // feedback). Two phases of point-to-point messages (each phase moves the bytes of a ring's
+  // half); stamped as one collective, counted as the bytes it sends and receives, timed by its
+  // Request. A group of one runs the exact operation.
+  Request iall_reduce_wire(float* data, int64_t count, DType wire, float* dropped = nullptr);
   Request ireduce_scatter_wire(const float* in, float* out, const std::vector<int64_t>& counts,
-                               DType wire);
+                               DType wire, float* dropped = nullptr);
   Request ibroadcast(void* data, int64_t count, int root, DType t = DType::F32);
   Request isend(const void* data, int64_t bytes, int peer, int tag = 0);
   Request irecv(void* data, int64_t bytes, int peer, int tag = 0);

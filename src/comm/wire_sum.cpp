@@ -1,8 +1,9 @@
-// Group::iall_reduce_wire and ireduce_scatter_wire: fp32 sums with bf16 on the wire, as two
-// phases of point-to-point messages (see group.h). One operation in flight is a WireSum; its
-// test() makes progress: when phase 1's messages are in, it sums (and, for the all-reduce, starts
-// phase 2); when phase 2's are in, it stores the rounded sums.
+// Group::iall_reduce_wire and ireduce_scatter_wire: fp32 sums with bf16 or blockwise int8 on the
+// wire, as two phases of point-to-point messages (see group.h). One operation in flight is a
+// WireSum; its test() makes progress: when phase 1's messages are in, it sums (and, for the
+// all-reduce, starts phase 2); when phase 2's are in, it stores the decoded sums.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -23,34 +24,85 @@ int wire_tag(uint64_t seq, int phase) {
   return kWireTagBase + 2 * static_cast<int>(seq % 1000) + phase;
 }
 
+// How a chunk of n floats travels. BF16: n values rounded to nearest even. I8: blockwise, the
+// chunk's block scales (fp32, max |x| / 127 of each block of kBlock values) and then its n int8
+// values round(x / scale), padded to 4 bytes. A chunk is encoded on its own, so a rank's chunk
+// starts a block.
+constexpr int64_t kBlock = kWireInt8Block;
+
+struct Bf16Codec {
+  static int64_t bytes(int64_t n) { return 2 * n; }
+  static void encode(uint8_t* dst, const float* src, int64_t n) {
+    kernels::to_lowp(DType::BF16, reinterpret_cast<uint16_t*>(dst), src, n);
+  }
+  // Value j of an encoded chunk of n values.
+  static float at(const uint8_t* c, int64_t, int64_t j) {
+    return bf16_to_float(reinterpret_cast<const uint16_t*>(c)[j]);
+  }
+};
+
+struct Int8Codec {
+  static int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
+  static int64_t bytes(int64_t n) { return 4 * blocks(n) + (n + 3) / 4 * 4; }
+  static void encode(uint8_t* dst, const float* src, int64_t n) {
+    const int64_t nb = blocks(n);
+    float* scale = reinterpret_cast<float*>(dst);
+    int8_t* q = reinterpret_cast<int8_t*>(dst + 4 * nb);
+#pragma omp parallel for schedule(static) if (n > (int64_t{1} << 16))
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * kBlock, j1 = std::min(n, j0 + kBlock);
+      float mx = 0.0f;
+      for (int64_t j = j0; j < j1; ++j) mx = std::max(mx, std::fabs(src[j]));
+      const float sc = mx / 127.0f, inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+      scale[b] = sc;
+      for (int64_t j = j0; j < j1; ++j)
+        q[j] = static_cast<int8_t>(std::clamp(std::nearbyint(src[j] * inv), -127.0f, 127.0f));
+    }
+  }
+  static float at(const uint8_t* c, int64_t n, int64_t j) {
+    const float* scale = reinterpret_cast<const float*>(c);
+    const int8_t* q = reinterpret_cast<const int8_t*>(c + 4 * blocks(n));
+    return static_cast<float>(q[j]) * scale[j / kBlock];
+  }
+};
+
+int64_t encoded_bytes(DType wire, int64_t n) {
+  return wire == DType::I8 ? Int8Codec::bytes(n) : Bf16Codec::bytes(n);
+}
+
 class WireSum : public PendingOp {
  public:
   // gather: all-reduce (in == data, out unused); otherwise reduce-scatter of in into out.
-  WireSum(std::shared_ptr<Backend> be, std::shared_ptr<WireScratch> scratch, const float* in,
-          float* out, float* data, std::vector<int64_t> counts, uint64_t seq)
+  // dropped (n floats, or null): what the encoding dropped of this rank's values (see group.h).
+  WireSum(std::shared_ptr<Backend> be, std::shared_ptr<WireScratch> scratch, DType wire,
+          const float* in, float* out, float* data, float* dropped, std::vector<int64_t> counts,
+          uint64_t seq)
       : be_(std::move(be)),
         scratch_(std::move(scratch)),
+        wire_type_(wire),
         in_(in),
         out_(out),
         data_(data),
+        dropped_(dropped),
         counts_(std::move(counts)),
         seq_(seq) {
     const int D = be_->size(), me = be_->rank();
-    offsets_.assign(D, 0);
+    offsets_.assign(D, 0), at_.assign(D + 1, 0);
     for (int r = 1; r < D; ++r) offsets_[r] = offsets_[r - 1] + counts_[r - 1];
+    for (int r = 0; r < D; ++r) at_[r + 1] = at_[r] + encoded_bytes(wire, counts_[r]);
     n_ = offsets_[D - 1] + counts_[D - 1];
-    const int64_t mine = counts_[me], off = offsets_[me];
-    // Buffers of earlier wire sums: every element is written before it is read.
-    wire_buf_ = scratch_->take(static_cast<size_t>(n_));
-    inbox_buf_ = scratch_->take(static_cast<size_t>(std::max<int64_t>(D * mine, 1)));
+    const int64_t mine = counts_[me], mine_bytes = at_[me + 1] - at_[me];
+    // Buffers of earlier wire sums: every byte is written before it is read.
+    wire_buf_ = scratch_->take(static_cast<size_t>(at_[D]));
+    inbox_buf_ = scratch_->take(static_cast<size_t>(std::max<int64_t>(D * mine_bytes, 1)));
     wire_ = wire_buf_.data(), inbox_ = inbox_buf_.data();
-    // This rank's own chunk is summed in fp32: only the others' chunks are rounded now.
-    kernels::to_lowp(DType::BF16, wire_, in_, off);
-    kernels::to_lowp(DType::BF16, wire_ + off + mine, in_ + off + mine, n_ - off - mine);
+    // This rank's own chunk is summed in fp32: only the others' chunks are encoded now.
+    for (int r = 0; r < D; ++r)
+      if (r != me) encode(r, in_ + offsets_[r]);
     for (int k = 1; k < D; ++k) {  // peers in a rotated order: not everyone at rank 0 first
       const int to = (me + k) % D, from = (me - k + D) % D;
-      if (mine > 0) recv(inbox_ + from * mine, mine, from, 0);
-      if (counts_[to] > 0) send(wire_ + offsets_[to], counts_[to], to, 0);
+      if (mine > 0) recv(inbox_ + from * mine_bytes, mine_bytes, from, 0);
+      if (counts_[to] > 0) send(wire_ + at_[to], at_[to + 1] - at_[to], to, 0);
     }
   }
 
@@ -69,11 +121,11 @@ class WireSum : public PendingOp {
   }
 
  private:
-  void send(const uint16_t* p, int64_t n, int to, int phase) {
-    reqs_.push_back(be_->send(p, 2 * n, to, wire_tag(seq_, phase)));
+  void send(const uint8_t* p, int64_t bytes, int to, int phase) {
+    reqs_.push_back(be_->send(p, bytes, to, wire_tag(seq_, phase)));
   }
-  void recv(uint16_t* p, int64_t n, int from, int phase) {
-    reqs_.push_back(be_->recv(p, 2 * n, from, wire_tag(seq_, phase)));
+  void recv(uint8_t* p, int64_t bytes, int from, int phase) {
+    reqs_.push_back(be_->recv(p, bytes, from, wire_tag(seq_, phase)));
   }
   bool all_done() {
     bool all = true;
@@ -81,107 +133,155 @@ class WireSum : public PendingOp {
     if (all) reqs_.clear();
     return all;
   }
-  // Phase 1 done: s = Σ_r v_r in rank order (this rank's own fp32 value, the others' bf16).
-  void sum_and_gather() {
+  // Chunk r of the wire buffer from src (counts_[r] values); with dropped_, what it lost.
+  void encode(int r, const float* src) {
+    const int64_t n = counts_[r];
+    uint8_t* c = wire_ + at_[r];
+    if (wire_type_ == DType::I8)
+      Int8Codec::encode(c, src, n);
+    else
+      Bf16Codec::encode(c, src, n);
+    if (!dropped_) return;
+    float* d = dropped_ + offsets_[r];
+    if (wire_type_ == DType::I8) {
+#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
+      for (int64_t j = 0; j < n; ++j) d[j] = src[j] - Int8Codec::at(c, n, j);
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
+      for (int64_t j = 0; j < n; ++j) d[j] = src[j] - Bf16Codec::at(c, n, j);
+    }
+  }
+  // s = Σ_r v_r in rank order (this rank's own fp32 value, the others' decoded) into dst.
+  template <class Codec>
+  void sum(float* dst) const {
     const int D = be_->size(), me = be_->rank();
-    const int64_t mine = counts_[me], off = offsets_[me];
-    const float* own = in_ + off;
-    const uint16_t* in = inbox_;
-    float* out = out_;
-    uint16_t* wire = wire_ + off;
-    const bool gather = data_ != nullptr;
+    const int64_t mine = counts_[me], mine_bytes = at_[me + 1] - at_[me];
+    const float* own = in_ + offsets_[me];
+    const uint8_t* in = inbox_;
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < mine; ++j) {
       float s = 0.0f;
-      for (int r = 0; r < D; ++r) s += r == me ? own[j] : bf16_to_float(in[r * mine + j]);
-      if (gather)
-        wire[j] = float_to_bf16(s);
-      else
-        out[j] = s;
+      for (int r = 0; r < D; ++r) s += r == me ? own[j] : Codec::at(in + r * mine_bytes, mine, j);
+      dst[j] = s;
     }
+  }
+  // Phase 1 done: this rank's sums; for the all-reduce, encoded and sent to every rank.
+  void sum_and_gather() {
+    const int D = be_->size(), me = be_->rank();
+    const int64_t mine = counts_[me];
+    const bool gather = data_ != nullptr;
+    // The all-reduce sums into its own chunk of data: in_ (== data_) is read only there, at the
+    // same index, and the others' chunks are already encoded.
+    float* dst = gather ? data_ + offsets_[me] : out_;
+    if (wire_type_ == DType::I8)
+      sum<Int8Codec>(dst);
+    else
+      sum<Bf16Codec>(dst);
     if (!gather) {
+      if (dropped_) std::fill(dropped_ + offsets_[me], dropped_ + offsets_[me] + mine, 0.0f);
       phase_ = 3;
       return;
     }
-    // Phase 2: this rank's rounded sum to every rank, theirs into the rest of the wire buffer
+    encode(me, dst);  // rounded once: every rank, this one included, stores the same values
+    // Phase 2: this rank's encoded sum to every rank, theirs into the rest of the wire buffer
     // (phase 1's sends from it are complete).
     for (int k = 1; k < D; ++k) {
       const int to = (me + k) % D, from = (me - k + D) % D;
-      if (counts_[from] > 0) recv(wire_ + offsets_[from], counts_[from], from, 1);
-      if (mine > 0) send(wire, mine, to, 1);
+      if (counts_[from] > 0) recv(wire_ + at_[from], at_[from + 1] - at_[from], from, 1);
+      if (mine > 0) send(wire_ + at_[me], at_[me + 1] - at_[me], to, 1);
     }
     phase_ = 2;
   }
-  // Phase 2 done: the whole buffer, this rank's chunk included, from bf16.
-  void unpack() {
-    float* d = data_;
-    const uint16_t* w = wire_;
+  template <class Codec>
+  void decode_all() {
+    const int D = be_->size();
+    for (int r = 0; r < D; ++r) {
+      const uint8_t* c = wire_ + at_[r];
+      float* d = data_ + offsets_[r];
+      const int64_t n = counts_[r];
 #pragma omp parallel for simd schedule(static)
-    for (int64_t j = 0; j < n_; ++j) d[j] = bf16_to_float(w[j]);
+      for (int64_t j = 0; j < n; ++j) d[j] = Codec::at(c, n, j);
+    }
+  }
+  // Phase 2 done: the whole buffer, this rank's chunk included, decoded.
+  void unpack() {
+    if (wire_type_ == DType::I8)
+      decode_all<Int8Codec>();
+    else
+      decode_all<Bf16Codec>();
     phase_ = 3;
   }
 
   std::shared_ptr<Backend> be_;
   std::shared_ptr<WireScratch> scratch_;
+  DType wire_type_;
   const float* in_;
-  float* out_;
-  float* data_;
-  std::vector<int64_t> counts_, offsets_;
+  float *out_, *data_, *dropped_;
+  std::vector<int64_t> counts_, offsets_, at_;  // values per chunk, their offsets, byte offsets
   uint64_t seq_;
   int64_t n_ = 0;
   int phase_ = 1;
-  std::vector<uint16_t> wire_buf_, inbox_buf_;
-  uint16_t *wire_ = nullptr, *inbox_ = nullptr;
+  std::vector<uint8_t> wire_buf_, inbox_buf_;
+  uint8_t *wire_ = nullptr, *inbox_ = nullptr;
   std::vector<std::unique_ptr<PendingOp>> reqs_;
 };
 
 void check_wire(DType wire, const char* what) {
-  if (wire != DType::BF16)
+  if (wire != DType::BF16 && wire != DType::I8)
     throw Error(std::string(what) + ": the wire type is " + dtype_name(wire) +
-                "; only BF16 is implemented (F32 is the exact operation)");
+                "; BF16 and I8 are implemented (F32 is the exact operation)");
 }
 
 // Bytes this rank sends and receives in the two phases (phase 2 only for the all-reduce).
-Traffic wire_bytes(const std::vector<int64_t>& counts, int me, bool gather) {
-  int64_t n = 0;
-  for (int64_t c : counts) n += c;
-  const int64_t mine = counts[me], D = static_cast<int64_t>(counts.size());
+Traffic wire_bytes(DType wire, const std::vector<int64_t>& counts, int me, bool gather) {
+  double all = 0;
+  for (int64_t c : counts) all += static_cast<double>(encoded_bytes(wire, c));
+  const double mine = static_cast<double>(encoded_bytes(wire, counts[me]));
+  const double others = static_cast<double>(counts.size() - 1);
   Traffic t;
-  t.sent = 2.0 * static_cast<double>(n - mine);
-  t.received = 2.0 * static_cast<double>((D - 1) * mine);
+  t.sent = all - mine;
+  t.received = others * mine;
   if (gather) {
-    t.sent += 2.0 * static_cast<double>((D - 1) * mine);
-    t.received += 2.0 * static_cast<double>(n - mine);
+    t.sent += others * mine;
+    t.received += all - mine;
   }
   return t;
 }
 
 }  // namespace
 
-Request Group::iall_reduce_wire(float* data, int64_t count, DType wire) {
+Request Group::iall_reduce_wire(float* data, int64_t count, DType wire, float* dropped) {
   check_wire(wire, "all_reduce");
-  if (size() == 1) return iall_reduce(data, count);
+  if (size() == 1) {
+    if (dropped) std::fill(dropped, dropped + count, 0.0f);
+    return iall_reduce(data, count);
+  }
   const std::vector<int64_t> counts = even_counts(count, size());
   const uint64_t s = stamp(Op::AllReduce, count);
-  const Traffic t = wire_bytes(counts, rank(), true);
+  const Traffic t = wire_bytes(wire, counts, rank(), true);
   this->count(t.sent, t.received);
-  return Request(std::make_unique<WireSum>(be_, wire_scratch(), data, nullptr, data, counts, s),
-                 st_, Op::AllReduce, s);
+  return Request(
+      std::make_unique<WireSum>(be_, wire_scratch(), wire, data, nullptr, data, dropped, counts, s),
+      st_, Op::AllReduce, s);
 }
 
 Request Group::ireduce_scatter_wire(const float* in, float* out, const std::vector<int64_t>& counts,
-                                    DType wire) {
+                                    DType wire, float* dropped) {
   check_wire(wire, "reduce_scatter");
-  if (size() == 1) return ireduce_scatter(in, out, counts);
+  if (size() == 1) {
+    if (dropped) std::fill(dropped, dropped + counts.at(0), 0.0f);
+    return ireduce_scatter(in, out, counts);
+  }
   if (static_cast<int>(counts.size()) != size())
     throw Error("reduce_scatter: one count per rank needed");
   int64_t total = 0;
   for (int64_t c : counts) total += c;
   const uint64_t s = stamp(Op::ReduceScatter, total);
-  const Traffic t = wire_bytes(counts, rank(), false);
+  const Traffic t = wire_bytes(wire, counts, rank(), false);
   this->count(t.sent, t.received);
-  return Request(std::make_unique<WireSum>(be_, wire_scratch(), in, out, nullptr, counts, s), st_,
-                 Op::ReduceScatter, s);
+  return Request(
+      std::make_unique<WireSum>(be_, wire_scratch(), wire, in, out, nullptr, dropped, counts, s),
+      st_, Op::ReduceScatter, s);
 }
 
 }  // namespace parallama::comm

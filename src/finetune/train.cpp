@@ -93,7 +93,8 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
   SyncConfig sc;
   sc.grad_clip = opt.clip, sc.optim = oc, sc.steps = opt.steps;
   Roles roles = make_roles(world, sc);
-  Replica replica{*m.params, grads, optim, comm::Group()};
+  // The whole model on each rank: no group shares it, no tied copies.
+  Replica replica{*m.params, grads, optim, comm::Group(), true, comm::Group()};
   replica.skip_nonfinite = true;  // a non-finite gradient never reaches the weights
   const std::unique_ptr<Synchronizer> sync = make_synchronizer(sc, roles, replica);
   const int64_t warmup = std::max<int64_t>(1, opt.steps / 10);
@@ -121,18 +122,16 @@ RunResult train_and_evaluate(Model& m, const RunConfig& cfg, const Split& train,
     grads.zero();
     double loss =
         clf.forward(*m.params, tokens.data(), lengths.data(), labels.data(), weights.data(), true);
-    clf.backward(*m.params, grads);
-    world.all_reduce(grads.data(), grads.size());  // Σ over ranks: the global mean's gradient
+    sync->before_last_backward(step);
+    clf.backward(*m.params, grads, sync->hook());  // Σ over ranks: the global mean's gradient
+    const float lr = lr_at(step, opt.lr, opt.lr * 0.1f, warmup, opt.steps);
+    const double norm = sync->update(replica, lr, step).grad_norm;  // body and head alike
     loss = world.sum(loss);
-    const double norm = grad_norm(grads);  // body and head: one norm, one clip, one update
     // As train does: a non-finite loss or gradient ends the run (every rank holds the same sums).
     if (!std::isfinite(loss) || !std::isfinite(norm))
       throw Error(std::string(name) + ": the " + (std::isfinite(loss) ? "gradient norm" : "loss") +
                   " became " + std::to_string(std::isfinite(loss) ? norm : loss) + " at step " +
                   std::to_string(step) + "; lower --lr");
-    const float scale = clip_factor(norm, opt.clip);
-    const float lr = lr_at(step, opt.lr, opt.lr * 0.1f, warmup, opt.steps);
-    optim.step(*m.params, grads, lr, 0, -1, scale);
     res.last_loss = loss;
     if (r == 0 && (step % opt.log_every == 0 || step == opt.steps || step == 1)) {
       std::printf("%s step %lld/%lld loss %.4f grad_norm %.3f lr %.2e (%.1fs)\n", name,

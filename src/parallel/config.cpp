@@ -23,13 +23,16 @@ const char* pp_balance_name(PpBalance b) {
   return name_of(b);
 }
 
-ReduceDtype parse_reduce_dtype(const std::string& name) {
-  if (const auto d = value_named<ReduceDtype>(name)) return *d;
-  throw Error("parallel.reduce_dtype must be \"fp32\" or \"bf16\", not \"" + name + "\"");
+Compress parse_compress(const std::string& name) {
+  if (const auto c = value_named<Compress>(name)) return *c;
+  if (name == "powersgd")
+    throw Error(
+        "parallel.compress = \"powersgd\" is not implemented yet (choose none, bf16 or int8)");
+  throw Error("parallel.compress must be \"none\", \"bf16\" or \"int8\", not \"" + name + "\"");
 }
 
-const char* reduce_dtype_name(ReduceDtype d) {
-  return name_of(d);
+const char* compress_name(Compress c) {
+  return name_of(c);
 }
 
 Balance parse_balance(const std::string& name) {

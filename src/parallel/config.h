@@ -34,17 +34,24 @@ constexpr std::array<Named<PpBalance>, 3> names(PpBalance) {
 PpBalance parse_pp_balance(const std::string& name);
 const char* pp_balance_name(PpBalance b);
 
-// How gradient buckets travel over the data-parallel group (parallel.reduce_dtype): "fp32" |
-// "bf16" (half the bytes, summed in fp32; see parallel/data_parallel.h).
-enum class ReduceDtype { fp32, bf16 };
-constexpr std::array<Named<ReduceDtype>, 2> names(ReduceDtype) {
-  return {{{ReduceDtype::fp32, "fp32"}, {ReduceDtype::bf16, "bf16"}}};
+// How gradient buckets travel over the data-parallel group (parallel.compress): "none" (fp32),
+// "bf16" (half the bytes, summed in fp32) or "int8" (blockwise, about a quarter of the bytes,
+// summed in fp32, with error feedback); see parallel/data_parallel.h. Before this setting,
+// parallel.reduce_dtype = "fp32" | "bf16" said the same of none and bf16, and is still read so.
+enum class Compress { none, bf16, int8 };
+constexpr std::array<Named<Compress>, 3> names(Compress) {
+  return {{{Compress::none, "none"}, {Compress::bf16, "bf16"}, {Compress::int8, "int8"}}};
 }
-constexpr DType wire_dtype(ReduceDtype d) {  // what comm puts on the wire
-  return d == ReduceDtype::bf16 ? DType::BF16 : DType::F32;
+constexpr DType wire_dtype(Compress c) {  // what comm puts on the wire
+  return c == Compress::bf16 ? DType::BF16 : c == Compress::int8 ? DType::I8 : DType::F32;
 }
-ReduceDtype parse_reduce_dtype(const std::string& name);
-const char* reduce_dtype_name(ReduceDtype d);
+// Whether each rank keeps what compression dropped and adds it to the next step's gradient: for
+// int8, whose rounding is coarse; bf16 keeps its rounding (2^-9 relative, nearest even).
+constexpr bool error_feedback(Compress c) {
+  return c == Compress::int8;
+}
+Compress parse_compress(const std::string& name);
+const char* compress_name(Compress c);
 
 // How the data-parallel ranks share each global batch (parallel.balance): "static" (equal shares)
 // or "dynamic" (shares that follow each rank's measured speed; see parallel/balance.h).
@@ -77,8 +84,10 @@ struct GradConfig {
   // The embedding's gradient all-reduced as its non-zero rows alone (exact; fp32 --sync
   // allreduce without ZeRO, untied embeddings). See parallel/data_parallel.h.
   bool sparse_embedding = true;
-  // How gradient buckets travel over the data-parallel group. --sync allreduce only.
-  ReduceDtype reduce_dtype = ReduceDtype::fp32;
+  // How gradient buckets travel over the data-parallel group, from step compress_after + 1 on
+  // (the steps before travel in fp32). --sync allreduce only.
+  Compress compress = Compress::none;
+  int64_t compress_after = 0;
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;

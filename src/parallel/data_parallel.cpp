@@ -16,9 +16,9 @@ double now() {
 }  // namespace
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
-                         ReduceDtype dtype, bool sparse_embedding)
-    : group_(std::move(group)), grads_(grads) {
-  if (group_.size() > 1) wire_ = wire_dtype(dtype);
+                         Compress compress, bool sparse_embedding, int64_t compress_after)
+    : group_(std::move(group)), grads_(grads), compress_after_(compress_after) {
+  set_compression(compress);
   const ParamLayout& layout = grads.layout();
   const ParamSpec* table = nullptr;
   if (sparse_embedding && wire_ == DType::F32 && group_.size() > 1 &&
@@ -35,9 +35,9 @@ GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_b
 }
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
-                         const std::vector<float*>& out, ReduceDtype dtype)
-    : group_(std::move(group)), grads_(grads), scatter_(true) {
-  if (group_.size() > 1) wire_ = wire_dtype(dtype);
+                         const std::vector<float*>& out, Compress compress, int64_t compress_after)
+    : group_(std::move(group)), grads_(grads), scatter_(true), compress_after_(compress_after) {
+  set_compression(compress);
   for (size_t i = 0; i < plan.buckets.size(); ++i) {
     Bucket& k = buckets_.emplace_back();
     k.begin = plan.buckets[i].begin, k.end = plan.buckets[i].end;
@@ -46,7 +46,14 @@ GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& 
   }
 }
 
-void GradReducer::begin() {
+void GradReducer::set_compression(Compress compress) {
+  if (group_.size() == 1) return;  // nothing travels
+  wire_ = wire_dtype(compress);
+  if (error_feedback(compress)) residual_.assign(static_cast<size_t>(grads_.size()), 0.0f);
+}
+
+void GradReducer::begin(int64_t step) {
+  now_ = step > compress_after_ ? wire_ : DType::F32;
   for (auto& b : buckets_) {
     b.launched = b.done = false;
   }
@@ -59,13 +66,20 @@ void GradReducer::launch(size_t i) {
   if (t_first_ == 0) t_first_ = now();
   float* g = grads_.data() + b.begin;
   const int64_t n = b.end - b.begin;
-  if (wire_ != DType::F32)
-    b.req = scatter_ ? group_.ireduce_scatter_wire(g, b.out, b.counts, wire_)
-                     : group_.iall_reduce_wire(g, n, wire_);
-  else if (b.row_width > 0)
+  if (now_ != DType::F32) {
+    float* dropped = nullptr;
+    if (!residual_.empty()) {  // error feedback: last step's dropped part travels now
+      dropped = residual_.data() + b.begin;
+#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
+      for (int64_t j = 0; j < n; ++j) g[j] += dropped[j];
+    }
+    b.req = scatter_ ? group_.ireduce_scatter_wire(g, b.out, b.counts, now_, dropped)
+                     : group_.iall_reduce_wire(g, n, now_, dropped);
+  } else if (b.row_width > 0) {
     launch_rows(i);
-  else
+  } else {
     b.req = scatter_ ? group_.ireduce_scatter(g, b.out, b.counts) : group_.iall_reduce(g, n);
+  }
   b.launched = true;
 }
 

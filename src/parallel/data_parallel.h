@@ -5,11 +5,14 @@
 // gradient in it is final, so communication overlaps the rest of backward. Under ZeRO the
 // bucket is reduce-scattered instead: this rank receives the sum of its piece only.
 //
-// bf16 on the wire (parallel.reduce_dtype = "bf16"): each bucket is summed by comm's
-// iall_reduce_wire (under ZeRO ireduce_scatter_wire, with the plan's division), half the bytes
-// of fp32: every rank's own chunk is summed in fp32, the others' arrive as bf16, and (not under
-// ZeRO) the sums go back to every rank rounded to bf16 once, so the replicas stay bitwise
-// equal. A group of one sends nothing and rounds nothing.
+// Compressed (parallel.compress = "bf16" or "int8", from step compress_after + 1): each bucket
+// is summed by comm's iall_reduce_wire (under ZeRO ireduce_scatter_wire, with the plan's
+// division) with bf16 (half the bytes of fp32) or blockwise int8 (a quarter and a little more)
+// on the wire: every rank's own chunk is summed in fp32, the others' arrive encoded, and (not
+// under ZeRO) the sums go back to every rank encoded once, so the replicas stay bitwise equal.
+// int8 keeps error feedback: what the encoding dropped of this rank's part (comm reports it) is
+// kept in a residual buffer the size of the gradients and added to the bucket before its next
+// reduction, so nothing is lost, only delayed. A group of one sends nothing and rounds nothing.
 //
 // The embedding's rows (sparse_embedding, fp32, not under ZeRO, untied): a batch touches few of
 // the V rows of the embedding table, the rest of its gradient is exactly zero on every rank, and
@@ -40,13 +43,17 @@ class GradReducer {
   // sparse_embedding: the (untied) embedding table's gradient travels as its non-zero rows
   // alone (fp32 only; see below).
   GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
-              ReduceDtype dtype = ReduceDtype::fp32, bool sparse_embedding = false);
+              Compress compress = Compress::none, bool sparse_embedding = false,
+              int64_t compress_after = 0);
   // ZeRO: each of plan's buckets reduce-scattered, this rank's summed piece of bucket i into
   // out[i] (out[i] = the bucket's start: in place), also with a group of one.
   GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
-              const std::vector<float*>& out, ReduceDtype dtype = ReduceDtype::fp32);
-  // Call before the backward pass of the last micro-batch.
-  void begin();
+              const std::vector<float*>& out, Compress compress = Compress::none,
+              int64_t compress_after = 0);
+  // Call before the backward pass of the last micro-batch of step `step` (from 1).
+  void begin(int64_t step = 1);
+  // int8's error feedback: what compression dropped and the next step adds back (empty without).
+  std::vector<float>& residual() { return residual_; }
   // Backward reports that gradients at flat offsets >= offset are final.
   void ready_from(int64_t offset);
   // Launches what remains, waits for everything; returns this step's statistics.
@@ -70,11 +77,15 @@ class GradReducer {
   void complete(Bucket& b);
   void poll();
   void launch(size_t i);
+  void set_compression(Compress compress);
 
   comm::Group group_;
   ParamBuffer& grads_;
   bool scatter_ = false;
-  DType wire_ = DType::F32;      // on the wire: F32, or BF16 (a group of more than one)
+  DType wire_ = DType::F32;  // compressed: BF16 or I8 (a group of more than one), else F32
+  DType now_ = DType::F32;   // this step's: wire_ after compress_after steps, else F32
+  int64_t compress_after_ = 0;
+  std::vector<float> residual_;  // int8: what compression dropped, per gradient element
   std::vector<Bucket> buckets_;  // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;

@@ -6,6 +6,7 @@
 #include "optim/schedule.h"
 #include "parallel/ps_protocol.h"
 #include "tensor/error.h"
+#include "tensor/hash.h"
 
 namespace parallama {
 
@@ -39,14 +40,25 @@ bool skips(const Replica& st, SyncStep& out) {
   return out.skipped;
 }
 
+// int8's error feedback: the L2 norm of what this rank's compression has dropped and not yet sent.
+void report_residual(GradReducer& red, SyncStep& out) {
+  const std::vector<float>& r = red.residual();
+  if (r.empty()) return;
+  double sq = 0;
+#pragma omp parallel for reduction(+ : sq) schedule(static)
+  for (size_t i = 0; i < r.size(); ++i) sq += double(r[i]) * r[i];
+  out.extra["residual_norm"] = std::sqrt(sq);
+}
+
 class AllReduceSync : public Synchronizer {
  public:
   AllReduceSync(const SyncConfig& cfg, Roles& r, Replica& st)
       : cfg_(cfg),
         reducer_(r.workers, st.grads,
                  static_cast<int64_t>(cfg.parallel.grads.bucket_mb * (1 << 20)),
-                 cfg.parallel.grads.reduce_dtype, cfg.parallel.grads.sparse_embedding) {}
-  void before_last_backward() override { reducer_.begin(); }
+                 cfg.parallel.grads.compress, cfg.parallel.grads.sparse_embedding,
+                 cfg.parallel.grads.compress_after) {}
+  void before_last_backward(int64_t step) override { reducer_.begin(step); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
   }
@@ -60,6 +72,7 @@ class AllReduceSync : public Synchronizer {
                   clip_factor(out.grad_norm, cfg_.grad_clip) * st.unscale);
     out.extra["buckets"] = rs.buckets;
     if (rs.buckets) out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
+    report_residual(reducer_, out);
     return out;
   }
 
@@ -88,15 +101,16 @@ class ZeroSync : public Synchronizer {
         if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
           run_grads_.push_back(piece_[i]);
     if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
-    reducer_ = std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_,
-                                             cfg.parallel.grads.reduce_dtype);
+    reducer_ =
+        std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_, cfg.parallel.grads.compress,
+                                      cfg.parallel.grads.compress_after);
   }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())
       throw Error("ZeRO: the optimizer was not built for this division of the gradients");
     return *st.zero;
   }
-  void before_last_backward() override { reducer_->begin(); }
+  void before_last_backward(int64_t step) override { reducer_->begin(step); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_->ready_from(off); };
   }
@@ -118,6 +132,7 @@ class ZeroSync : public Synchronizer {
     out.grad_norm = std::sqrt(sq) * st.unscale;
     out.extra["buckets"] = rs.buckets;
     out.extra["comm_s"] = rs.comm_s, out.extra["comm_exposed_s"] = rs.exposed_s;
+    report_residual(*reducer_, out);
     if (skips(st, out)) return out;  // every rank alike: the norm is global
     // Buckets in flat order (they were made from the end); each all-gather starts once every
     // owned run up to its piece is updated.
@@ -273,6 +288,17 @@ std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& ro
     default:
       return std::make_unique<PsWorker>(cfg, roles, cfg.parallel.strategy.sync == Sync::ps_async);
   }
+}
+
+void check_replicas_equal(const ParamBuffer& params, comm::Group& replicas, int64_t step) {
+  if (replicas.size() == 1) return;
+  const uint64_t mine = fnv1a64(params.data(), static_cast<size_t>(params.size()) * sizeof(float));
+  std::vector<uint64_t> all(static_cast<size_t>(replicas.size()));
+  replicas.all_gather(&mine, all.data(), std::vector<int64_t>(all.size(), 1), DType::U64);
+  for (size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0])
+      throw Error("replicas drifted: after step " + std::to_string(step) + ", data-parallel rank " +
+                  std::to_string(r) + " holds other parameters than rank 0");
 }
 
 }  // namespace parallama

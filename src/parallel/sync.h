@@ -69,8 +69,9 @@ class Synchronizer {
   // true: gradients are summed over workers, so backward scales by 1 / (targets of all
   // workers) and the loss is the global mean; false: each worker uses its own mean.
   virtual bool global_batch() const { return true; }
-  // Called around the backward pass of the last micro-batch; the hook sees finished gradients.
-  virtual void before_last_backward() {}
+  // Called around the backward pass of the last micro-batch of step `step` (from 1); the hook
+  // sees finished gradients.
+  virtual void before_last_backward(int64_t /*step*/) {}
   virtual std::function<void(int64_t)> hook() { return {}; }
   // true: update() leaves the gradient buffer zeroed (ZeRO-2 releases it), no need to zero it.
   virtual bool leaves_gradients_zero() const { return false; }
@@ -89,6 +90,11 @@ class Synchronizer {
 };
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st);
+
+// Throws Error naming the step and the ranks when the ranks of `replicas` (data-parallel ranks
+// that hold the same part of the model) do not hold bit-identical parameters: a fingerprint of
+// every byte, gathered. For parallel.check_collectives under --sync allreduce, after each step.
+void check_replicas_equal(const ParamBuffer& params, comm::Group& replicas, int64_t step);
 
 // The server side of ps and ps-async: runs until the workers are done. Checkpoint steps (for
 // sending the optimizer state to rank 0) are those of the workers' schedule.

@@ -8,7 +8,9 @@
 
 namespace parallama {
 
-enum class DType : uint8_t { F32, BF16, F16, F64, I64, U64, U8 };
+// I8 on the wire is blockwise: each block of at most 256 values travels as int8 with an fp32
+// scale of its own (comm/wire_sum.cpp).
+enum class DType : uint8_t { F32, BF16, F16, F64, I64, U64, U8, I8 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -22,12 +24,13 @@ inline size_t dtype_size(DType t) {
     case DType::U64:
       return 8;
     case DType::U8:
+    case DType::I8:
       return 1;
   }
   return 0;
 }
 
-// As safetensors spells it: "F32", "BF16", "F16", "F64", "I64", "U64", "U8".
+// As safetensors spells it: "F32", "BF16", "F16", "F64", "I64", "U64", "U8", "I8".
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32:
@@ -44,6 +47,8 @@ inline const char* dtype_name(DType t) {
       return "U64";
     case DType::U8:
       return "U8";
+    case DType::I8:
+      return "I8";
   }
   return "?";
 }

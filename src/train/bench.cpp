@@ -143,7 +143,7 @@ void time_alone(Bench& b, Measured& m) {
   b.world.barrier();
   for (int s = 0; s < cfg.bench.warmup + cfg.bench.steps; ++s) {
     const auto t0 = Clock::now();
-    b.st.forward_backward(b.tokens.data(), b.targets.data(), K, K * BT, *own);
+    b.st.forward_backward(b.tokens.data(), b.targets.data(), K, K * BT, *own, s + 1);
     b.st.update(*own, cfg.optim.lr, s + 1);
     if (s >= cfg.bench.warmup) m.alone.push_back(seconds_since(t0));
   }
@@ -168,7 +168,8 @@ void time_steps(Bench& b, Measured& m, bool profile) {
     const double faults0 = minor_faults();
     const auto t0 = Clock::now();
     st.model.reset_tp_stats();
-    double loss_sum = st.forward_backward(b.tokens.data(), b.targets.data(), K, valid, b.sync);
+    double loss_sum =
+        st.forward_backward(b.tokens.data(), b.targets.data(), K, valid, b.sync, s + 1);
     m.loss = static_cast<float>(loss_sum / static_cast<double>(K * BT));
     std::optional<prof::PartScope> part(prof::Part::optimizer);
     const SyncStep upd = st.update(b.sync, cfg.optim.lr, s + 1);
@@ -259,9 +260,11 @@ void report_dp(Bench& b, const Measured& m, double tokens_per_s, nlohmann::json&
   }
   std::printf("gradient %s%s: %.4f s per step, %.4f s exposed, %.0f%% hidden behind backward\n",
               cfg.parallel.grads.zero ? "reduce-scatter (ZeRO)" : "all-reduce",
-              cfg.parallel.grads.reduce_dtype == ReduceDtype::bf16 ? " in bf16" : "", c, e,
-              100.0 * hidden);
-  j["reduce_dtype"] = reduce_dtype_name(cfg.parallel.grads.reduce_dtype);
+              cfg.parallel.grads.compress == Compress::none
+                  ? ""
+                  : (std::string(" in ") + compress_name(cfg.parallel.grads.compress)).c_str(),
+              c, e, 100.0 * hidden);
+  j["compress"] = compress_name(cfg.parallel.grads.compress);
   j["per_rank_tokens_per_s"] = per_rank;
   j["comm_s"] = c;
   j["comm_exposed_s"] = e;

@@ -39,8 +39,8 @@ PipeSchedule parse_setting(const std::string& s, PipeSchedule*) {
 PpBalance parse_setting(const std::string& s, PpBalance*) {
   return parse_pp_balance(s);
 }
-ReduceDtype parse_setting(const std::string& s, ReduceDtype*) {
-  return parse_reduce_dtype(s);
+Compress parse_setting(const std::string& s, Compress*) {
+  return parse_compress(s);
 }
 Sync parse_setting(const std::string& s, Sync*) {
   return parse_sync(s);
@@ -226,8 +226,11 @@ void for_each_field(RunConfig& c, F&& f) {
   f("parallel", "bucket_mb", c.parallel.grads.bucket_mb, "gradient all-reduce bucket size, MiB");
   f("parallel", "sparse_embedding_grad", c.parallel.grads.sparse_embedding,
     "all-reduce only the embedding rows the step's tokens touched (exact)");
-  f("parallel", "reduce_dtype", c.parallel.grads.reduce_dtype,
-    "how gradient buckets travel (bf16: half the bytes, summed in fp32)");
+  f("parallel", "compress", c.parallel.grads.compress,
+    "how gradient buckets travel over the replicas: none (fp32), bf16 (half the bytes), int8 "
+    "(blockwise, about a quarter, with error feedback); summed in fp32");
+  f("parallel", "compress_after", c.parallel.grads.compress_after,
+    "steps whose gradients travel uncompressed first");
   f("parallel", "zero", c.parallel.grads.zero,
     "ZeRO stage: 1 shards the optimizer state, 2 also the gradients");
   f("parallel", "check_collectives", c.parallel.watch.check_collectives,
@@ -370,6 +373,23 @@ void apply_overrides(toml::table& root, const Overrides& overrides,
   }
 }
 
+// parallel.reduce_dtype, the setting parallel.compress took the place of (older configurations and
+// checkpoints): "fp32" reads as compress none, "bf16" as bf16.
+void read_reduce_dtype(Reader& r, toml::table& root, RunConfig& c) {
+  std::string legacy;
+  r.get("parallel", "reduce_dtype", legacy);
+  if (legacy.empty()) return;
+  if (legacy != "fp32" && legacy != "bf16")
+    throw Error("parallel.reduce_dtype must be \"fp32\" or \"bf16\", not \"" + legacy +
+                "\" (parallel.compress is its successor: none, bf16 or int8)");
+  const toml::table* par = root["parallel"].as_table();
+  const Compress said = legacy == "bf16" ? Compress::bf16 : Compress::none;
+  if (par && par->contains("compress") && c.parallel.grads.compress != said)
+    throw Error("parallel.reduce_dtype = \"" + legacy + "\" and parallel.compress = \"" +
+                compress_name(c.parallel.grads.compress) + "\" disagree; give compress alone");
+  c.parallel.grads.compress = said;
+}
+
 RunConfig read_table(toml::table& root, const std::string& source,
                      std::map<std::string, std::string> raw, ConfigUse use) {
   RunConfig c;
@@ -380,6 +400,7 @@ RunConfig read_table(toml::table& root, const std::string& source,
   for_each_field(c, [&](const char* sec, const char* key, auto& field, const char*) {
     r.get(sec, key, field);
   });
+  read_reduce_dtype(r, root, c);
   r.check_unknown();
   try {
     if (use != ConfigUse::none) c.validate(use);
@@ -633,11 +654,10 @@ void RunConfig::validate(ConfigUse use) const {
       !(p.strategy.diloco_outer_momentum >= 0 && p.strategy.diloco_outer_momentum < 1))
     throw Error("diloco.outer-lr must be positive and diloco.outer-momentum in [0, 1)");
   if (!(parallel.grads.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
-  if (p.grads.reduce_dtype == ReduceDtype::bf16 && !allreduce)
-    throw Error(
-        "parallel.reduce_dtype = \"bf16\" is for --sync allreduce (with or without "
-        "--zero), not --sync " +
-        sync);
+  if (p.grads.compress != Compress::none && !allreduce)
+    throw Error(std::string("parallel.compress = \"") + compress_name(p.grads.compress) +
+                "\" is for --sync allreduce (with or without --zero), not --sync " + sync);
+  if (p.grads.compress_after < 0) throw Error("parallel.compress_after must be non-negative");
   if (p.balance.every < 1) throw Error("parallel.balance_every must be at least 1");
   if (!(p.balance.cap >= 1 && p.balance.cap <= 64))
     throw Error("parallel.balance_cap must be between 1 and 64 (times the equal share)");

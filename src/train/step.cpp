@@ -43,7 +43,7 @@ PlanInput plan_input(const RunConfig& cfg) {
   in.bucket_mb = cfg.parallel.grads.bucket_mb;
   in.sparse_embedding = cfg.parallel.grads.sparse_embedding &&
                         cfg.parallel.strategy.sync == Sync::allreduce &&
-                        cfg.parallel.grads.reduce_dtype == ReduceDtype::fp32;
+                        cfg.parallel.grads.compress == Compress::none;
   return in;
 }
 
@@ -128,7 +128,7 @@ TrainState::TrainState(const RunConfig& cfg)
     : TrainState(cfg, Mesh(comm::Group(), MeshShape{}, cfg.model)) {}
 
 double TrainState::forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
-                                    int64_t valid_total, Synchronizer& sync) {
+                                    int64_t valid_total, Synchronizer& sync, int64_t step) {
   const int64_t BT = model.batch() * model.seq_len();
   // A batch whose targets are all ignored has no loss and no gradient (not a division by zero).
   float scale = valid_total > 0 ? 1.0f / static_cast<float>(valid_total) : 0.0f;
@@ -136,7 +136,7 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
     scale = static_cast<float>(scaler.scale() / static_cast<double>(valid_total));
   if (!sync.leaves_gradients_zero()) grads.zero();
   if (pipeline) {
-    sync.before_last_backward();
+    sync.before_last_backward(step);
     return pipeline->step(params, grads, tokens, targets, scale, sync.hook());
   }
   double loss_sum = 0.0;
@@ -146,7 +146,7 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
     if (k + 1 < micro) {
       model.backward(params, grads, scale);  // accumulate locally
     } else {
-      sync.before_last_backward();
+      sync.before_last_backward(step);
       model.backward(params, grads, scale, sync.hook());
     }
   }

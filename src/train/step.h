@@ -33,8 +33,9 @@ class TrainState {
   // the pipeline's schedule. The gradients are those of the mean loss over `valid_total` targets
   // (all of the global batch's), times the loss scale (fp16). Returns the sum of the losses of
   // this rank's targets (through a pipeline: of the replica's, on every stage).
+  // step: the step's number (from 1), for what the synchronizer does by step (compress_after).
   double forward_backward(const int32_t* tokens, const int32_t* targets, int micro,
-                          int64_t valid_total, Synchronizer& sync);
+                          int64_t valid_total, Synchronizer& sync, int64_t step = 1);
   // After forward_backward: the synchronizer sums, unscales, clips and updates (or, with fp16,
   // skips a step whose gradients overflowed); then the loss scale is updated.
   SyncStep update(Synchronizer& sync, float lr, int64_t step);

@@ -114,7 +114,7 @@ int64_t Trainer::step(int64_t at) {
   // Every rank scales by the global count of targets, so the summed gradients are those of
   // the global mean loss, whatever each rank holds.
   if (sync_->global_batch()) valid = dp.sum(valid);
-  double loss_sum = st.forward_backward(tokens_.data(), targets_.data(), share, valid, *sync_);
+  double loss_sum = st.forward_backward(tokens_.data(), targets_.data(), share, valid, *sync_, at);
   // The global mean when workers share a batch; otherwise this worker's own.
   if (sync_->global_batch()) loss_sum = dp.sum(loss_sum);
   const double loss = valid ? loss_sum / static_cast<double>(valid) : 0.0;
@@ -132,6 +132,9 @@ int64_t Trainer::step(int64_t at) {
     if (stop_signal) sync_->set_last_step();
   }
   const SyncStep upd = st.update(*sync_, lr, at);
+  if (cfg_.parallel.watch.check_collectives && cfg_.parallel.strategy.sync == Sync::allreduce &&
+      !upd.skipped)
+    check_replicas_equal(st.params, dp, at);
   const AxisBytes axes = axis_bytes(*mesh_, servers) - axes0;
   watch_.axes_total += axes;
   loader_->advance(global);

@@ -43,7 +43,7 @@ fast=(--train.steps 4 --train.val_every 1 --optim.warmup_steps 0 --precision bf1
 mpi 2 "${run[@]}" "${fast[@]}" --pp 2 --train.micro_batches 2 --train.batch_size 4 \
   --train.out_dir val_pp2 > /dev/null
 compare metrics val_pp2/metrics.jsonl val_one/metrics.jsonl --tol 1e-3 || fail "pp 2 evaluation"
-mpi 2 "${run[@]}" --precision bf16 --dp 2 --train.batch_size 4 --parallel.reduce_dtype bf16 \
+mpi 2 "${run[@]}" --precision bf16 --dp 2 --train.batch_size 4 --parallel.compress bf16 \
   --train.out_dir dp2_bf16_reduce --resume seed/step-1 > /dev/null
 compare metrics dp2_bf16_reduce/metrics.jsonl one_bf16/metrics.jsonl --tol 2e-3 ||
   fail "bf16 with bf16 gradient reduction"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Gradients in bf16 on the wire (--parallel.reduce_dtype bf16): from one seed checkpoint, 10 steps
+# Gradients in bf16 on the wire (--parallel.compress bf16): from one seed checkpoint, 10 steps
 # at DP = 2 and 3 (and ZeRO 1 and 2 at DP = 3, and DP 2 × PP 2 with a tied embedding under ZeRO 1)
 # against the same layout in fp32 (ZeRO against the plain all-reduce, which it equals in fp32):
 #   (a) losses. bf16 keeps 8 significant bits: one rounding is off by at most 2^-9 relative. A
@@ -13,8 +13,9 @@
 #       the all-gather each move half the bytes; the 8-byte sums of loss and target counts stay);
 #       exactly (fp32 - 32) / 2 + 32 at DP = 2. ZeRO all-gathers fp32 parameters: about 3/4.
 #   (c) the reduction itself, bit for bit, is tests/dist/test_reduce_bf16.cpp's.
-# Collectives are checked (--parallel.check_collectives) in the bf16 runs. The checkpoint stores
-# the setting; other strategies and unknown values are refused in one line.
+# Collectives are checked (--parallel.check_collectives) in the bf16 runs, and so are the replicas'
+# parameters after every step. The checkpoint stores the setting (dp3_bf16 gives it by its older
+# name, parallel.reduce_dtype); other strategies and unknown values are refused in one line.
 source "$(dirname "$0")/lib.sh"
 prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400 --train.steps 11
@@ -28,13 +29,13 @@ dense=(--parallel.sparse_embedding_grad false)
 # name: ranks, then settings (always 12 sequences per step)
 declare -A runs=(
   [dp2_fp32]="2 --dp 2 --train.batch_size 6 ${dense[*]}"
-  [dp2_bf16]="2 --dp 2 --train.batch_size 6 --parallel.reduce_dtype bf16"
+  [dp2_bf16]="2 --dp 2 --train.batch_size 6 --parallel.compress bf16"
   [dp3_fp32]="3 --dp 3 --train.batch_size 4 ${dense[*]}"
-  [dp3_bf16]="3 --dp 3 --train.batch_size 4 --parallel.reduce_dtype bf16"
-  [dp3_zero1_bf16]="3 --dp 3 --train.batch_size 4 --zero 1 --parallel.reduce_dtype bf16"
-  [dp3_zero2_bf16]="3 --dp 3 --train.batch_size 4 --zero 2 --parallel.reduce_dtype bf16"
+  [dp3_bf16]="3 --dp 3 --train.batch_size 4 --parallel.reduce_dtype bf16"  # the older name
+  [dp3_zero1_bf16]="3 --dp 3 --train.batch_size 4 --zero 1 --parallel.compress bf16"
+  [dp3_zero2_bf16]="3 --dp 3 --train.batch_size 4 --zero 2 --parallel.compress bf16"
   [dp2_pp2_fp32]="4 --dp 2 --train.batch_size 3 ${tied[*]}"
-  [dp2_pp2_bf16]="4 --dp 2 --train.batch_size 3 ${tied[*]} --parallel.reduce_dtype bf16"
+  [dp2_pp2_bf16]="4 --dp 2 --train.batch_size 3 ${tied[*]} --parallel.compress bf16"
 )
 for out in "${!runs[@]}"; do
   read -r np settings <<< "${runs[$out]}"
@@ -47,8 +48,8 @@ for out in "${!runs[@]}"; do
   [ "$(wc -l < "$out/metrics.jsonl")" -eq 10 ] || fail "$out: not 10 metric lines"
 done
 /usr/bin/python3 -c 'import json, sys
-assert json.load(open(sys.argv[1]))["config"]["parallel"]["reduce_dtype"] == "bf16"' \
-  dp3_bf16/step-11/trainer.json || fail "the checkpoint does not store parallel.reduce_dtype"
+assert json.load(open(sys.argv[1]))["config"]["parallel"]["compress"] == "bf16"' \
+  dp3_bf16/step-11/trainer.json || fail "the checkpoint does not store parallel.compress"
 /usr/bin/python3 - <<'PY' || fail "bf16 against fp32"
 import json
 
@@ -85,8 +86,12 @@ check("dp3_zero1_bf16", "dp3_fp32", 0.75)
 check("dp3_zero2_bf16", "dp3_fp32", 0.75)
 check("dp2_pp2_bf16", "dp2_pp2_fp32", 0.75)
 PY
-expect_error 'parallel.reduce_dtype = "bf16" is for --sync allreduce (with or without --zero), not --sync local' \
-  "${run[@]}" --sync local --parallel.reduce_dtype bf16
+expect_error 'parallel.compress = "bf16" is for --sync allreduce (with or without --zero), not --sync local' \
+  "${run[@]}" --sync local --parallel.compress bf16
+expect_error 'parallel.compress must be "none", "bf16" or "int8", not "fp16"' \
+  "${run[@]}" --parallel.compress fp16
 expect_error 'parallel.reduce_dtype must be "fp32" or "bf16", not "fp16"' \
   "${run[@]}" --parallel.reduce_dtype fp16
+expect_error 'parallel.reduce_dtype = "bf16" and parallel.compress = "int8" disagree' \
+  "${run[@]}" --parallel.reduce_dtype bf16 --parallel.compress int8
 echo "reduce bf16: losses track fp32, half the dp bytes"

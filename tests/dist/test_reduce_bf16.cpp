@@ -1,4 +1,4 @@
-// GradReducer with parallel.reduce_dtype = "bf16" at any number of ranks (run under mpirun -np
+// GradReducer with parallel.compress = "bf16" at any number of ranks (run under mpirun -np
 // 1..4 by ctest). Every rank fills the gradients with values known to all ranks; the result must
 // be, bit for bit, what data_parallel.h promises for element i of the chunk that rank o owns:
 //   s = Σ_r v_r in rank order 0..D-1, in fp32, v_o = x_o(i) and v_r = bf16(x_r(i)) for r ≠ o;
@@ -10,11 +10,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "comm/launcher.h"
 #include "dist_test_util.h"
 #include "model/config.h"
 #include "parallel/data_parallel.h"
+#include "parallel/sync.h"
 #include "tensor/bf16.h"
 #include "tensor/error.h"
 
@@ -83,15 +85,16 @@ const Case kCases[] = {{2, 5, 4}, {6, 37, 4}, {6, 37, 1 << 20}, {6, 37, 600}};
 }  // namespace
 
 TEST(ReduceBf16, ParsesTheSetting) {
-  EXPECT_EQ(parse_reduce_dtype("fp32"), ReduceDtype::fp32);
-  EXPECT_EQ(parse_reduce_dtype("bf16"), ReduceDtype::bf16);
+  EXPECT_EQ(parse_compress("none"), Compress::none);
+  EXPECT_EQ(parse_compress("bf16"), Compress::bf16);
+  EXPECT_EQ(parse_compress("int8"), Compress::int8);
   std::string msg;
   try {
-    parse_reduce_dtype("fp16");
+    parse_compress("fp16");
   } catch (const Error& e) {
     msg = e.what();
   }
-  EXPECT_NE(msg.find("parallel.reduce_dtype"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("parallel.compress"), std::string::npos) << msg;
 }
 
 TEST(ReduceBf16, AllReduceIsTheRoundedSumOfRoundedInputs) {
@@ -101,7 +104,7 @@ TEST(ReduceBf16, AllReduceIsTheRoundedSumOfRoundedInputs) {
     const ParamLayout layout(cfg, ModelShard::whole(cfg));
     ParamBuffer g(layout);
     comm::Group dp = world->split(0, me);
-    GradReducer red(dp, g, c.bucket_bytes, ReduceDtype::bf16);
+    GradReducer red(dp, g, c.bucket_bytes, Compress::bf16);
     const auto buckets = grad_buckets(layout, c.bucket_bytes / 4);
     ASSERT_EQ(red.num_buckets(), buckets.size());
     for (int step = 0; step < 2; ++step) {  // buffers and message tags are reused
@@ -167,7 +170,7 @@ TEST(ReduceBf16, ZeroPiecesHoldTheUnroundedOwnerSum) {
       for (size_t i = 0; i < z.buckets.size(); ++i)
         out.push_back(in_place ? g.data() + z.buckets[i].begin : shard.data() + z.piece_at[i]);
       comm::Group dp = world->split(0, me);
-      GradReducer red(dp, g, z, out, ReduceDtype::bf16);
+      GradReducer red(dp, g, z, out, Compress::bf16);
       for (int step = 0; step < 2; ++step) {
         fill(g, me);
         const comm::Traffic t0 = dp.traffic();
@@ -195,12 +198,103 @@ TEST(ReduceBf16, ZeroPiecesHoldTheUnroundedOwnerSum) {
   }
 }
 
+// int8 with error feedback: over K steps of different gradients, what the reductions delivered
+// plus what the ranks still hold in their residuals equals the sum of every rank's true
+// gradients (nothing lost, only delayed), for the all-reduce and for ZeRO's reduce-scatter; the
+// replicas of the all-reduce hold the same bits; int8 compresses (the dp bytes at most 0.3 of
+// fp32's); compress_after's steps travel exactly.
+TEST(ReduceInt8, ErrorFeedbackLosesNothing) {
+  const int D = world->size(), me = world->rank();
+  const LlamaConfig cfg = odd_config(6, 37);
+  const ParamLayout layout(cfg, ModelShard::whole(cfg));
+  const int K = 5;
+  for (bool zero : {false, true}) {
+    ParamBuffer g(layout);
+    comm::Group dp = world->split(0, me);
+    const ZeroPlan z = make_zero_plan(layout, D, me, 600 / 4);
+    std::vector<float> shard(static_cast<size_t>(z.owned));
+    std::vector<float*> out;
+    for (size_t i = 0; i < z.buckets.size(); ++i) out.push_back(shard.data() + z.piece_at[i]);
+    std::unique_ptr<GradReducer> red =
+        zero ? std::make_unique<GradReducer>(dp, g, z, out, Compress::int8, 1)
+             : std::make_unique<GradReducer>(dp, g, 600, Compress::int8, false, 1);
+    // Σ over steps of the delivered sums (for ZeRO: this rank's pieces), and of the true sums.
+    std::vector<double> delivered(g.size(), 0.0), truth(g.size(), 0.0);
+    double bytes_first = 0, bytes_later = 0;
+    for (int step = 1; step <= K; ++step) {
+      for (int64_t i = 0; i < g.size(); ++i) {
+        g.data()[i] = value(me, i * step + step);
+        for (int r = 0; r < D; ++r) truth[i] += value(r, i * step + step);
+      }
+      const double sent0 = dp.traffic().sent;
+      red->begin(step);
+      const auto& specs = layout.specs();
+      for (size_t k = specs.size(); k-- > 0;) red->ready_from(specs[k].offset);
+      red->finish();
+      (step == 1 ? bytes_first : bytes_later) += dp.traffic().sent - sent0;
+      if (!zero) {
+        for (int64_t i = 0; i < g.size(); ++i) delivered[i] += g.data()[i];
+        std::vector<float> rank0(g.data(), g.data() + g.size());
+        world->broadcast(rank0.data(), g.size(), 0);
+        EXPECT_EQ(test::differing(rank0.data(), g.data(), g.size()), 0) << "step " << step;
+      } else {
+        for (size_t b = 0; b < z.buckets.size(); ++b)
+          for (int64_t j = 0; j < z.counts[b][me]; ++j)
+            delivered[z.piece_begin[b] + j] += out[b][j];
+      }
+    }
+    // ZeRO: each rank delivered its own pieces; the others' come from their owners.
+    if (zero) world->all_reduce(delivered.data(), g.size(), DType::F64);
+    std::vector<float> residual = red->residual();
+    if (D == 1) {
+      EXPECT_TRUE(residual.empty());
+      residual.assign(g.size(), 0.0f);
+    }
+    std::vector<double> left(residual.begin(), residual.end());
+    world->all_reduce(left.data(), g.size(), DType::F64);
+    double worst = 0, scale = 0, pending = 0;
+    for (int64_t i = 0; i < g.size(); ++i) {
+      worst = std::max(worst, std::fabs(delivered[i] + left[i] - truth[i]));
+      scale = std::max(scale, std::fabs(truth[i]));
+      pending = std::max(pending, std::fabs(left[i]));
+    }
+    EXPECT_LT(worst, 1e-5 * scale) << (zero ? "ZeRO" : "all-reduce");
+    if (D > 1) {
+      EXPECT_GT(pending, 1e-4 * scale) << "int8 dropped nothing: was it used?";
+      EXPECT_LT(bytes_later / (K - 1), 0.3 * bytes_first) << "int8 bytes against fp32's";
+    }
+  }
+}
+
+// The replicas' check (parallel.check_collectives under --sync allreduce): equal parameters pass;
+// one bit flipped on the last rank is named, on every rank.
+TEST(ReduceInt8, ReplicasThatDriftAreNamed) {
+  const int D = world->size(), me = world->rank();
+  const LlamaConfig cfg = odd_config(6, 37);
+  const ParamLayout layout(cfg, ModelShard::whole(cfg));
+  ParamBuffer p(layout);
+  fill(p, 0);
+  comm::Group dp = world->split(0, me);
+  EXPECT_NO_THROW(check_replicas_equal(p, dp, 3));
+  if (D == 1) return;
+  if (me == D - 1) p.data()[p.size() / 2] = std::nextafter(p.data()[p.size() / 2], 1e9f);
+  std::string msg;
+  try {
+    check_replicas_equal(p, dp, 4);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("replicas drifted: after step 4, data-parallel rank " + std::to_string(D - 1)),
+            std::string::npos)
+      << msg;
+}
+
 TEST(ReduceBf16, Fp32StaysExact) {
   const int D = world->size(), me = world->rank();
   const LlamaConfig cfg = odd_config(6, 37);
   const ParamLayout layout(cfg, ModelShard::whole(cfg));
   ParamBuffer g(layout);
-  GradReducer red(world->split(0, me), g, 600, ReduceDtype::fp32);
+  GradReducer red(world->split(0, me), g, 600, Compress::none);
   for (int64_t i = 0; i < g.size(); ++i) g.data()[i] = static_cast<float>((me + 1) * (i % 101));
   run_step(red, layout);
   int64_t wrong = 0;

@@ -30,6 +30,8 @@ MPI_Datatype mpi_type(DType t) {
       return MPI_UINT64_T;
     case DType::U8:
       return MPI_BYTE;
+    case DType::I8:
+      return MPI_INT8_T;
     case DType::BF16:  // moved as they are (gather, broadcast); MPI cannot sum them
     case DType::F16:
       return MPI_UINT16_T;
