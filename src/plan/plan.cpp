@@ -134,7 +134,10 @@ Traffic rank_traffic(const PlanInput& in, const ModelShard& shard, int stage, in
   // Data parallel, once per step: all-reduce the gradients; with ZeRO reduce-scatter them and
   // all-gather the updated parameters.
   if (dp > 1) {
-    const double g = static_cast<double>(numel) * grad, share = (dp - 1.0) / dp;
+    const double wire = in.compress == Compress::bf16   ? 2.0
+                        : in.compress == Compress::int8 ? 1.0 + 4.0 / comm::kWireInt8Block
+                                                        : grad;
+    const double g = static_cast<double>(numel) * wire, share = (dp - 1.0) / dp;
     if (in.zero == 0 && in.sparse_embedding && shard.has_embedding && !m.tie_embeddings) {
       // The table's rows that the step's tokens touch (at most), and the mask of 64-row words.
       const double V = static_cast<double>(shard.local_vocab(m));
@@ -184,6 +187,8 @@ static void group_memory(RankGroup& g, const PlanInput& in, int stage) {
       g.grads_in_backward = numel * P;
     }
   }
+  // int8's error feedback: what each rank's compression dropped, one fp32 per parameter.
+  if (in.compress == Compress::int8 && sh.dp > 1) g.state.grads += 4.0 * numel;
   g.activations =
       activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute, in.precision);
 }

@@ -18,6 +18,7 @@
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "parallel/config.h"
 #include "model/shard.h"
 #include "parallel/mesh.h"
 #include "parallel/schedule.h"
@@ -82,6 +83,10 @@ struct PlanInput {
   // The untied embedding's gradient all-reduced as the rows of the step's tokens (without ZeRO):
   // the plan counts at most one row per token of the step over every replica, at most V.
   bool sparse_embedding = false;
+  // How the gradients travel over the data-parallel group (parallel.compress): bytes per value on
+  // the wire 4 (or the gradients' own), 2 (bf16) or 1 + 4/256 (int8's values and block scales);
+  // int8 also keeps a residual of 4 bytes per parameter (error feedback).
+  Compress compress = Compress::none;
 };
 
 // The device and its links. Every default is stated by `parallama plan`.

@@ -44,6 +44,7 @@ PlanInput plan_input(const RunConfig& cfg) {
   in.sparse_embedding = cfg.parallel.grads.sparse_embedding &&
                         cfg.parallel.strategy.sync == Sync::allreduce &&
                         cfg.parallel.grads.compress == Compress::none;
+  in.compress = cfg.parallel.grads.compress;
   return in;
 }
 
