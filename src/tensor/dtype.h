@@ -2,7 +2,7 @@
 // The element types, one vocabulary for every room: tensors and their files (safetensors spells
 // them as dtype_name does), kernels (the low-precision operand types), and communication (what a
 // collective moves, and what it puts on the wire). Settings that choose a type (model.precision,
-// parallel.reduce_dtype) keep their own names and map to these.
+// parallel.compress) keep their own names and map to these.
 #include <cstddef>
 #include <cstdint>
 
