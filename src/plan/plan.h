@@ -18,8 +18,8 @@
 
 #include "model/config.h"
 #include "model/llama.h"
-#include "parallel/config.h"
 #include "model/shard.h"
+#include "parallel/config.h"
 #include "parallel/mesh.h"
 #include "parallel/schedule.h"
 
