@@ -23,6 +23,39 @@ prepare_tiny() {
   make_corpus text.txt 3000
   "$bin" prepare --text text.txt --vocab 400 --out data > /dev/null
 }
+# The compression test (compress.sh): the tiny model's training command
+# (11 steps, buckets of 10 KB), its seed checkpoints after one step (seed/, and seed_tied/ with a
+# tied embedding), and each layout of the associative array named $1 (name -> "ranks
+# settings..."; names with pp2 start from seed_tied) resumed from them for 10 steps into a
+# directory of its name.
+compress_run=(train --data.dir data --model.vocab_size 400 --train.steps 11 --train.val_every 0
+              --train.ckpt_every 0 --optim.warmup_steps 3 --parallel.bucket_mb 0.01)
+make_compress_seeds() {
+  prepare_tiny
+  compress_run=("${compress_run[0]}" --config "$src/configs/tiny.toml" "${compress_run[@]:1}")
+  "$bin" "${compress_run[@]}" --train.batch_size 12 --train.out_dir seed --stop-at 1 > /dev/null
+  "$bin" "${compress_run[@]}" --train.batch_size 12 --model.tie_embeddings true \
+    --train.out_dir seed_tied --stop-at 1 > /dev/null
+}
+run_compress_layouts() {
+  local -n layouts=$1
+  local out np settings seed
+  for out in "${!layouts[@]}"; do
+    read -r np settings <<< "${layouts[$out]}"
+    seed=seed
+    [[ $out == *pp2* ]] && seed=seed_tied
+    # shellcheck disable=SC2086
+    mpi "$np" "${compress_run[@]}" $settings --train.out_dir "$out" --resume $seed/step-1 \
+      > "$out.log" 2>&1 || fail "$out: exit $?: $(tail -3 "$out.log")"
+    [ "$(wc -l < "$out/metrics.jsonl")" -eq 10 ] || fail "$out: not 10 metric lines"
+  done
+}
+# stored_compress DIR VALUE: the checkpoint DIR's trainer.json holds parallel.compress = VALUE.
+stored_compress() {
+  /usr/bin/python3 -c 'import json, sys
+assert json.load(open(sys.argv[1]))["config"]["parallel"]["compress"] == sys.argv[2]' \
+    "$1/trainer.json" "$2" || fail "$1 does not store parallel.compress = $2"
+}
 # rank_pid R: the process of world rank R of the job running in this test's directory (other
 # tests may run jobs beside it); waits up to 15 s for it to start, fails the test without it.
 rank_pid() {
