@@ -25,10 +25,8 @@ const char* pp_balance_name(PpBalance b) {
 
 Compress parse_compress(const std::string& name) {
   if (const auto c = value_named<Compress>(name)) return *c;
-  if (name == "powersgd")
-    throw Error(
-        "parallel.compress = \"powersgd\" is not implemented yet (choose none, bf16 or int8)");
-  throw Error("parallel.compress must be \"none\", \"bf16\" or \"int8\", not \"" + name + "\"");
+  throw Error("parallel.compress must be \"none\", \"bf16\", \"int8\" or \"powersgd\", not \"" +
+              name + "\"");
 }
 
 const char* compress_name(Compress c) {

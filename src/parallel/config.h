@@ -38,17 +38,23 @@ const char* pp_balance_name(PpBalance b);
 // "bf16" (half the bytes, summed in fp32) or "int8" (blockwise, about a quarter of the bytes,
 // summed in fp32, with error feedback); see parallel/data_parallel.h. Before this setting,
 // parallel.reduce_dtype = "fp32" | "bf16" said the same of none and bf16, and is still read so.
-enum class Compress { none, bf16, int8 };
-constexpr std::array<Named<Compress>, 3> names(Compress) {
-  return {{{Compress::none, "none"}, {Compress::bf16, "bf16"}, {Compress::int8, "int8"}}};
+// "powersgd": each matrix as two thin factors of rank parallel.powersgd_rank, in fp32, with
+// error feedback (parallel/powersgd.h).
+enum class Compress { none, bf16, int8, powersgd };
+constexpr std::array<Named<Compress>, 4> names(Compress) {
+  return {{{Compress::none, "none"},
+           {Compress::bf16, "bf16"},
+           {Compress::int8, "int8"},
+           {Compress::powersgd, "powersgd"}}};
 }
 constexpr DType wire_dtype(Compress c) {  // what comm puts on the wire
   return c == Compress::bf16 ? DType::BF16 : c == Compress::int8 ? DType::I8 : DType::F32;
 }
 // Whether each rank keeps what compression dropped and adds it to the next step's gradient: for
-// int8, whose rounding is coarse; bf16 keeps its rounding (2^-9 relative, nearest even).
+// int8, whose rounding is coarse, and powersgd; bf16 keeps its rounding (2^-9 relative, nearest
+// even).
 constexpr bool error_feedback(Compress c) {
-  return c == Compress::int8;
+  return c == Compress::int8 || c == Compress::powersgd;
 }
 Compress parse_compress(const std::string& name);
 const char* compress_name(Compress c);
@@ -88,6 +94,7 @@ struct GradConfig {
   // (the steps before travel in fp32). --sync allreduce only.
   Compress compress = Compress::none;
   int64_t compress_after = 0;
+  int powersgd_rank = 4;  // compress = powersgd: the factors' rank
   // ZeRO over the data-parallel group: 0 off; 1 optimizer state sharded (gradients
   // reduce-scattered, owned slices updated, parameters all-gathered); 2 also the gradients kept.
   int zero = 0;

@@ -16,37 +16,43 @@ double now() {
 }  // namespace
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
-                         Compress compress, bool sparse_embedding, int64_t compress_after)
+                         Compress compress, bool sparse_embedding, int64_t compress_after,
+                         int powersgd_rank)
     : group_(std::move(group)), grads_(grads), compress_after_(compress_after) {
-  set_compression(compress);
+  set_compression(compress, powersgd_rank);
   const ParamLayout& layout = grads.layout();
   const ParamSpec* table = nullptr;
-  if (sparse_embedding && wire_ == DType::F32 && group_.size() > 1 &&
+  if (sparse_embedding && compress == Compress::none && group_.size() > 1 &&
       !layout.config().tie_embeddings)
     for (const ParamSpec& p : layout.specs())
       if (p.kind == ParamKind::Embedding && !p.tied_copy && p.shape.size() == 2) table = &p;
-  for (const GradBucket& b :
-       grad_buckets(layout, bucket_bytes / static_cast<int64_t>(sizeof(float)),
-                    table ? table->offset : -1)) {
+  const std::vector<GradBucket> made = grad_buckets(
+      layout, bucket_bytes / static_cast<int64_t>(sizeof(float)), table ? table->offset : -1);
+  for (const GradBucket& b : made) {
     Bucket& k = buckets_.emplace_back();
     k.begin = b.begin, k.end = b.end;
     if (table && b.begin == table->offset) k.row_width = table->shape[1];
   }
+  if (compress == Compress::powersgd && group_.size() > 1)
+    lowrank_ = std::make_unique<PowerSgd>(layout, powersgd_rank, made);
 }
 
 GradReducer::GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
-                         const std::vector<float*>& out, Compress compress, int64_t compress_after)
+                         const std::vector<float*>& out, Compress compress, int64_t compress_after,
+                         int powersgd_rank)
     : group_(std::move(group)), grads_(grads), scatter_(true), compress_after_(compress_after) {
-  set_compression(compress);
+  set_compression(compress, powersgd_rank);
   for (size_t i = 0; i < plan.buckets.size(); ++i) {
     Bucket& k = buckets_.emplace_back();
     k.begin = plan.buckets[i].begin, k.end = plan.buckets[i].end;
     k.out = out[i];
     k.counts = plan.counts[i];
   }
+  if (compress == Compress::powersgd && group_.size() > 1)
+    lowrank_ = std::make_unique<PowerSgd>(grads.layout(), powersgd_rank, plan.buckets);
 }
 
-void GradReducer::set_compression(Compress compress) {
+void GradReducer::set_compression(Compress compress, int) {
   if (group_.size() == 1) return;  // nothing travels
   wire_ = wire_dtype(compress);
   if (error_feedback(compress)) residual_.assign(static_cast<size_t>(grads_.size()), 0.0f);
@@ -54,8 +60,10 @@ void GradReducer::set_compression(Compress compress) {
 
 void GradReducer::begin(int64_t step) {
   now_ = step > compress_after_ ? wire_ : DType::F32;
+  now_lowrank_ = step > compress_after_;
   for (auto& b : buckets_) {
     b.launched = b.done = false;
+    b.stage = 0;
   }
   next_ = 0;
   t_first_ = t_last_done_ = 0;
@@ -66,13 +74,21 @@ void GradReducer::launch(size_t i) {
   if (t_first_ == 0) t_first_ = now();
   float* g = grads_.data() + b.begin;
   const int64_t n = b.end - b.begin;
-  if (now_ != DType::F32) {
-    float* dropped = nullptr;
-    if (!residual_.empty()) {  // error feedback: last step's dropped part travels now
-      dropped = residual_.data() + b.begin;
+  float* dropped = nullptr;
+  if (!residual_.empty() && (now_ != DType::F32 || lowrank_now())) {
+    dropped = residual_.data() + b.begin;  // error feedback: last step's dropped part travels now
 #pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
-      for (int64_t j = 0; j < n; ++j) g[j] += dropped[j];
+    for (int64_t j = 0; j < n; ++j) g[j] += dropped[j];
+  }
+  if (lowrank_now()) {
+    if (i > 0 && buckets_[i - 1].stage == 1) {  // the last bucket's second sum goes first
+      buckets_[i - 1].req.wait();
+      advance(i - 1);
     }
+    std::vector<float>& m = lowrank_->first(i, grads_.data());
+    b.req = group_.iall_reduce(m.data(), static_cast<int64_t>(m.size()));
+    b.stage = 1;
+  } else if (now_ != DType::F32) {
     b.req = scatter_ ? group_.ireduce_scatter_wire(g, b.out, b.counts, now_, dropped)
                      : group_.iall_reduce_wire(g, n, now_, dropped);
   } else if (b.row_width > 0) {
@@ -119,6 +135,25 @@ void GradReducer::unpack_rows(Bucket& b) {
     std::copy(b.packed.data() + u * C, b.packed.data() + u * C + C, g + b.rows[u] * C);
 }
 
+// PowerSGD: bucket i's first sum arrived (its second starts) or its second (the bucket is done).
+void GradReducer::advance(size_t i) {
+  Bucket& b = buckets_[i];
+  if (b.stage == 1) {
+    std::vector<float>& m = lowrank_->second(i, grads_.data(), residual_.data());
+    b.req = group_.iall_reduce(m.data(), static_cast<int64_t>(m.size()));
+    b.stage = 2;
+    return;
+  }
+  lowrank_->third(i, grads_.data());
+  if (scatter_) {  // this rank's piece of the rebuilt bucket
+    int64_t at = b.begin;
+    for (int d = 0; d < group_.rank(); ++d) at += b.counts[d];
+    const float* g = grads_.data();
+    std::copy(g + at, g + at + b.counts[group_.rank()], b.out);
+  }
+  complete(b);
+}
+
 void GradReducer::complete(Bucket& b) {
   if (b.row_width > 0) unpack_rows(b);
   b.done = true;
@@ -128,7 +163,11 @@ void GradReducer::complete(Bucket& b) {
 void GradReducer::poll() {
   for (size_t i = 0; i < next_; ++i) {
     Bucket& b = buckets_[i];
-    if (!b.done && b.req.test()) complete(b);
+    if (b.done || b.stage == 1 || !b.req.test()) continue;  // a second sum starts in order
+    if (b.stage == 2)
+      advance(i);
+    else
+      complete(b);
   }
 }
 void GradReducer::ready_from(int64_t offset) {
@@ -142,6 +181,12 @@ ReduceStats GradReducer::finish() {
   if (group_.size() == 1 && !scatter_) return s;
   ready_from(0);
   const double t0 = now();
+  if (lowrank_now())
+    for (size_t i = 0; i < buckets_.size(); ++i)
+      while (!buckets_[i].done) {
+        buckets_[i].req.wait();
+        advance(i);
+      }
   std::vector<comm::Request*> reqs;
   for (auto& b : buckets_)
     if (!b.done) reqs.push_back(&b.req);

@@ -14,6 +14,12 @@
 // kept in a residual buffer the size of the gradients and added to the bucket before its next
 // reduction, so nothing is lost, only delayed. A group of one sends nothing and rounds nothing.
 //
+// PowerSGD (parallel.compress = "powersgd", see parallel/powersgd.h): each bucket is two fp32
+// all-reduces of thin factors, with error feedback as for int8. To keep every rank's collectives
+// in one order, a bucket's second all-reduce starts when the next bucket is launched (after its
+// first one completes, which the time backward spends on the next bucket usually covers) or in
+// finish(). Under ZeRO every rank rebuilds the whole bucket and keeps its piece.
+//
 // The embedding's rows (sparse_embedding, fp32, not under ZeRO, untied): a batch touches few of
 // the V rows of the embedding table, the rest of its gradient is exactly zero on every rank, and
 // backward finishes it last, so its all-reduce would come after backward, exposed. It gets a
@@ -22,12 +28,14 @@
 // unpacked in place. Every element of the result is the sum of the same values as the dense
 // all-reduce's (a row outside the union is 0 everywhere); only the bytes differ.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "comm/group.h"
 #include "model/params.h"
 #include "parallel/config.h"
+#include "parallel/powersgd.h"
 #include "parallel/zero.h"
 
 namespace parallama {
@@ -44,16 +52,19 @@ class GradReducer {
   // alone (fp32 only; see below).
   GradReducer(comm::Group group, ParamBuffer& grads, int64_t bucket_bytes,
               Compress compress = Compress::none, bool sparse_embedding = false,
-              int64_t compress_after = 0);
+              int64_t compress_after = 0, int powersgd_rank = 4);
   // ZeRO: each of plan's buckets reduce-scattered, this rank's summed piece of bucket i into
   // out[i] (out[i] = the bucket's start: in place), also with a group of one.
   GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
               const std::vector<float*>& out, Compress compress = Compress::none,
-              int64_t compress_after = 0);
+              int64_t compress_after = 0, int powersgd_rank = 4);
   // Call before the backward pass of the last micro-batch of step `step` (from 1).
   void begin(int64_t step = 1);
-  // int8's error feedback: what compression dropped and the next step adds back (empty without).
+  // Error feedback (int8, powersgd): what compression dropped and the next step adds back (empty
+  // without).
   std::vector<float>& residual() { return residual_; }
+  // PowerSGD's warm start (null without).
+  PowerSgd* powersgd() { return lowrank_.get(); }
   // Backward reports that gradients at flat offsets >= offset are final.
   void ready_from(int64_t offset);
   // Launches what remains, waits for everything; returns this step's statistics.
@@ -65,6 +76,7 @@ class GradReducer {
     int64_t begin, end;
     comm::Request req;
     bool launched = false, done = false;
+    int stage = 0;                // PowerSGD: which of its all-reduces is in flight (1 or 2)
     float* out = nullptr;         // ZeRO: where this rank's summed piece goes
     std::vector<int64_t> counts;  // ZeRO: elements of each rank
     // Embedding rows: row width (0: a dense bucket), the union's rows, them packed.
@@ -77,7 +89,9 @@ class GradReducer {
   void complete(Bucket& b);
   void poll();
   void launch(size_t i);
-  void set_compression(Compress compress);
+  void set_compression(Compress compress, int powersgd_rank);
+  void advance(size_t i);  // PowerSGD: bucket i's all-reduce completed
+  bool lowrank_now() const { return lowrank_ && now_lowrank_; }
 
   comm::Group group_;
   ParamBuffer& grads_;
@@ -85,8 +99,10 @@ class GradReducer {
   DType wire_ = DType::F32;  // compressed: BF16 or I8 (a group of more than one), else F32
   DType now_ = DType::F32;   // this step's: wire_ after compress_after steps, else F32
   int64_t compress_after_ = 0;
-  std::vector<float> residual_;  // int8: what compression dropped, per gradient element
-  std::vector<Bucket> buckets_;  // from the end of the buffer to its start
+  std::unique_ptr<PowerSgd> lowrank_;  // powersgd (a group of more than one)
+  bool now_lowrank_ = false;           // this step's: after compress_after steps
+  std::vector<float> residual_;        // int8: what compression dropped, per gradient element
+  std::vector<Bucket> buckets_;        // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;
 };

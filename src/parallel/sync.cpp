@@ -40,10 +40,13 @@ bool skips(const Replica& st, SyncStep& out) {
   return out.skipped;
 }
 
-// int8's error feedback: the L2 norm of what this rank's compression has dropped and not yet sent.
+// Error feedback (int8, powersgd): the L2 norm of what this rank's compression has dropped and not
+// yet sent. A skipped step (an fp16 overflow) forgets it: its gradients, with the residual added,
+// are not finite and go unused.
 void report_residual(GradReducer& red, SyncStep& out) {
-  const std::vector<float>& r = red.residual();
+  std::vector<float>& r = red.residual();
   if (r.empty()) return;
+  if (out.skipped) std::fill(r.begin(), r.end(), 0.0f);
   double sq = 0;
 #pragma omp parallel for reduction(+ : sq) schedule(static)
   for (size_t i = 0; i < r.size(); ++i) sq += double(r[i]) * r[i];
@@ -57,7 +60,7 @@ class AllReduceSync : public Synchronizer {
         reducer_(r.workers, st.grads,
                  static_cast<int64_t>(cfg.parallel.grads.bucket_mb * (1 << 20)),
                  cfg.parallel.grads.compress, cfg.parallel.grads.sparse_embedding,
-                 cfg.parallel.grads.compress_after) {}
+                 cfg.parallel.grads.compress_after, cfg.parallel.grads.powersgd_rank) {}
   void before_last_backward(int64_t step) override { reducer_.begin(step); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
@@ -67,7 +70,10 @@ class AllReduceSync : public Synchronizer {
     SyncStep out;
     if (st.tied.size() > 1) st.tied.all_reduce(st.grads.data() + st.tied_offset, st.tied_numel);
     out.grad_norm = global_grad_norm(st.grads, st.model, st.counts_replicated) * st.unscale;
-    if (skips(st, out)) return out;
+    if (skips(st, out)) {
+      report_residual(reducer_, out);
+      return out;
+    }
     st.optim.step(st.params, st.grads, lr, 0, -1,
                   clip_factor(out.grad_norm, cfg_.grad_clip) * st.unscale);
     out.extra["buckets"] = rs.buckets;
@@ -101,9 +107,9 @@ class ZeroSync : public Synchronizer {
         if (z_.piece_begin[i] == run.begin && z_.counts[i][dp_.rank()] > 0)
           run_grads_.push_back(piece_[i]);
     if (run_grads_.size() != z_.runs.size()) throw Error("ZeRO: runs and buckets disagree");
-    reducer_ =
-        std::make_unique<GradReducer>(r.workers, st.grads, z_, piece_, cfg.parallel.grads.compress,
-                                      cfg.parallel.grads.compress_after);
+    reducer_ = std::make_unique<GradReducer>(
+        r.workers, st.grads, z_, piece_, cfg.parallel.grads.compress,
+        cfg.parallel.grads.compress_after, cfg.parallel.grads.powersgd_rank);
   }
   static const ZeroPlan& plan_of(const Replica& st) {
     if (!st.zero || st.zero->owned != st.optim.state_size())

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "model/params.h"
+#include "parallel/powersgd.h"
 #include "parallel/zero.h"
 #include "tensor/arena.h"
 #include "tensor/error.h"
@@ -137,7 +138,11 @@ Traffic rank_traffic(const PlanInput& in, const ModelShard& shard, int stage, in
     const double wire = in.compress == Compress::bf16   ? 2.0
                         : in.compress == Compress::int8 ? 1.0 + 4.0 / comm::kWireInt8Block
                                                         : grad;
-    const double g = static_cast<double>(numel) * wire, share = (dp - 1.0) / dp;
+    const double g = in.compress == Compress::powersgd
+                         ? 4.0 * static_cast<double>(
+                                     lowrank_wire_floats(ParamLayout(m, shard), in.powersgd_rank))
+                         : static_cast<double>(numel) * wire;
+    const double share = (dp - 1.0) / dp;
     if (in.zero == 0 && in.sparse_embedding && shard.has_embedding && !m.tie_embeddings) {
       // The table's rows that the step's tokens touch (at most), and the mask of 64-row words.
       const double V = static_cast<double>(shard.local_vocab(m));
@@ -188,7 +193,11 @@ static void group_memory(RankGroup& g, const PlanInput& in, int stage) {
     }
   }
   // int8's error feedback: what each rank's compression dropped, one fp32 per parameter.
-  if (in.compress == Compress::int8 && sh.dp > 1) g.state.grads += 4.0 * numel;
+  if (error_feedback(in.compress) && sh.dp > 1) g.state.grads += 4.0 * numel;
+  if (in.compress == Compress::powersgd && sh.dp > 1)  // the warm start, and one step's factors
+    g.state.grads +=
+        4.0 * static_cast<double>(lowrank_state_floats(ParamLayout(m, g.shard), in.powersgd_rank) +
+                                  lowrank_wire_floats(ParamLayout(m, g.shard), in.powersgd_rank));
   g.activations =
       activation_bytes(m, g.shard, in.batch, in.seq_len, g.slots, in.recompute, in.precision);
 }

@@ -85,8 +85,11 @@ struct PlanInput {
   bool sparse_embedding = false;
   // How the gradients travel over the data-parallel group (parallel.compress): bytes per value on
   // the wire 4 (or the gradients' own), 2 (bf16) or 1 + 4/256 (int8's values and block scales);
-  // int8 also keeps a residual of 4 bytes per parameter (error feedback).
+  // int8 also keeps a residual of 4 bytes per parameter (error feedback); powersgd sends each
+  // matrix's two fp32 factors of rank powersgd_rank (the rest whole in fp32) and keeps a residual
+  // and the factors' warm start.
   Compress compress = Compress::none;
+  int powersgd_rank = 4;
 };
 
 // The device and its links. Every default is stated by `parallama plan`.

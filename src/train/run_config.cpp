@@ -228,7 +228,10 @@ void for_each_field(RunConfig& c, F&& f) {
     "all-reduce only the embedding rows the step's tokens touched (exact)");
   f("parallel", "compress", c.parallel.grads.compress,
     "how gradient buckets travel over the replicas: none (fp32), bf16 (half the bytes), int8 "
-    "(blockwise, about a quarter, with error feedback); summed in fp32");
+    "(blockwise, about a quarter, with error feedback), powersgd (low-rank factors, with error "
+    "feedback); summed in fp32");
+  f("parallel", "powersgd_rank", c.parallel.grads.powersgd_rank,
+    "compress = powersgd: the rank of each matrix's factors");
   f("parallel", "compress_after", c.parallel.grads.compress_after,
     "steps whose gradients travel uncompressed first");
   f("parallel", "zero", c.parallel.grads.zero,
@@ -658,6 +661,8 @@ void RunConfig::validate(ConfigUse use) const {
     throw Error(std::string("parallel.compress = \"") + compress_name(p.grads.compress) +
                 "\" is for --sync allreduce (with or without --zero), not --sync " + sync);
   if (p.grads.compress_after < 0) throw Error("parallel.compress_after must be non-negative");
+  if (p.grads.powersgd_rank < 1 || p.grads.powersgd_rank > 256)
+    throw Error("parallel.powersgd_rank must be between 1 and 256");
   if (p.balance.every < 1) throw Error("parallel.balance_every must be at least 1");
   if (!(p.balance.cap >= 1 && p.balance.cap <= 64))
     throw Error("parallel.balance_cap must be between 1 and 64 (times the equal share)");

@@ -45,6 +45,7 @@ PlanInput plan_input(const RunConfig& cfg) {
                         cfg.parallel.strategy.sync == Sync::allreduce &&
                         cfg.parallel.grads.compress == Compress::none;
   in.compress = cfg.parallel.grads.compress;
+  in.powersgd_rank = cfg.parallel.grads.powersgd_rank;
   return in;
 }
 
