@@ -12,7 +12,11 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot_svg import loss_curves_svg  # noqa: E402
 
 STRATEGIES = [
     ("allreduce", []),
@@ -50,33 +54,8 @@ def run(name, extra, a):
 
 
 def svg(results, path):
-    W, H, pad = 460, 320, 55
-    losses = [p[2] for r in results for p in r["curve"]]
-    lo, hi = min(losses), max(losses)
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="960" height="360" font-family="sans-serif" font-size="12">',
-             '<rect width="960" height="360" fill="white"/>']
-    for panel, (xi, label) in enumerate([(0, "tokens trained"), (1, "MB moved by rank 0 (sent + received)")]):
-        ox = panel * 480
-        xmax = max(p[xi] for r in results for p in r["curve"]) or 1
-        scale = 1e6 if xi == 1 else 1
-        parts.append(f'<line x1="{ox + pad}" y1="{H - pad + 20}" x2="{ox + W}" y2="{H - pad + 20}" stroke="black"/>')
-        parts.append(f'<line x1="{ox + pad}" y1="20" x2="{ox + pad}" y2="{H - pad + 20}" stroke="black"/>')
-        parts.append(f'<text x="{ox + (W + pad) / 2}" y="{H + 10}" text-anchor="middle">{label}</text>')
-        for i in range(6):
-            y = 20 + (H - pad) * i / 5
-            v = hi - (hi - lo) * i / 5
-            parts.append(f'<text x="{ox + pad - 5}" y="{y + 4:.0f}" text-anchor="end">{v:.2f}</text>')
-            x = ox + pad + (W - pad) * i / 5
-            parts.append(f'<text x="{x:.0f}" y="{H - pad + 35}" text-anchor="middle">{xmax * i / 5 / scale:.3g}</text>')
-        for r in results:
-            pts = " ".join(f"{ox + pad + (W - pad) * p[xi] / xmax:.1f},{20 + (H - pad) * (hi - p[2]) / (hi - lo or 1):.1f}"
-                           for p in r["curve"])
-            parts.append(f'<polyline fill="none" stroke="{COLORS[r["name"]]}" stroke-width="2" points="{pts}"/>')
-    for i, r in enumerate(results):
-        parts.append(f'<text x="{400 + 110 * i - 330}" y="14" fill="{COLORS[r["name"]]}">{r["name"]}</text>')
-    parts.append('<text x="5" y="190" transform="rotate(-90 12 190)">validation loss</text></svg>')
-    with open(path, "w") as f:
-        f.write("\n".join(parts) + "\n")
+    series = [dict(r, color=COLORS[r["name"]]) for r in results]
+    loss_curves_svg(series, [(0, "tokens trained", 1), (1, "MB moved by rank 0 (sent + received)", 1e6)], path)
 
 
 def main():

@@ -210,9 +210,12 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       fs::create_directories(tmp);
     });
   io::agree_on_failure(tp, pp, dp, error);
+  std::vector<std::string> files(std::begin(kTensorFiles), std::end(kTensorFiles));
   try {
     io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer, dp);
     io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer, dp);
+    if (state.more_files)
+      for (std::string& f : state.more_files(tmp)) files.push_back(std::move(f));
   } catch (...) {
     std::error_code ignored;
     if (writer) fs::remove_all(tmp, ignored);
@@ -225,7 +228,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
       j["format"] = kFormat;
       j["step"] = state.step;
       j["data_position"] = state.data_position;
-      for (const char* name : kTensorFiles)
+      for (const std::string& name : files)
         j["checksums"][name] = file_checksum((tmp / name).string());
       seal_json(j);
       const std::string text = j.dump(1) + "\n";
@@ -316,6 +319,9 @@ nlohmann::json parse_trainer_json(const std::string& text, const std::string& so
   for (const char* name : kTensorFiles)
     if (!is_hex16(j["checksums"].value(name, nlohmann::json())))
       throw bad(std::string("the checksum of ") + name + " is not 16 hex digits");
+  for (const auto& [name, sum] : j["checksums"].items())
+    if (!is_hex16(sum) || name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+      throw bad("the checksum of \"" + name + "\" is not 16 hex digits of a file in the directory");
   for (const char* key : {"config", "layout", "rng", "loss_scale"})
     if (j.contains(key) && !j[key].is_object())
       throw bad(std::string("\"") + key + "\" is not an object");
@@ -343,7 +349,7 @@ nlohmann::json read_trainer_json(const std::string& dir) {
 
 namespace {
 
-void verify(const std::string& dir, const nlohmann::json& j, const char* name) {
+void verify(const std::string& dir, const nlohmann::json& j, const std::string& name) {
   const std::string path = (fs::path(dir) / name).string();
   if (!fs::exists(path)) throw Error(path + ": missing from the checkpoint");
   const auto want = j["checksums"].value(name, std::string());
@@ -355,8 +361,13 @@ void verify(const std::string& dir, const nlohmann::json& j, const char* name) {
 
 }  // namespace
 
+void verify_checkpoint_file(const std::string& dir, const nlohmann::json& trainer_json,
+                            const std::string& name) {
+  verify(dir, trainer_json, name);
+}
+
 void verify_checkpoint_files(const std::string& dir, const nlohmann::json& trainer_json) {
-  for (const char* name : kTensorFiles) verify(dir, trainer_json, name);
+  for (const auto& item : trainer_json["checksums"].items()) verify(dir, trainer_json, item.key());
 }
 
 namespace {

@@ -24,6 +24,10 @@ struct CheckpointState {
   int64_t data_position = 0;            // global sample index of the next batch
   nlohmann::json extra;                 // config, layout, RNG state, last losses: recorded as given
   std::vector<std::string> copy_files;  // copied in as they are (e.g. the tokenizer model)
+  // More tensor files (compression's state): called on every saving rank after the optimizer's
+  // file is written, with the temporary directory; returns the names of the files written there
+  // (on the writer; checksummed in trainer.json like model.safetensors).
+  std::function<std::vector<std::string>(const std::filesystem::path& tmp)> more_files;
 };
 
 // Writes dir (replacing an older checkpoint of the same name only once the new one is complete).
@@ -52,9 +56,13 @@ CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Opt
 void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp,
                            comm::Group& pp);
 
-// Verifies the checksums of every tensor file of the checkpoint `dir` against its trainer.json
-// (read_trainer_json's). Throws Error naming a file that is missing, corrupt or truncated.
+// Verifies the checksums of every tensor file of the checkpoint `dir` (every file trainer.json has
+// a checksum of) against its trainer.json (read_trainer_json's). Throws Error naming a file that is
+// missing, corrupt or truncated.
 void verify_checkpoint_files(const std::string& dir, const nlohmann::json& trainer_json);
+// The same for one file `name` of the directory.
+void verify_checkpoint_file(const std::string& dir, const nlohmann::json& trainer_json,
+                            const std::string& name);
 
 // Just trainer.json, parsed and checked (for reading the config before building the model).
 // A format-1 file (older, without a checksum of its own) is read with a warning on stderr, once

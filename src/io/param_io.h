@@ -51,6 +51,13 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
                     comm::Group& pp, bool writer, comm::Group dp = {});
 void load_optimizer(Optimizer& optim, const std::string& path);
 
+// Error feedback's residuals (parallel/data_parallel.h): one parameter-shaped buffer per
+// data-parallel rank, rank d's under "residual.<d>.", whole tensors as save_params stores them,
+// the number of ranks as metadata "dp". Every rank of every replica calls it (dp: the
+// data-parallel group); each tensor of rank d is broadcast over dp in turn.
+void save_residuals(const ParamLayout& layout, const float* residual, const std::string& path,
+                    comm::Group& tp, comm::Group& pp, bool writer, comm::Group& dp);
+
 // The most bytes of gather buffers this rank held at once while saving (whole tensors gathered
 // over tensor-parallel or data-parallel ranks, or received from another stage) since the last
 // call; resets the count.

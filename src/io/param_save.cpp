@@ -47,10 +47,17 @@ struct Part {
   const ParamLayout* layout;
   const float* data;
   const std::vector<OwnedRun>* runs = nullptr;  // null: data holds the whole layout
+  int from_dp = -1;  // ≥ 0: data-parallel rank from_dp's buffer, sent to every replica
 
   // This rank's tensor-parallel slice of tensor s: in place, or gathered over dp into scratch
   // (collective over dp: every replica calls it for the same tensors in the same order).
   const float* slice(const ParamSpec& s, comm::Group& dp, std::vector<float>& scratch) const {
+    if (from_dp >= 0 && dp.size() > 1) {
+      scratch.assign(data + s.offset, data + s.offset + s.numel);
+      note_held(scratch, {});
+      dp.broadcast(scratch.data(), s.numel, from_dp);
+      return scratch.data();
+    }
     if (!runs) return data + s.offset;
     int64_t mine[2] = {s.offset, 0};  // where this rank's piece starts, and its length
     for (const OwnedRun& r : *runs) {
@@ -122,8 +129,7 @@ Lists stage_lists(const std::vector<Part>& parts, comm::Group& tp) {
     const int64_t n = static_cast<int64_t>(specs.size());
     std::vector<int64_t> mine(n), all(n * P);
     for (int64_t i = 0; i < n; ++i) mine[i] = specs[i].numel;
-    if (P > 1)
-      tp.all_gather(mine.data(), all.data(), std::vector<int64_t>(P, n), DType::I64);
+    if (P > 1) tp.all_gather(mine.data(), all.data(), std::vector<int64_t>(P, n), DType::I64);
     auto& list = lists.emplace_back();
     for (int64_t i = 0; i < n; ++i) {
       const ParamSpec& s = specs[i];
@@ -335,6 +341,14 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
              {{"optimizer", optim_kind_name(optim.config().name)},
               {"step", std::to_string(optim.steps_taken())}},
              path, tp, pp, dp, writer);
+}
+
+void save_residuals(const ParamLayout& layout, const float* residual, const std::string& path,
+                    comm::Group& tp, comm::Group& pp, bool writer, comm::Group& dp) {
+  std::vector<Part> parts;
+  for (int d = 0; d < dp.size(); ++d)
+    parts.push_back({"residual." + std::to_string(d) + ".", &layout, residual, nullptr, d});
+  save_parts(parts, {{"dp", std::to_string(dp.size())}}, path, tp, pp, dp, writer);
 }
 
 }  // namespace parallama::io

@@ -65,6 +65,7 @@ class AllReduceSync : public Synchronizer {
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
   }
+  GradReducer* reducer() override { return &reducer_; }
   SyncStep update(Replica& st, float lr, int64_t) override {
     const ReduceStats rs = reducer_.finish();
     SyncStep out;
@@ -120,6 +121,7 @@ class ZeroSync : public Synchronizer {
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_->ready_from(off); };
   }
+  GradReducer* reducer() override { return reducer_.get(); }
   bool leaves_gradients_zero() const override { return stage_ >= 2; }
   int64_t gradient_shard_bytes() const override {
     return static_cast<int64_t>(shard_.size() * sizeof(float));

@@ -87,6 +87,9 @@ class Synchronizer {
   virtual void set_last_step() {}
   // A stop signal that a rank outside the workers (a parameter server) received, 0 if none.
   virtual int peer_signal() const { return 0; }
+  // The bucketed gradient reduction (--sync allreduce, with or without ZeRO), whose compression
+  // state checkpoints keep; null for the other strategies.
+  virtual GradReducer* reducer() { return nullptr; }
 };
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st);

@@ -26,6 +26,7 @@
 #include "plan/plan.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
+#include "train/compress_state.h"
 #include "train/link_watch.h"
 #include "train/metrics.h"
 #include "train/preempt.h"
@@ -296,6 +297,15 @@ void Trainer::build() {
   run_.preemptible = !run_.async;
   if (run_.preemptible) guard_.emplace(run_.writes);
   if (!roles_.server) sync_ = make_synchronizer(sc_, roles_, st_->replica);
+  // Compression's state (error feedback's residuals, PowerSGD's Q) continues from the checkpoint.
+  if (GradReducer* red = sync_ ? sync_->reducer() : nullptr; red && !resume.empty()) {
+    std::string line;
+    std::exception_ptr error;
+    io::guarded(error,
+                [&] { line = load_compress_state(*red, st_->params.layout(), resume, *mesh_); });
+    io::agree_on_failure(mesh_->tp, mesh_->pp, mesh_->dp, error);
+    if (!line.empty() && run_.writes) std::printf("%s\n", line.c_str());
+  }
 }
 
 int Trainer::serve() {

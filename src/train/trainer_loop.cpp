@@ -16,6 +16,7 @@
 #include "optim/schedule.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
+#include "train/compress_state.h"
 #include "train/report.h"
 #include "train/trace.h"
 #include "train/trainer_run.h"
@@ -241,9 +242,16 @@ void Trainer::checkpoint(int64_t at, double loss) {
   const std::string dir = (fs::path(tc.out_dir) / ("step-" + std::to_string(at))).string();
   sync_->gather_state(st.replica, at);
   // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO
-  // every replica takes part: each holds pieces of the optimizer state.
-  const bool zero = cfg_.parallel.grads.zero > 0;
-  if (mesh.coord().dp != 0 && !zero) return;
+  // every replica takes part: each holds pieces of the optimizer state; with error feedback too:
+  // each holds its own residual (train/compress_state.h).
+  GradReducer* red = sync_->reducer();
+  const bool feedback = red && !red->residual().empty();
+  const bool all = cfg_.parallel.grads.zero > 0 || feedback;
+  if (mesh.coord().dp != 0 && !all) return;
+  if (feedback)
+    cs.more_files = [&](const fs::path& tmp) {
+      return save_compress_state(*red, st.params.layout(), tmp, *mesh_, run_.writes);
+    };
   if (mesh.tied.size() > 1) {  // the two stages' copies of a tied embedding must be one table
     const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,
                                static_cast<size_t>(st.replica.tied_numel) * sizeof(float));
@@ -257,10 +265,9 @@ void Trainer::checkpoint(int64_t at, double loss) {
     cs.extra["tied_embedding_copies"] = "identical";
   }
   save_checkpoint(dir, st.params, st.optim, cs, mesh_->tp, mesh_->pp, run_.writes,
-                  zero ? mesh_->dp : comm::Group());
+                  all ? mesh_->dp : comm::Group());
   double peak = static_cast<double>(io::take_gather_peak_bytes());  // over the savers
-  (zero ? roles_.all_workers : mesh_->replica)
-      .all_reduce(&peak, 1, DType::F64, comm::ReduceOp::Max);
+  (all ? roles_.all_workers : mesh_->replica).all_reduce(&peak, 1, DType::F64, comm::ReduceOp::Max);
   if (!run_.writes) return;
   write_file_atomically((fs::path(tc.out_dir) / "latest").string(),
                         "step-" + std::to_string(at) + "\n");
