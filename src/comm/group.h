@@ -18,8 +18,10 @@
 
 namespace parallama::comm {
 
-// The most values of one int8 block on the wire (iall_reduce_wire with DType::I8).
+// The most values of one int8 block on the wire (iall_reduce_wire with DType::I8), and of one
+// int4 block (DType::I4).
 constexpr int64_t kWireInt8Block = 256;
+constexpr int64_t kWireInt4Block = 64;
 
 enum class ReduceOp { Sum, Max, BitOr };  // BitOr: integer types
 enum class Op { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
@@ -147,7 +149,9 @@ class Group {
                       DType t = DType::F32);
   // fp32 sums with `wire` on the network: BF16 (half the bytes of fp32, rounded to nearest even)
   // or I8 (blockwise: int8 values with an fp32 scale, max |x| / 127, per block of at most
-  // kWireInt8Block values; a quarter of the bytes and a little more). The buffer is divided into
+  // kWireInt8Block values; a quarter of the bytes and a little more) or I4 (the same with values
+  // in [-7, 7], two to a byte, per block of at most kWireInt4Block; 0.5625 bytes a value). The
+  // buffer is divided into
   // one chunk per rank (counts; even_counts for the all-reduce); rank d receives the others'
   // chunk d encoded and sums it in fp32, in rank order 0..D-1, with its own values unencoded in
   // their place. reduce_scatter: that sum into out (counts[rank] values; out may be in's own

@@ -1,5 +1,5 @@
-// Group::iall_reduce_wire and ireduce_scatter_wire: fp32 sums with bf16 or blockwise int8 on the
-// wire, as two phases of point-to-point messages (see group.h). One operation in flight is a
+// Group::iall_reduce_wire and ireduce_scatter_wire: fp32 sums with bf16 or blockwise int8/int4 on
+// the wire, as two phases of point-to-point messages (see group.h). One operation in flight is a
 // WireSum; its test() makes progress: when phase 1's messages are in, it sums (and, for the
 // all-reduce, starts phase 2); when phase 2's are in, it stores the decoded sums.
 #include <algorithm>
@@ -24,11 +24,8 @@ int wire_tag(uint64_t seq, int phase) {
   return kWireTagBase + 2 * static_cast<int>(seq % 1000) + phase;
 }
 
-// How a chunk of n floats travels. BF16: n values rounded to nearest even. I8: blockwise, the
-// chunk's block scales (fp32, max |x| / 127 of each block of kBlock values) and then its n int8
-// values round(x / scale), padded to 4 bytes. A chunk is encoded on its own, so a rank's chunk
-// starts a block.
-constexpr int64_t kBlock = kWireInt8Block;
+// How a chunk of n floats travels. BF16: n values rounded to nearest even. I8 and I4: blockwise
+// (IntCodec below). A chunk is encoded on its own, so a rank's chunk starts a block.
 
 struct Bf16Codec {
   static int64_t bytes(int64_t n) { return 2 * n; }
@@ -41,33 +38,57 @@ struct Bf16Codec {
   }
 };
 
-struct Int8Codec {
+// Blockwise integers: the chunk's block scales (fp32, max |x| / kMax of each block of kBlock
+// values), then its values round(x / scale) in [-kMax, kMax]: int8 one to a byte, int4 two to a
+// byte (value + 8, the even index in the low nibble), padded to 4 bytes.
+template <int kBits, int64_t kBlock>
+struct IntCodec {
+  static constexpr float kMax = kBits == 8 ? 127.0f : 7.0f;
   static int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
-  static int64_t bytes(int64_t n) { return 4 * blocks(n) + (n + 3) / 4 * 4; }
+  static int64_t value_bytes(int64_t n) { return kBits == 8 ? n : (n + 1) / 2; }
+  static int64_t bytes(int64_t n) { return 4 * blocks(n) + (value_bytes(n) + 3) / 4 * 4; }
   static void encode(uint8_t* dst, const float* src, int64_t n) {
     const int64_t nb = blocks(n);
     float* scale = reinterpret_cast<float*>(dst);
-    int8_t* q = reinterpret_cast<int8_t*>(dst + 4 * nb);
+    uint8_t* q = dst + 4 * nb;
+    if (kBits == 4) std::fill(q, q + value_bytes(n), uint8_t{0});
 #pragma omp parallel for schedule(static) if (n > (int64_t{1} << 16))
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = 0; b < nb; ++b) {  // a block's int4 values fill whole bytes (kBlock even)
       const int64_t j0 = b * kBlock, j1 = std::min(n, j0 + kBlock);
       float mx = 0.0f;
       for (int64_t j = j0; j < j1; ++j) mx = std::max(mx, std::fabs(src[j]));
-      const float sc = mx / 127.0f, inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+      const float sc = mx / kMax, inv = mx > 0.0f ? kMax / mx : 0.0f;
       scale[b] = sc;
-      for (int64_t j = j0; j < j1; ++j)
-        q[j] = static_cast<int8_t>(std::clamp(std::nearbyint(src[j] * inv), -127.0f, 127.0f));
+      for (int64_t j = j0; j < j1; ++j) {
+        const int v = static_cast<int>(std::clamp(std::nearbyint(src[j] * inv), -kMax, kMax));
+        if (kBits == 8)
+          q[j] = static_cast<uint8_t>(static_cast<int8_t>(v));
+        else
+          q[j / 2] |= static_cast<uint8_t>((v + 8) << (4 * (j % 2)));
+      }
     }
   }
   static float at(const uint8_t* c, int64_t n, int64_t j) {
     const float* scale = reinterpret_cast<const float*>(c);
-    const int8_t* q = reinterpret_cast<const int8_t*>(c + 4 * blocks(n));
-    return static_cast<float>(q[j]) * scale[j / kBlock];
+    const uint8_t* q = c + 4 * blocks(n);
+    const int v = kBits == 8 ? static_cast<int8_t>(q[j]) : ((q[j / 2] >> (4 * (j % 2))) & 15) - 8;
+    return static_cast<float>(v) * scale[j / kBlock];
   }
 };
+using Int8Codec = IntCodec<8, kWireInt8Block>;
+using Int4Codec = IntCodec<4, kWireInt4Block>;
+static_assert(kWireInt4Block % 2 == 0, "an int4 block fills whole bytes");
+
+// f(codec) with the codec of wire type t (BF16, I8 or I4).
+template <class F>
+decltype(auto) with_codec(DType t, F&& f) {
+  if (t == DType::I8) return f(Int8Codec{});
+  if (t == DType::I4) return f(Int4Codec{});
+  return f(Bf16Codec{});
+}
 
 int64_t encoded_bytes(DType wire, int64_t n) {
-  return wire == DType::I8 ? Int8Codec::bytes(n) : Bf16Codec::bytes(n);
+  return with_codec(wire, [n](auto c) { return decltype(c)::bytes(n); });
 }
 
 class WireSum : public PendingOp {
@@ -137,19 +158,14 @@ class WireSum : public PendingOp {
   void encode(int r, const float* src) {
     const int64_t n = counts_[r];
     uint8_t* c = wire_ + at_[r];
-    if (wire_type_ == DType::I8)
-      Int8Codec::encode(c, src, n);
-    else
-      Bf16Codec::encode(c, src, n);
-    if (!dropped_) return;
-    float* d = dropped_ + offsets_[r];
-    if (wire_type_ == DType::I8) {
+    float* d = dropped_ ? dropped_ + offsets_[r] : nullptr;
+    with_codec(wire_type_, [&](auto codec) {
+      using Codec = decltype(codec);
+      Codec::encode(c, src, n);
+      if (!d) return;
 #pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
-      for (int64_t j = 0; j < n; ++j) d[j] = src[j] - Int8Codec::at(c, n, j);
-    } else {
-#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
-      for (int64_t j = 0; j < n; ++j) d[j] = src[j] - Bf16Codec::at(c, n, j);
-    }
+      for (int64_t j = 0; j < n; ++j) d[j] = src[j] - Codec::at(c, n, j);
+    });
   }
   // s = Σ_r v_r in rank order (this rank's own fp32 value, the others' decoded) into dst.
   template <class Codec>
@@ -173,10 +189,7 @@ class WireSum : public PendingOp {
     // The all-reduce sums into its own chunk of data: in_ (== data_) is read only there, at the
     // same index, and the others' chunks are already encoded.
     float* dst = gather ? data_ + offsets_[me] : out_;
-    if (wire_type_ == DType::I8)
-      sum<Int8Codec>(dst);
-    else
-      sum<Bf16Codec>(dst);
+    with_codec(wire_type_, [&](auto codec) { sum<decltype(codec)>(dst); });
     if (!gather) {
       if (dropped_) std::fill(dropped_ + offsets_[me], dropped_ + offsets_[me] + mine, 0.0f);
       phase_ = 3;
@@ -205,10 +218,7 @@ class WireSum : public PendingOp {
   }
   // Phase 2 done: the whole buffer, this rank's chunk included, decoded.
   void unpack() {
-    if (wire_type_ == DType::I8)
-      decode_all<Int8Codec>();
-    else
-      decode_all<Bf16Codec>();
+    with_codec(wire_type_, [&](auto codec) { decode_all<decltype(codec)>(); });
     phase_ = 3;
   }
 
@@ -227,9 +237,9 @@ class WireSum : public PendingOp {
 };
 
 void check_wire(DType wire, const char* what) {
-  if (wire != DType::BF16 && wire != DType::I8)
+  if (wire != DType::BF16 && wire != DType::I8 && wire != DType::I4)
     throw Error(std::string(what) + ": the wire type is " + dtype_name(wire) +
-                "; BF16 and I8 are implemented (F32 is the exact operation)");
+                "; BF16, I8 and I4 are implemented (F32 is the exact operation)");
 }
 
 // Bytes this rank sends and receives in the two phases (phase 2 only for the all-reduce).

@@ -33,6 +33,15 @@ const char* compress_name(Compress c) {
   return name_of(c);
 }
 
+OuterCompress parse_outer_compress(const std::string& name) {
+  if (const auto c = value_named<OuterCompress>(name)) return *c;
+  throw Error("diloco.compress must be \"none\", \"int8\" or \"int4\", not \"" + name + "\"");
+}
+
+const char* outer_compress_name(OuterCompress c) {
+  return name_of(c);
+}
+
 Balance parse_balance(const std::string& name) {
   if (const auto b = value_named<Balance>(name)) return *b;
   throw Error("parallel.balance must be \"static\" or \"dynamic\", not \"" + name + "\"");

@@ -59,6 +59,21 @@ constexpr bool error_feedback(Compress c) {
 Compress parse_compress(const std::string& name);
 const char* compress_name(Compress c);
 
+// How DiLoCo's outer gradient (each worker's parameter change over its inner steps) travels
+// (diloco.compress): "none" (fp32, exact), "int8" or "int4" (blockwise, summed in fp32, each with
+// error feedback of its own: what the encoding dropped joins the next outer gradient).
+enum class OuterCompress { none, int8, int4 };
+constexpr std::array<Named<OuterCompress>, 3> names(OuterCompress) {
+  return {{{OuterCompress::none, "none"},
+           {OuterCompress::int8, "int8"},
+           {OuterCompress::int4, "int4"}}};
+}
+constexpr DType wire_dtype(OuterCompress c) {
+  return c == OuterCompress::int8 ? DType::I8 : c == OuterCompress::int4 ? DType::I4 : DType::F32;
+}
+OuterCompress parse_outer_compress(const std::string& name);
+const char* outer_compress_name(OuterCompress c);
+
 // How the data-parallel ranks share each global batch (parallel.balance): "static" (equal shares)
 // or "dynamic" (shares that follow each rank's measured speed; see parallel/balance.h).
 enum class Balance { fixed, dynamic };
@@ -109,6 +124,7 @@ struct StrategyConfig {
   int diloco_inner_steps = 16;   // diloco: inner AdamW steps between outer steps
   float diloco_outer_lr = 0.7f;  // diloco: outer Nesterov SGD learning rate
   float diloco_outer_momentum = 0.9f;
+  OuterCompress diloco_compress = OuterCompress::none;  // diloco: how the outer gradient travels
 };
 
 // How the data-parallel ranks share each global batch: static (equal shares) or dynamic (shares

@@ -176,7 +176,10 @@ class ZeroSync : public Synchronizer {
 class LocalSync : public Synchronizer {
  public:
   LocalSync(const SyncConfig& cfg, Roles& r, Replica& st, bool diloco)
-      : cfg_(cfg), workers_(r.workers), diloco_(diloco) {
+      : cfg_(cfg),
+        workers_(r.workers),
+        diloco_(diloco),
+        wire_(diloco ? wire_dtype(cfg.parallel.strategy.diloco_compress) : DType::F32) {
     if (diloco_) {  // the outer parameters start as the initial ones; outer momentum at zero
       outer_.assign(st.params.data(), st.params.data() + st.params.size());
       momentum_.assign(st.params.size(), 0.0f);
@@ -193,11 +196,12 @@ class LocalSync : public Synchronizer {
     if (step % period != 0 || workers_.size() == 1) return out;
     float* p = st.params.data();
     const int64_t n = st.params.size();
-    workers_.all_reduce(p, n);
+    out.extra["synced"] = true;
     const float inv = 1.0f / static_cast<float>(workers_.size());
+    if (diloco_ && wire_ != DType::F32) return outer_step(p, n, out);
+    workers_.all_reduce(p, n);
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) p[i] *= inv;
-    out.extra["synced"] = true;
     if (!diloco_) return out;
     // Outer step: the averaged change is a pseudo-gradient for Nesterov SGD on the outer copy.
     const float mu = cfg_.parallel.strategy.diloco_outer_momentum,
@@ -213,10 +217,38 @@ class LocalSync : public Synchronizer {
   }
 
  private:
+  // DiLoCo with a compressed outer gradient: each worker's change outer - p, plus what its last
+  // encoding dropped, is summed on the wire (int8 or int4, the sum decoded alike everywhere); what
+  // this encoding drops is kept for the next outer step. The mean change steps the outer copy as
+  // above, and every worker restarts from it.
+  SyncStep& outer_step(float* p, int64_t n, SyncStep& out) {
+    const float mu = cfg_.parallel.strategy.diloco_outer_momentum,
+                olr = cfg_.parallel.strategy.diloco_outer_lr,
+                inv = 1.0f / static_cast<float>(workers_.size());
+    delta_.resize(static_cast<size_t>(n));
+    residual_.resize(static_cast<size_t>(n), 0.0f);
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) delta_[i] = outer_[i] - p[i] + residual_[i];
+    workers_.iall_reduce_wire(delta_.data(), n, wire_, residual_.data()).wait();
+    double sq = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : sq)
+    for (int64_t i = 0; i < n; ++i) {
+      const float delta = delta_[i] * inv;
+      momentum_[i] = mu * momentum_[i] + delta;
+      outer_[i] -= olr * (delta + mu * momentum_[i]);
+      p[i] = outer_[i];
+      sq += double(residual_[i]) * residual_[i];
+    }
+    out.extra["residual_norm"] = std::sqrt(sq);
+    return out;
+  }
+
   const SyncConfig& cfg_;
   comm::Group workers_;
   bool diloco_;
+  DType wire_;  // the outer gradient's wire type (F32: the exact average of the parameters)
   std::vector<float> outer_, momentum_;
+  std::vector<float> delta_, residual_;  // compressed: the outer gradient, what it dropped
 };
 
 // The worker side of both parameter-server strategies.

@@ -9,8 +9,9 @@
 namespace parallama {
 
 // I8 on the wire is blockwise: each block of at most 256 values travels as int8 with an fp32
-// scale of its own (comm/wire_sum.cpp).
-enum class DType : uint8_t { F32, BF16, F16, F64, I64, U64, U8, I8 };
+// scale of its own (comm/wire_sum.cpp). I4 exists on the wire only (blocks of at most 64 values,
+// two to a byte, an fp32 scale each): it has no whole size in bytes (dtype_size 0).
+enum class DType : uint8_t { F32, BF16, F16, F64, I64, U64, U8, I8, I4 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -26,11 +27,13 @@ inline size_t dtype_size(DType t) {
     case DType::U8:
     case DType::I8:
       return 1;
+    case DType::I4:
+      return 0;
   }
   return 0;
 }
 
-// As safetensors spells it: "F32", "BF16", "F16", "F64", "I64", "U64", "U8", "I8".
+// As safetensors spells it: "F32", "BF16", "F16", "F64", "I64", "U64", "U8", "I8" (and "I4").
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32:
@@ -49,6 +52,8 @@ inline const char* dtype_name(DType t) {
       return "U8";
     case DType::I8:
       return "I8";
+    case DType::I4:
+      return "I4";
   }
   return "?";
 }

@@ -42,6 +42,9 @@ PpBalance parse_setting(const std::string& s, PpBalance*) {
 Compress parse_setting(const std::string& s, Compress*) {
   return parse_compress(s);
 }
+OuterCompress parse_setting(const std::string& s, OuterCompress*) {
+  return parse_outer_compress(s);
+}
 Sync parse_setting(const std::string& s, Sync*) {
   return parse_sync(s);
 }
@@ -259,6 +262,8 @@ void for_each_field(RunConfig& c, F&& f) {
   f("diloco", "outer-lr", c.parallel.strategy.diloco_outer_lr, "outer Nesterov SGD learning rate");
   f("diloco", "outer-momentum", c.parallel.strategy.diloco_outer_momentum,
     "outer Nesterov momentum");
+  f("diloco", "compress", c.parallel.strategy.diloco_compress,
+    "how the outer gradient travels: none (fp32), int8 or int4 (blockwise, with error feedback)");
   f("bench", "steps", c.bench.steps, "timed steps of `parallama bench`");
   f("bench", "warmup", c.bench.warmup, "untimed steps before them");
 }
@@ -659,7 +664,12 @@ void RunConfig::validate(ConfigUse use) const {
   if (!(parallel.grads.bucket_mb > 0)) throw Error("parallel.bucket_mb must be positive");
   if (p.grads.compress != Compress::none && !allreduce)
     throw Error(std::string("parallel.compress = \"") + compress_name(p.grads.compress) +
-                "\" is for --sync allreduce (with or without --zero), not --sync " + sync);
+                "\" is for --sync allreduce (with or without --zero), not --sync " + sync +
+                (p.strategy.sync == Sync::diloco ? " (its outer gradient: diloco.compress)" : ""));
+  if (p.strategy.diloco_compress != OuterCompress::none && p.strategy.sync != Sync::diloco)
+    throw Error(std::string("diloco.compress = \"") +
+                outer_compress_name(p.strategy.diloco_compress) +
+                "\" is for --sync diloco, not --sync " + sync);
   if (p.grads.compress_after < 0) throw Error("parallel.compress_after must be non-negative");
   if (p.grads.powersgd_rank < 1 || p.grads.powersgd_rank > 256)
     throw Error("parallel.powersgd_rank must be between 1 and 256");

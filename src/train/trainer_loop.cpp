@@ -133,8 +133,10 @@ int64_t Trainer::step(int64_t at) {
     if (stop_signal) sync_->set_last_step();
   }
   const SyncStep upd = st.update(*sync_, lr, at);
-  if (cfg_.parallel.watch.check_collectives && cfg_.parallel.strategy.sync == Sync::allreduce &&
-      !upd.skipped)
+  // The replicas are equal after every step of --sync allreduce, and after the steps where local
+  // SGD and DiLoCo meet.
+  if (cfg_.parallel.watch.check_collectives && !upd.skipped &&
+      (cfg_.parallel.strategy.sync == Sync::allreduce || upd.extra.contains("synced")))
     check_replicas_equal(st.params, dp, at);
   const AxisBytes axes = axis_bytes(*mesh_, servers) - axes0;
   watch_.axes_total += axes;

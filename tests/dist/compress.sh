@@ -21,6 +21,10 @@
 #   first compressed step's loss equal and its gradient norm not, the loss at step 11 down by at
 #   least half of fp32's drop, a positive residual, at most 0.15 of fp32's dp bytes (0.6 under
 #   ZeRO, whose parameter all-gather, half of its bytes, stays fp32).
+#   DiLoCo's outer gradient (diloco.compress int8 and int4, 3 inner steps at DP 2): the steps
+#   before the first outer step equal fp32 DiLoCo's, the replicas are bit-identical after every
+#   outer step, the residual is reported there, the loss falls at least half as far as fp32
+#   DiLoCo's, and the dp bytes of the run are at most 0.3 (int8) and 0.2 (int4) of fp32's.
 # The reductions themselves, bit for bit, are tests/dist/test_comm.cpp's and
 # test_reduce_bf16.cpp's (also that int8's error feedback loses nothing over steps). The
 # checkpoint stores the setting (dp3_bf16 gives it by its older name, parallel.reduce_dtype);
@@ -35,6 +39,7 @@ check=(--parallel.check_collectives true)
 bf16=(--parallel.compress bf16 "${check[@]}")
 int8=(--parallel.compress int8 "${check[@]}")
 psgd=(--parallel.compress powersgd --parallel.powersgd_rank 2 "${check[@]}")
+diloco=(--sync diloco --diloco.inner-steps 3)
 # name: ranks, then settings (always 12 sequences per step)
 declare -A runs=(
   [dp2_fp32]="2 --dp 2 --train.batch_size 6 ${dense[*]}"
@@ -58,6 +63,9 @@ declare -A runs=(
   [dp2_pp2_psgd]="4 --dp 2 --train.batch_size 3 ${tied[*]} ${psgd[*]}"
   [dp2_tp2_fp32]="4 --dp 2 --tp 2 --train.batch_size 6 ${dense[*]}"
   [dp2_tp2_psgd]="4 --dp 2 --tp 2 --train.batch_size 6 ${psgd[*]}"
+  [diloco_fp32]="2 --dp 2 --train.batch_size 6 ${diloco[*]} ${check[*]}"
+  [diloco_int8]="2 --dp 2 --train.batch_size 6 ${diloco[*]} ${check[*]} --diloco.compress int8"
+  [diloco_int4]="2 --dp 2 --train.batch_size 6 ${diloco[*]} ${check[*]} --diloco.compress int4"
 )
 run_compress_layouts runs
 stored_compress dp3_bf16/step-11 bf16
@@ -140,11 +148,34 @@ check_lowrank("dp3_zero1_psgd", "dp3_fp32", 0.6)
 check_lowrank("dp3_zero2_psgd", "dp3_fp32", 0.6)
 check_lowrank("dp2_pp2_psgd", "dp2_pp2_fp32", 0.6)
 check_lowrank("dp2_tp2_psgd", "dp2_tp2_fp32", 0.15)
+
+def check_outer(test, ref, bytes_bound):
+    a, b = lines(test), lines(ref)
+    assert sorted(a) == sorted(b) == list(range(2, 12)), (test, sorted(a))
+    synced = [k for k in a if a[k].get("synced")]
+    assert synced == [k for k in b if b[k].get("synced")] == [3, 6, 9], (test, synced)
+    for k in (2, 3):  # before the first outer step's effect
+        assert a[k]["loss"] == b[k]["loss"], (test, k)
+    assert a[4]["loss"] != b[4]["loss"], (test, "compression unused?")
+    assert all(a[k].get("residual_norm", 0) > 0 for k in synced), (test, "residual_norm")
+    drop, ref_drop = a[2]["loss"] - a[11]["loss"], b[2]["loss"] - b[11]["loss"]
+    assert ref_drop > 0 and drop >= 0.5 * ref_drop, (test, "loss drop", drop, ref_drop)
+    sa, sb = sum(a[k]["bytes_dp"] for k in a), sum(b[k]["bytes_dp"] for k in b)
+    assert sa <= bytes_bound * sb, (test, "dp bytes", sa, sb)
+    print(f"{test}: loss down {drop:.4f} (fp32 DiLoCo {ref_drop:.4f}), dp bytes of the run "
+          f"{sa:.0f} vs {sb:.0f} ({sa / sb:.3f})")
+
+check_outer("diloco_int8", "diloco_fp32", 0.3)
+check_outer("diloco_int4", "diloco_fp32", 0.2)
 PY
 expect_error 'parallel.compress = "bf16" is for --sync allreduce (with or without --zero), not --sync local' \
   "${run[@]}" --sync local --parallel.compress bf16
-expect_error 'parallel.compress = "int8" is for --sync allreduce (with or without --zero), not --sync diloco' \
+expect_error 'parallel.compress = "int8" is for --sync allreduce (with or without --zero), not --sync diloco (its outer gradient: diloco.compress)' \
   "${run[@]}" --sync diloco --parallel.compress int8
+expect_error 'diloco.compress = "int4" is for --sync diloco, not --sync allreduce' \
+  "${run[@]}" --diloco.compress int4
+expect_error 'diloco.compress must be "none", "int8" or "int4", not "int2"' \
+  "${run[@]}" --sync diloco --diloco.compress int2
 expect_error 'parallel.compress must be "none", "bf16", "int8" or "powersgd", not "fp16"' \
   "${run[@]}" --parallel.compress fp16
 expect_error 'parallel.powersgd_rank must be between 1 and 256' \

@@ -192,8 +192,9 @@ TEST_P(CheckpointPp, StagesSaveOneFileOfWholeTensorsThatLoadsIntoAnyLayout) {
           spoiled_opt.state(0)[s.offset + i] = spoiled_opt.state(1)[s.offset + i] = -7.0f;
         }
     const std::string ck = dir(l.name() + "-step-3");
-    save_checkpoint(ck, spoiled, spoiled_opt, {3, 42, {{"note", "pp"}, {"tokenizer_hash", 0}}, {}},
-                    st.tp, st.pp, world->rank() == 0);
+    save_checkpoint(ck, spoiled, spoiled_opt,
+                    {3, 42, {{"note", "pp"}, {"tokenizer_hash", 0}}, {}, {}}, st.tp, st.pp,
+                    world->rank() == 0);
     world->barrier();
     if (world->rank() == 0) {
       check_file(ck + "/model.safetensors", st, {""});
@@ -228,7 +229,7 @@ TEST_P(CheckpointPp, StagesSaveOneFileOfWholeTensorsThatLoadsIntoAnyLayout) {
       init_params(w, 12);
       Optimizer wo(whole, oc);
       fill_state(wo, w, 5);
-      save_checkpoint(ck1, w, wo, {1, 0, {{"tokenizer_hash", 0}}, {}}, one, one, true);
+      save_checkpoint(ck1, w, wo, {1, 0, {{"tokenizer_hash", 0}}, {}, {}}, one, one, true);
     }
     world->barrier();
     ParamBuffer want(st.params), got(st.params);
@@ -241,7 +242,7 @@ TEST_P(CheckpointPp, StagesSaveOneFileOfWholeTensorsThatLoadsIntoAnyLayout) {
 
     // Written by the stages with the writer on the last stage: the same file.
     const std::string ck2 = dir(l.name() + "-last-writes");
-    save_checkpoint(ck2, mine, opt, {3, 42, {{"note", "pp"}, {"tokenizer_hash", 0}}, {}}, st.tp,
+    save_checkpoint(ck2, mine, opt, {3, 42, {{"note", "pp"}, {"tokenizer_hash", 0}}, {}, {}}, st.tp,
                     st.pp, world->rank() == world->size() - 1);
     world->barrier();
     if (world->rank() == 0) {
@@ -273,13 +274,15 @@ TEST_P(CheckpointPp, FailuresReachEveryRankOfTheReplica) {
     const int r = world->rank();
     // No writer, or two in different stages: refused on every rank before anything is written.
     EXPECT_TRUE(all_find(message([&] {
-                           save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}},
-                                           st.tp, st.pp, false);
+                           save_checkpoint(dir("x"), p, opt,
+                                           {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, st.tp, st.pp,
+                                           false);
                          }),
                          "must write, not 0"));
     EXPECT_TRUE(all_find(message([&] {
-                           save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}},
-                                           st.tp, st.pp, r == 0 || r == world->size() - 1);
+                           save_checkpoint(dir("x"), p, opt,
+                                           {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, st.tp, st.pp,
+                                           r == 0 || r == world->size() - 1);
                          }),
                          "must write, not 2"));
     // The writer cannot create the directory (its parent is a file): every rank throws.
@@ -290,7 +293,7 @@ TEST_P(CheckpointPp, FailuresReachEveryRankOfTheReplica) {
     world->barrier();
     EXPECT_TRUE(all_find(message([&] {
                            save_checkpoint(dir("file/step-1"), p, opt,
-                                           {0, 0, {{"tokenizer_hash", 0}}, {}}, st.tp, st.pp,
+                                           {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, st.tp, st.pp,
                                            r == 0);
                          }),
                          "file"));
@@ -298,7 +301,7 @@ TEST_P(CheckpointPp, FailuresReachEveryRankOfTheReplica) {
     // whole model and refuses; the other stages have no writer. Nothing is left behind.
     const std::string part = dir(l.name() + "-part");
     const std::string msg = message([&] {
-      save_checkpoint(part, p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}}, st.tp, one, r == 0);
+      save_checkpoint(part, p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, st.tp, one, r == 0);
     });
     EXPECT_NE(msg.find(st.pp_rank == 0 ? "no pipeline stage holds model.layers." : "not 0"),
               std::string::npos)
@@ -309,7 +312,7 @@ TEST_P(CheckpointPp, FailuresReachEveryRankOfTheReplica) {
       EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
     // A corrupt checkpoint is refused by every rank, whichever rank checked it.
     const std::string good = dir(l.name() + "-good");
-    save_checkpoint(good, p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}}, st.tp, st.pp, r == 0);
+    save_checkpoint(good, p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, st.tp, st.pp, r == 0);
     world->barrier();
     if (r == 0) fs::resize_file(good + "/optimizer.safetensors", 1000);
     world->barrier();
@@ -324,7 +327,7 @@ TEST_P(CheckpointPp, FailuresReachEveryRankOfTheReplica) {
       ParamBuffer w(wl);
       init_params(w, 4);
       Optimizer wo(wl, OptimConfig{});
-      save_checkpoint(shallow, w, wo, {0, 0, {{"tokenizer_hash", 0}}, {}}, one, one, true);
+      save_checkpoint(shallow, w, wo, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, one, one, true);
     }
     world->barrier();
     EXPECT_TRUE(all_find(message([&] { load_checkpoint_model(shallow, p, st.tp, st.pp); }),

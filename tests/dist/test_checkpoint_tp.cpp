@@ -56,8 +56,8 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
   init_params(mine, 11);
   Optimizer opt(slice, oc);
   fill_state(opt, mine);
-  save_checkpoint(dir("step-3"), mine, opt, {3, 42, {{"note", "tp"}, {"tokenizer_hash", 0}}, {}},
-                  *world, one, r == 0);
+  save_checkpoint(dir("step-3"), mine, opt,
+                  {3, 42, {{"note", "tp"}, {"tokenizer_hash", 0}}, {}, {}}, *world, one, r == 0);
   world->barrier();
   // Whole tensors under their own names and shapes.
   {
@@ -94,7 +94,7 @@ TEST_P(CheckpointTp, SlicesSaveWholeTensorsThatLoadIntoAnyLayout) {
     init_params(w, 12);
     Optimizer wo(whole, oc);
     fill_state(wo, w);
-    save_checkpoint(dir("one"), w, wo, {1, 0, {{"tokenizer_hash", 0}}, {}}, one, one, true);
+    save_checkpoint(dir("one"), w, wo, {1, 0, {{"tokenizer_hash", 0}}, {}, {}}, one, one, true);
   }
   world->barrier();
   ParamBuffer want_slice(slice), got_slice(slice);
@@ -125,14 +125,15 @@ TEST_P(CheckpointTp, FailuresReachEveryRankOfTheGroup) {
   // No writer, or two: refused on every rank before anything is written.
   EXPECT_NE(
       message([&] {
-        save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}}, *world, one, false);
+        save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, *world, one,
+                        false);
       }).find("exactly one rank of the tensor-parallel and pipeline groups must write, not 0"),
       std::string::npos);
-  EXPECT_NE(
-      message([&] {
-        save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}}, *world, one, r < 2);
-      }).find("must write, not 2"),
-      std::string::npos);
+  EXPECT_NE(message([&] {
+              save_checkpoint(dir("x"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, *world,
+                              one, r < 2);
+            }).find("must write, not 2"),
+            std::string::npos);
   // The writer cannot create the directory (its parent is a file): every rank throws, none hangs.
   if (r == 0) {
     fs::create_directories(root_);
@@ -140,12 +141,12 @@ TEST_P(CheckpointTp, FailuresReachEveryRankOfTheGroup) {
   }
   world->barrier();
   EXPECT_NE(message([&] {
-              save_checkpoint(dir("file/step-1"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}},
+              save_checkpoint(dir("file/step-1"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}},
                               *world, one, r == 0);
             }).find("file"),
             std::string::npos);
   // A corrupt checkpoint is refused by every rank, with the file named, whichever rank checked it.
-  save_checkpoint(dir("good"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}}, *world, one,
+  save_checkpoint(dir("good"), p, opt, {0, 0, {{"tokenizer_hash", 0}}, {}, {}}, *world, one,
                   r == P - 1);
   world->barrier();
   if (r == 0) fs::resize_file(dir("good") + "/optimizer.safetensors", 1000);

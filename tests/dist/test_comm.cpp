@@ -182,83 +182,97 @@ TEST(Comm, WireSumsAreFp32SumsOfBf16Messages) {
   EXPECT_THROW(g.all_reduce(&one, 1, DType::BF16), Error);       // MPI cannot sum bf16
 }
 
-// The test's own blockwise int8 round trip of a chunk (blocks start at the chunk's start): what
-// the wire carries, decoded.
-std::vector<float> int8_round_trip(const std::vector<float>& x) {
-  std::vector<float> y(x.size());
-  const auto n = static_cast<int64_t>(x.size());
-  for (int64_t b0 = 0; b0 < n; b0 += kWireInt8Block) {
-    const int64_t b1 = std::min(n, b0 + kWireInt8Block);
-    float mx = 0.0f;
-    for (int64_t j = b0; j < b1; ++j) mx = std::max(mx, std::fabs(x[j]));
-    const float scale = mx / 127.0f, inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-    for (int64_t j = b0; j < b1; ++j)
-      y[j] = std::clamp(std::nearbyint(x[j] * inv), -127.0f, 127.0f) * scale;
+// The test's own blockwise integer formats: int8 (blocks of 256, values to ±127) and int4 (blocks
+// of 64, values to ±7, two to a byte).
+struct IntWire {
+  DType type;
+  int64_t block;
+  float max;
+  double value_bytes(int64_t c) const {
+    return type == DType::I8 ? double(c) : double((c + 1) / 2);
   }
-  return y;
-}
+  // A chunk of c values: 4·ceil(c/block) bytes of scales, then the values, padded to 4 bytes.
+  double bytes(int64_t c) const {
+    return double(4 * ((c + block - 1) / block)) + std::ceil(value_bytes(c) / 4) * 4;
+  }
+  // The round trip of a chunk (blocks start at the chunk's start): what the wire carries, decoded.
+  std::vector<float> round_trip(const std::vector<float>& x) const {
+    std::vector<float> y(x.size());
+    const auto n = static_cast<int64_t>(x.size());
+    for (int64_t b0 = 0; b0 < n; b0 += block) {
+      const int64_t b1 = std::min(n, b0 + block);
+      float mx = 0.0f;
+      for (int64_t j = b0; j < b1; ++j) mx = std::max(mx, std::fabs(x[j]));
+      const float scale = mx / max, inv = mx > 0.0f ? max / mx : 0.0f;
+      for (int64_t j = b0; j < b1; ++j)
+        y[j] = std::clamp(std::nearbyint(x[j] * inv), -max, max) * scale;
+    }
+    return y;
+  }
+};
+const IntWire kInt8Wire{DType::I8, kWireInt8Block, 127.0f},
+    kInt4Wire{DType::I4, kWireInt4Block, 7.0f};
 
-// int8 on the wire: each chunk blockwise (a scale per 256 values), summed in fp32 by its owner
+// int8 and int4 on the wire: each chunk blockwise (a scale per block), summed in fp32 by its owner
 // with its own values exact, the sum encoded once and decoded alike on every rank; what the
 // encoding dropped, summed over the ranks, makes the result the exact sum again; the bytes are
 // the encoded chunks'.
-TEST(Comm, WireSumsInInt8AreBlockwiseAndReportWhatTheyDrop) {
+TEST(Comm, WireSumsInIntegersAreBlockwiseAndReportWhatTheyDrop) {
   const int n = the_world->size(), r = the_world->rank();
   Group g = the_world->split(0, r);
-  auto value = [](int rank, int64_t i) {  // signs and magnitudes that differ block to block
-    return (i % 3 == 0 ? -1.0f : 1.0f) * (0.5f + 0.01f * float(i % 311)) * (1.0f + 0.3f * rank);
-  };
-  for (int64_t total :
-       {int64_t(1001), int64_t(3 * kWireInt8Block + 7), int64_t(n > 1 ? n - 1 : 1)}) {
-    const auto counts = even_counts(total, n);
-    std::vector<int64_t> first(n + 1, 0);
-    for (int k = 0; k < n; ++k) first[k + 1] = first[k] + counts[k];
-    // The expected result, chunk by chunk, from every rank's values.
-    std::vector<float> want(total), exact(total, 0.0f);
-    for (int o = 0; o < n; ++o) {
-      std::vector<float> sum(counts[o], 0.0f), v(counts[o]);
-      for (int q = 0; q < n; ++q) {
-        for (int64_t j = 0; j < counts[o]; ++j) v[j] = value(q, first[o] + j);
-        if (q != o) v = int8_round_trip(v);  // as the wire carries the others' values
-        for (int64_t j = 0; j < counts[o]; ++j) sum[j] += v[j];
-      }
-      if (n > 1) sum = int8_round_trip(sum);  // the owner's sum, encoded once
-      for (int64_t j = 0; j < counts[o]; ++j) want[first[o] + j] = sum[j];
-    }
-    for (int q = 0; q < n; ++q)
-      for (int64_t i = 0; i < total; ++i) exact[i] += value(q, i);
-    std::vector<float> x(total), dropped(total, 7.0f);
-    for (int64_t i = 0; i < total; ++i) x[i] = value(r, i);
-    const Traffic t0 = g.traffic();
-    g.iall_reduce_wire(x.data(), total, DType::I8, dropped.data()).wait();
-    for (int64_t i = 0; i < total; ++i)
-      ASSERT_EQ(x[i], want[i]) << "element " << i << " of " << total;
-    // The bytes: a chunk of c values is 4·ceil(c/256) bytes of scales and c of values (to 4).
-    auto bytes = [](int64_t c) {
-      return double(4 * ((c + kWireInt8Block - 1) / kWireInt8Block) + (c + 3) / 4 * 4);
+  for (const IntWire& w : {kInt8Wire, kInt4Wire}) {
+    SCOPED_TRACE(dtype_name(w.type));
+    auto value = [](int rank, int64_t i) {  // signs and magnitudes that differ block to block
+      return (i % 3 == 0 ? -1.0f : 1.0f) * (0.5f + 0.01f * float(i % 311)) * (1.0f + 0.3f * rank);
     };
-    double all_bytes = 0;
-    for (int k = 0; k < n; ++k) all_bytes += bytes(counts[k]);
-    const double moved = n == 1 ? 0.0 : all_bytes - bytes(counts[r]) + (n - 1) * bytes(counts[r]);
-    EXPECT_DOUBLE_EQ(g.traffic().sent - t0.sent, moved);
-    EXPECT_DOUBLE_EQ(g.traffic().received - t0.received, moved);
-    // Σ over ranks of dropped, plus the result: the exact sum (up to fp32 rounding).
-    g.all_reduce(dropped.data(), total);
-    double worst = 0;
-    for (int64_t i = 0; i < total; ++i)
-      worst = std::max(worst, double(std::fabs(dropped[i] + x[i] - exact[i])));
-    EXPECT_LT(worst, 1e-5 * n);
-  }
-  // The round trip's error bound: half a step of the block's scale.
-  std::vector<float> v(1000);
-  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * float(i)) * float(1 + i % 5);
-  const std::vector<float> d = int8_round_trip(v);
-  for (size_t b0 = 0; b0 < v.size(); b0 += kWireInt8Block) {
-    float mx = 0.0f;
-    for (size_t j = b0; j < std::min(v.size(), b0 + kWireInt8Block); ++j)
-      mx = std::max(mx, std::fabs(v[j]));
-    for (size_t j = b0; j < std::min(v.size(), b0 + kWireInt8Block); ++j)
-      ASSERT_LE(std::fabs(d[j] - v[j]), mx / 254.0f * 1.0001f) << j;
+    for (int64_t total : {int64_t(1001), int64_t(3 * w.block + 7), int64_t(n > 1 ? n - 1 : 1)}) {
+      const auto counts = even_counts(total, n);
+      std::vector<int64_t> first(n + 1, 0);
+      for (int k = 0; k < n; ++k) first[k + 1] = first[k] + counts[k];
+      // The expected result, chunk by chunk, from every rank's values.
+      std::vector<float> want(total), exact(total, 0.0f);
+      for (int o = 0; o < n; ++o) {
+        std::vector<float> sum(counts[o], 0.0f), v(counts[o]);
+        for (int q = 0; q < n; ++q) {
+          for (int64_t j = 0; j < counts[o]; ++j) v[j] = value(q, first[o] + j);
+          if (q != o) v = w.round_trip(v);  // as the wire carries the others' values
+          for (int64_t j = 0; j < counts[o]; ++j) sum[j] += v[j];
+        }
+        if (n > 1) sum = w.round_trip(sum);  // the owner's sum, encoded once
+        for (int64_t j = 0; j < counts[o]; ++j) want[first[o] + j] = sum[j];
+      }
+      for (int q = 0; q < n; ++q)
+        for (int64_t i = 0; i < total; ++i) exact[i] += value(q, i);
+      std::vector<float> x(total), dropped(total, 7.0f);
+      for (int64_t i = 0; i < total; ++i) x[i] = value(r, i);
+      const Traffic t0 = g.traffic();
+      g.iall_reduce_wire(x.data(), total, w.type, dropped.data()).wait();
+      for (int64_t i = 0; i < total; ++i)
+        ASSERT_EQ(x[i], want[i]) << "element " << i << " of " << total;
+      auto bytes = [&](int64_t c) { return w.bytes(c); };
+      double all_bytes = 0;
+      for (int k = 0; k < n; ++k) all_bytes += bytes(counts[k]);
+      const double moved = n == 1 ? 0.0 : all_bytes - bytes(counts[r]) + (n - 1) * bytes(counts[r]);
+      EXPECT_DOUBLE_EQ(g.traffic().sent - t0.sent, moved);
+      EXPECT_DOUBLE_EQ(g.traffic().received - t0.received, moved);
+      // Σ over ranks of dropped, plus the result: the exact sum (up to fp32 rounding).
+      g.all_reduce(dropped.data(), total);
+      double worst = 0;
+      for (int64_t i = 0; i < total; ++i)
+        worst = std::max(worst, double(std::fabs(dropped[i] + x[i] - exact[i])));
+      EXPECT_LT(worst, 1e-5 * n);
+    }
+    // The round trip's error bound: half a step of the block's scale.
+    std::vector<float> v(1000);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * float(i)) * float(1 + i % 5);
+    const std::vector<float> d = w.round_trip(v);
+    const auto B = static_cast<size_t>(w.block);
+    for (size_t b0 = 0; b0 < v.size(); b0 += B) {
+      float mx = 0.0f;
+      for (size_t j = b0; j < std::min(v.size(), b0 + B); ++j) mx = std::max(mx, std::fabs(v[j]));
+      for (size_t j = b0; j < std::min(v.size(), b0 + B); ++j)
+        ASSERT_LE(std::fabs(d[j] - v[j]), mx / (2 * w.max) * 1.0001f) << j;
+    }
   }
 }
 

@@ -104,8 +104,8 @@ TEST(Checkpoint, RoundTripAndCorruptFilesAreNamed) {
   const auto dir = (fs::temp_directory_path() / "parallama_ckpt_test" / "step-1").string();
   fs::remove_all(fs::path(dir).parent_path());
   comm::Group one;  // one process: the whole model, the writer
-  save_checkpoint(dir, m.params, opt, {1, 96, {{"note", "x"}, {"tokenizer_hash", 0}}, {}}, one, one,
-                  true);
+  save_checkpoint(dir, m.params, opt, {1, 96, {{"note", "x"}, {"tokenizer_hash", 0}}, {}, {}}, one,
+                  one, true);
   for (const auto& e :
        fs::directory_iterator(fs::path(dir).parent_path()))  // no temporary left behind
     EXPECT_EQ(e.path().filename().string()[0] != '.', true) << e.path();

@@ -32,6 +32,8 @@ MPI_Datatype mpi_type(DType t) {
       return MPI_BYTE;
     case DType::I8:
       return MPI_INT8_T;
+    case DType::I4:  // a wire encoding (comm/wire_sum.cpp), not an element type MPI moves
+      throw Error("MPI cannot move I4 values: they exist on the wire of iall_reduce_wire only");
     case DType::BF16:  // moved as they are (gather, broadcast); MPI cannot sum them
     case DType::F16:
       return MPI_UINT16_T;
