@@ -115,7 +115,8 @@ struct Measured {
   std::vector<double> times, comm, exposed, tp_comm, tp_exposed, bubble, faults;
   std::vector<double> alone;  // data parallelism: each rank's step computing alone
   float loss = 0.0f;
-  AxisBytes axes;  // bytes per step by mesh axis
+  double residual_norm = -1;  // error feedback's after the last step (rank 0's), if any
+  AxisBytes axes;             // bytes per step by mesh axis
   prof::Report report;
 };
 
@@ -179,6 +180,7 @@ void time_steps(Bench& b, Measured& m, bool profile) {
     m.faults.push_back(minor_faults() - faults0);
     m.comm.push_back(upd.extra.value("comm_s", 0.0));
     m.exposed.push_back(upd.extra.value("comm_exposed_s", 0.0));
+    m.residual_norm = upd.extra.value("residual_norm", -1.0);
     m.tp_comm.push_back(st.model.tp_stats().comm_s);
     if (st.pipeline) {
       const PipeStepStats& ps = st.pipeline->last_step();
@@ -264,7 +266,8 @@ void report_dp(Bench& b, const Measured& m, double tokens_per_s, nlohmann::json&
                   ? ""
                   : (std::string(" in ") + compress_name(cfg.parallel.grads.compress)).c_str(),
               c, e, 100.0 * hidden);
-  j["compress"] = compress_name(cfg.parallel.grads.compress);
+  j["compress"] = compression_summary(cfg.parallel);
+  if (m.residual_norm >= 0) j["compress"]["residual_norm"] = m.residual_norm;
   j["per_rank_tokens_per_s"] = per_rank;
   j["comm_s"] = c;
   j["comm_exposed_s"] = e;

@@ -137,4 +137,13 @@ std::string describe_rank_traffic(const nlohmann::json& r) {
   return line + describe_axes(b);
 }
 
+nlohmann::json compression_summary(const ParallelConfig& p) {
+  nlohmann::json j = {{"method", compress_name(p.grads.compress)},
+                      {"after", p.grads.compress_after}};
+  if (p.grads.compress == Compress::powersgd) j["powersgd_rank"] = p.grads.powersgd_rank;
+  if (p.strategy.sync == Sync::diloco)
+    j["diloco"] = outer_compress_name(p.strategy.diloco_compress);
+  return j;
+}
+
 }  // namespace parallama

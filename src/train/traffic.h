@@ -65,6 +65,11 @@ void add_step_traffic(nlohmann::json& j, comm::Group& all_workers, bool own_only
 nlohmann::json traffic_summary(comm::Group& world, const Roles& roles, int64_t steps,
                                const AxisBytes& axes, int64_t params);
 
+// How the run compresses its data-parallel traffic, for summary.json and bench --json:
+// {"method": parallel.compress, "after": compress_after, "powersgd_rank" (powersgd),
+// "diloco": diloco.compress (--sync diloco)}.
+nlohmann::json compression_summary(const ParallelConfig& p);
+
 // One rank's entry of traffic_summary as a log line.
 std::string describe_rank_traffic(const nlohmann::json& r);
 

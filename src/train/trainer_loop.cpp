@@ -151,6 +151,7 @@ int64_t Trainer::step(int64_t at) {
                       {"grad_norm", upd.grad_norm},
                       {"tokens_per_s", static_cast<double>(global * T) / dt}};
   j.update(upd.extra);
+  if (upd.extra.contains("residual_norm")) run_.residual_norm = upd.extra["residual_norm"];
   if (st.scaler.enabled()) {
     j["loss_scale"] = loss_scale;
     if (upd.skipped) {
@@ -329,9 +330,12 @@ void Trainer::finish() {
   if (run_.writes && stepped) {
     if (world_.size() > 1)
       for (const auto& r : traffic) say(describe_rank_traffic(r));
+    nlohmann::json compress = compression_summary(cfg_.parallel);
+    if (run_.residual_norm >= 0) compress["residual_norm"] = run_.residual_norm;
     write_file_atomically((fs::path(cfg_.train.out_dir) / "summary.json").string(),
                           nlohmann::json{{"sync", sync_name(cfg_.parallel.strategy.sync)},
                                          {"zero", cfg_.parallel.grads.zero},
+                                         {"compress", compress},
                                          {"steps", steps},
                                          {"ranks", traffic},
                                          {"memory", memory},

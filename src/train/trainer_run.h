@@ -71,6 +71,7 @@ class Trainer {
     int threads = 0;
     int64_t step = 0, first_step = 1, last = 0;  // step: the last one done
     double loss = 0.0;                           // of the last step done
+    double residual_norm = -1;                   // error feedback's, at the last step reporting it
     bool writes = false, async = false, preemptible = false;
   };
   // What it watches: bytes per step and in total, stragglers, links.
