@@ -8,6 +8,14 @@
 #   bench/cluster.sh overlap [RATES...] `bench --dp 2` on bench15m at 10, 1 and 0.1 Gbit/s, as it
 #                                       was (no progress thread, the embedding's gradient whole)
 #                                       and as it is: scaling efficiency, exposed communication
+#   bench/cluster.sh compress [RATES...] 4 hosts; `bench` on bench15m at dp 2 and 4 (one rank a
+#                                       host) at 1 and 0.1 Gbit/s with parallel.compress none,
+#                                       int8 and powersgd (rank 4): scaling efficiency, bytes and
+#                                       exposed communication per step; and `bench` of kjv-small
+#                                       at dp 4 × 2 sequences (bench/compression.sh's runs) for
+#                                       each one's step time, which with the steps each of those
+#                                       runs took to reach `none`'s final validation loss gives
+#                                       the wall-clock to that loss on the shaped links
 #
 # costs: `train` on bench15m (the King James Bible tokenized with 4,096 tokens, in the model's
 # 32,000-row embedding) for 6 steps; the figures are means over steps 3-6 (local SGD and DiLoCo
@@ -31,8 +39,10 @@ cl() { bash scripts/cluster.sh "$1" --dir "$work/cluster" "${@:2}"; }
 trap 'cl down; rm -rf "$work"' EXIT
 [ -s data/kjv.txt ] || bible -f gen1:1-rev22:21 | sed -E 's/^[^ ]+ //' > data/kjv.txt
 [ -s data/kjv/train.bin ] || "$bin" prepare --text data/kjv.txt --vocab 4096 --out data/kjv > /dev/null
-cl up 2 > /dev/null
-shape_all() { cl shape 0 "$1"; cl shape 1 "$1"; }
+hosts=2
+[ "$what" = compress ] && hosts=4
+cl up $hosts > /dev/null
+shape_all() { for ((h = 0; h < hosts; h++)); do cl shape $h "$1"; done; }
 rate_name() { [ "$1" = off ] && echo unshaped || echo "$1"; }
 
 costs() {
@@ -146,9 +156,31 @@ overlap() {
   /usr/bin/python3 bench/cluster_report.py overlap "$out"
 }
 
+compress() {
+  local rates=("$@")
+  [ ${#rates[@]} -gt 0 ] || rates=(1 0.1)
+  local bench=(bench --bench.steps 5 --bench.warmup 1 --json)
+  for rate in "${rates[@]}"; do
+    shape_all "$rate"
+    for model in bench15m2 bench15m4 kjv-small4; do
+      local n=${model: -1} config=${model%?} extra=()
+      [ "$config" = kjv-small ] && extra=(--train.batch_size 2)
+      for how in none int8 powersgd; do  # alternating, on the same cluster
+        local f="$out/compress_${rate}_${model}_$how.json"
+        [ -s "$f" ] && continue
+        cl mpirun -- -np "$n" "$bin" "${bench[@]}" --config "configs/$config.toml" --dp "$n" \
+          "${extra[@]}" --parallel.compress $how < /dev/null 2> /dev/null | tail -n 1 > "$f"
+        echo "compress: $how, $config on $n hosts at $rate Gbit/s done" >&2
+      done
+    done
+  done
+  /usr/bin/python3 bench/cluster_report.py compress "$out" runs/compression
+}
+
 case $what in
+  compress) compress "$@" ;;
   costs) costs "$@" ;;
   overlap) overlap "$@" ;;
   curve) curve "$@" ;;
-  *) echo "usage: bench/cluster.sh costs|curve|overlap [RATES...]" >&2; exit 2 ;;
+  *) echo "usage: bench/cluster.sh costs|curve|overlap|compress [RATES...]" >&2; exit 2 ;;
 esac
