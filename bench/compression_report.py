@@ -41,13 +41,13 @@ def main():
     svg(results, os.path.join(out, "compression.svg"))
     base = next((r for r in results if r["name"] == "none"), None)
     print(f"kjv-small, 4 data-parallel ranks, {results[0]['steps']} steps\n")
-    print("| run | final validation loss | vs none | dp bytes per step per rank | vs none | residual norm (last) | wall time (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | final validation loss | vs none | dp bytes per step per rank | vs none | residual norm (last) |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         gap = f"{100 * (r['val'] / base['val'] - 1):+.2f}%" if base else "-"
         ratio = f"{base['dp_bytes'] / r['dp_bytes']:.1f}× fewer" if base and r["dp_bytes"] > 0 else "-"
         resid = f"{r['residual']:.3g}" if r["residual"] is not None else "-"
-        print(f"| {r['name']} | {r['val']:.4f} | {gap} | {r['dp_bytes'] / 1e6:.3f} MB | {ratio} | {resid} | {r['wall']:.0f} |")
+        print(f"| {r['name']} | {r['val']:.4f} | {gap} | {r['dp_bytes'] / 1e6:.3f} MB | {ratio} | {resid} |")
 
 
 if __name__ == "__main__":

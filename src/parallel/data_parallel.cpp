@@ -58,7 +58,8 @@ void GradReducer::set_compression(Compress compress, int) {
   if (error_feedback(compress)) residual_.assign(static_cast<size_t>(grads_.size()), 0.0f);
 }
 
-void GradReducer::begin(int64_t step) {
+void GradReducer::begin(int64_t step, float unscale) {
+  unscale_ = unscale;
   now_ = step > compress_after_ ? wire_ : DType::F32;
   now_lowrank_ = step > compress_after_;
   for (auto& b : buckets_) {
@@ -77,8 +78,9 @@ void GradReducer::launch(size_t i) {
   float* dropped = nullptr;
   if (!residual_.empty() && (now_ != DType::F32 || lowrank_now())) {
     dropped = residual_.data() + b.begin;  // error feedback: last step's dropped part travels now
+    const float scale = 1.0f / unscale_;   // a power of two: exact
 #pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 16))
-    for (int64_t j = 0; j < n; ++j) g[j] += dropped[j];
+    for (int64_t j = 0; j < n; ++j) g[j] += dropped[j] * scale;
   }
   if (lowrank_now()) {
     if (i > 0 && buckets_[i - 1].stage == 1) {  // the last bucket's second sum goes first
@@ -156,6 +158,11 @@ void GradReducer::advance(size_t i) {
 
 void GradReducer::complete(Bucket& b) {
   if (b.row_width > 0) unpack_rows(b);
+  if (!residual_.empty() && unscale_ != 1.0f && (now_ != DType::F32 || lowrank_now())) {
+    float* r = residual_.data();  // what this step dropped, back in the true gradients' units
+#pragma omp parallel for simd schedule(static) if (b.end - b.begin > (int64_t{1} << 16))
+    for (int64_t j = b.begin; j < b.end; ++j) r[j] *= unscale_;
+  }
   b.done = true;
   t_last_done_ = now();
 }

@@ -58,10 +58,12 @@ class GradReducer {
   GradReducer(comm::Group group, ParamBuffer& grads, const ZeroPlan& plan,
               const std::vector<float*>& out, Compress compress = Compress::none,
               int64_t compress_after = 0, int powersgd_rank = 4);
-  // Call before the backward pass of the last micro-batch of step `step` (from 1).
-  void begin(int64_t step = 1);
+  // Call before the backward pass of the last micro-batch of step `step` (from 1), whose
+  // gradients are 1 / unscale times the true ones (loss scaling).
+  void begin(int64_t step = 1, float unscale = 1.0f);
   // Error feedback (int8, powersgd): what compression dropped and the next step adds back (empty
-  // without).
+  // without), in the true gradients' units: added times this step's loss scale, so a scale that
+  // changes (fp16) neither loses nor inflates it.
   std::vector<float>& residual() { return residual_; }
   // PowerSGD's warm start (null without).
   PowerSgd* powersgd() { return lowrank_.get(); }
@@ -102,7 +104,8 @@ class GradReducer {
   std::unique_ptr<PowerSgd> lowrank_;  // powersgd (a group of more than one)
   bool now_lowrank_ = false;           // this step's: after compress_after steps
   std::vector<float> residual_;        // int8: what compression dropped, per gradient element
-  std::vector<Bucket> buckets_;        // from the end of the buffer to its start
+  float unscale_ = 1.0f;         // this step's: the gradients are 1 / unscale_ times the true ones
+  std::vector<Bucket> buckets_;  // from the end of the buffer to its start
   size_t next_ = 0;
   double t_first_ = 0, t_last_done_ = 0;
 };

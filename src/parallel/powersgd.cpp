@@ -38,8 +38,7 @@ PowerSgd::PowerSgd(const ParamLayout& layout, int rank, const std::vector<GradBu
     };
     for (const ParamSpec& s : layout.specs()) {
       if (s.offset < gb.begin || s.offset >= gb.end || !lowrank_compressed(s, rank)) continue;
-      const Tensor t{s.offset, s.shape[0], s.shape[1], static_cast<int64_t>(q_.size()),
-                     b.p_floats};
+      const Tensor t{s.offset, s.shape[0], s.shape[1], static_cast<int64_t>(q_.size()), b.p_floats};
       whole_to(s.offset);
       at = s.offset + s.numel;
       b.low.push_back(t);

@@ -60,8 +60,9 @@ class AllReduceSync : public Synchronizer {
         reducer_(r.workers, st.grads,
                  static_cast<int64_t>(cfg.parallel.grads.bucket_mb * (1 << 20)),
                  cfg.parallel.grads.compress, cfg.parallel.grads.sparse_embedding,
-                 cfg.parallel.grads.compress_after, cfg.parallel.grads.powersgd_rank) {}
-  void before_last_backward(int64_t step) override { reducer_.begin(step); }
+                 cfg.parallel.grads.compress_after, cfg.parallel.grads.powersgd_rank),
+        st_(st) {}
+  void before_last_backward(int64_t step) override { reducer_.begin(step, st_.unscale); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_.ready_from(off); };
   }
@@ -86,6 +87,7 @@ class AllReduceSync : public Synchronizer {
  private:
   const SyncConfig& cfg_;
   GradReducer reducer_;
+  const Replica& st_;  // its loss scale, for the residual (see GradReducer::begin)
 };
 
 // ZeRO-1 and ZeRO-2 (Rajbhandari et al. 2020): each bucket's gradients are reduce-scattered as
@@ -97,7 +99,7 @@ class AllReduceSync : public Synchronizer {
 class ZeroSync : public Synchronizer {
  public:
   ZeroSync(const SyncConfig& cfg, Roles& r, Replica& st)
-      : cfg_(cfg), dp_(r.workers), stage_(st.zero_stage), z_(plan_of(st)) {
+      : cfg_(cfg), dp_(r.workers), stage_(st.zero_stage), z_(plan_of(st)), st_(st) {
     if (stage_ >= 2) shard_.resize(static_cast<size_t>(z_.owned));
     const size_t n = z_.buckets.size();
     for (size_t i = 0; i < n; ++i)
@@ -117,7 +119,7 @@ class ZeroSync : public Synchronizer {
       throw Error("ZeRO: the optimizer was not built for this division of the gradients");
     return *st.zero;
   }
-  void before_last_backward(int64_t step) override { reducer_->begin(step); }
+  void before_last_backward(int64_t step) override { reducer_->begin(step, st_.unscale); }
   std::function<void(int64_t)> hook() override {
     return [this](int64_t off) { reducer_->ready_from(off); };
   }
@@ -170,6 +172,7 @@ class ZeroSync : public Synchronizer {
   std::vector<float*> piece_;            // per bucket: where this rank's summed piece lands
   std::vector<const float*> run_grads_;  // per owned run: its gradients
   std::unique_ptr<GradReducer> reducer_;
+  const Replica& st_;
 };
 
 // Local SGD and DiLoCo: every worker steps on its own gradients; replicas meet every H steps.

@@ -39,8 +39,9 @@ struct Replica {
   // optim was built with (its owned runs are plan->runs).
   int zero_stage = 0;
   const ZeroPlan* zero = nullptr;
-  // Loss scaling (fp16): the gradients are `1 / unscale` times too large; with skip_nonfinite a
-  // step whose global gradient norm is inf or NaN is skipped (SyncStep::skipped) on every rank.
+  // Loss scaling (fp16): the gradients are `1 / unscale` times too large (set before backward);
+  // with skip_nonfinite a step whose global gradient norm is inf or NaN is skipped
+  // (SyncStep::skipped) on every rank.
   float unscale = 1.0f;
   bool skip_nonfinite = false;
 };

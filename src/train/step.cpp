@@ -137,6 +137,7 @@ double TrainState::forward_backward(const int32_t* tokens, const int32_t* target
   if (scaler.enabled() && valid_total > 0)
     scale = static_cast<float>(scaler.scale() / static_cast<double>(valid_total));
   if (!sync.leaves_gradients_zero()) grads.zero();
+  replica.unscale = static_cast<float>(1.0 / scaler.scale());  // what backward scales by
   if (pipeline) {
     sync.before_last_backward(step);
     return pipeline->step(params, grads, tokens, targets, scale, sync.hook());

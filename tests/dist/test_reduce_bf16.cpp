@@ -205,7 +205,8 @@ TEST(ReduceBf16, ZeroPiecesHoldTheUnroundedOwnerSum) {
 // reduce-scatter; the replicas of the all-reduce hold the same bits; both compress (the dp bytes
 // at most 0.3 of fp32's for int8; PowerSGD, whose 6-wide matrices here are mostly padding and
 // norms that travel whole, under ZeRO two all-reduces against one reduce-scatter, at most 0.9);
-// compress_after's steps travel exactly.
+// compress_after's steps travel exactly. The gradients come scaled by a loss scale that changes
+// from step to step (fp16's, powers of two): the residual stays in the true gradients' units.
 TEST(ReduceInt8, ErrorFeedbackLosesNothing) {
   const int D = world->size(), me = world->rank();
   const LlamaConfig cfg = odd_config(6, 37);
@@ -226,26 +227,28 @@ TEST(ReduceInt8, ErrorFeedbackLosesNothing) {
       // Σ over steps of the delivered sums (for ZeRO: this rank's pieces), and of the true sums.
       std::vector<double> delivered(g.size(), 0.0), truth(g.size(), 0.0);
       double bytes_first = 0, bytes_later = 0;
+      const float scales[K] = {1.0f, 4.0f, 0.5f, 0.5f, 8.0f};
       for (int step = 1; step <= K; ++step) {
+        const float S = scales[step - 1];
         for (int64_t i = 0; i < g.size(); ++i) {
-          g.data()[i] = value(me, i * step + step);
+          g.data()[i] = value(me, i * step + step) * S;
           for (int r = 0; r < D; ++r) truth[i] += value(r, i * step + step);
         }
         const double sent0 = dp.traffic().sent;
-        red->begin(step);
+        red->begin(step, 1.0f / S);
         const auto& specs = layout.specs();
         for (size_t k = specs.size(); k-- > 0;) red->ready_from(specs[k].offset);
         red->finish();
         (step == 1 ? bytes_first : bytes_later) += dp.traffic().sent - sent0;
         if (!zero) {
-          for (int64_t i = 0; i < g.size(); ++i) delivered[i] += g.data()[i];
+          for (int64_t i = 0; i < g.size(); ++i) delivered[i] += g.data()[i] / S;
           std::vector<float> rank0(g.data(), g.data() + g.size());
           world->broadcast(rank0.data(), g.size(), 0);
           EXPECT_EQ(test::differing(rank0.data(), g.data(), g.size()), 0) << "step " << step;
         } else {
           for (size_t b = 0; b < z.buckets.size(); ++b)
             for (int64_t j = 0; j < z.counts[b][me]; ++j)
-              delivered[z.piece_begin[b] + j] += out[b][j];
+              delivered[z.piece_begin[b] + j] += out[b][j] / S;
         }
       }
       // ZeRO: each rank delivered its own pieces; the others' come from their owners.
