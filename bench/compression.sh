@@ -3,7 +3,7 @@
 # (the config's 600; its batch of 8 sequences of 256 tokens shared out, 2 per rank) with
 # parallel.compress none, bf16, int8, powersgd of rank 1, 2 and 4 (and rank 4 after a tenth of the
 # steps uncompressed, as a warm-up), and DiLoCo (8 inner steps) whose outer gradient travels in
-# int4. Prints a Markdown table (final validation loss, its gap to `none`, dp bytes per step per
+# fp32 and in int4. Prints a Markdown table (final validation loss, its gap to `none`, dp bytes per step per
 # rank, the residual's norm) and writes OUT/compression.svg (validation loss against steps, and
 # against MB moved by rank 0).
 #
@@ -34,9 +34,10 @@ declare -A runs=(
   [powersgd-r2]="--parallel.compress powersgd --parallel.powersgd_rank 2"
   [powersgd-r4]="--parallel.compress powersgd --parallel.powersgd_rank 4"
   [powersgd-r4-after]="--parallel.compress powersgd --parallel.powersgd_rank 4 --parallel.compress_after $((steps / 10))"
+  [diloco-fp32]="--sync diloco --diloco.inner-steps 8"
   [diloco-int4]="--sync diloco --diloco.inner-steps 8 --diloco.compress int4"
 )
-order=(none bf16 int8 powersgd-r1 powersgd-r2 powersgd-r4 powersgd-r4-after diloco-int4)
+order=(none bf16 int8 powersgd-r1 powersgd-r2 powersgd-r4 powersgd-r4-after diloco-fp32 diloco-int4)
 [ ${#names[@]} -gt 0 ] || names=("${order[@]}")
 for n in "${names[@]}"; do
   [ -n "${runs[$n]+x}" ] || { echo "bench/compression.sh: unknown run $n (choose: ${order[*]})" >&2; exit 2; }
