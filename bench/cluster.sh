@@ -9,8 +9,10 @@
 #                                       was (no progress thread, the embedding's gradient whole)
 #                                       and as it is: scaling efficiency, exposed communication
 #   bench/cluster.sh compress [RATES...] 4 hosts; `bench` on bench15m at dp 2 and 4 (one rank a
-#                                       host) at 1 and 0.1 Gbit/s with parallel.compress none,
-#                                       int8 and powersgd (rank 4): scaling efficiency, bytes and
+#                                       host) at 1 and 0.1 Gbit/s with parallel.compress none
+#                                       (and, for bench15m, none with the embedding's gradient
+#                                       whole: "dense"), int8 and powersgd (rank 4): scaling
+#                                       efficiency, bytes and
 #                                       exposed communication per step; and `bench` of kjv-small
 #                                       at dp 4 × 2 sequences (bench/compression.sh's runs) for
 #                                       each one's step time, which with the steps each of those
@@ -165,11 +167,15 @@ compress() {
     for model in bench15m2 bench15m4 kjv-small4; do
       local n=${model: -1} config=${model%?} extra=()
       [ "$config" = kjv-small ] && extra=(--train.batch_size 2)
-      for how in none int8 powersgd; do  # alternating, on the same cluster
-        local f="$out/compress_${rate}_${model}_$how.json"
+      for how in none dense int8 powersgd; do  # alternating, on the same cluster
+        local f="$out/compress_${rate}_${model}_$how.json" c=(--parallel.compress $how)
         [ -s "$f" ] && continue
+        # dense: fp32 with the embedding's gradient whole (bench15m's untied table travels as its
+        # touched rows otherwise; compression sends it whole)
+        [ $how = dense ] && c=(--parallel.compress none --parallel.sparse_embedding_grad false)
+        [ $how = dense ] && [ "$config" != bench15m ] && continue
         cl mpirun -- -np "$n" "$bin" "${bench[@]}" --config "configs/$config.toml" --dp "$n" \
-          "${extra[@]}" --parallel.compress $how < /dev/null 2> /dev/null | tail -n 1 > "$f"
+          "${extra[@]}" "${c[@]}" < /dev/null 2> /dev/null | tail -n 1 > "$f"
         echo "compress: $how, $config on $n hosts at $rate Gbit/s done" >&2
       done
     done

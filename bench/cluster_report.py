@@ -152,19 +152,20 @@ def compress(d, conv):
     def load(rate, model, how):
         f = os.path.join(d, f"compress_{rate}_{model}_{how}.json")
         return json.load(open(f)) if os.path.exists(f) and open(f).read().strip() else None
-    print("| link (Gbit/s) | model, hosts | compress | scaling efficiency | tokens/s | dp MB per step (sent + received, rank 0) | fewer bytes than none | exposed communication (s/step) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| link (Gbit/s) | model, hosts | compress | scaling efficiency | tokens/s | dp MB per step (sent + received, rank 0) | fewer bytes than none | than dense | exposed communication (s/step) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for rate in ("1", "0.1"):
         for model in ("bench15m2", "bench15m4", "kjv-small4"):
-            base = load(rate, model, "none")
-            for how in ("none", "int8", "powersgd"):
+            base, dense = load(rate, model, "none"), load(rate, model, "dense")
+            for how in ("none", "dense", "int8", "powersgd"):
                 j = load(rate, model, how)
                 if not j:
                     continue
                 dp = j["bytes_per_step"]["dp"][0]
                 fewer = f"{base['bytes_per_step']['dp'][0] / dp:.1f}×" if base and dp else "-"
+                fewer_dense = f"{dense['bytes_per_step']['dp'][0] / dp:.1f}×" if dense and dp else "-"
                 print(f"| {rate} | {model[:-1]}, {model[-1]} | {how} | {100 * j['scaling_efficiency']:.1f}% | "
-                      f"{j['tokens_per_s']:.0f} | {dp / 1e6:.2f} | {fewer} | {j['comm_exposed_s']:.3f} |")
+                      f"{j['tokens_per_s']:.0f} | {dp / 1e6:.2f} | {fewer} | {fewer_dense} | {j['comm_exposed_s']:.3f} |")
     runs = {"none": "none", "int8": "int8", "powersgd": "powersgd-r4"}
     def rows(name):
         p = os.path.join(conv, name, "metrics.jsonl")
@@ -173,20 +174,23 @@ def compress(d, conv):
     if not ref:
         return
     target = [r["val_loss"] for r in ref if "val_loss" in r][-1]
-    print(f"\nWall-clock to validation loss {target:.4f} (`none`'s after {ref[-1]['step']} steps), "
-          "kjv-small at dp 4 over 4 hosts: steps to reach it × the measured step time\n")
-    print("| compress | steps to reach it | s/step at 1 Gbit/s | wall-clock at 1 Gbit/s (s) | s/step at 0.1 Gbit/s | wall-clock at 0.1 Gbit/s (s) |")
-    print("|---|---|---|---|---|---|")
+    steps = ref[-1]["step"]
+    print(f"\nkjv-small at dp 4 over 4 hosts, bench/compression.sh's runs ({steps} steps) at the step "
+          f"times measured here: the wall-clock of the run, and of reaching `none`'s final validation "
+          f"loss {target:.4f}\n")
+    print("| compress | final validation loss | steps to none's loss | wall-clock at 1 Gbit/s (s) | to none's loss | wall-clock at 0.1 Gbit/s (s) | to none's loss |")
+    print("|---|---|---|---|---|---|---|")
     for how, name in runs.items():
         rs = rows(name)
         if not rs:
             continue
+        final = [r["val_loss"] for r in rs if "val_loss" in r][-1]
         hit = next((r["step"] for r in rs if r.get("val_loss", 1e9) <= target + 1e-9), None)
-        cells = [how, str(hit) if hit else "not reached"]
+        cells = [how, f"{final:.4f}", str(hit) if hit else f"not in {steps}"]
         for rate in ("1", "0.1"):
             j = load(rate, "kjv-small4", how)
             s = j["median_step_s"] if j else None
-            cells += [f"{s:.3f}" if s else "-", f"{hit * s:.0f}" if s and hit else "-"]
+            cells += [f"{steps * s:.0f}" if s else "-", f"{hit * s:.0f}" if s and hit else "-"]
         print("| " + " | ".join(cells) + " |")
 
 
