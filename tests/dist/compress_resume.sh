@@ -9,8 +9,9 @@
 #       residuals summed and shared out over 3 ranks (the log says so), continues the DP 2 run's
 #       losses within 1e-5 relative; at TP 2 the log says Q starts afresh.
 #   (c) a checkpoint whose trainer.json lists residual.safetensors but lacks the file is refused.
-#   (d) parallel.balance dynamic with int8 and PowerSGD: the replicas stay bit-identical
-#       (check_collectives after every step) while the shares move.
+#   (d) parallel.balance dynamic with int8 and PowerSGD (40 steps, rank 1 slowed from outside):
+#       the replicas stay bit-identical (check_collectives after every step) while the shares
+#       move.
 source "$(dirname "$0")/lib.sh"
 make_compress_seeds
 run=("${compress_run[@]}" --parallel.check_collectives true --train.ckpt_every 5)
@@ -51,7 +52,9 @@ rc=$?; set -e
 [ $rc -ne 0 ] && grep -q "residual.safetensors: missing from the checkpoint" m.log ||
   fail "a missing residual file: exit $rc: $(tail -3 m.log)"
 # (d) dynamic shares, rank 1 slowed from outside (as balance.sh does) so that they move.
-dyn=(--parallel.balance dynamic --parallel.balance_every 2 --train.micro_batches 3)
+# 40 steps after the seed's, re-planned every 2 (a slowdown must be seen before a short run ends).
+dyn=(--parallel.balance dynamic --parallel.balance_every 2 --train.micro_batches 3
+     --train.steps 41 --train.ckpt_every 0)
 for c in int8 powersgd; do
   mpi 2 "${run[@]}" "${dp2[@]}" "${dyn[@]}" --parallel.compress $c --train.out_dir dyn_$c \
     --resume seed/step-1 > dyn_$c.log 2>&1 &
@@ -78,10 +81,10 @@ print("psgd at DP 3 from DP 2's step 6: losses 7-11 within 1e-5 of DP 2's "
       f"(worst {max(abs(a[k]['loss'] - c[k]['loss']) / a[k]['loss'] for k in range(7, 12)):.1e})")
 for c in ["int8", "powersgd"]:
     d = lines("dyn_" + c)
-    assert sorted(d) == list(range(2, 12)), (c, sorted(d))
+    assert sorted(d) == list(range(2, 42)), (c, sorted(d))
     assert all(d[k].get("residual_norm", 0) > 0 for k in d), (c, "residual_norm")
     shares = sorted({tuple(d[k]["shares"]) for k in d})
     assert len(shares) > 1, (c, "the shares never moved", shares)
-    print(f"dyn_{c}: 10 steps under dynamic balance (shares {shares}), replicas identical after each")
+    print(f"dyn_{c}: 40 steps under dynamic balance (shares {shares}), replicas identical after each")
 PY
 echo "compress_resume: residuals and Q kept by checkpoints; any-layout resume keeps the residuals' sum"
