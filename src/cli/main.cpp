@@ -406,6 +406,7 @@ int main(int argc, char** argv) {
   // Collectives there allocate and free scratch blocks every step: keep them (tensor/heap.h).
   if (comm::launched()) retain_freed_memory();
   comm::Group world = comm::launched() ? comm::world() : comm::Group();
+  world.set_name("world");  // a timeout names the group: "world barrier #7 did not complete"
   if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 3;  // rank 0 reports
   CLI::App app{"parallama: train LLaMA-family language models"};
   app.require_subcommand(1);

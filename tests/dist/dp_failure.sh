@@ -39,12 +39,12 @@ took=$(/usr/bin/python3 -c "import time; print(f'{time.time() - $killed_at:.1f}'
 /usr/bin/python3 -c "import sys; sys.exit(0 if $took < 30 else 1)" || fail "job took ${took}s to end"
 if [ "$signal" = STOP ]; then  # a stuck rank: its peers name the collective that timed out
   # Its tensor-parallel peer waits in a tensor-parallel collective or in one of its replica (the
-  # same ranks here, pp 1), whichever it reached first.
-  grep -Eq "(tensor-parallel|replica) [a-z_]+ #[0-9]+ did not complete within 10 s" err.txt out.txt ||
-    fail "no message naming the operation: $(tail -5 err.txt)"
+  # same ranks here, pp 1), whichever it reached first, or in a world collective (a checkpoint's).
+  grep -Eq "(tensor-parallel|replica|world) [a-z_]+ #[0-9]+ did not complete within 10 s" err.txt out.txt ||
+    fail "no message naming the operation: $(cat err.txt)"
 else
   grep -Eq "signal 9|Killed|did not complete|never arrived" err.txt out.txt ||
-    fail "no message naming the failure: $(tail -5 err.txt)"
+    fail "no message naming the failure: $(cat err.txt)"
 fi
 sleep 1
 for p in $ranks; do  # gone, or a zombie waiting to be reaped (not running)

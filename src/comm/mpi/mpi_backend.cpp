@@ -294,6 +294,9 @@ std::optional<std::vector<std::string>> gather_failures(const std::string& line,
 void abort_job(int code) {
   std::fflush(stdout);
   std::fflush(stderr);
+  // The launcher forwards a rank's output from a pipe, and an abort can end the job before it has
+  // read the line just written: give it a moment, so the reason reaches the user.
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }
