@@ -46,12 +46,10 @@ export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
 mkdir -p "$out"
 for n in "${names[@]}"; do
   [ -f "$out/$n/summary.json" ] && continue
-  SECONDS=0
   # shellcheck disable=SC2086
   mpirun --oversubscribe -np 4 ./build/parallama train --config configs/kjv-small.toml --dp 4 \
     --train.batch_size 2 --train.steps "$steps" --train.val_every $((steps / 12 > 0 ? steps / 12 : 1)) \
     --train.ckpt_every 0 --train.out_dir "$out/$n" ${runs[$n]} > "$out/$n.log" 2>&1 ||
     { echo "bench/compression.sh: $n failed: $(tail -3 "$out/$n.log")" >&2; exit 1; }
-  echo "$SECONDS" > "$out/$n/wall_s"
 done
 /usr/bin/python3 bench/compression_report.py "$out" "${names[@]}"

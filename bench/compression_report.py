@@ -1,5 +1,5 @@
-"""The table and the loss curves of bench/compression.sh: reads OUT/NAME/metrics.jsonl and
-OUT/NAME/wall_s of each run named, prints a Markdown table and writes OUT/compression.svg.
+"""The table and the loss curves of bench/compression.sh: reads OUT/NAME/metrics.jsonl of each
+run named, prints a Markdown table and writes OUT/compression.svg.
 
     /usr/bin/python3 bench/compression_report.py OUT NAME...
 """
@@ -23,11 +23,9 @@ def read(out, name):
     if not curve:
         sys.exit(f"{name}: no validation loss in its metrics.jsonl")
     dp = [r.get("bytes_dp", 0.0) for r in rows]
-    wall_path = os.path.join(out, name, "wall_s")
-    wall = float(open(wall_path).read()) if os.path.exists(wall_path) else float("nan")
     resid = [r["residual_norm"] for r in rows if "residual_norm" in r]
     return dict(name=name, curve=curve, val=curve[-1][2], steps=rows[-1]["step"],
-                dp_bytes=sum(dp) / len(dp), wall=wall, residual=resid[-1] if resid else None)
+                dp_bytes=sum(dp) / len(dp), residual=resid[-1] if resid else None)
 
 
 def svg(results, path):

@@ -20,6 +20,7 @@
 #include "io/checkpoint.h"
 #include "io/paths.h"
 #include "tensor/error.h"
+#include "tensor/hash.h"
 #include "tensor/utf8.h"
 
 namespace fs = std::filesystem;
@@ -403,10 +404,8 @@ void prepare(const PrepareOptions& opt) {
   double nll = 0.0;
   for (int32_t t : val) nll -= std::log(counts[t] / total);
   const double unigram = nll / static_cast<double>(val.size());
-  char hash[17];
-  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(tok.hash()));
   const nlohmann::json meta = {{"vocab_size", vocab},
-                               {"tokenizer_hash", hash},
+                               {"tokenizer_hash", hex16(tok.hash())},
                                {"train_tokens", train.size()},
                                {"val_tokens", val.size()},
                                {"val_fraction", opt.val_fraction},

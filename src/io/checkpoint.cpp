@@ -29,12 +29,6 @@ constexpr int kFormat = 2;         // 2: trainer.json carries its own checksum
 constexpr int kMaxJsonDepth = 16;  // trainer.json nests 3 deep (config.model.rope_...)
 constexpr const char* kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
 
-std::string hex16(uint64_t h) {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
-}
-
 // The checksum of trainer.json: FNV-1a of its compact text without the "checksum" key (nlohmann
 // writes an object's keys sorted and numbers in their shortest round-trip form, so the text of
 // the parsed file is the text that was hashed).

@@ -3,6 +3,8 @@
 // the per-tensor keys of the seeded initialisation. Not cryptographic.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <string_view>
 
 namespace parallama {
@@ -19,6 +21,13 @@ inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = kFnv1a64Basis) 
 
 inline uint64_t fnv1a64(std::string_view s, uint64_t h = kFnv1a64Basis) {
   return fnv1a64(s.data(), s.size(), h);
+}
+
+// A hash as written in files: 16 lowercase hex digits.
+inline std::string hex16(uint64_t h) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
 }
 
 }  // namespace parallama

@@ -19,12 +19,6 @@ namespace {
 constexpr const char* kResidualFile = "residual.safetensors";
 constexpr const char* kQFile = "powersgd.safetensors";
 
-std::string hex(uint64_t h) {
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
-}
-
 // Which tensors PowerSGD compresses on this rank, at which rank: names and local shapes.
 uint64_t q_fingerprint(const ParamLayout& layout, int rank) {
   uint64_t h = fnv1a64(std::to_string(rank));
@@ -59,7 +53,7 @@ void save_q(PowerSgd& psgd, const ParamLayout& layout, const fs::path& tmp, Mesh
   for (int r = 0; r < R; ++r) {
     const std::string name =
         q_name(static_cast<int>(all[4 * r + 1]), static_cast<int>(all[4 * r + 2]));
-    meta[name] = hex(static_cast<uint64_t>(all[4 * r + 3]));
+    meta[name] = hex16(static_cast<uint64_t>(all[4 * r + 3]));
     w.add(name, qs.data() + at, {counts[r]});
     at += counts[r];
   }
@@ -123,7 +117,7 @@ std::string load_q(PowerSgd& psgd, const ParamLayout& layout, const std::string&
   const std::string name = q_name(mesh.coord().tp, mesh.coord().pp);
   const auto& meta = r.metadata();
   const auto fp = meta.find(name);
-  if (!r.has(name) || fp == meta.end() || fp->second != hex(q_fingerprint(layout, psgd.rank())))
+  if (!r.has(name) || fp == meta.end() || fp->second != hex16(q_fingerprint(layout, psgd.rank())))
     return "PowerSGD starts from a fresh Q (the checkpoint's compressed other tensors or at "
            "another rank)";
   std::vector<float> q(psgd.state().size());
