@@ -8,6 +8,7 @@
 // beyond its own shard.
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "comm/group.h"
 #include "io/safetensors.h"
@@ -51,10 +52,21 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
                     comm::Group& pp, bool writer, comm::Group dp = {});
 void load_optimizer(Optimizer& optim, const std::string& path);
 
-// Error feedback's residuals (parallel/data_parallel.h): one parameter-shaped buffer per
-// data-parallel rank, rank d's under "residual.<d>.", whole tensors as save_params stores them,
-// the number of ranks as metadata "dp". Every rank of every replica calls it (dp: the
-// data-parallel group); each tensor of rank d is broadcast over dp in turn.
+// Parameter-shaped buffers that differ between data-parallel ranks (error feedback's residuals,
+// the workers' own state under --sync local and diloco): buffer k is data-parallel rank
+// from_dp's `data` (each rank passes its own pointer), stored under its prefix, whole tensors as
+// save_params stores them, with the number of data-parallel ranks as metadata "dp". Every rank
+// of every replica calls it with the same list (dp: the data-parallel group); each tensor is
+// broadcast from its rank over dp in turn.
+struct RankBuffer {
+  std::string prefix;
+  const float* data;
+  int from_dp;
+};
+void save_rank_buffers(const ParamLayout& layout, const std::vector<RankBuffer>& buffers,
+                       const std::string& path, comm::Group& tp, comm::Group& pp, bool writer,
+                       comm::Group& dp);
+// Error feedback's residuals: rank d's under "residual.<d>.".
 void save_residuals(const ParamLayout& layout, const float* residual, const std::string& path,
                     comm::Group& tp, comm::Group& pp, bool writer, comm::Group& dp);
 

@@ -343,12 +343,21 @@ void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group
              path, tp, pp, dp, writer);
 }
 
+void save_rank_buffers(const ParamLayout& layout, const std::vector<RankBuffer>& buffers,
+                       const std::string& path, comm::Group& tp, comm::Group& pp, bool writer,
+                       comm::Group& dp) {
+  std::vector<Part> parts;
+  for (const RankBuffer& b : buffers)
+    parts.push_back({b.prefix, &layout, b.data, nullptr, b.from_dp});
+  save_parts(parts, {{"dp", std::to_string(dp.size())}}, path, tp, pp, dp, writer);
+}
+
 void save_residuals(const ParamLayout& layout, const float* residual, const std::string& path,
                     comm::Group& tp, comm::Group& pp, bool writer, comm::Group& dp) {
-  std::vector<Part> parts;
+  std::vector<RankBuffer> buffers;
   for (int d = 0; d < dp.size(); ++d)
-    parts.push_back({"residual." + std::to_string(d) + ".", &layout, residual, nullptr, d});
-  save_parts(parts, {{"dp", std::to_string(dp.size())}}, path, tp, pp, dp, writer);
+    buffers.push_back({"residual." + std::to_string(d) + ".", residual, d});
+  save_rank_buffers(layout, buffers, path, tp, pp, writer, dp);
 }
 
 }  // namespace parallama::io

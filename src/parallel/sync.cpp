@@ -184,10 +184,12 @@ class LocalSync : public Synchronizer {
         diloco_(diloco),
         wire_(diloco ? wire_dtype(cfg.parallel.strategy.diloco_compress) : DType::F32) {
     if (diloco_) {  // the outer parameters start as the initial ones; outer momentum at zero
-      outer_.assign(st.params.data(), st.params.data() + st.params.size());
-      momentum_.assign(st.params.size(), 0.0f);
+      ws_.outer.assign(st.params.data(), st.params.data() + st.params.size());
+      ws_.momentum.assign(st.params.size(), 0.0f);
+      if (wire_ != DType::F32) ws_.residual.assign(st.params.size(), 0.0f);
     }
   }
+  WorkerState* worker_state() override { return &ws_; }
   bool global_batch() const override { return false; }
   SyncStep update(Replica& st, float lr, int64_t step) override {
     SyncStep out;
@@ -211,10 +213,10 @@ class LocalSync : public Synchronizer {
                 olr = cfg_.parallel.strategy.diloco_outer_lr;
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
-      const float delta = outer_[i] - p[i];
-      momentum_[i] = mu * momentum_[i] + delta;
-      outer_[i] -= olr * (delta + mu * momentum_[i]);
-      p[i] = outer_[i];
+      const float delta = ws_.outer[i] - p[i];
+      ws_.momentum[i] = mu * ws_.momentum[i] + delta;
+      ws_.outer[i] -= olr * (delta + mu * ws_.momentum[i]);
+      p[i] = ws_.outer[i];
     }
     return out;
   }
@@ -229,18 +231,17 @@ class LocalSync : public Synchronizer {
                 olr = cfg_.parallel.strategy.diloco_outer_lr,
                 inv = 1.0f / static_cast<float>(workers_.size());
     delta_.resize(static_cast<size_t>(n));
-    residual_.resize(static_cast<size_t>(n), 0.0f);
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) delta_[i] = outer_[i] - p[i] + residual_[i];
-    workers_.iall_reduce_wire(delta_.data(), n, wire_, residual_.data()).wait();
+    for (int64_t i = 0; i < n; ++i) delta_[i] = ws_.outer[i] - p[i] + ws_.residual[i];
+    workers_.iall_reduce_wire(delta_.data(), n, wire_, ws_.residual.data()).wait();
     double sq = 0;
 #pragma omp parallel for simd schedule(static) reduction(+ : sq)
     for (int64_t i = 0; i < n; ++i) {
       const float delta = delta_[i] * inv;
-      momentum_[i] = mu * momentum_[i] + delta;
-      outer_[i] -= olr * (delta + mu * momentum_[i]);
-      p[i] = outer_[i];
-      sq += double(residual_[i]) * residual_[i];
+      ws_.momentum[i] = mu * ws_.momentum[i] + delta;
+      ws_.outer[i] -= olr * (delta + mu * ws_.momentum[i]);
+      p[i] = ws_.outer[i];
+      sq += double(ws_.residual[i]) * ws_.residual[i];
     }
     out.extra["residual_norm"] = std::sqrt(sq);
     return out;
@@ -250,8 +251,8 @@ class LocalSync : public Synchronizer {
   comm::Group workers_;
   bool diloco_;
   DType wire_;  // the outer gradient's wire type (F32: the exact average of the parameters)
-  std::vector<float> outer_, momentum_;
-  std::vector<float> delta_, residual_;  // compressed: the outer gradient, what it dropped
+  WorkerState ws_;
+  std::vector<float> delta_;  // compressed: the outer gradient
 };
 
 // The worker side of both parameter-server strategies.

@@ -64,6 +64,12 @@ struct SyncStep {
   nlohmann::json extra = nlohmann::json::object();  // strategy-specific metrics
 };
 
+// DiLoCo's outer parameters and outer momentum (the same on every worker) and its compressed
+// outer gradient's residual (each worker's own); empty where the run keeps none.
+struct WorkerState {
+  std::vector<float> outer, momentum, residual;
+};
+
 class Synchronizer {
  public:
   virtual ~Synchronizer() = default;
@@ -91,6 +97,10 @@ class Synchronizer {
   // The bucketed gradient reduction (--sync allreduce, with or without ZeRO), whose compression
   // state checkpoints keep; null for the other strategies.
   virtual GradReducer* reducer() { return nullptr; }
+  // --sync local and diloco: what a worker keeps besides the replica's parameters and optimizer
+  // (which differ between workers from one meeting to the next), for checkpoints; null for the
+  // other strategies.
+  virtual WorkerState* worker_state() { return nullptr; }
 };
 
 std::unique_ptr<Synchronizer> make_synchronizer(const SyncConfig& cfg, Roles& roles, Replica& st);

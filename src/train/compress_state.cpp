@@ -77,17 +77,17 @@ std::vector<std::string> save_compress_state(GradReducer& red, const ParamLayout
   return files;
 }
 
-namespace {
-
-// This rank's residual from the file: its own with as many data-parallel ranks as were saved,
-// else the saved ranks' sum shared out equally. A tied copy of the embedding (a last stage's) is
-// not stored: it starts at zero.
-std::string load_residual(std::vector<float>& residual, const ParamLayout& layout,
-                          const std::string& path, const Mesh& mesh) {
-  const io::SafeTensorsReader r(path);
+int saved_dp(const io::SafeTensorsReader& r, const std::string& path) {
   const auto it = r.metadata().find("dp");
   const int saved = it == r.metadata().end() ? 0 : std::atoi(it->second.c_str());
   if (saved < 1) throw Error(path + ": no \"dp\" in its metadata");
+  return saved;
+}
+
+std::string load_residuals(std::vector<float>& residual, const ParamLayout& layout,
+                           const std::string& path, const Mesh& mesh) {
+  const io::SafeTensorsReader r(path);
+  const int saved = saved_dp(r, path);
   const int D = mesh.dp.size(), d = mesh.coord().dp;
   ParamBuffer one(layout);
   std::fill(residual.begin(), residual.end(), 0.0f);
@@ -108,6 +108,8 @@ std::string load_residual(std::vector<float>& residual, const ParamLayout& layou
     if (s.tied_copy) std::fill_n(residual.begin() + s.offset, s.numel, 0.0f);
   return line;
 }
+
+namespace {
 
 std::string load_q(PowerSgd& psgd, const ParamLayout& layout, const std::string& path,
                    const Mesh& mesh) {
@@ -139,7 +141,7 @@ std::string load_compress_state(GradReducer& red, const ParamLayout& layout, con
   verify_checkpoint_file(dir, j, kResidualFile);
   if (red.powersgd() && listed(kQFile)) verify_checkpoint_file(dir, j, kQFile);
   const std::string path = (fs::path(dir) / kResidualFile).string();
-  std::string line = load_residual(red.residual(), layout, path, mesh);
+  std::string line = load_residuals(red.residual(), layout, path, mesh);
   if (PowerSgd* psgd = red.powersgd())
     line += "; " + load_q(*psgd, layout, (fs::path(dir) / kQFile).string(), mesh);
   return line;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
 
@@ -30,5 +31,14 @@ std::vector<std::string> save_compress_state(GradReducer& red, const ParamLayout
 // (empty when the run keeps no such state).
 std::string load_compress_state(GradReducer& red, const ParamLayout& layout, const std::string& dir,
                                 const Mesh& mesh);
+
+// This rank's residual from the file at path (residuals saved by io::save_residuals): its own with
+// as many data-parallel ranks as were saved, else the saved ranks' sum shared out equally; a tied
+// copy of the embedding (a last stage's) is not stored and starts at zero. Returns the log's line.
+std::string load_residuals(std::vector<float>& residual, const ParamLayout& layout,
+                           const std::string& path, const Mesh& mesh);
+
+// The number of data-parallel ranks a file of io::save_rank_buffers was saved by.
+int saved_dp(const io::SafeTensorsReader& r, const std::string& path);
 
 }  // namespace parallama

@@ -37,6 +37,7 @@
 #include "train/straggler.h"
 #include "train/trace.h"
 #include "train/traffic.h"
+#include "train/worker_state.h"
 
 namespace fs = std::filesystem;
 
@@ -297,12 +298,17 @@ void Trainer::build() {
   run_.preemptible = !run_.async;
   if (run_.preemptible) guard_.emplace(run_.writes);
   if (!roles_.server) sync_ = make_synchronizer(sc_, roles_, st_->replica);
-  // Compression's state (error feedback's residuals, PowerSGD's Q) continues from the checkpoint.
-  if (GradReducer* red = sync_ ? sync_->reducer() : nullptr; red && !resume.empty()) {
+  // What else the run keeps continues from the checkpoint: compression's state (error feedback's
+  // residuals, PowerSGD's Q), or under local and diloco the workers' own.
+  if (sync_ && !resume.empty() && (sync_->reducer() || sync_->worker_state())) {
     std::string line;
     std::exception_ptr error;
-    io::guarded(error,
-                [&] { line = load_compress_state(*red, st_->params.layout(), resume, *mesh_); });
+    io::guarded(error, [&] {
+      if (GradReducer* red = sync_->reducer())
+        line = load_compress_state(*red, st_->params.layout(), resume, *mesh_);
+      else if (mesh_->dp.size() > 1)
+        line = load_worker_state(*sync_->worker_state(), st_->replica, resume, *mesh_);
+    });
     io::agree_on_failure(mesh_->tp, mesh_->pp, mesh_->dp, error);
     if (!line.empty() && run_.writes) std::printf("%s\n", line.c_str());
   }

@@ -20,6 +20,7 @@
 #include "train/report.h"
 #include "train/trace.h"
 #include "train/trainer_run.h"
+#include "train/worker_state.h"
 
 namespace fs = std::filesystem;
 
@@ -246,14 +247,20 @@ void Trainer::checkpoint(int64_t at, double loss) {
   sync_->gather_state(st.replica, at);
   // The tensor-parallel ranks of replica 0 gather whole tensors; rank 0 writes them. Under ZeRO
   // every replica takes part: each holds pieces of the optimizer state; with error feedback too:
-  // each holds its own residual (train/compress_state.h).
+  // each holds its own residual (train/compress_state.h); under local and diloco each worker its
+  // own parameters and moments (train/worker_state.h).
   GradReducer* red = sync_->reducer();
+  WorkerState* ws = mesh.dp.size() > 1 ? sync_->worker_state() : nullptr;
   const bool feedback = red && !red->residual().empty();
-  const bool all = cfg_.parallel.grads.zero > 0 || feedback;
+  const bool all = cfg_.parallel.grads.zero > 0 || feedback || ws;
   if (mesh.coord().dp != 0 && !all) return;
   if (feedback)
     cs.more_files = [&](const fs::path& tmp) {
       return save_compress_state(*red, st.params.layout(), tmp, *mesh_, run_.writes);
+    };
+  else if (ws)
+    cs.more_files = [&](const fs::path& tmp) {
+      return save_worker_state(*ws, st.replica, tmp, *mesh_, run_.writes);
     };
   if (mesh.tied.size() > 1) {  // the two stages' copies of a tied embedding must be one table
     const uint64_t h = fnv1a64(st.params.data() + st.replica.tied_offset,

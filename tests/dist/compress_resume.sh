@@ -12,10 +12,14 @@
 #   (d) parallel.balance dynamic with int8 and PowerSGD (40 steps, rank 1 slowed from outside):
 #       the replicas stay bit-identical (check_collectives after every step) while the shares
 #       move.
+#   (e) --sync local and DiLoCo with an int4 outer gradient, meeting every 4 steps, stopped at step
+#       6 (between two meetings) and resumed: each worker's own parameters, moments and residual
+#       and DiLoCo's outer state come back (train/worker_state.h), bit for bit.
 source "$(dirname "$0")/lib.sh"
 make_compress_seeds
 run=("${compress_run[@]}" --parallel.check_collectives true --train.ckpt_every 5)
 dp2=(--dp 2 --train.batch_size 6)
+restored="each data-parallel rank's residual restored"  # what a resumed run's log must say
 resume_pair() {  # resume_pair NAME NP SETTINGS...: NAME (straight) and NAME_stop (stopped at 6)
   local name=$1 np=$2; shift 2
   mpi "$np" "${run[@]}" "$@" --train.out_dir "$name" --resume seed/step-1 > "$name.log" 2>&1 ||
@@ -24,7 +28,7 @@ resume_pair() {  # resume_pair NAME NP SETTINGS...: NAME (straight) and NAME_sto
     > "${name}_stop.log" 2>&1 || fail "${name}_stop: $(tail -3 "${name}_stop.log")"
   mpi "$np" "${run[@]}" "$@" --train.out_dir "${name}_stop" --resume auto \
     > "${name}_resumed.log" 2>&1 || fail "${name}_resumed: $(tail -3 "${name}_resumed.log")"
-  grep -q "each data-parallel rank's residual restored" "${name}_resumed.log" ||
+  grep -q "$restored" "${name}_resumed.log" ||
     fail "$name: no residual restored: $(head -3 "${name}_resumed.log")"
   cmp "$name/step-11/model.safetensors" "${name}_stop/step-11/model.safetensors" ||
     fail "$name: resumed model differs"
@@ -36,6 +40,13 @@ resume_pair zero2_int8 2 "${dp2[@]}" --zero 2 --parallel.compress int8
 for f in residual.safetensors powersgd.safetensors; do
   [ -f psgd_stop/step-6/$f ] || fail "psgd: no $f in the checkpoint"
 done
+# (e) the workers' own state under local and diloco.
+restored="each worker's own parameters and optimizer state restored"
+resume_pair local 2 "${dp2[@]}" --sync local --local.period 4
+restored="DiLoCo's outer parameters and momentum restored; outer gradient error feedback: each"
+resume_pair diloco 2 "${dp2[@]}" --sync diloco --diloco.inner-steps 4 --diloco.compress int4
+cmp diloco/step-11/workers.safetensors diloco_stop/step-11/workers.safetensors ||
+  fail "diloco: the resumed workers' state differs"
 # (b) DP 3 and TP 2 from the DP 2 checkpoint at step 6.
 psgd=(--parallel.compress powersgd --parallel.powersgd_rank 2)
 mpi 3 "${run[@]}" --dp 3 --train.batch_size 4 "${psgd[@]}" --train.out_dir psgd_dp3 \
@@ -68,7 +79,7 @@ import json
 def lines(out):
     return {j["step"]: j for j in map(json.loads, open(out + "/metrics.jsonl"))}
 
-for name in ["int8", "psgd", "zero2_int8"]:
+for name in ["int8", "psgd", "zero2_int8", "local", "diloco"]:
     a, b = lines(name), lines(name + "_stop")  # steps 2-6, then the resumed run's 7-11
     assert sorted(a) == sorted(b) == list(range(2, 12)), (name, sorted(b))
     for k in a:
