@@ -14,6 +14,8 @@
 #include "comm/launcher.h"
 #include "data/prepare.h"
 #include "io/paths.h"
+#include "launch/hosts.h"
+#include "launch/supervisor.h"
 #include "tensor/error.h"
 #include "tensor/heap.h"
 #include "train/bench.h"
@@ -179,8 +181,8 @@ struct RunCommands {
                      "memory per device, GB (default 80)");
     plan->add_flag("--json", json, "also print the plan as one JSON object on the last line");
   }
-  int run(CLI::App* sub, const Common& c, comm::Group& world) {
-    if (sub != train && sub != bench && sub != info && sub != plan) return -1;
+  // The configuration of a parsed command sub; runs_on: its processes (0: not run on any).
+  RunConfig config_of(CLI::App* sub, const Common& c, int runs_on) const {
     Overrides ov = parse_overrides(sub->remaining());
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
     if (c.tp > 0) ov.emplace_back("parallel.tp", std::to_string(c.tp));
@@ -188,16 +190,73 @@ struct RunCommands {
     if (zero >= 0) ov.emplace_back("parallel.zero", std::to_string(zero));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
     if (!precision_flag.empty()) ov.emplace_back("train.precision", precision_flag);
+    return load_run_config(config, ov, sub == info ? ConfigUse::model : ConfigUse::run, runs_on);
+  }
+  int run(CLI::App* sub, const Common& c, comm::Group& world) {
+    if (sub != train && sub != bench && sub != info && sub != plan) return -1;
     // Under a launcher, train and bench take their data-parallel replicas from the number of
     // processes unless --dp (or parallel.dp) says otherwise.
     const bool runs_ranks = (sub == train || sub == bench) && comm::launched();
-    const RunConfig cfg = load_run_config(
-        config, ov, sub == info ? ConfigUse::model : ConfigUse::run, runs_ranks ? world.size() : 0);
+    const RunConfig cfg = config_of(sub, c, runs_ranks ? world.size() : 0);
     world.set_options({cfg.parallel.watch.check_collectives, cfg.parallel.watch.timeout_s});
     if (sub == train) return parallama::train(cfg, topt, world);
     if (sub == bench) return run_bench(cfg, json, world, profile);
     if (sub == info) return run_info(cfg);
     return run_plan(cfg, plan_opt, json);
+  }
+};
+
+// launch: the supervisor over mpirun (launch/supervisor.h).
+struct LaunchCommand {
+  CLI::App* sub = nullptr;
+  launch::Options opt;
+  std::string connect;
+  std::vector<std::string> command;
+
+  void add(CLI::App& app) {
+    sub = app.add_subcommand(
+        "launch",
+        "run train over a hostfile's hosts with mpirun, relaunching on the hosts left "
+        "when one fails: launch --hostfile H [options] -- train ARGS...");
+    sub->add_option("--hostfile", opt.hostfile, "hosts, one a line: NAME [slots=N]");
+    sub->add_option("--ranks-per-host", opt.ranks_per_host, "processes a host (default: its slots)")
+        ->check(whole_at_least(1));
+    sub->add_option("--min-hosts", opt.min_hosts, "stop when fewer hosts answer (default 1)")
+        ->check(whole_at_least(1));
+    sub->add_option("--max-restarts", opt.max_restarts, "relaunches at the most (default 3)")
+        ->check(whole_at_least(0));
+    sub->add_option("--agent", opt.agent,
+                    "the rsh agent mpirun starts ranks with (default: $OMPI_MCA_plm_rsh_agent, "
+                    "else ssh); it also asks each host whether it still answers");
+    sub->add_option("--subnet", opt.subnet,
+                    "where hosts call back, A.B.C.D/N (default: $OMPI_MCA_oob_tcp_if_include)");
+    sub->add_option("--probe-timeout", opt.probe_timeout_s,
+                    "seconds a host has to answer (default 5)")
+        ->check(finite_in(0.1, 600));
+    sub->add_option("--connect", connect, "(run on a host by launch itself) call back ADDR:PORT")
+        ->group("");
+    sub->add_option("command", command, "-- train ARGS...: the training run");
+  }
+  int run(CLI::App* s) const {
+    if (s != sub) return -1;
+    if (!connect.empty()) return launch::connect_back(connect);
+    if (opt.hostfile.empty()) throw Error("launch: --hostfile is required");
+    auto resolve = [](const std::vector<std::string>& args, int nprocs) {
+      CLI::App app;
+      Common c;
+      RunCommands r;
+      r.add_train(app, c);
+      std::vector<std::string> argv(args.rbegin(), args.rend());
+      argv.push_back("train");
+      try {
+        app.parse(argv);
+      } catch (const CLI::ParseError& e) {
+        throw Error(std::string("train: ") + e.what());
+      }
+      return r.config_of(r.train, c, nprocs);
+    };
+    return launch::supervise(opt, command, resolve,
+                             std::filesystem::read_symlink("/proc/self/exe"));
   }
 };
 
@@ -414,10 +473,12 @@ int main(int argc, char** argv) {
   FileCommands files;
   RunCommands runs;
   InferCommands infer;
+  LaunchCommand launcher;
   files.add_prepare(app);  // in the order `parallama --help` lists them
   runs.add(app, common);
   infer.add(app, common);
   files.add(app, common);
+  launcher.add(app);
   FinetuneCommands* finetune_cmds = add_finetune_commands(app);
   for (CLI::App* sub : finetune_subcommands(finetune_cmds)) common.add_timeout(sub);
   if (const int rc = parse(app, argc, argv, world); rc >= 0) return rc;
@@ -428,6 +489,7 @@ int main(int argc, char** argv) {
     if (const int rc = run_finetune_commands(finetune_cmds, sub, world); rc >= 0) return rc;
     if (const int rc = infer.run(sub, common, world); rc >= 0) return rc;
     if (const int rc = runs.run(sub, common, world); rc >= 0) return rc;
+    if (const int rc = launcher.run(sub); rc >= 0) return rc;
   } catch (const comm::PeerLost& e) {
     // Some process cannot be reached: say so now and end the job (no gathering of the others'
     // failures, which would wait for the ones that cannot answer).
