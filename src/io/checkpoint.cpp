@@ -188,14 +188,78 @@ std::string file_checksum(const std::string& path) {
   return hex16(file_hash(path));
 }
 
+namespace {
+
+// What the writer does once the tensor files are in tmp: the copied files, trainer.json (with the
+// checksums of `files`; written last, it marks the directory complete), everything flushed to
+// disk, and tmp renamed to final_dir (replacing an older checkpoint of that name).
+struct Finish {
+  fs::path tmp, final_dir;
+  std::vector<std::string> files, copy_files;
+  nlohmann::json trainer;  // without the checksums
+
+  void operator()() const {
+    const fs::path parent = final_dir.parent_path();
+    for (const auto& f : copy_files) fs::copy_file(f, tmp / fs::path(f).filename());
+    nlohmann::json j = trainer;
+    for (const std::string& name : files)
+      j["checksums"][name] = file_checksum((tmp / name).string());
+    seal_json(j);
+    const std::string text = j.dump(1) + "\n";
+    parse_trainer_json(text, final_dir.string() + "/trainer.json");  // what every load will check
+    write_file_checked((tmp / "trainer.json").string(), text);       // last: marks completeness
+    ::sync();
+    if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
+      const fs::path old =
+          parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
+      fs::remove_all(old);
+      fs::rename(final_dir, old);
+      fs::rename(tmp, final_dir);
+      fs::remove_all(old);
+    } else {
+      fs::rename(tmp, final_dir);
+    }
+  }
+};
+
+// Copies every file of `from` into `to` (made here), each flushed to disk.
+void copy_durably(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to);
+  for (const auto& e : fs::directory_iterator(from)) {
+    const std::string src = e.path().string(), dst = (to / e.path().filename()).string();
+    std::ifstream in(src, std::ios::binary);
+    std::FILE* out = std::fopen(dst.c_str(), "wb");
+    if (!in || !out) {
+      if (out) std::fclose(out);
+      throw Error("cannot copy " + src + " to " + dst + ": " + std::strerror(errno));
+    }
+    std::vector<char> buf(size_t{8} << 20);
+    bool ok = true;
+    while (ok && in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      const size_t n = static_cast<size_t>(in.gcount());
+      ok = std::fwrite(buf.data(), 1, n, out) == n;
+    }
+    ok = ok && !in.bad() && std::fflush(out) == 0 && ::fsync(fileno(out)) == 0;
+    ok = std::fclose(out) == 0 && ok;
+    if (!ok) throw Error("cannot write " + dst + ": " + std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
                      const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer,
-                     comm::Group dp) {
+                     comm::Group dp, std::function<void()>* deferred,
+                     const std::string& stage_root) {
   io::replica_writer(tp, pp, writer, "saving " + dir, dp);  // throws unless exactly one writes
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
-  const fs::path tmp =
-      parent / ("." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid()));
+  const std::string tmp_name =
+      "." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid());
+  // Deferred, the files go to a staging directory in memory first (see the header).
+  const bool staged = deferred != nullptr;
+  const fs::path tmp = staged ? fs::path(stage_root) / ("parallama" + tmp_name) : parent / tmp_name;
   std::exception_ptr error;
   if (writer)
     io::guarded(error, [&] {
@@ -215,31 +279,29 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
     if (writer) fs::remove_all(tmp, ignored);
     throw;
   }
-  if (writer)
-    io::guarded(error, [&] {
-      for (const auto& f : state.copy_files) fs::copy_file(f, tmp / fs::path(f).filename());
-      nlohmann::json j = state.extra.is_object() ? state.extra : nlohmann::json::object();
-      j["format"] = kFormat;
-      j["step"] = state.step;
-      j["data_position"] = state.data_position;
-      for (const std::string& name : files)
-        j["checksums"][name] = file_checksum((tmp / name).string());
-      seal_json(j);
-      const std::string text = j.dump(1) + "\n";
-      parse_trainer_json(text, dir + "/trainer.json");            // what every load will check
-      write_file_checked((tmp / "trainer.json").string(), text);  // last: marks completeness
-      ::sync();
-      if (fs::exists(final_dir)) {  // replace an older checkpoint of the same name
-        const fs::path old =
-            parent / ("." + final_dir.filename().string() + ".old-" + std::to_string(getpid()));
-        fs::remove_all(old);
-        fs::rename(final_dir, old);
-        fs::rename(tmp, final_dir);
-        fs::remove_all(old);
-      } else {
-        fs::rename(tmp, final_dir);
+  nlohmann::json j = state.extra.is_object() ? state.extra : nlohmann::json::object();
+  j["format"] = kFormat;
+  j["step"] = state.step;
+  j["data_position"] = state.data_position;
+  Finish finish{staged ? parent / tmp_name : tmp, final_dir, files, state.copy_files, j};
+  if (staged) {  // every rank: the rest is the writer's alone, on its thread
+    if (!writer) return;
+    *deferred = [finish, stage = tmp] {
+      try {
+        fs::remove_all(finish.tmp);
+        copy_durably(stage, finish.tmp);
+        fs::remove_all(stage);
+        finish();
+      } catch (...) {
+        std::error_code ignored;
+        fs::remove_all(stage, ignored);
+        fs::remove_all(finish.tmp, ignored);
+        throw;
       }
-    });
+    };
+    return;
+  }
+  if (writer) io::guarded(error, finish);
   if (writer && error) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

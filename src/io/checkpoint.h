@@ -40,9 +40,15 @@ struct CheckpointState {
 // place. A failure on the writer is thrown on every rank of the replica.
 // A ZeRO optimizer holds only pieces of the state: then every replica calls it together, dp being
 // the data-parallel group (see io::save_optimizer), and a failure is thrown on every rank.
+// Deferred (deferred not null): the writer streams the tensor files into a staging directory
+// under stage_root (a memory file system, /dev/shm) and returns at once, with *deferred set to
+// the rest, to run on any thread: the files copied next to dir and flushed to disk, the copied
+// files, trainer.json, and the rename; it throws Error on a failure, leaving no directory behind
+// (an older checkpoint of the same name stays). Other ranks return after their part as before.
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
                      const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer,
-                     comm::Group dp = {});
+                     comm::Group dp = {}, std::function<void()>* deferred = nullptr,
+                     const std::string& stage_root = {});
 
 // Reads trainer.json, verifies both checksums (the files shared out over the ranks of the replica
 // given by tp and pp, as for save_checkpoint), then loads this rank's tensors, and of each only

@@ -193,6 +193,9 @@ void for_each_field(RunConfig& c, F&& f) {
   f("train", "val_every", t.val_every, "steps between validation losses; 0: only at the end");
   f("train", "val_batches", t.val_batches, "global batches of validation data per measurement");
   f("train", "ckpt_every", t.ckpt_every, "steps between checkpoints; 0: only at the end");
+  f("train", "ckpt_async", t.ckpt_async,
+    "copy each checkpoint to memory (/dev/shm) and write it to disk on a thread while training "
+    "goes on");
   f("train", "out_dir", t.out_dir, "the run directory: checkpoints, metrics, summary, report");
   f("train", "recompute", t.recompute,
     "activation recompute: attention (its probabilities) or full (each layer's forward)");

@@ -98,6 +98,20 @@ void check_same_params(const ParamBuffer& params, comm::Group& group) {
 
 namespace {
 
+// Where train.ckpt_async copies a checkpoint first: /dev/shm (memory) when it has room for twice
+// the model's parameters and two optimizer states, else the run directory (then the copy is a
+// write to the page cache, and the thread flushes it).
+std::string checkpoint_stage(const RunConfig& cfg) {
+  const double bytes = 3.0 * sizeof(float) * static_cast<double>(cfg.model.num_params());
+  std::error_code ec;
+  const fs::space_info room = fs::space("/dev/shm", ec);
+  if (!ec && fs::is_directory("/dev/shm", ec) && static_cast<double>(room.available) > 2 * bytes)
+    return "/dev/shm";
+  std::printf("train.ckpt_async: /dev/shm has no room for %.1f MB; checkpoints are staged in %s\n",
+              2 * bytes / 1e6, cfg.train.out_dir.c_str());
+  return cfg.train.out_dir;
+}
+
 TokenShard load_split(const std::string& dir, const char* name, const LlamaConfig& m) {
   if (dir.empty())
     throw Error("no training data: set data.dir to a folder made by `parallama prepare`");
@@ -152,6 +166,10 @@ int train(const RunConfig& cfg, const TrainOptions& opt, comm::Group world) {
   return Trainer(cfg, opt, std::move(world)).run();
 }
 
+Trainer::~Trainer() {
+  if (saving_.thread.joinable()) saving_.thread.join();  // its failure is lost with the run's
+}
+
 Trainer::Trainer(const RunConfig& cfg, const TrainOptions& opt, comm::Group world)
     : cfg_(cfg), opt_(opt), world_(std::move(world)) {}
 
@@ -169,6 +187,7 @@ int Trainer::run() {
     run_.step = at;
     if (stop_signal) {
       if (!is_checkpoint(at)) checkpoint(at, run_.loss);
+      wait_for_checkpoint();  // on disk before the process ends
       if (run_.writes && opt_.report_every > 0) report();
       say(std::string("stopped by ") + signal_name(static_cast<int>(stop_signal)) + " after step " +
           std::to_string(at) + " with checkpoint " +
@@ -275,6 +294,7 @@ bool Trainer::claim() {
 void Trainer::build() {
   const TrainConfig& tc = cfg_.train;
   run_.threads = configure_threads(tc.threads);
+  if (tc.ckpt_async && run_.writes) saving_.stage_root = checkpoint_stage(cfg_);
   st_.emplace(cfg_, *mesh_);
   if (st_->pipeline && !cfg_.parallel.layout.pp_trace.empty()) st_->pipeline->set_tracing(true);
   const std::string &resume = start_.resume, &init = start_.init;

@@ -225,6 +225,8 @@ void Trainer::evaluate(int64_t at, nlohmann::json& metrics) {
 }
 
 void Trainer::checkpoint(int64_t at, double loss) {
+  const auto t0 = std::chrono::steady_clock::now();
+  wait_for_checkpoint();  // the one before, if it is still being written
   const TrainConfig& tc = cfg_.train;
   TrainState& st = *st_;
   const Mesh& mesh = *mesh_;
@@ -274,19 +276,42 @@ void Trainer::checkpoint(int64_t at, double loss) {
           std::to_string(at));
     cs.extra["tied_embedding_copies"] = "identical";
   }
+  std::function<void()> rest;  // train.ckpt_async: what the saving thread does
   save_checkpoint(dir, st.params, st.optim, cs, mesh_->tp, mesh_->pp, run_.writes,
-                  all ? mesh_->dp : comm::Group());
+                  all ? mesh_->dp : comm::Group(), tc.ckpt_async ? &rest : nullptr,
+                  saving_.stage_root);
   double peak = static_cast<double>(io::take_gather_peak_bytes());  // over the savers
   (all ? roles_.all_workers : mesh_->replica).all_reduce(&peak, 1, DType::F64, comm::ReduceOp::Max);
   if (!run_.writes) return;
-  write_file_atomically((fs::path(tc.out_dir) / "latest").string(),
-                        "step-" + std::to_string(at) + "\n");
+  const std::string latest = (fs::path(tc.out_dir) / "latest").string(),
+                    name = "step-" + std::to_string(at) + "\n";
+  if (tc.ckpt_async)
+    saving_.thread = std::thread([this, rest = std::move(rest), latest, name] {
+      try {
+        rest();
+        write_file_atomically(latest, name);
+      } catch (...) {
+        saving_.error = std::current_exception();
+      }
+    });
+  else
+    write_file_atomically(latest, name);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ++saving_.count, saving_.wait_s += waited,
+      saving_.max_wait_s = std::max(saving_.max_wait_s, waited);
   char gathered[128] = "";  // one process writes its tensors as they are: nothing gathered
   if (peak > 0)
     std::snprintf(gathered, sizeof gathered,
                   " (saving gathered at most %.4f MB on a rank (largest tensor %.4f MB))",
                   peak / 1e6, largest_tensor_bytes(cfg_.model) / 1e6);
-  say("checkpoint " + dir + gathered);
+  say("checkpoint " + dir + gathered + (tc.ckpt_async ? ": in memory, written on a thread" : ""));
+}
+
+void Trainer::wait_for_checkpoint() {
+  if (!saving_.thread.joinable()) return;
+  saving_.thread.join();
+  if (std::exception_ptr e = std::exchange(saving_.error, nullptr)) std::rethrow_exception(e);
 }
 
 void Trainer::report() {
@@ -296,6 +321,7 @@ void Trainer::report() {
 // The end of the run: every stage's peak activations, the pipeline timeline, memory and ZeRO,
 // traffic, summary.json, the report.
 void Trainer::finish() {
+  wait_for_checkpoint();
   TrainState& st = *st_;
   Mesh& mesh = *mesh_;
   const bool stepped = run_.last >= run_.first_step;
@@ -337,12 +363,19 @@ void Trainer::finish() {
   if (run_.writes && stepped) {
     if (world_.size() > 1)
       for (const auto& r : traffic) say(describe_rank_traffic(r));
+    // How long training waited for its checkpoints (with ckpt_async: for the copy to memory).
+    const nlohmann::json checkpoints = {
+        {"async", cfg_.train.ckpt_async},
+        {"count", saving_.count},
+        {"wait_s_mean", saving_.count ? saving_.wait_s / saving_.count : 0.0},
+        {"wait_s_max", saving_.max_wait_s}};
     nlohmann::json compress = compression_summary(cfg_.parallel);
     if (run_.residual_norm >= 0) compress["residual_norm"] = run_.residual_norm;
     write_file_atomically((fs::path(cfg_.train.out_dir) / "summary.json").string(),
                           nlohmann::json{{"sync", sync_name(cfg_.parallel.strategy.sync)},
                                          {"zero", cfg_.parallel.grads.zero},
                                          {"compress", compress},
+                                         {"checkpoints", checkpoints},
                                          {"steps", steps},
                                          {"ranks", traffic},
                                          {"memory", memory},

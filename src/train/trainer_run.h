@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "data/loader.h"
@@ -38,7 +39,8 @@ namespace parallama {
 class Trainer {
  public:
   Trainer(const RunConfig& cfg, const TrainOptions& opt, comm::Group world);
-  int run();  // the exit code: 0, or kExitPreempted after a signal
+  ~Trainer();  // waits for a checkpoint still being written
+  int run();   // the exit code: 0, or kExitPreempted after a signal
 
  private:
   void set_up();
@@ -49,6 +51,9 @@ class Trainer {
   int64_t step(int64_t at);  // the signal that stops the run after this step, or 0
   void evaluate(int64_t at, nlohmann::json& metrics);
   void checkpoint(int64_t at, double loss);
+  // train.ckpt_async: waits until the checkpoint being written on the saving thread is complete
+  // (and `latest` names it); throws its failure.
+  void wait_for_checkpoint();
   void report();
   void finish();
   void say(const std::string& line);
@@ -73,6 +78,15 @@ class Trainer {
     double loss = 0.0;                           // of the last step done
     double residual_norm = -1;                   // error feedback's, at the last step reporting it
     bool writes = false, async = false, preemptible = false;
+  };
+  // Checkpoints: how long training waited for them; with train.ckpt_async, the thread writing
+  // the last one (the writer's) and how it failed.
+  struct Saving {
+    int count = 0;
+    double wait_s = 0, max_wait_s = 0;
+    std::thread thread;
+    std::exception_ptr error;
+    std::string stage_root;  // where an asynchronous checkpoint is copied first
   };
   // What it watches: bytes per step and in total, stragglers, links.
   struct Watch {
@@ -100,6 +114,7 @@ class Trainer {
   std::optional<Balancer> balancer_;
   std::vector<int32_t> tokens_, targets_;  // the micro-batches of a step
   Watch watch_;
+  Saving saving_;
 };
 
 }  // namespace parallama

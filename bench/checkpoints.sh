@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# How long training waits for a checkpoint, synchronous against train.ckpt_async: bench15m on the
+# KJV data (batch 2 of 256 tokens, one process), a checkpoint every 2 steps, 20 steps; the runs
+# alternate (sync, async, sync, ...) ROUNDS times. Prints, per mode, the mean wait per checkpoint
+# of each run (summary.json's checkpoints.wait_s_mean), the median over runs, and the ratio.
+#
+#   bench/checkpoints.sh [--rounds N] [--out DIR]
+#
+# Needs ./build/parallama and data/kjv (scripts/demo.sh makes both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=3 out=runs/checkpoints
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "bench/checkpoints.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "bench/checkpoints.sh: --rounds must be a positive integer" >&2; exit 2; }
+[ -x build/parallama ] && [ -d data/kjv ] || { echo "bench/checkpoints.sh: needs build/parallama and data/kjv (run scripts/demo.sh)" >&2; exit 2; }
+mkdir -p "$out"
+for r in $(seq "$rounds"); do
+  for mode in false true; do
+    dir=$out/async-$mode-$r
+    rm -rf "$dir"
+    ./build/parallama train --config configs/bench15m.toml --data.dir data/kjv \
+      --train.batch_size 2 --train.steps 20 --train.ckpt_every 2 --train.val_every 0 \
+      --train.ckpt_async $mode --train.out_dir "$dir" > "$dir.log" 2>&1 ||
+      { echo "bench/checkpoints.sh: $dir failed: $(tail -3 "$dir.log")" >&2; exit 1; }
+  done
+done
+/usr/bin/python3 - "$out" "$rounds" <<'PY'
+import json, os, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+waits = {m: [json.load(open(os.path.join(out, f"async-{m}-{r}", "summary.json")))["checkpoints"]
+             for r in range(1, rounds + 1)] for m in ("false", "true")}
+size = sum(os.path.getsize(os.path.join(out, "async-true-1", "step-20", f))
+           for f in ("model.safetensors", "optimizer.safetensors")) / 1e6
+print(f"bench15m checkpoint: {size:.1f} MB (model and optimizer), 10 a run, {rounds} runs a mode")
+print("| mode | mean wait per checkpoint, each run (s) | median (s) | longest wait (s) |")
+print("|---|---|---|---|")
+med = {}
+for m, name in (("false", "synchronous"), ("true", "train.ckpt_async")):
+    w = [c["wait_s_mean"] for c in waits[m]]
+    med[m] = statistics.median(w)
+    print(f"| {name} | {', '.join(f'{x:.3f}' for x in w)} | {med[m]:.3f} | "
+          f"{max(c['wait_s_max'] for c in waits[m]):.3f} |")
+print(f"training waits {med['false'] / med['true']:.1f}x less per checkpoint with train.ckpt_async")
+PY
