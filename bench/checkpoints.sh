@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How long training waits for a checkpoint, synchronous against train.ckpt_async: bench15m on the
-# KJV data (batch 2 of 256 tokens, one process), a checkpoint every 2 steps, 20 steps; the runs
+# KJV data (batch 2 of 256 tokens, one process), a checkpoint every 4 steps, 20 steps; the runs
 # alternate (sync, async, sync, ...) ROUNDS times. Prints, per mode, the mean wait per checkpoint
 # of each run (summary.json's checkpoints.wait_s_mean), the median over runs, and the ratio.
 #
@@ -25,7 +25,7 @@ for r in $(seq "$rounds"); do
     dir=$out/async-$mode-$r
     rm -rf "$dir"
     ./build/parallama train --config configs/bench15m.toml --data.dir data/kjv \
-      --train.batch_size 2 --train.steps 20 --train.ckpt_every 2 --train.val_every 0 \
+      --train.batch_size 2 --train.steps 20 --train.ckpt_every 4 --train.val_every 0 \
       --train.ckpt_async $mode --train.out_dir "$dir" > "$dir.log" 2>&1 ||
       { echo "bench/checkpoints.sh: $dir failed: $(tail -3 "$dir.log")" >&2; exit 1; }
   done
@@ -37,7 +37,7 @@ waits = {m: [json.load(open(os.path.join(out, f"async-{m}-{r}", "summary.json"))
              for r in range(1, rounds + 1)] for m in ("false", "true")}
 size = sum(os.path.getsize(os.path.join(out, "async-true-1", "step-20", f))
            for f in ("model.safetensors", "optimizer.safetensors")) / 1e6
-print(f"bench15m checkpoint: {size:.1f} MB (model and optimizer), 10 a run, {rounds} runs a mode")
+print(f"bench15m checkpoint: {size:.1f} MB (model and optimizer), 5 a run, {rounds} runs a mode")
 print("| mode | mean wait per checkpoint, each run (s) | median (s) | longest wait (s) |")
 print("|---|---|---|---|")
 med = {}

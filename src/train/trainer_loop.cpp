@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 
@@ -277,9 +278,19 @@ void Trainer::checkpoint(int64_t at, double loss) {
     cs.extra["tied_embedding_copies"] = "identical";
   }
   std::function<void()> rest;  // train.ckpt_async: what the saving thread does
-  save_checkpoint(dir, st.params, st.optim, cs, mesh_->tp, mesh_->pp, run_.writes,
-                  all ? mesh_->dp : comm::Group(), tc.ckpt_async ? &rest : nullptr,
-                  saving_.stage_root);
+  if (tc.ckpt_async && run_.writes && !all && mesh.tp.size() == 1 && mesh.pp.size() == 1) {
+    // The writer holds every tensor whole: a copy in memory is the whole checkpoint, and the
+    // thread writes it as a process of its own would.
+    snapshot_state();
+    rest = [this, dir, cs] {
+      comm::Group one;
+      save_checkpoint(dir, *saving_.params, *saving_.optim, cs, one, one, true);
+    };
+  } else {
+    save_checkpoint(dir, st.params, st.optim, cs, mesh_->tp, mesh_->pp, run_.writes,
+                    all ? mesh_->dp : comm::Group(), tc.ckpt_async ? &rest : nullptr,
+                    saving_.stage_root);
+  }
   double peak = static_cast<double>(io::take_gather_peak_bytes());  // over the savers
   (all ? roles_.all_workers : mesh_->replica).all_reduce(&peak, 1, DType::F64, comm::ReduceOp::Max);
   if (!run_.writes) return;
@@ -306,6 +317,26 @@ void Trainer::checkpoint(int64_t at, double loss) {
                   " (saving gathered at most %.4f MB on a rank (largest tensor %.4f MB))",
                   peak / 1e6, largest_tensor_bytes(cfg_.model) / 1e6);
   say("checkpoint " + dir + gathered + (tc.ckpt_async ? ": in memory, written on a thread" : ""));
+}
+
+// The parameters and optimizer state copied into buffers kept from one checkpoint to the next
+// (allocated once: no page faults after the first), on all threads.
+void Trainer::snapshot_state() {
+  const ParamBuffer& p = st_->params;
+  const Optimizer& o = st_->optim;
+  if (!saving_.params) {
+    saving_.params.emplace(p.layout());
+    saving_.optim.emplace(o.layout(), o.config());
+  }
+  auto copy = [](float* to, const float* from, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += 1 << 16)
+      std::memcpy(to + i, from + i,
+                  sizeof(float) * static_cast<size_t>(std::min<int64_t>(1 << 16, n - i)));
+  };
+  copy(saving_.params->data(), p.data(), p.size());
+  for (int i = 0; i < o.num_states(); ++i) copy(saving_.optim->state(i), o.state(i), p.size());
+  saving_.optim->set_steps_taken(o.steps_taken());
 }
 
 void Trainer::wait_for_checkpoint() {

@@ -54,6 +54,7 @@ class Trainer {
   // train.ckpt_async: waits until the checkpoint being written on the saving thread is complete
   // (and `latest` names it); throws its failure.
   void wait_for_checkpoint();
+  void snapshot_state();  // train.ckpt_async, the writer holding every tensor: a copy in memory
   void report();
   void finish();
   void say(const std::string& line);
@@ -86,7 +87,9 @@ class Trainer {
     double wait_s = 0, max_wait_s = 0;
     std::thread thread;
     std::exception_ptr error;
-    std::string stage_root;  // where an asynchronous checkpoint is copied first
+    std::string stage_root;  // where an asynchronous checkpoint is copied first (gathered ones)
+    std::optional<ParamBuffer> params;  // the copy of a writer that holds every tensor
+    std::optional<Optimizer> optim;
   };
   // What it watches: bytes per step and in total, stragglers, links.
   struct Watch {
