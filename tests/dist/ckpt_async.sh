@@ -2,7 +2,8 @@
 # train.ckpt_async: the checkpoint is copied to memory and written on a thread while training
 # goes on.
 #   (a) The files equal a synchronous run's, byte for byte (model and optimizer, every
-#       checkpoint), at dp 2 with ZeRO 1 and at tp 2; a run resumed from them continues as the
+#       checkpoint), at dp 2 (rank 0 copies its own state) and, gathered and staged in memory, at
+#       dp 2 with ZeRO 1 and at tp 2; a run resumed from them continues as the
 #       synchronous one does; summary.json counts the checkpoints and the time training waited.
 #   (b) A process killed (SIGKILL) at random moments while it checkpoints every step leaves
 #       `latest` naming a complete checkpoint that loads, every time, and never a half one.
@@ -10,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 prepare_tiny
 run=(train --config "$src/configs/tiny.toml" --data.dir data --model.vocab_size 400
      --train.val_every 0 --optim.warmup_steps 3 --train.steps 12 --train.ckpt_every 4)
-for layout in "--dp 2 --zero 1" "--tp 2"; do
+for layout in "--dp 2" "--dp 2 --zero 1" "--tp 2"; do
   name=$(echo "$layout" | tr -d ' -')
   # shellcheck disable=SC2086
   mpi 2 "${run[@]}" $layout --train.out_dir "sync_$name" > "sync_$name.log"
