@@ -74,6 +74,7 @@ std::string local_address(const std::string& subnet) {
     found = inet_ntop(AF_INET, &a, text, sizeof text);
   }
   freeifaddrs(all);
+  if (found.empty() && subnet.empty()) return "127.0.0.1";  // a machine on its own
   if (found.empty())
     throw Error("launch: this host has no IPv4 address" +
                 (subnet.empty() ? std::string() : " in " + subnet));

@@ -20,7 +20,8 @@ std::vector<Host> read_hostfile(const std::string& path);
 // HOST COMMAND"), each host runs `self launch --connect ADDR:PORT`, which opens a TCP connection
 // back to this process over the network the job uses and names its host. A host answers when that
 // connection arrives, so a host that is down, unreachable by the agent or cut off from this host's
-// network does not. subnet (CIDR, e.g. "10.7.0.0/24"; empty: any) picks this host's address.
+// network does not. subnet (CIDR, e.g. "10.7.0.0/24"; empty: any) picks this host's address
+// (without one and without any address but loopback: 127.0.0.1).
 std::vector<bool> probe_hosts(const std::vector<Host>& hosts, const std::string& agent,
                               const std::string& self, const std::string& subnet, double timeout_s);
 

@@ -206,7 +206,12 @@ struct Record {
   const Attempt& result;
   int64_t checkpoint_from, checkpoint_to;
   double seconds, seconds_lost;
+  std::chrono::system_clock::time_point started, ended;
 };
+
+double unix_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
 
 // One line of RUN_DIR/launches.jsonl.
 void record(const std::string& out_dir, const Record& r) {
@@ -223,6 +228,8 @@ void record(const std::string& out_dir, const Record& r) {
                       {"checkpoint_from", r.checkpoint_from},
                       {"checkpoint_to", r.checkpoint_to},
                       {"seconds", r.seconds},
+                      {"started_at", unix_seconds(r.started)},
+                      {"ended_at", unix_seconds(r.ended)},
                       {"seconds_lost", r.seconds_lost}};
   for (const Host& h : r.hosts) j["hosts"].push_back(h.name);
   if (!r.result.lost.empty())
@@ -293,9 +300,10 @@ int supervise(const Options& given, const std::vector<std::string>& train_args,
     const Attempt a = run_job(cmd);
     const auto t1 = std::chrono::system_clock::now();
     const int64_t step_to = latest_step(out_dir);
-    record(out_dir, {attempt, hosts, layout, batch, a, step_from, step_to,
-                     std::chrono::duration<double>(t1 - t0).count(),
-                     a.code == 0 ? 0.0 : seconds_after(out_dir, step_to, step_from, t0, t1)});
+    record(out_dir,
+           {attempt, hosts, layout, batch, a, step_from, step_to,
+            std::chrono::duration<double>(t1 - t0).count(),
+            a.code == 0 ? 0.0 : seconds_after(out_dir, step_to, step_from, t0, t1), t0, t1});
     if (a.code == 0) return 0;
     if (a.forwarded || a.code == kExitPreempted) return a.code;
     const std::vector<Host> left = answering(hosts, opt, self, a.lost);

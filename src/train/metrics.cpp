@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -78,6 +79,8 @@ void Progress::step(nlohmann::json j, int64_t tokens_this_step) {
   const double el = elapsed();
   const int64_t step = j["step"].get<int64_t>();
   j["elapsed"] = el;
+  j["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+                  .count();  // when the step ended, in Unix seconds (to line runs up)
   if (const int err = out_.append(j.dump())) fail(err);
   const double done = static_cast<double>(step - first_step_);
   const double eta = done > 0 ? el / done * static_cast<double>(total_ - step) : 0.0;

@@ -27,7 +27,7 @@ strip() { /usr/bin/python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
     j = json.loads(line)
-    for timing in ("elapsed", "tokens_per_s", "compute_s", "wait_s"): j.pop(timing)
+    for timing in ("elapsed", "time", "tokens_per_s", "compute_s", "wait_s"): j.pop(timing)
     print(json.dumps(j, sort_keys=True))' "$1"; }
 diff <(strip full/metrics.jsonl) <(strip part/metrics.jsonl) > /dev/null || fail "resumed losses differ"
 cmp full/step-40/model.safetensors part/step-40/model.safetensors || fail "resumed weights differ"
@@ -35,7 +35,7 @@ cmp full/step-40/model.safetensors part/step-40/model.safetensors || fail "resum
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert [r["step"] for r in rows] == list(range(1, 41)), "one line per step"
-for k in ("loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "compute_s", "wait_s"):
+for k in ("loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "time", "compute_s", "wait_s"):
     assert all(k in r for r in rows), k
 vals = [r["val_loss"] for r in rows if "val_loss" in r]
 assert len(vals) == 4 and vals[-1] < vals[0] and vals[-1] < math.log(400) - 1, vals
