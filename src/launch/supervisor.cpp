@@ -95,6 +95,18 @@ Layout layout_for(int procs, const Layout& first, int batch, int64_t global,
               " and the global batch of " + std::to_string(global) + " sequences");
 }
 
+// The last step metrics.jsonl records (0: none): how far an attempt got before it ended.
+int64_t last_logged_step(const std::string& out_dir) {
+  std::ifstream in(fs::path(out_dir) / "metrics.jsonl");
+  int64_t last = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer())
+      last = j["step"].get<int64_t>();
+  }
+  return last;
+}
+
 int64_t latest_step(const std::string& out_dir) {
   std::ifstream in(fs::path(out_dir) / "latest");
   std::string name;
@@ -204,7 +216,7 @@ struct Record {
   const Layout& layout;
   int batch;
   const Attempt& result;
-  int64_t checkpoint_from, checkpoint_to;
+  int64_t checkpoint_from, checkpoint_to, last_step;
   double seconds, seconds_lost;
   std::chrono::system_clock::time_point started, ended;
 };
@@ -227,6 +239,7 @@ void record(const std::string& out_dir, const Record& r) {
                       {"exit_code", r.result.code},
                       {"checkpoint_from", r.checkpoint_from},
                       {"checkpoint_to", r.checkpoint_to},
+                      {"steps_done", std::max<int64_t>(0, r.last_step - r.checkpoint_from)},
                       {"seconds", r.seconds},
                       {"started_at", unix_seconds(r.started)},
                       {"ended_at", unix_seconds(r.ended)},
@@ -301,7 +314,7 @@ int supervise(const Options& given, const std::vector<std::string>& train_args,
     const auto t1 = std::chrono::system_clock::now();
     const int64_t step_to = latest_step(out_dir);
     record(out_dir,
-           {attempt, hosts, layout, batch, a, step_from, step_to,
+           {attempt, hosts, layout, batch, a, step_from, step_to, last_logged_step(out_dir),
             std::chrono::duration<double>(t1 - t0).count(),
             a.code == 0 ? 0.0 : seconds_after(out_dir, step_to, step_from, t0, t1), t0, t1});
     if (a.code == 0) return 0;

@@ -65,9 +65,11 @@ first, second = a
 assert len(first["hosts"]) == 4 and first["exit_code"] != 0, first
 assert first["layout"] == {"dp": 4, "tp": 1, "pp": 1, "micro_batches": 3, "batch_size": 1}, first
 assert first["checkpoint_to"] >= 20 and first["seconds_lost"] >= 0, first
+assert first["steps_done"] >= first["checkpoint_to"], first
 assert sys.argv[2] not in second["hosts"] and len(second["hosts"]) == 3, second
 assert second["layout"]["dp"] == 3 and second["layout"]["micro_batches"] == 4, second
 assert second["exit_code"] == 0 and second["checkpoint_to"] == int(sys.argv[3]), second
+assert second["steps_done"] == int(sys.argv[3]) - second["checkpoint_from"], second
 print(f"attempt 1 reached checkpoint {first['checkpoint_to']}, lost {first['seconds_lost']:.1f} s; "
       f"attempt 2 on {second['hosts']} completed")
 PY
