@@ -222,30 +222,6 @@ struct Finish {
   }
 };
 
-// Copies every file of `from` into `to` (made here), each flushed to disk.
-void copy_durably(const fs::path& from, const fs::path& to) {
-  fs::create_directories(to);
-  for (const auto& e : fs::directory_iterator(from)) {
-    const std::string src = e.path().string(), dst = (to / e.path().filename()).string();
-    std::ifstream in(src, std::ios::binary);
-    std::FILE* out = std::fopen(dst.c_str(), "wb");
-    if (!in || !out) {
-      if (out) std::fclose(out);
-      throw Error("cannot copy " + src + " to " + dst + ": " + std::strerror(errno));
-    }
-    std::vector<char> buf(size_t{8} << 20);
-    bool ok = true;
-    while (ok && in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      const size_t n = static_cast<size_t>(in.gcount());
-      ok = std::fwrite(buf.data(), 1, n, out) == n;
-    }
-    ok = ok && !in.bad() && std::fflush(out) == 0 && ::fsync(fileno(out)) == 0;
-    ok = std::fclose(out) == 0 && ok;
-    if (!ok) throw Error("cannot write " + dst + ": " + std::strerror(errno));
-  }
-}
-
 }  // namespace
 
 void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Optimizer& optim,
@@ -289,7 +265,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
     *deferred = [finish, stage = tmp] {
       try {
         fs::remove_all(finish.tmp);
-        copy_durably(stage, finish.tmp);
+        fs::copy(stage, finish.tmp);  // finish() flushes it to disk
         fs::remove_all(stage);
         finish();
       } catch (...) {

@@ -21,14 +21,14 @@
 #include "launch/process.h"
 #include "tensor/error.h"
 #include "train/preempt.h"
+#include "train/run_dir.h"
+#include "train/trainer.h"
 
 namespace parallama::launch {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr int kExitPreempted = 75;  // train's graceful stop (train/trainer.h)
 
 struct Layout {
   int dp = 1, tp = 1, pp = 1, micro = 1;
@@ -107,11 +107,10 @@ int64_t last_logged_step(const std::string& out_dir) {
   return last;
 }
 
+// The step of the run's newest complete checkpoint, 0 if none.
 int64_t latest_step(const std::string& out_dir) {
-  std::ifstream in(fs::path(out_dir) / "latest");
-  std::string name;
-  if (!(in >> name) || name.rfind("step-", 0) != 0) return 0;
-  return std::atoll(name.c_str() + 5);
+  const std::string dir = latest_checkpoint(out_dir);
+  return dir.empty() ? 0 : step_of(fs::path(dir).filename().string());
 }
 
 // Hosts that the job's errors name as lost: a process killed by a signal, a daemon that stopped

@@ -17,8 +17,6 @@ namespace fs = std::filesystem;
 
 namespace parallama {
 
-namespace {
-
 // N of a directory named step-N (N digits only), else -1.
 long long step_of(const std::string& name) {
   if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return -1;
@@ -26,6 +24,8 @@ long long step_of(const std::string& name) {
     if (name[i] < '0' || name[i] > '9') return -1;
   return std::stoll(name.substr(5));
 }
+
+namespace {
 
 bool is_checkpoint(const fs::path& dir) {
   std::error_code ec;

@@ -21,6 +21,9 @@ class RunDirLock {
   int fd_ = -1;
 };
 
+// N of a directory named step-N (N digits only), else -1.
+long long step_of(const std::string& name);
+
 // The newest complete checkpoint of a run directory: the one `latest` names, or, if that is
 // missing or incomplete, the complete step-N with the largest N; "" when there is none.
 std::string latest_checkpoint(const std::string& run_dir);
