@@ -173,8 +173,8 @@ Model start_model(const RunConfig& cfg, const std::string& init, bool scratch, i
     load_checkpoint_model(init, body, one, one);
     std::copy(body.data(), body.data() + body.size(), m.params->data());
     init_head(*m.params, seed);
-    const io::SafeTensorsReader r((fs::path(init) / "model.safetensors").string());
-    r.read_f32("model.norm.weight", m.params->data() + hl.norm(), Shape{hl.C});
+    io::open_checkpoint_tensors(init, "model")
+        ->read_f32("model.norm.weight", m.params->data() + hl.norm(), Shape{hl.C});
   }
   return m;
 }

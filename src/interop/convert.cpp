@@ -224,7 +224,8 @@ struct CheckedCheckpoint {
   std::string dir;
   json tj;
   RunConfig rc;
-  std::string model_path, tok_path;
+  std::string tok_path;
+  std::unique_ptr<io::TensorSource> weights;  // its one file, or its ranks' pieces
 };
 
 CheckedCheckpoint open_checkpoint(std::string ckpt) {
@@ -232,22 +233,18 @@ CheckedCheckpoint open_checkpoint(std::string ckpt) {
     if (const std::string latest = latest_checkpoint(ckpt); !latest.empty()) ckpt = latest;
   const json tj = read_trainer_json(ckpt);
   const RunConfig rc = checkpoint_config(tj, ckpt + "/trainer.json");
-  const std::string model_path = (fs::path(ckpt) / "model.safetensors").string();
-  if (!fs::exists(model_path)) throw Error(model_path + ": missing from the checkpoint");
-  const std::string want = tj["checksums"]["model.safetensors"].get<std::string>();
-  if (const std::string got = file_checksum(model_path); got != want)
-    throw Error(model_path + ": checksum " + got + " does not match trainer.json (" + want +
-                "); the file is corrupt or truncated");
+  for (const std::string& f : io::checkpoint_tensor_files(tj, false))
+    verify_checkpoint_file(ckpt, tj, f);
   const std::string tok_path = tokenizer_in(ckpt, "checkpoint");
   check_tokenizer_hash(tok_path, tj["tokenizer_hash"].get<uint64_t>(), ckpt);
-  return {ckpt, tj, rc, model_path, tok_path};
+  return {ckpt, tj, rc, tok_path, io::open_checkpoint_tensors(ckpt, "model")};
 }
 
 void checkpoint_to_hf(const std::string& from, const std::string& out, const std::string& dtype,
                       double shard_mb, bool allow_overflow) {
   const auto start = std::chrono::steady_clock::now();
   const CheckedCheckpoint c = open_checkpoint(from);
-  const std::string &ckpt = c.dir, &model_path = c.model_path, &tok_path = c.tok_path;
+  const std::string &ckpt = c.dir, &tok_path = c.tok_path;
   const json& tj = c.tj;
   const LlamaConfig& m = c.rc.model;
   // The type asked for; else the one the model was converted from; else fp32, as trained.
@@ -256,12 +253,12 @@ void checkpoint_to_hf(const std::string& from, const std::string& out, const std
     type = tj["converted_from"].value("torch_dtype", "");
   const DType dt = io::parse_hf_dtype(type.empty() ? "f32" : type);
 
-  const io::SafeTensorsReader r(model_path);
+  const io::TensorSource& r = *c.weights;
   const ParamLayout layout(m, ModelShard::whole(m));
   std::vector<io::TensorDecl> decls;
   for (const ParamSpec& s : layout.specs()) {
     if (r.info(s.name).shape != s.full_shape)
-      throw Error(model_path + ": tensor " + s.name + " has shape " +
+      throw Error(r.path() + ": tensor " + s.name + " has shape " +
                   shape_str(r.info(s.name).shape) + " but the checkpoint's config gives " +
                   shape_str(s.full_shape));
     decls.push_back({s.name, s.full_shape, dt});
@@ -330,7 +327,7 @@ void checkpoint_to_gguf(const std::string& from, const std::string& out, const s
   info.bpe = std::move(bpe);
   info.add_bos = true;   // generate puts <s> before the prompt; shards have <s> before each line
   info.add_eos = false;  // and no </s> after it
-  io::write_llama_gguf(c.rc.model, c.model_path, info, out, type, allow_overflow);
+  io::write_llama_gguf(c.rc.model, *c.weights, info, out, type, allow_overflow);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("converted %s (%.2fM parameters) to gguf:%s, %s, %.1f MB, in %.1f s\n", c.dir.c_str(),
               c.rc.model.num_params() / 1e6, out.c_str(), io::ggml_type_name(type),

@@ -1,5 +1,6 @@
 #include "io/checkpoint.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -190,18 +192,27 @@ std::string file_checksum(const std::string& path) {
 
 namespace {
 
+void sync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
 // What the writer does once the tensor files are in tmp: the copied files, trainer.json (with the
 // checksums of `files`; written last, it marks the directory complete), everything flushed to
 // disk, and tmp renamed to final_dir (replacing an older checkpoint of that name).
 struct Finish {
   fs::path tmp, final_dir;
   std::vector<std::string> files, copy_files;
-  nlohmann::json trainer;  // without the checksums
+  nlohmann::json trainer;                        // without the checksums
+  std::map<std::string, std::string> checksums;  // known already (the ranks' pieces)
 
   void operator()() const {
     const fs::path parent = final_dir.parent_path();
     for (const auto& f : copy_files) fs::copy_file(f, tmp / fs::path(f).filename());
     nlohmann::json j = trainer;
+    for (const auto& [name, sum] : checksums) j["checksums"][name] = sum;
     for (const std::string& name : files)
       j["checksums"][name] = file_checksum((tmp / name).string());
     seal_json(j);
@@ -219,6 +230,7 @@ struct Finish {
     } else {
       fs::rename(tmp, final_dir);
     }
+    sync_dir(parent);  // the rename itself on disk
   }
 };
 
@@ -228,11 +240,14 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
                      const CheckpointState& state, comm::Group& tp, comm::Group& pp, bool writer,
                      comm::Group dp, std::function<void()>* deferred,
                      const std::string& stage_root) {
-  io::replica_writer(tp, pp, writer, "saving " + dir, dp);  // throws unless exactly one writes
+  // Throws unless exactly one writes; the temporary directory is named after its process.
+  const io::WriterAt w = io::replica_writer(tp, pp, writer, "saving " + dir, dp);
   const fs::path final_dir(dir);
   const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
   const std::string tmp_name =
-      "." + final_dir.filename().string() + ".tmp-" + std::to_string(getpid());
+      "." + final_dir.filename().string() + ".tmp-" + std::to_string(w.pid);
+  if (state.per_rank && deferred)
+    throw Error("saving " + dir + ": a checkpoint written by every rank is not deferred");
   // Deferred, the files go to a staging directory in memory first (see the header).
   const bool staged = deferred != nullptr;
   const fs::path tmp = staged ? fs::path(stage_root) / ("parallama" + tmp_name) : parent / tmp_name;
@@ -245,9 +260,23 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
     });
   io::agree_on_failure(tp, pp, dp, error);
   std::vector<std::string> files(std::begin(kTensorFiles), std::end(kTensorFiles));
+  const int ranks = tp.size() * pp.size() * dp.size();
+  std::map<std::string, std::string> pieces;  // per rank: every piece file's checksum
   try {
-    io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer, dp);
-    io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer, dp);
+    if (state.per_rank) {  // each rank its own pieces, at once; then the writer indexes them
+      files = {io::kPieceIndex};
+      const int rank = (dp.rank() * pp.size() + pp.rank()) * tp.size() + tp.rank();
+      io::guarded(error, [&] { io::write_rank_pieces(tmp, rank, params, optim, state.share); });
+      io::agree_on_failure(tp, pp, dp, error);
+      if (writer)
+        io::guarded(error, [&] {
+          pieces = io::make_piece_index(tmp, ranks, params.layout().config(), optim);
+        });
+      io::agree_on_failure(tp, pp, dp, error);
+    } else {
+      io::save_params(params, (tmp / "model.safetensors").string(), tp, pp, writer, dp);
+      io::save_optimizer(optim, (tmp / "optimizer.safetensors").string(), tp, pp, writer, dp);
+    }
     if (state.more_files)
       for (std::string& f : state.more_files(tmp)) files.push_back(std::move(f));
   } catch (...) {
@@ -259,7 +288,7 @@ void save_checkpoint(const std::string& dir, const ParamBuffer& params, const Op
   j["format"] = kFormat;
   j["step"] = state.step;
   j["data_position"] = state.data_position;
-  Finish finish{staged ? parent / tmp_name : tmp, final_dir, files, state.copy_files, j};
+  Finish finish{staged ? parent / tmp_name : tmp, final_dir, files, state.copy_files, j, pieces};
   if (staged) {  // every rank: the rest is the writer's alone, on its thread
     if (!writer) return;
     *deferred = [finish, stage = tmp] {
@@ -348,7 +377,11 @@ nlohmann::json parse_trainer_json(const std::string& text, const std::string& so
     throw bad("\"tokenizer_hash\" is not an unsigned integer");
   if (!j.contains("checksums") || !j["checksums"].is_object())
     throw bad("no \"checksums\" of the tensor files");
-  for (const char* name : kTensorFiles)
+  // The two whole files, or (written by every rank) the index of the pieces.
+  const bool pieces = j["checksums"].contains(io::kPieceIndex);
+  for (const char* name :
+       pieces ? std::vector<const char*>{io::kPieceIndex}
+              : std::vector<const char*>(std::begin(kTensorFiles), std::end(kTensorFiles)))
     if (!is_hex16(j["checksums"].value(name, nlohmann::json())))
       throw bad(std::string("the checksum of ") + name + " is not 16 hex digits");
   for (const auto& [name, sum] : j["checksums"].items())
@@ -404,17 +437,20 @@ void verify_checkpoint_files(const std::string& dir, const nlohmann::json& train
 
 namespace {
 
-// Reads trainer.json, verifies the first `files` tensor files (file i on the replica's rank
-// i % (tp.size() · pp.size()), counting tensor-parallel ranks fastest), then runs read on every
+// Reads trainer.json, verifies the model's tensor files, and with `optimizer` the optimizer's
+// (io::checkpoint_tensor_files; file i on the replica's rank i % (tp.size() · pp.size()),
+// counting tensor-parallel ranks fastest), then runs read on every
 // rank; throws on every rank of the replica if any of that failed anywhere.
 template <class F>
-nlohmann::json load(const std::string& dir, int files, comm::Group& tp, comm::Group& pp, F&& read) {
+nlohmann::json load(const std::string& dir, bool optimizer, comm::Group& tp, comm::Group& pp,
+                    F&& read) {
   std::exception_ptr error;
   nlohmann::json j;
   io::guarded(error, [&] { j = read_trainer_json(dir); });
   const int me = pp.rank() * tp.size() + tp.rank(), ranks = pp.size() * tp.size();
-  for (int i = 0; i < files; ++i)
-    if (i % ranks == me) io::guarded(error, [&] { verify(dir, j, kTensorFiles[i]); });
+  const std::vector<std::string> files = io::checkpoint_tensor_files(j, optimizer);
+  for (size_t i = 0; i < files.size(); ++i)
+    if (static_cast<int>(i % ranks) == me) io::guarded(error, [&] { verify(dir, j, files[i]); });
   io::agree_on_failure(tp, pp, error);  // no rank reads tensors of a file that failed its checksum
   io::guarded(error, [&] { read(fs::path(dir)); });
   io::agree_on_failure(tp, pp, error);
@@ -425,15 +461,16 @@ nlohmann::json load(const std::string& dir, int files, comm::Group& tp, comm::Gr
 
 void load_checkpoint_model(const std::string& dir, ParamBuffer& params, comm::Group& tp,
                            comm::Group& pp) {
-  load(dir, 1, tp, pp,
-       [&](const fs::path& d) { io::load_params(params, (d / "model.safetensors").string()); });
+  load(dir, false, tp, pp, [&](const fs::path& d) {
+    io::read_params(*io::open_checkpoint_tensors(d.string(), "model"), params);
+  });
 }
 
 CheckpointState load_checkpoint(const std::string& dir, ParamBuffer& params, Optimizer& optim,
                                 comm::Group& tp, comm::Group& pp) {
-  const nlohmann::json j = load(dir, 2, tp, pp, [&](const fs::path& d) {
-    io::load_params(params, (d / "model.safetensors").string());
-    io::load_optimizer(optim, (d / "optimizer.safetensors").string());
+  const nlohmann::json j = load(dir, true, tp, pp, [&](const fs::path& d) {
+    io::read_params(*io::open_checkpoint_tensors(d.string(), "model"), params);
+    io::load_optimizer(optim, *io::open_checkpoint_tensors(d.string(), "optimizer"));
   });
   CheckpointState s;
   s.step = j["step"].get<int64_t>();

@@ -1,10 +1,12 @@
 #pragma once
 // Checkpoint directories: model.safetensors (whole tensors, HF Llama names),
 // optimizer.safetensors, and trainer.json (step, data position, RNG state, config, layout and
-// checksums of the two tensor files). A checkpoint is written into a temporary directory and
+// checksums of the tensor files). Or, written by every rank (io/pieces.h), each rank's pieces
+// (model.rank-R.safetensors, optimizer.rank-R.safetensors) and pieces.json, their index, in
+// place of the two files. A checkpoint is written into a temporary directory, flushed to disk and
 // renamed into place, so a crash never leaves a half checkpoint that looks complete. Tensors are
-// stored whole whatever the layout that wrote them, so a checkpoint written by any layout loads
-// into any other.
+// stored whole, or as pieces that say where in the whole tensor they go, so a checkpoint written
+// by any layout loads into any other.
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include <string>
 
 #include "comm/group.h"
+#include "io/pieces.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
 #include "tensor/hash.h"
@@ -28,6 +31,11 @@ struct CheckpointState {
   // file is written, with the temporary directory; returns the names of the files written there
   // (on the writer; checksummed in trainer.json like model.safetensors).
   std::function<std::vector<std::string>(const std::filesystem::path& tmp)> more_files;
+  // Written by every rank (train.ckpt_per_rank): each rank of every replica that calls
+  // save_checkpoint writes its own pieces; of the tensors the replicas hold alike, those `share`
+  // names (io::PieceShare).
+  bool per_rank = false;
+  io::PieceShare share{};
 };
 
 // Writes dir (replacing an older checkpoint of the same name only once the new one is complete).

@@ -420,10 +420,8 @@ struct Out {
 
 }  // namespace
 
-void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors,
-                      const GgufModelInfo& info, const std::string& out, GgmlType type,
-                      bool allow_overflow) {
-  const SafeTensorsReader r(model_safetensors);
+void write_llama_gguf(const LlamaConfig& m, const TensorSource& r, const GgufModelInfo& info,
+                      const std::string& out, GgmlType type, bool allow_overflow) {
   const int64_t C = m.dim, F = m.ffn_dim, V = m.vocab_size, D = m.head_dim();
   const int64_t QD = m.q_dim(), KD = m.kv_dim();
   SpmModel spm;
@@ -467,9 +465,8 @@ void write_llama_gguf(const LlamaConfig& m, const std::string& model_safetensors
   if (!m.tie_embeddings) plan.push_back({"lm_head.weight", "output.weight", {V, C}, matrix(C)});
   for (const Out& o : plan)
     if (r.info(o.hf).shape != o.shape)
-      throw Error(model_safetensors + ": tensor " + o.hf + " has shape " +
-                  shape_str(r.info(o.hf).shape) + " but the model's config gives " +
-                  shape_str(o.shape));
+      throw Error(r.path() + ": tensor " + o.hf + " has shape " + shape_str(r.info(o.hf).shape) +
+                  " but the model's config gives " + shape_str(o.shape));
 
   // llama3 rope_scaling: llama.cpp divides each plain frequency theta^(-2i/D) by rope_freqs[i].
   std::vector<float> rope_freqs;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "io/tensor_source.h"
 #include "model/config.h"
 #include "tensor/tensor.h"
 
@@ -112,7 +113,7 @@ struct GgufModelInfo {
 };
 
 // Writes `out` (a GGUF file of architecture "llama") from the checkpoint weights in
-// model_safetensors (Hugging Face Llama names, shapes as `model` gives), tensor by tensor in
+// `weights` (Hugging Face Llama names, shapes as `model` gives), tensor by tensor in
 // pieces of a few MiB: matrices as `type` (Q8_0 falls back to F16 for a tensor whose rows are
 // not a whole number of blocks), norms always F32, q and k rows permuted per head to llama.cpp's
 // rotary convention, output.weight left out when the embedding is tied, and for llama3
@@ -120,7 +121,7 @@ struct GgufModelInfo {
 // anything for a tensor of the wrong shape, a tokenizer with more pieces than the model has
 // rows, or values an F16 tensor cannot hold (io::check_f16_range), unless allow_overflow: then
 // those are clamped to ±65504.
-void write_llama_gguf(const LlamaConfig& model, const std::string& model_safetensors,
+void write_llama_gguf(const LlamaConfig& model, const TensorSource& weights,
                       const GgufModelInfo& info, const std::string& out, GgmlType type,
                       bool allow_overflow = false);
 

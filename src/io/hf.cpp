@@ -291,7 +291,7 @@ nlohmann::ordered_json hf_index_json(const std::vector<HfShard>& shards) {
   return j;
 }
 
-void read_f32_pieces(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+void read_f32_pieces(const TensorSource& r, const std::string& name, const Shape& shape,
                      std::vector<float>& buf, int64_t piece_floats,
                      const std::function<void(float*, int64_t)>& got) {
   const int64_t n = numel(shape);
@@ -312,7 +312,7 @@ void read_f32_pieces(const SafeTensorsReader& r, const std::string& name, const 
   }
 }
 
-void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+void copy_tensor(const TensorSource& r, const std::string& name, const Shape& shape,
                  SafeTensorsStreamWriter& out, const std::string& out_name, std::vector<float>& buf,
                  int64_t piece_floats, bool clamp_f16) {
   read_f32_pieces(r, name, shape, buf, piece_floats, [&](float* x, int64_t n) {
@@ -321,7 +321,7 @@ void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shap
   });
 }
 
-void check_f16_range(const SafeTensorsReader& r,
+void check_f16_range(const TensorSource& r,
                      const std::vector<std::pair<std::string, Shape>>& tensors,
                      bool allow_overflow) {
   constexpr int64_t kPiece = int64_t{1} << 20;

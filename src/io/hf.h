@@ -78,12 +78,12 @@ nlohmann::ordered_json hf_index_json(const std::vector<HfShard>& shards);
 // Reads tensor `name` of r (stored shape `shape`, any dtype) as fp32 in pieces of about
 // `piece_floats` elements (whole rows; a vector at once) through buf: got(values, count), in
 // order (got may change the values: they are buf's).
-void read_f32_pieces(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+void read_f32_pieces(const TensorSource& r, const std::string& name, const Shape& shape,
                      std::vector<float>& buf, int64_t piece_floats,
                      const std::function<void(float*, int64_t)>& got);
 // Copies tensor `name` of r to out as the next tensor `out_name`, as read_f32_pieces reads it;
 // with clamp_f16, values beyond fp16's range become ±65504 first (tensor/f16.h).
-void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shape& shape,
+void copy_tensor(const TensorSource& r, const std::string& name, const Shape& shape,
                  SafeTensorsStreamWriter& out, const std::string& out_name, std::vector<float>& buf,
                  int64_t piece_floats, bool clamp_f16 = false);
 
@@ -91,7 +91,7 @@ void copy_tensor(const SafeTensorsReader& r, const std::string& name, const Shap
 // stored shape in r) that fp16 cannot hold (f16_overflows: they would become ±inf). Unless
 // allow_overflow, any such value is Error with one line naming the tensors and their counts;
 // with it, one warning line on stderr says how many will be clamped to ±65504.
-void check_f16_range(const SafeTensorsReader& r,
+void check_f16_range(const TensorSource& r,
                      const std::vector<std::pair<std::string, Shape>>& tensors,
                      bool allow_overflow);
 

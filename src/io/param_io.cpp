@@ -1,5 +1,7 @@
 #include "io/param_io.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <map>
 #include <vector>
@@ -26,8 +28,7 @@ std::exception_ptr agreed(comm::Group& group, std::exception_ptr error) {
   if (group.size() == 1) return error;
   const int64_t mine = error ? 1 : 0;
   std::vector<int64_t> failed(group.size());
-  group.all_gather(&mine, failed.data(), std::vector<int64_t>(group.size(), 1),
-                   DType::I64);
+  group.all_gather(&mine, failed.data(), std::vector<int64_t>(group.size(), 1), DType::I64);
   int first = 0;
   while (first < group.size() && !failed[first]) ++first;
   if (first == group.size()) return nullptr;
@@ -59,20 +60,21 @@ void agree_on_failure(comm::Group& tp, comm::Group& pp, comm::Group& dp, std::ex
 WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what,
                         comm::Group dp) {
   // Summed over the stage, then over the stages (and the replicas): every rank gets the same.
-  int64_t v[3] = {writer ? 1 : 0, writer ? tp.rank() : 0, writer ? pp.rank() : 0};
-  tp.all_reduce(v, 3, DType::I64);
-  pp.all_reduce(v, 3, DType::I64);
-  dp.all_reduce(v, 3, DType::I64);
+  int64_t v[4] = {writer ? 1 : 0, writer ? tp.rank() : 0, writer ? pp.rank() : 0,
+                  writer ? static_cast<int64_t>(getpid()) : 0};
+  tp.all_reduce(v, 4, DType::I64);
+  pp.all_reduce(v, 4, DType::I64);
+  dp.all_reduce(v, 4, DType::I64);
   if (v[0] != 1)
     throw Error(what +
                 ": exactly one rank of the tensor-parallel and pipeline groups must write, not " +
                 std::to_string(v[0]));
-  return {static_cast<int>(v[1]), static_cast<int>(v[2])};
+  return {static_cast<int>(v[1]), static_cast<int>(v[2]), v[3]};
 }
 
 namespace {
 
-void refuse_untied_head(const SafeTensorsReader& r, const LlamaConfig& config,
+void refuse_untied_head(const TensorSource& r, const LlamaConfig& config,
                         const std::string& prefix) {
   if (config.tie_embeddings && r.has(prefix + "lm_head.weight"))
     throw Error(r.path() +
@@ -81,8 +83,8 @@ void refuse_untied_head(const SafeTensorsReader& r, const LlamaConfig& config,
 }
 
 // This shard's part of one tensor (its tensor-parallel slice), into p.
-void read_tensor(const SafeTensorsReader& r, const ParamSpec& s, int tp_size,
-                 const std::string& prefix, float* p) {
+void read_tensor(const TensorSource& r, const ParamSpec& s, int tp_size, const std::string& prefix,
+                 float* p) {
   const std::string name = prefix + s.name;
   if (s.split_axis < 0 || tp_size == 1) return r.read_f32(name, p, s.shape);
   r.read_f32_slice(name, p, s.full_shape, s.split_axis, s.split_offset, s.shape[s.split_axis]);
@@ -90,7 +92,7 @@ void read_tensor(const SafeTensorsReader& r, const ParamSpec& s, int tp_size,
 
 }  // namespace
 
-void read_params(const SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix) {
+void read_params(const TensorSource& r, ParamBuffer& params, const std::string& prefix) {
   refuse_untied_head(r, params.layout().config(), prefix);
   const int tp_size = params.layout().shard().tp_size;
   params.visit([&](const ParamSpec& s, float* p) { read_tensor(r, s, tp_size, prefix, p); });
@@ -101,7 +103,11 @@ void load_params(ParamBuffer& params, const std::string& path) {
 }
 
 void load_optimizer(Optimizer& optim, const std::string& path) {
-  const SafeTensorsReader r(path);
+  load_optimizer(optim, SafeTensorsReader(path));
+}
+
+void load_optimizer(Optimizer& optim, const TensorSource& r) {
+  const std::string& path = r.path();
   const auto& meta = r.metadata();
   auto it = meta.find("optimizer");
   const std::string kind = optim_kind_name(optim.config().name);

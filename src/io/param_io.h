@@ -37,7 +37,7 @@ void save_params(const ParamBuffer& params, const std::string& path);
 // only those bytes of the file; a tied copy of the embedding reads model.embed_tokens.weight like
 // the first stage's. Checks every shape against the whole model's, naming the file and the
 // tensor on a mismatch; refuses lm_head.weight for a model whose head is tied.
-void read_params(const SafeTensorsReader& r, ParamBuffer& params, const std::string& prefix = "");
+void read_params(const TensorSource& r, ParamBuffer& params, const std::string& prefix = "");
 void load_params(ParamBuffer& params, const std::string& path);
 
 // Optimizer state the same way: each state under its name as prefix ("exp_avg.", "exp_avg_sq."
@@ -51,6 +51,7 @@ void load_params(ParamBuffer& params, const std::string& path);
 void save_optimizer(const Optimizer& optim, const std::string& path, comm::Group& tp,
                     comm::Group& pp, bool writer, comm::Group dp = {});
 void load_optimizer(Optimizer& optim, const std::string& path);
+void load_optimizer(Optimizer& optim, const TensorSource& r);
 
 // Parameter-shaped buffers that differ between data-parallel ranks (error feedback's residuals,
 // the workers' own state under --sync local and diloco): buffer k is data-parallel rank
@@ -84,6 +85,7 @@ void add_params(SafeTensorsWriter& w, const ParamBuffer& params, const std::stri
 // `what` first, unless exactly one does.
 struct WriterAt {
   int tp = 0, pp = 0;  // its rank in the tensor-parallel group and in the pipeline group
+  int64_t pid = 0;     // its process id
 };
 WriterAt replica_writer(comm::Group& tp, comm::Group& pp, bool writer, const std::string& what,
                         comm::Group dp = {});

@@ -15,47 +15,41 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "io/tensor_source.h"
 #include "tensor/tensor.h"
 
 namespace parallama::io {
-
-struct TensorInfo {
-  std::string name;
-  DType dtype = DType::F32;
-  Shape shape;
-  uint64_t begin = 0, end = 0;  // byte range [begin, end) within the data region
-};
 
 // Reads the header and validates it and every tensor's byte range up front, so that later lookups
 // cannot fail on malformed input; tensor data is read from the file on demand, straight into the
 // caller's buffer, so the reader never holds the file (or a whole tensor) in memory. The file stays
 // open while the reader lives. Every failure throws parallama::Error with one line naming the file
 // and the problem.
-class SafeTensorsReader {
+class SafeTensorsReader : public TensorSource {
  public:
   explicit SafeTensorsReader(const std::string& path);
-  ~SafeTensorsReader();
+  ~SafeTensorsReader() override;
   SafeTensorsReader(const SafeTensorsReader&) = delete;
   SafeTensorsReader& operator=(const SafeTensorsReader&) = delete;
 
   // All tensors, ordered by their position in the data region.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
-  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  bool has(const std::string& name) const override { return index_.count(name) != 0; }
   // Throws Error naming the file and the tensor if there is no tensor `name`.
-  const TensorInfo& info(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const override;
   // Copies tensor `name` into dst (numel(expected_shape) floats) as fp32, widening BF16 and F16
   // (exactly). Throws
   // Error, showing both shapes, unless the stored shape equals expected_shape exactly; throws Error
   // naming the tensor if the file has become shorter since it was opened.
-  void read_f32(const std::string& name, float* dst, const Shape& expected_shape) const;
+  void read_f32(const std::string& name, float* dst, const Shape& expected_shape) const override;
   // Copies the part [begin, begin + count) along `axis` of tensor `name` (stored shape exactly
   // expected_shape) into dst as fp32, reading only those bytes. dst: the slice's own shape, i.e.
   // expected_shape with dim `axis` replaced by count, row-major. Throws as read_f32, and for an
   // axis or range outside the shape.
   void read_f32_slice(const std::string& name, float* dst, const Shape& expected_shape, int axis,
-                      int64_t begin, int64_t count) const;
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  const std::string& path() const { return path_; }
+                      int64_t begin, int64_t count) const override;
+  const std::map<std::string, std::string>& metadata() const override { return metadata_; }
+  const std::string& path() const override { return path_; }
   // The largest buffer this reader has allocated so far, in bytes (the header text, or a bounded
   // staging buffer for widening BF16 or F16): far below the file size, whatever the file holds.
   uint64_t peak_buffer_bytes() const { return peak_buffer_.load(); }

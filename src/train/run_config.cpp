@@ -196,6 +196,10 @@ void for_each_field(RunConfig& c, F&& f) {
   f("train", "ckpt_async", t.ckpt_async,
     "copy each checkpoint to memory (/dev/shm) and write it to disk on a thread while training "
     "goes on");
+  f("train", "ckpt_per_rank", t.ckpt_per_rank,
+    "every rank writes its own pieces of each checkpoint (its slice, stage and ZeRO shard) in "
+    "parallel, with an index (pieces.json), instead of one rank writing whole tensors; the run "
+    "directory must be on a file system every host shares");
   f("train", "out_dir", t.out_dir, "the run directory: checkpoints, metrics, summary, report");
   f("train", "recompute", t.recompute,
     "activation recompute: attention (its probabilities) or full (each layer's forward)");
@@ -617,6 +621,10 @@ void RunConfig::validate(ConfigUse use) const {
   if (train.micro_batches < 1) throw Error("train.micro_batches must be at least 1");
   if (train.val_every < 0 || train.ckpt_every < 0 || train.val_batches < 0)
     throw Error("train.val_every, train.val_batches and train.ckpt_every must be non-negative");
+  if (train.ckpt_per_rank && train.ckpt_async)
+    throw Error(
+        "train.ckpt_per_rank writes every rank's pieces at once, not on a thread: choose one of "
+        "train.ckpt_per_rank and train.ckpt_async");
   if (!(train.grad_clip >= 0.0f)) throw Error("train.grad_clip must be non-negative (0 = off)");
   if (optim.warmup_steps < 0) throw Error("optim.warmup_steps must be non-negative");
   if (!(optim.min_lr >= 0.0f && optim.min_lr <= optim.lr))

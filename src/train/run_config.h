@@ -16,18 +16,19 @@
 namespace parallama {
 
 struct TrainConfig {
-  int batch_size = 8;       // sequences per micro-batch (B)
-  int seq_len = 256;        // tokens per sequence (T)
-  int micro_batches = 1;    // gradient accumulation: micro-batches per optimizer step
-  int64_t steps = 200;      // optimizer steps
-  uint64_t seed = 1337;     // parameter init and data order
-  int threads = 0;          // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
-  float grad_clip = 1.0f;   // global-norm clipping; 0 = off
-  int log_every = 10;       // steps between log lines when not on a terminal
-  int val_every = 50;       // steps between validation losses; 0 = only at the end
-  int val_batches = 8;      // micro-batches of validation data per measurement
-  int ckpt_every = 100;     // steps between checkpoints; 0 = only at the end
-  bool ckpt_async = false;  // write checkpoints on a thread (train/trainer_run.h)
+  int batch_size = 8;          // sequences per micro-batch (B)
+  int seq_len = 256;           // tokens per sequence (T)
+  int micro_batches = 1;       // gradient accumulation: micro-batches per optimizer step
+  int64_t steps = 200;         // optimizer steps
+  uint64_t seed = 1337;        // parameter init and data order
+  int threads = 0;             // OpenMP threads; 0 = all cores (or OMP_NUM_THREADS)
+  float grad_clip = 1.0f;      // global-norm clipping; 0 = off
+  int log_every = 10;          // steps between log lines when not on a terminal
+  int val_every = 50;          // steps between validation losses; 0 = only at the end
+  int val_batches = 8;         // micro-batches of validation data per measurement
+  int ckpt_every = 100;        // steps between checkpoints; 0 = only at the end
+  bool ckpt_async = false;     // write checkpoints on a thread (train/trainer_run.h)
+  bool ckpt_per_rank = false;  // every rank writes its own pieces (io/pieces.h)
   // Activation recompute: none, attention (drop the attention probabilities, recompute them in
   // backward) or full (keep each layer's input, redo its forward in backward); see model/config.h.
   Recompute recompute = Recompute::none;

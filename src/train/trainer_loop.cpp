@@ -255,8 +255,13 @@ void Trainer::checkpoint(int64_t at, double loss) {
   GradReducer* red = sync_->reducer();
   WorkerState* ws = mesh.dp.size() > 1 ? sync_->worker_state() : nullptr;
   const bool feedback = red && !red->residual().empty();
-  const bool all = cfg_.parallel.grads.zero > 0 || feedback || ws;
+  const bool all = cfg_.parallel.grads.zero > 0 || feedback || ws || tc.ckpt_per_rank;
   if (mesh.coord().dp != 0 && !all) return;
+  if (tc.ckpt_per_rank) {  // the replicas share out what they hold alike, unless it differs
+    cs.per_rank = true;
+    const int d = mesh.dp.rank();
+    cs.share = ws ? io::PieceShare{0, d == 0 ? 1 : 0} : io::PieceShare{d, mesh.dp.size()};
+  }
   if (feedback)
     cs.more_files = [&](const fs::path& tmp) {
       return save_compress_state(*red, st.params.layout(), tmp, *mesh_, run_.writes);

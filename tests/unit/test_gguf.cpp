@@ -229,7 +229,8 @@ class GgufExport : public test::ScratchDirTest {
     io::GgufModelInfo info;
     info.name = "tiny-test";
     info.tokenizer_path = file("tokenizer.model");
-    io::write_llama_gguf(m_, file("model.safetensors"), info, file(name), type);
+    io::write_llama_gguf(m_, io::SafeTensorsReader(file("model.safetensors")), info, file(name),
+                         type);
     return read_gguf(file(name));
   }
   LlamaConfig m_;
@@ -419,8 +420,8 @@ TEST_F(GgufExport, F16OverflowIsRefusedOrClamped) {
   info.name = "tiny-test";
   info.tokenizer_path = file("tokenizer.model");
   ::testing::internal::CaptureStderr();
-  io::write_llama_gguf(m_, file("model.safetensors"), info, file("o.gguf"), io::GgmlType::F16,
-                       true);
+  io::write_llama_gguf(m_, io::SafeTensorsReader(file("model.safetensors")), info, file("o.gguf"),
+                       io::GgmlType::F16, true);
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("clamped to ±65504"), std::string::npos);
   const std::vector<float> got = values(read_gguf(file("o.gguf")), "blk.1.ffn_down.weight");
   EXPECT_EQ(got[0], 65504.0f);
