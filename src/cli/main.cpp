@@ -19,6 +19,7 @@
 #include "tensor/error.h"
 #include "tensor/heap.h"
 #include "train/bench.h"
+#include "train/calibrate.h"
 #include "train/plot.h"
 #include "train/preempt.h"
 #include "train/report.h"
@@ -101,8 +102,9 @@ struct Common {
 
 // train, bench, info, plan: commands of a run configuration.
 struct RunCommands {
-  CLI::App *train = nullptr, *bench = nullptr, *info = nullptr, *plan = nullptr;
-  std::string config, sync_flag, precision_flag;
+  CLI::App *train = nullptr, *bench = nullptr, *info = nullptr, *plan = nullptr,
+           *calibrate = nullptr;
+  std::string config, sync_flag, precision_flag, profile_out = "profile.json";
   TrainOptions topt;
   PlanOptions plan_opt;
   int dp = 0, pp = 0, zero = -1;
@@ -179,7 +181,15 @@ struct RunCommands {
                      "Gbit/s per rank within a machine, for tp (default 3600, NVLink)");
     plan->add_option("--device-gb", plan_opt.device.memory_gb,
                      "memory per device, GB (default 80)");
+    plan->add_option("--profile", plan_opt.profile,
+                     "a machine profile (parallama calibrate) in place of the assumed device; "
+                     "the flags above override its values");
     plan->add_flag("--json", json, "also print the plan as one JSON object on the last line");
+    calibrate = with_config(app, "calibrate",
+                            "measure this machine (under mpirun: every host) for plan --profile: "
+                            "GEMM rates at the model's shapes, memory bandwidth, links");
+    calibrate->add_option("--out", profile_out, "the profile to write (default profile.json)");
+    calibrate->add_flag("--force", plan_opt.force, "replace --out if it exists");
   }
   // The configuration of a parsed command sub; runs_on: its processes (0: not run on any).
   RunConfig config_of(CLI::App* sub, const Common& c, int runs_on) const {
@@ -190,10 +200,16 @@ struct RunCommands {
     if (zero >= 0) ov.emplace_back("parallel.zero", std::to_string(zero));
     if (!sync_flag.empty()) ov.emplace_back("parallel.sync", sync_flag);
     if (!precision_flag.empty()) ov.emplace_back("train.precision", precision_flag);
-    return load_run_config(config, ov, sub == info ? ConfigUse::model : ConfigUse::run, runs_on);
+    return load_run_config(
+        config, ov, sub == info || sub == calibrate ? ConfigUse::model : ConfigUse::run, runs_on);
   }
   int run(CLI::App* sub, const Common& c, comm::Group& world) {
-    if (sub != train && sub != bench && sub != info && sub != plan) return -1;
+    if (sub != train && sub != bench && sub != info && sub != plan && sub != calibrate) return -1;
+    if (sub == calibrate) {
+      if (config.empty()) return run_calibrate(world, profile_out, plan_opt.force, nullptr);
+      const RunConfig cfg = config_of(sub, c, 0);
+      return run_calibrate(world, profile_out, plan_opt.force, &cfg.model);
+    }
     // Under a launcher, train and bench take their data-parallel replicas from the number of
     // processes unless --dp (or parallel.dp) says otherwise.
     const bool runs_ranks = (sub == train || sub == bench) && comm::launched();
@@ -202,7 +218,11 @@ struct RunCommands {
     if (sub == train) return parallama::train(cfg, topt, world);
     if (sub == bench) return run_bench(cfg, json, world, profile);
     if (sub == info) return run_info(cfg);
-    return run_plan(cfg, plan_opt, json);
+    PlanOptions po = plan_opt;
+    for (const char* flag : {"--device-tflops", "--compute-efficiency", "--link-gbps",
+                             "--tp-link-gbps", "--device-gb"})
+      if (plan->count(flag) > 0) po.given.push_back(flag);
+    return run_plan(cfg, po, json);
   }
 };
 

@@ -226,20 +226,41 @@ static void group_time(RankGroup& g, const PlanInput& in, const Device& device,
                                                              : 0.0;
   g.flops = tokens * (fwd_bwd + redo) / sh.tp;
   g.compute_s = g.flops / rate;
+  double wgrad_s = tokens * fwd_bwd / 3 / sh.tp / rate;  // the weight gradients' GEMMs
+  if (device.measured()) {  // each GEMM at its shape's rate, streaming work, the update
+    const double mm = in.micro_batches * matmul_seconds(device, in.precision, m, g.shard, in.batch,
+                                                        in.seq_len, in.recompute);
+    const double owned = static_cast<double>(in.zero > 0 && sh.dp > 1 ? g.owned : g.numel);
+    g.compute_s =
+        mm +
+        in.micro_batches * stream_seconds(device, in.precision, m, g.shard, in.batch, in.seq_len) +
+        optimizer_seconds(device, in.precision, in.moments, owned);
+    wgrad_s = mm / 3;
+  }
   // The forward sums wait for their GEMM's result; the backward ones overlap the weight
-  // gradient GEMMs (about a third of the work) and show only beyond them.
-  const double wgrad_s = tokens * fwd_bwd / 3 / sh.tp / rate;
-  g.tp_exposed_s = t.tp_fwd / tp_link + std::max(0.0, t.tp_bwd / tp_link - wgrad_s);
+  // gradient GEMMs (about a third of the work) and show only beyond them. Each sum also waits
+  // for its ring's steps (measured latency).
+  const double layers_here = layers,
+               fwd_sums = (in.recompute == Recompute::full ? 3 : 2) * layers_here +
+                          (g.shard.has_embedding ? 1 : 0) + (g.shard.has_head ? 3 : 0);
+  const double sums = in.micro_batches * (fwd_sums + 2 * layers_here + (g.shard.has_head ? 1 : 0));
+  g.tp_exposed_s = t.tp_fwd / tp_link + std::max(0.0, t.tp_bwd / tp_link - wgrad_s) +
+                   sums * ring_latency_s(sh.tp, true, device.tp_latency_us);
   // Data parallel: buckets reduce during the last micro-batch's backward; at least the last
   // bucket is exposed, and ZeRO's all-gather of the updated parameters follows the step.
   if (sh.dp > 1) {
-    const double reduce_s = t.dp_reduce / link, gather_s = t.dp_gather / link;
+    double reduce_s = t.dp_reduce / link, gather_s = t.dp_gather / link;
     const double window =
         (g.compute_s - tokens * fwd_bwd / 3 / sh.tp / rate) / (in.micro_batches * virt);
     const double g_bytes = static_cast<double>(g.numel) * param_bytes(in.precision);
     const double bucket = std::min(in.bucket_mb * (1 << 20), g_bytes);
+    const double bucket_lat = ring_latency_s(sh.dp, in.zero == 0, device.latency_us);
+    const double buckets = std::ceil(g_bytes / bucket);
     const double bucket_s =
-        (in.zero == 0 ? all_reduce_sent(bucket, sh.dp) : (sh.dp - 1.0) / sh.dp * bucket) / link;
+        (in.zero == 0 ? all_reduce_sent(bucket, sh.dp) : (sh.dp - 1.0) / sh.dp * bucket) / link +
+        bucket_lat;
+    reduce_s += buckets * bucket_lat;
+    if (in.zero > 0) gather_s += buckets * ring_latency_s(sh.dp, false, device.latency_us);
     g.dp_s = reduce_s + gather_s;
     g.dp_exposed_s = std::max(reduce_s - window, bucket_s) + gather_s;
   }
@@ -308,7 +329,7 @@ Plan make_plan(const PlanInput& in, const Device& device) {
     // message per virtual-stage boundary each way. The tied-embedding sum follows backward.
     const double N = static_cast<double>(in.batch * in.seq_len);
     const double message = N * m.dim * activation_bytes(in.precision) + 16;
-    plan.pp_exposed_s = 2.0 * (sh.pp * virt - 1) * message / link;
+    plan.pp_exposed_s = 2.0 * (sh.pp * virt - 1) * (message / link + device.latency_us * 1e-6);
     if (m.tie_embeddings)
       plan.pp_exposed_s += static_cast<double>(m.vocab_size) / sh.tp / (in.zero ? sh.dp : 1) *
                            m.dim * param_bytes(in.precision) / link;

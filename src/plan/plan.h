@@ -14,6 +14,7 @@
 // send and receive exactly their message).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/config.h"
@@ -100,7 +101,31 @@ struct Device {
   double tp_link_gbps = 3600;             // per rank, within a machine (tp), Gbit/s
   double memory_gb = 80;                  // per device, GB (1e9 bytes)
   double peak_tflops(Precision p) const;  // tflops, or 989 (bf16) / 495 (fp32 as TF32)
+  // Measured (a profile, plan/profile.h); empty or 0: not modelled, the assumptions above.
+  std::vector<std::pair<double, double>> gemm_gflops;  // GEMM size -> GFLOP/s, increasing size
+  double memory_gbps = 0;                              // streaming, per rank
+  double latency_us = 0, tp_latency_us = 0;            // per message: between, within machines
+  bool measured() const { return !gemm_gflops.empty(); }
 };
+
+// The time model's terms, each on its own (a unit test each):
+// FLOP/s of an M×N×K GEMM: the measured curve at size cbrt(M·N·K), log-linear between its
+// points and flat beyond its ends; without one the peak times the efficiency.
+double gemm_rate(const Device& d, Precision p, double m, double n, double k);
+// Seconds of one micro-batch's forward and backward matrix multiplies of shard's layers, the
+// embedding's and the head's (N tokens; attention's two batched products per head), each at its
+// own shape's rate; a recomputed forward counted again.
+double matmul_seconds(const Device& d, Precision p, const LlamaConfig& m, const ModelShard& shard,
+                      int64_t batch, int64_t seq_len, Recompute recompute);
+// Seconds of the streaming work of one micro-batch (norms, rotary, SwiGLU, residuals, the loss's
+// softmax: bytes per token and layer as the kernels read and write them) and of one optimizer
+// update of `owned` parameters; 0 without a measured memory bandwidth.
+double stream_seconds(const Device& d, Precision p, const LlamaConfig& m, const ModelShard& shard,
+                      int64_t batch, int64_t seq_len);
+double optimizer_seconds(const Device& d, Precision p, int moments, double owned);
+// Seconds of latency of a ring collective over n ranks (2(n-1) steps for an all-reduce, n-1 for
+// a reduce-scatter or an all-gather), `latency_us` a step.
+double ring_latency_s(int n, bool all_reduce, double latency_us);
 
 // Ranks that plan alike: one pipeline stage, and within it the tensor-parallel ranks whose
 // shards have the same sizes (an uneven vocabulary split makes the first ranks one row larger).

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "plan/plan.h"
+#include "plan/profile.h"
 #include "tensor/error.h"
 #include "train/plan_command.h"
 #include "train/step.h"
@@ -170,15 +171,23 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
     say("pipeline bubble: none (one stage)");
 
   const double peak = dev.peak_tflops(in.precision);
-  say(format(
-      "time: %.0f TFLOP/s peak per device%s, kernels at %.0f%% of it (--compute-efficiency); "
-      "links %.0f Gbit/s per rank for dp and pp (--link-gbps), %.0f Gbit/s for tp within a "
-      "machine (--tp-link-gbps)",
-      peak,
-      dev.tflops > 0                    ? ""
-      : in.precision != Precision::fp32 ? " (an H100 SXM's dense bf16 / fp16)"
-                                        : " (an H100 SXM's dense TF32, for fp32)",
-      100 * dev.efficiency, dev.link_gbps, dev.tp_link_gbps));
+  if (dev.measured())
+    say(
+        format("time: measured (--profile): each GEMM at its shape's rate (best %.1f GFLOP/s per "
+               "rank), streaming work and the optimizer update at %.1f GB/s, links %.3g Gbit/s "
+               "and %.1f us per message for dp and pp, %.3g Gbit/s and %.1f us for tp",
+               peak * 1e3, dev.memory_gbps, dev.link_gbps, dev.latency_us, dev.tp_link_gbps,
+               dev.tp_latency_us));
+  else
+    say(format(
+        "time: %.0f TFLOP/s peak per device%s, kernels at %.0f%% of it (--compute-efficiency); "
+        "links %.0f Gbit/s per rank for dp and pp (--link-gbps), %.0f Gbit/s for tp within a "
+        "machine (--tp-link-gbps)",
+        peak,
+        dev.tflops > 0                    ? ""
+        : in.precision != Precision::fp32 ? " (an H100 SXM's dense bf16 / fp16)"
+                                          : " (an H100 SXM's dense TF32, for fp32)",
+        100 * dev.efficiency, dev.link_gbps, dev.tp_link_gbps));
   std::printf("  %5s  %-15s %10s %10s %14s %14s\n", "stage", "ranks", "TFLOP", "compute s",
               "tp exposed s", "dp exposed s");
   for (const RankGroup& g : p.groups)
@@ -190,14 +199,16 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
              p.step_s, p.pp_exposed_s));
   say(
       format("  %.0f tokens/s; MFU %.1f%% (6*N + 12*L*T*C model FLOPs per token, as bench and "
-             "PaLM count them, over %d ranks x %.0f TFLOP/s); hardware FLOPs utilization %.1f%% "
+             "PaLM count them, over %d ranks x %.3g TFLOP/s); hardware FLOPs utilization %.1f%% "
              "(the FLOPs executed: attention over the causal half only%s)",
              p.tokens_per_step / p.step_s, 100 * p.mfu, sh.size(), peak, 100 * p.hfu,
              in.recompute == Recompute::full ? ", and the recomputed forwards" : ""));
   say("  assumed: forward tp all-reduces wait for their GEMM, backward ones hide behind the "
       "weight-gradient GEMMs; pipeline transfers overlap compute except while filling and "
       "draining; dp buckets reduce during the last micro-batch's backward (the last bucket and "
-      "ZeRO's parameter all-gather exposed); the optimizer update is not counted");
+      "ZeRO's parameter all-gather exposed); " +
+      std::string(dev.measured() ? "the optimizer update counted after them"
+                                 : "the optimizer update is not counted"));
 }
 
 nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
@@ -275,18 +286,34 @@ nlohmann::json plan_json(const Plan& p, const RunConfig& cfg) {
 
 }  // namespace
 
+Device plan_device(const PlanOptions& opt, Precision p) {
+  const Device& f = opt.device;
+  if (!(f.tflops >= 0) || !(f.efficiency > 0 && f.efficiency <= 1) || !(f.link_gbps > 0) ||
+      !(f.tp_link_gbps > 0) || !(f.memory_gb > 0))
+    throw Error(
+        "--device-tflops, --link-gbps, --tp-link-gbps and --device-gb must be positive "
+        "and --compute-efficiency in (0, 1]");
+  if (opt.profile.empty()) return f;
+  Device d = read_profile(opt.profile).device(p);
+  auto given = [&](const char* flag) {
+    return std::find(opt.given.begin(), opt.given.end(), flag) != opt.given.end();
+  };
+  if (given("--device-tflops")) d.gemm_gflops.clear(), d.tflops = f.tflops;  // the assumed device
+  if (given("--compute-efficiency")) d.gemm_gflops.clear(), d.efficiency = f.efficiency;
+  if (given("--link-gbps")) d.link_gbps = f.link_gbps;
+  if (given("--tp-link-gbps")) d.tp_link_gbps = f.tp_link_gbps;
+  if (given("--device-gb")) d.memory_gb = f.memory_gb;
+  return d;
+}
+
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
   if (cfg.parallel.strategy.sync != Sync::allreduce)
     throw Error(std::string("plan models --sync allreduce (with or without ZeRO), not --sync ") +
                 sync_name(cfg.parallel.strategy.sync));
   PlanInput in = plan_input(cfg);
   in.precision = parse_precision(opt.precision);
-  if (!(opt.device.tflops >= 0) || !(opt.device.efficiency > 0 && opt.device.efficiency <= 1) ||
-      !(opt.device.link_gbps > 0) || !(opt.device.tp_link_gbps > 0) || !(opt.device.memory_gb > 0))
-    throw Error(
-        "--device-tflops, --link-gbps, --tp-link-gbps and --device-gb must be positive "
-        "and --compute-efficiency in (0, 1]");
-  const Plan plan = make_plan(in, opt.device);
+  const Device device = plan_device(opt, in.precision);
+  const Plan plan = make_plan(in, device);
   print_plan(plan, cfg);
   if (json) std::printf("%s\n", plan_json(plan, cfg).dump().c_str());
   return 0;

@@ -2,6 +2,7 @@
 // `parallama plan`: a run configuration's layout planned (plan/plan.h) and printed per rank group,
 // or as JSON.
 #include <string>
+#include <vector>
 
 #include "plan/plan.h"
 #include "train/run_config.h"
@@ -12,7 +13,14 @@ namespace parallama {
 struct PlanOptions {
   Device device;
   std::string precision = "fp32";
+  std::string profile;  // a machine profile (plan/profile.h); the device flags given override it
+  std::vector<std::string> given;  // the device flags given ("--link-gbps", ...)
+  bool force = false;              // calibrate: replace --out
 };
+// The device a plan assumes: the flags', or a profile's measurements (the flags given override
+// them; --device-tflops or --compute-efficiency give up its measured GEMM rates). Error for a
+// value out of range or a profile that cannot be read.
+Device plan_device(const PlanOptions& opt, Precision p);
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json);
 
 }  // namespace parallama

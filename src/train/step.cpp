@@ -16,9 +16,6 @@
 
 namespace parallama {
 
-namespace {
-
-// This machine's memory in bytes: physical memory, or a smaller cgroup limit.
 double machine_memory_bytes() {
   double bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   std::ifstream limit("/sys/fs/cgroup/memory.max");
@@ -26,8 +23,6 @@ double machine_memory_bytes() {
   if (limit >> v && v > 0) bytes = std::min(bytes, v);  // "max" reads as no number
   return bytes;
 }
-
-}  // namespace
 
 PlanInput plan_input(const RunConfig& cfg) {
   PlanInput in;

@@ -56,6 +56,8 @@ PlanInput plan_input(const RunConfig& cfg);
 // Refuses, naming the memory it needs, a run whose ranks on this machine would not fit in its
 // memory (by the planner's count of what a rank allocates), before anything is allocated.
 void check_memory(const RunConfig& cfg);
+// This machine's memory in bytes: physical memory, or a smaller cgroup limit.
+double machine_memory_bytes();
 
 // Sets the OpenMP thread count and returns the count in use. 0: OMP_NUM_THREADS if set, else
 // the machine's cores divided by the ranks started on this machine.
