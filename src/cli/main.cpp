@@ -18,6 +18,7 @@
 #include "launch/supervisor.h"
 #include "tensor/error.h"
 #include "tensor/heap.h"
+#include "train/auto_run.h"
 #include "train/bench.h"
 #include "train/calibrate.h"
 #include "train/plot.h"
@@ -105,6 +106,7 @@ struct RunCommands {
   CLI::App *train = nullptr, *bench = nullptr, *info = nullptr, *plan = nullptr,
            *calibrate = nullptr;
   std::string config, sync_flag, precision_flag, profile_out = "profile.json";
+  std::string layout, calibration;  // train, bench: --layout auto, --calibration FILE
   TrainOptions topt;
   PlanOptions plan_opt;
   int dp = 0, pp = 0, zero = -1;
@@ -132,6 +134,13 @@ struct RunCommands {
   void add_precision(CLI::App* sub) {
     sub->add_option("--precision", precision_flag,
                     "fp32, or bf16 / fp16 mixed precision (same as --train.precision)");
+    sub->add_option("--layout", layout,
+                    "auto: the planner's fastest layout for the processes started (dp, tp, pp, "
+                    "ZeRO, micro-batches, recompute), the global batch kept")
+        ->check(CLI::IsMember({"auto"}));
+    sub->add_option("--calibration", calibration,
+                    "a machine profile (parallama calibrate) the run predicts its step time with "
+                    "and --layout auto plans with");
   }
   void add_train(CLI::App& app, Common& c) {
     train = with_config(app, "train", "train a model");
@@ -184,6 +193,20 @@ struct RunCommands {
     plan->add_option("--profile", plan_opt.profile,
                      "a machine profile (parallama calibrate) in place of the assumed device; "
                      "the flags above override its values");
+    plan->add_flag("--auto", plan_opt.auto_layout,
+                   "search every layout (dp, tp, pp, virtual stages, ZeRO, micro-batches, "
+                   "recompute) for the ranks and global batch, and print the ten fastest that fit");
+    plan->add_option("--hosts", plan_opt.hosts, "--auto: hosts (default 1)")
+        ->check(whole_at_least(1));
+    plan->add_option("--ranks-per-host", plan_opt.ranks_per_host,
+                     "--auto: ranks a host (default: the configuration's dp x tp x pp)")
+        ->check(whole_at_least(1));
+    plan->add_option("--global-batch", plan_opt.global_batch,
+                     "--auto: sequences a step over all ranks (default: the configuration's dp x "
+                     "batch_size x micro_batches)")
+        ->check(whole_at_least(1));
+    plan->add_flag("--any-precision", plan_opt.any_precision,
+                   "--auto: consider fp32 and bf16 (default: --precision only)");
     plan->add_flag("--json", json, "also print the plan as one JSON object on the last line");
     calibrate = with_config(app, "calibrate",
                             "measure this machine (under mpirun: every host) for plan --profile: "
@@ -192,8 +215,10 @@ struct RunCommands {
     calibrate->add_flag("--force", plan_opt.force, "replace --out if it exists");
   }
   // The configuration of a parsed command sub; runs_on: its processes (0: not run on any).
-  RunConfig config_of(CLI::App* sub, const Common& c, int runs_on) const {
+  RunConfig config_of(CLI::App* sub, const Common& c, int runs_on,
+                      const Overrides& extra = {}) const {
     Overrides ov = parse_overrides(sub->remaining());
+    ov.insert(ov.end(), extra.begin(), extra.end());
     if (dp > 0) ov.emplace_back("parallel.dp", std::to_string(dp));
     if (c.tp > 0) ov.emplace_back("parallel.tp", std::to_string(c.tp));
     if (pp > 0) ov.emplace_back("parallel.pp", std::to_string(pp));
@@ -213,10 +238,22 @@ struct RunCommands {
     // Under a launcher, train and bench take their data-parallel replicas from the number of
     // processes unless --dp (or parallel.dp) says otherwise.
     const bool runs_ranks = (sub == train || sub == bench) && comm::launched();
-    const RunConfig cfg = config_of(sub, c, runs_ranks ? world.size() : 0);
+    RunConfig cfg = config_of(sub, c, runs_ranks ? world.size() : 0);
     world.set_options({cfg.parallel.watch.check_collectives, cfg.parallel.watch.timeout_s});
-    if (sub == train) return parallama::train(cfg, topt, world);
-    if (sub == bench) return run_bench(cfg, json, world, profile);
+    if (sub == train || sub == bench) {
+      // The device the run predicts its step time with: a profile, or (--layout auto, bench) a
+      // quick calibration of these machines.
+      const std::optional<Device> device =
+          run_device(cfg, world, calibration, sub == bench || !layout.empty());
+      if (!layout.empty()) {
+        const Overrides chosen = auto_layout(cfg, world, *device);
+        cfg = config_of(sub, c, runs_ranks ? world.size() : 0, chosen);
+      }
+      TrainOptions topt_run = topt;
+      topt_run.device = device;
+      if (sub == train) return parallama::train(cfg, topt_run, world);
+      return run_bench(cfg, json, world, profile, device);
+    }
     if (sub == info) return run_info(cfg);
     PlanOptions po = plan_opt;
     for (const char* flag : {"--device-tflops", "--compute-efficiency", "--link-gbps",

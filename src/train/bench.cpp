@@ -25,6 +25,7 @@
 #include "tensor/arena.h"
 #include "tensor/error.h"
 #include "tensor/profile.h"
+#include "train/auto_run.h"
 #include "train/stage_time.h"
 #include "train/step.h"
 #include "train/traffic.h"
@@ -379,7 +380,8 @@ nlohmann::json report_speed(Bench& b, const Measured& m, int threads, double* to
 
 }  // namespace
 
-int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool profile) {
+int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool profile,
+              const std::optional<Device>& device) {
   if (cfg.parallel.servers()) throw Error("bench measures --sync allreduce only");
   cfg.check_processes(world_group.size());
   MeshShape shape = mesh_shape(cfg);
@@ -417,6 +419,15 @@ int run_bench(const RunConfig& cfg, bool json, comm::Group world_group, bool pro
   double tokens_per_s = 0;
   nlohmann::json j = report_speed(b, m, threads, &tokens_per_s);
   report_memory_and_traffic(b, m, j);
+  {  // the planner's prediction against what was measured
+    std::vector<double> memory(static_cast<size_t>(world_group.size()), 0.0);
+    for (const char* k : {"parameters", "gradients", "optimizer_state", "activations"})
+      for (size_t r = 0; r < memory.size(); ++r)
+        memory[r] += j["bytes_per_rank"][k][r].get<double>();
+    std::string line;
+    j["prediction"] = prediction_json(cfg, device, median(m.times), memory, &line);
+    std::printf("%s\n", line.c_str());
+  }
   if (shape.dp > 1) report_dp(b, m, tokens_per_s, j);
   report_tp_pp(b, m, j);
   if (profile) j["profile"] = print_profile(m.report, cfg.bench.steps, world_group);

@@ -49,14 +49,15 @@ double best_time(F&& f, double budget) {
 
 // The GEMM shapes measured: the model's own projections (fused q|k|v, output, gate|up, down, the
 // head) at micro-batches of 256, 1024 and 4096 tokens, or squares without a model.
-std::vector<std::array<int64_t, 3>> gemm_shapes(const LlamaConfig* m) {
+std::vector<std::array<int64_t, 3>> gemm_shapes(const LlamaConfig* m, bool quick) {
   std::vector<std::array<int64_t, 3>> shapes;
   if (!m) {
     for (int64_t n : {128, 256, 512, 1024, 1536}) shapes.push_back({n, n, n});
     return shapes;
   }
   const int64_t C = m->dim, QKV = m->q_dim() + 2 * m->kv_dim(), F = m->ffn_dim;
-  for (int64_t tokens : {256, 1024, 4096})
+  for (int64_t tokens :
+       quick ? std::vector<int64_t>{256, 2048} : std::vector<int64_t>{256, 1024, 4096})
     for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
              {QKV, C}, {C, m->q_dim()}, {2 * F, C}, {C, F}, {m->vocab_size, C}})
       shapes.push_back({tokens, n, k});
@@ -66,9 +67,9 @@ std::vector<std::array<int64_t, 3>> gemm_shapes(const LlamaConfig* m) {
 // GFLOP/s at increasing size (cube root of M·N·K; shapes of one size averaged), every rank of
 // the job multiplying at once.
 std::vector<std::pair<double, double>> gemm_curve(Precision p, const LlamaConfig* m,
-                                                  comm::Group& world) {
+                                                  comm::Group& world, bool quick) {
   std::map<double, std::vector<double>> rates;
-  for (const auto& [M, N, K] : gemm_shapes(m)) {
+  for (const auto& [M, N, K] : gemm_shapes(m, quick)) {
     Buffer a(M * K), b(N * K), c(M * N);
     for (int64_t i = 0; i < M * K; ++i) a.data()[i] = 0.001f * static_cast<float>(i % 97);
     for (int64_t i = 0; i < N * K; ++i) b.data()[i] = 0.001f * static_cast<float>(i % 89);
@@ -88,7 +89,7 @@ std::vector<std::pair<double, double>> gemm_curve(Precision p, const LlamaConfig
             kernels::gemm_lp(t, false, true, M, N, K, ah.data(), K, bh.data(), K, 0.0f, c.data(),
                              N);
         },
-        0.3);
+        quick ? 0.05 : 0.3);
     const double size = std::round(std::cbrt(static_cast<double>(M) * N * K));
     rates[size].push_back(2.0 * M * N * K / s / 1e9);
   }
@@ -155,7 +156,7 @@ std::optional<LinkProfile> measure_link(comm::Group& world, int peer) {
 
 }  // namespace
 
-Profile calibrate(comm::Group& world, const LlamaConfig* model) {
+Profile calibrate(comm::Group& world, const LlamaConfig* model, std::optional<Precision> only) {
   const auto start = Clock::now();
   Profile p;
   const int W = world.size(), me = world.rank();
@@ -168,8 +169,10 @@ Profile calibrate(comm::Group& world, const LlamaConfig* model) {
   for (const auto& [h, n] : per_host) p.ranks_per_host = std::max(p.ranks_per_host, n);
   p.threads_per_rank = configure_threads(0);
   p.memory_gb_per_rank = machine_memory_bytes() / comm::local_ranks() / 1e9;
-  for (Precision prec : {Precision::fp32, Precision::bf16})
-    p.gemm.emplace_back(precision_name(prec), gemm_curve(prec, model, world));
+  const bool quick = only.has_value();
+  for (Precision prec : {Precision::fp32, Precision::bf16, Precision::fp16})
+    if (only ? prec == *only : prec != Precision::fp16)
+      p.gemm.emplace_back(precision_name(prec), gemm_curve(prec, model, world, quick));
   p.memory_gbps = triad_gbps(world);
   // Within a host: neighbours paired (0-1, 2-3, ...) where they share one.
   int within = (me ^ 1) < W && host[me ^ 1] == host[me] ? me ^ 1 : -1;

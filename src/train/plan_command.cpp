@@ -306,7 +306,84 @@ Device plan_device(const PlanOptions& opt, Precision p) {
   return d;
 }
 
+AutoInput auto_input(const RunConfig& cfg, const PlanOptions& opt) {
+  AutoInput a;
+  a.base = plan_input(cfg);
+  a.base.precision = parse_precision(opt.precision);
+  const MeshShape& sh = a.base.shape;
+  a.ranks_per_host = opt.ranks_per_host > 0 ? opt.ranks_per_host : sh.size();
+  a.ranks = opt.hosts * a.ranks_per_host;
+  a.global_batch = opt.global_batch > 0 ? opt.global_batch
+                                        : static_cast<int64_t>(sh.dp) * cfg.train.batch_size *
+                                              cfg.train.micro_batches;
+  a.precisions = {a.base.precision};
+  if (opt.any_precision) a.precisions = {Precision::fp32, Precision::bf16};
+  return a;
+}
+
+namespace {
+
+nlohmann::json candidate_json(const Candidate& c) {
+  const PlanInput& in = c.in;
+  return {{"dp", in.shape.dp},
+          {"tp", in.shape.tp},
+          {"pp", in.shape.pp},
+          {"pp_virtual", in.shape.pp_virtual},
+          {"pp_schedule", schedule_name(in.schedule)},
+          {"zero", in.zero},
+          {"batch_size", in.batch},
+          {"micro_batches", in.micro_batches},
+          {"recompute", recompute_name(in.recompute)},
+          {"precision", precision_name(in.precision)},
+          {"step_s", c.step_s},
+          {"tokens_per_s", c.tokens_per_s},
+          {"memory_bytes", c.memory},
+          {"fits", c.fits},
+          {"dominant", c.dominant},
+          {"terms_s",
+           {{"compute", c.terms[0]},
+            {"tp", c.terms[1]},
+            {"bubble", c.terms[2]},
+            {"dp", c.terms[3]},
+            {"pp", c.terms[4]}}}};
+}
+
+int run_plan_auto(const RunConfig& cfg, const PlanOptions& opt, bool json) {
+  const AutoInput a = auto_input(cfg, opt);
+  const Device device = plan_device(opt, a.base.precision);
+  const AutoResult r = search_layouts(a, device);
+  int fit = 0;
+  for (const Candidate& c : r.valid) fit += c.fits;
+  say(
+      format("auto: %s on %d host(s) x %d rank(s), %lld sequences of %lld tokens a step; %d "
+             "layouts considered, %zu valid, %d fit in %.1f GB per rank%s",
+             cfg.model.name.c_str(), a.ranks / a.ranks_per_host, a.ranks_per_host,
+             static_cast<long long>(a.global_batch), static_cast<long long>(a.base.seq_len),
+             r.considered, r.valid.size(), fit, device.memory_gb,
+             opt.profile.empty() ? " (the assumed device: give --profile for this machine)"
+                                 : (" (profile " + opt.profile + ")").c_str()));
+  if (fit == 0)
+    throw Error("plan --auto: no layout fits in " + format("%.1f", device.memory_gb) +
+                " GB per rank");
+  std::printf("  %2s  %-78s %9s %10s %9s  %s\n", "#", "layout", "step s", "tokens/s", "memory",
+              "dominant");
+  for (int i = 0; i < std::min(fit, 10); ++i) {
+    const Candidate& c = r.valid[i];
+    std::printf("  %2d  %-78s %9.4f %10.0f %8.3fG  %s\n", i + 1, layout_text(c.in).c_str(),
+                c.step_s, c.tokens_per_s, c.memory / 1e9, c.dominant.c_str());
+  }
+  if (json) {
+    nlohmann::json j = {{"considered", r.considered}, {"layouts", nlohmann::json::array()}};
+    for (const Candidate& c : r.valid) j["layouts"].push_back(candidate_json(c));
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
 int run_plan(const RunConfig& cfg, const PlanOptions& opt, bool json) {
+  if (opt.auto_layout) return run_plan_auto(cfg, opt, json);
   if (cfg.parallel.strategy.sync != Sync::allreduce)
     throw Error(std::string("plan models --sync allreduce (with or without ZeRO), not --sync ") +
                 sync_name(cfg.parallel.strategy.sync));

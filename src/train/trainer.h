@@ -2,11 +2,13 @@
 // The training loop: data, micro-batches with gradient accumulation, clipping, schedule,
 // validation, checkpoints, resume.
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "comm/group.h"
+#include "plan/plan.h"
 #include "train/run_config.h"
 
 namespace parallama {
@@ -23,6 +25,9 @@ struct TrainOptions {
   // Rewrite out_dir/report.html (train/report.h) every this many steps and at the end; 0 = never.
   // The ranks measure the GEMM peak first, for the report's MFU.
   int64_t report_every = 0;
+  // The planner's device (a machine profile) the run predicts its step time with; none: only its
+  // memory is predicted (train/auto_run.h).
+  std::optional<Device> device;
 };
 
 // The exit code of a run stopped by SIGTERM, SIGINT

@@ -17,6 +17,7 @@
 #include "optim/schedule.h"
 #include "tensor/error.h"
 #include "tensor/hash.h"
+#include "train/auto_run.h"
 #include "train/compress_state.h"
 #include "train/report.h"
 #include "train/trace.h"
@@ -42,19 +43,36 @@ static double largest_tensor_bytes(const LlamaConfig& model) {
 // state (ZeRO: this rank's pieces).
 static nlohmann::json memory_summary(const TrainState& st, const Synchronizer& sync,
                                      comm::Group& workers) {
-  const double mine[3] = {
+  const double mine[4] = {
       static_cast<double>(st.params.size() * sizeof(float)),
       static_cast<double>(st.grads.resident_bytes() + sync.gradient_shard_bytes()),
-      static_cast<double>(st.optim.state_bytes())};
-  std::vector<double> all(3 * workers.size());
-  workers.all_gather(mine, all.data(), std::vector<int64_t>(workers.size(), 3), DType::F64);
+      static_cast<double>(st.optim.state_bytes()),
+      static_cast<double>(st.model.activation_bytes())};
+  std::vector<double> all(4 * workers.size());
+  workers.all_gather(mine, all.data(), std::vector<int64_t>(workers.size(), 4), DType::F64);
   nlohmann::json out = nlohmann::json::array();
   for (int r = 0; r < workers.size(); ++r)
     out.push_back({{"rank", r},
-                   {"parameters", all[3 * r]},
-                   {"gradients", all[3 * r + 1]},
-                   {"optimizer_state", all[3 * r + 2]}});
+                   {"parameters", all[4 * r]},
+                   {"gradients", all[4 * r + 1]},
+                   {"optimizer_state", all[4 * r + 2]},
+                   {"activations", all[4 * r + 3]}});
   return out;
+}
+
+// The planner's prediction against this run (train/auto_run.h): the median step after the
+// first, and every rank's memory as memory_summary counts it.
+static nlohmann::json run_prediction(const RunConfig& cfg, const std::optional<Device>& device,
+                                     std::vector<double> step_s, const nlohmann::json& memory,
+                                     std::string* line) {
+  if (step_s.size() > 1) step_s.erase(step_s.begin());  // the first step warms up
+  std::sort(step_s.begin(), step_s.end());
+  const double median = step_s.empty() ? 0.0 : step_s[step_s.size() / 2];
+  std::vector<double> bytes;
+  for (const auto& r : memory)
+    bytes.push_back(r["parameters"].get<double>() + r["gradients"].get<double>() +
+                    r["optimizer_state"].get<double>() + r["activations"].get<double>());
+  return prediction_json(cfg, device, median, bytes, line);
 }
 
 // Every stage's timeline, gathered over the pipeline group to its first stage, which writes
@@ -145,6 +163,7 @@ int64_t Trainer::step(int64_t at) {
   loader_->advance(global);
 
   const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  run_.step_s.push_back(dt);
   const double waited = comm::wait_seconds() - waited0;
   const StepTimes times{dt - waited, waited, mesh_->pp.rank()};
   nlohmann::json j = {{"step", at},
@@ -407,6 +426,12 @@ void Trainer::finish() {
         {"wait_s_max", saving_.max_wait_s}};
     nlohmann::json compress = compression_summary(cfg_.parallel);
     if (run_.residual_norm >= 0) compress["residual_norm"] = run_.residual_norm;
+    nlohmann::json prediction;  // the planner models --sync allreduce
+    if (cfg_.parallel.strategy.sync == Sync::allreduce) {
+      std::string line;
+      prediction = run_prediction(cfg_, opt_.device, run_.step_s, memory, &line);
+      say(line);
+    }
     write_file_atomically((fs::path(cfg_.train.out_dir) / "summary.json").string(),
                           nlohmann::json{{"sync", sync_name(cfg_.parallel.strategy.sync)},
                                          {"zero", cfg_.parallel.grads.zero},
@@ -415,6 +440,7 @@ void Trainer::finish() {
                                          {"steps", steps},
                                          {"ranks", traffic},
                                          {"memory", memory},
+                                         {"prediction", prediction},
                                          {"stragglers", watch_.stragglers.report()},
                                          {"network_stragglers", watch_.links->report()}}
                                   .dump(1) +

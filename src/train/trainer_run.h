@@ -79,6 +79,7 @@ class Trainer {
     double loss = 0.0;                           // of the last step done
     double residual_norm = -1;                   // error feedback's, at the last step reporting it
     bool writes = false, async = false, preemptible = false;
+    std::vector<double> step_s;  // each step's seconds, for the prediction's check
   };
   // Checkpoints: how long training waited for them; with train.ckpt_async, the thread writing
   // the last one (the writer's) and how it failed.
