@@ -227,31 +227,31 @@ static void group_time(RankGroup& g, const PlanInput& in, const Device& device,
   g.flops = tokens * (fwd_bwd + redo) / sh.tp;
   g.compute_s = g.flops / rate;
   double wgrad_s = tokens * fwd_bwd / 3 / sh.tp / rate;  // the weight gradients' GEMMs
+  double update_s = 0;                                   // the optimizer's, after the reduction
   if (device.measured()) {  // each GEMM at its shape's rate, streaming work, the update
     const double mm = in.micro_batches * matmul_seconds(device, in.precision, m, g.shard, in.batch,
                                                         in.seq_len, in.recompute);
     const double owned = static_cast<double>(in.zero > 0 && sh.dp > 1 ? g.owned : g.numel);
+    update_s = optimizer_seconds(device, in.precision, in.moments, owned);
     g.compute_s =
         mm +
         in.micro_batches * stream_seconds(device, in.precision, m, g.shard, in.batch, in.seq_len) +
-        optimizer_seconds(device, in.precision, in.moments, owned);
+        update_s;
     wgrad_s = mm / 3;
   }
   // The forward sums wait for their GEMM's result; the backward ones overlap the weight
   // gradient GEMMs (about a third of the work) and show only beyond them. Each sum also waits
   // for its ring's steps (measured latency).
-  const double layers_here = layers,
-               fwd_sums = (in.recompute == Recompute::full ? 3 : 2) * layers_here +
+  const double fwd_sums = (in.recompute == Recompute::full ? 3 : 2) * layers +
                           (g.shard.has_embedding ? 1 : 0) + (g.shard.has_head ? 3 : 0);
-  const double sums = in.micro_batches * (fwd_sums + 2 * layers_here + (g.shard.has_head ? 1 : 0));
+  const double sums = in.micro_batches * (fwd_sums + 2 * layers + (g.shard.has_head ? 1 : 0));
   g.tp_exposed_s = t.tp_fwd / tp_link + std::max(0.0, t.tp_bwd / tp_link - wgrad_s) +
                    sums * ring_latency_s(sh.tp, true, device.tp_latency_us);
   // Data parallel: buckets reduce during the last micro-batch's backward; at least the last
   // bucket is exposed, and ZeRO's all-gather of the updated parameters follows the step.
   if (sh.dp > 1) {
     double reduce_s = t.dp_reduce / link, gather_s = t.dp_gather / link;
-    const double window =
-        (g.compute_s - tokens * fwd_bwd / 3 / sh.tp / rate) / (in.micro_batches * virt);
+    const double window = (g.compute_s - update_s - wgrad_s) / (in.micro_batches * virt);
     const double g_bytes = static_cast<double>(g.numel) * param_bytes(in.precision);
     const double bucket = std::min(in.bucket_mb * (1 << 20), g_bytes);
     const double bucket_lat = ring_latency_s(sh.dp, in.zero == 0, device.latency_us);
