@@ -33,18 +33,22 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The shortest of a few timed runs of f (at least 2, until `budget` seconds have gone).
+// Seconds of one run of f while every rank of world runs it too: after a warm-up, the same
+// number of runs on every rank (about `budget` seconds' worth for the slowest, 1 to 50) started
+// together, their mean. (The shortest run would be one that happened to have a core to itself
+// while other ranks waited, not what training gets.)
 template <class F>
-double best_time(F&& f, double budget) {
+double shared_time(comm::Group& world, F&& f, double budget) {
   f();  // warm-up
-  double best = 1e30;
-  const auto start = Clock::now();
-  for (int rep = 0; rep < 50 && (rep < 2 || since(start) < budget); ++rep) {
-    const auto t0 = Clock::now();
-    f();
-    best = std::min(best, since(t0));
-  }
-  return best;
+  auto t0 = Clock::now();
+  f();
+  double one = since(t0);
+  world.all_reduce(&one, 1, DType::F64, comm::ReduceOp::Max);
+  const int reps = std::clamp(static_cast<int>(budget / std::max(one, 1e-9)), 1, 50);
+  world.barrier();
+  t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) f();
+  return since(t0) / reps;
 }
 
 // The GEMM shapes measured: the model's own projections (fused q|k|v, output, gate|up, down, the
@@ -80,8 +84,8 @@ std::vector<std::pair<double, double>> gemm_curve(Precision p, const LlamaConfig
       kernels::to_lowp(t, ah.data(), a.data(), M * K);
       kernels::to_lowp(t, bh.data(), b.data(), N * K);
     }
-    world.barrier();
-    const double s = best_time(
+    const double s = shared_time(
+        world,
         [&] {
           if (p == Precision::fp32)
             kernels::gemm(false, true, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
@@ -107,8 +111,8 @@ double triad_gbps(comm::Group& world) {
   const int64_t n = int64_t{8} << 20;
   Buffer a(n), b(n), c(n);
   for (int64_t i = 0; i < n; ++i) b.data()[i] = 1.0f, c.data()[i] = 2.0f;
-  world.barrier();
-  const double s = best_time(
+  const double s = shared_time(
+      world,
       [&] {
         float* x = a.data();
         const float *y = b.data(), *z = c.data();
@@ -141,10 +145,46 @@ double one_way(comm::Group& world, int peer, int64_t bytes, int reps) {
   return since(t0) / (2.0 * reps);
 }
 
+// One-way seconds per message between compute, as training sends them: every rank multiplies a
+// small matrix (about a millisecond) between round trips with its partner (peer < 0: it only
+// multiplies); the time beyond the multiplies alone, per message. Where ranks share cores, this
+// holds the wait for a partner the scheduler has set aside, which an idle round trip does not.
+double loaded_one_way(comm::Group& world, int peer) {
+  const int64_t n = 256, reps = 30;
+  Buffer a(n * n), b(n * n), c(n * n);
+  for (int64_t i = 0; i < n * n; ++i)
+    a.data()[i] = b.data()[i] = 0.001f * static_cast<float>(i % 7);
+  auto work = [&] {
+    kernels::gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  };
+  char byte = 0;
+  auto run = [&](bool exchange) {
+    world.barrier();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) {
+      work();
+      if (!exchange || peer < 0) continue;
+      if (world.rank() < peer) {
+        world.send(&byte, 1, peer, 29302);
+        world.recv(&byte, 1, peer, 29302);
+      } else {
+        world.recv(&byte, 1, peer, 29302);
+        world.send(&byte, 1, peer, 29302);
+      }
+    }
+    return since(t0);
+  };
+  run(false);  // warm-up
+  const double alone = run(false), with = run(true);
+  return std::max(0.0, with - alone) / (2.0 * reps);
+}
+
 // A link's latency and per-rank bandwidth, averaged over the ranks whose partner is `peer`
-// (every pair exchanging at once); nullopt when no rank has one.
+// (every pair exchanging at once); nullopt when no rank has one. The latency is the larger of
+// an idle round trip's and one between compute's.
 std::optional<LinkProfile> measure_link(comm::Group& world, int peer) {
-  const double lat = one_way(world, peer, 8, 30);
+  const double idle = one_way(world, peer, 8, 30);
+  const double lat = std::max(idle, loaded_one_way(world, peer));
   const int64_t big = int64_t{4} << 20;
   const double bw_s = one_way(world, peer, big, 3);
   double v[3] = {peer >= 0 ? lat : 0.0, peer >= 0 ? big * 8.0 / bw_s / 1e9 : 0.0,
@@ -180,7 +220,8 @@ Profile calibrate(comm::Group& world, const LlamaConfig* model, std::optional<Pr
     p.within = *l;
   } else {  // one rank on each host: a message within it is a memory copy
     std::vector<char> a(4 << 20), b(4 << 20);
-    const double s = best_time([&] { std::memcpy(b.data(), a.data(), a.size()); }, 0.2);
+    const double s = shared_time(
+        world, [&] { std::memcpy(b.data(), a.data(), a.size()); }, 0.2);
     p.within = {0.1, a.size() * 8.0 / s / 1e9};
   }
   // Between hosts: rank r with r + W/2 (hosts' ranks in blocks), else rank 0 with the first rank
