@@ -44,16 +44,17 @@ for i, l in enumerate(x for x in json.load(open(sys.argv[1]))["layouts"] if x["f
 PY
 echo "$(wc -l < "$out/layouts.txt") layouts to bench"
 while read -r i dp tp pp v sched zero b m rec prec; do
-  f=$out/runs/$i.json
+  key=$dp-$tp-$pp-$v-$sched-$zero-$b-$m-$rec-$prec
+  f=$out/runs/$key.json
   [ -s "$f" ] && continue  # a layout benched before (the script can be run again to go on)
   if mpi bench --config "$config" --train.seq_len "$seq" --dp "$dp" --tp "$tp" --pp "$pp" --zero "$zero" \
       --parallel.pp_virtual "$v" --parallel.pp_schedule "$sched" --train.batch_size "$b" \
       --train.micro_batches "$m" --train.recompute "$rec" --precision "$prec" \
       --bench.steps "$steps" --bench.warmup 1 --calibration "$out/profile.json" --json \
-      > "$out/runs/$i.log" 2>&1 < /dev/null; then
-    tail -1 "$out/runs/$i.log" > "$f"
+      > "$out/runs/$key.log" 2>&1 < /dev/null; then
+    tail -1 "$out/runs/$key.log" > "$f"
   else
-    echo "bench/auto_layout.sh: layout $i failed: $(tail -2 "$out/runs/$i.log")" >&2
+    echo "bench/auto_layout.sh: layout $key failed: $(tail -2 "$out/runs/$key.log")" >&2
   fi
 done < "$out/layouts.txt"
 /usr/bin/python3 bench/auto_layout_report.py "$out"

@@ -50,16 +50,19 @@ def scatter_svg(points, path):
 
 
 def main(out):
-    order = [l.split() for l in open(os.path.join(out, "layouts.txt"))]
+    # The predictions: plan --auto's (plan.json, the planner's order); the measurements: bench's.
+    planned = [l for l in json.load(open(os.path.join(out, "plan.json")))["layouts"] if l["fits"]]
     rows = []
-    for fields in order:
-        f = os.path.join(out, "runs", fields[0] + ".json")
+    for index, l in enumerate(planned):
+        key = "-".join(str(l[k]) for k in ("dp", "tp", "pp", "pp_virtual", "pp_schedule", "zero",
+                                           "batch_size", "micro_batches", "recompute", "precision"))
+        f = os.path.join(out, "runs", key + ".json")
         if not os.path.exists(f) or not os.path.getsize(f):
             continue
         j = json.load(open(f))
         p = j["prediction"]
-        rows.append({"index": int(fields[0]), "layout": " ".join(fields[1:]),
-                     "predicted_s": p["predicted"]["step_s"], "measured_s": p["measured"]["step_s"],
+        rows.append({"index": index, "layout": key.replace("-", " "),
+                     "predicted_s": l["step_s"], "measured_s": p["measured"]["step_s"],
                      "tokens_per_s": j["tokens_per_s"], "memory_ratio": p["ratio"]["memory_bytes"]})
     if not rows:
         sys.exit("no layout was benched")

@@ -237,6 +237,7 @@ static void group_time(RankGroup& g, const PlanInput& in, const Device& device,
         mm +
         in.micro_batches * stream_seconds(device, in.precision, m, g.shard, in.batch, in.seq_len) +
         update_s;
+    if (in.zero >= 2 && sh.dp > 1) g.compute_s += refault_seconds(device, g.grads_in_backward);
     wgrad_s = mm / 3;
   }
   // The forward sums wait for their GEMM's result; the backward ones overlap the weight
@@ -316,11 +317,13 @@ Plan make_plan(const PlanInput& in, const Device& device) {
     }
   }
 
-  double busy = 0, dp_exposed = 0, most = -1;
+  double busy = 0, dp_exposed = 0, dp_total = 0, most = -1, work = 0;
   for (size_t i = 0; i < plan.groups.size(); ++i) {
     const RankGroup& g = plan.groups[i];
     busy = std::max(busy, g.compute_s + g.tp_exposed_s);
+    work += (g.compute_s + g.tp_exposed_s) * static_cast<double>(g.ranks.size());
     dp_exposed = std::max(dp_exposed, g.dp_exposed_s);
+    dp_total = std::max(dp_total, g.dp_s);
     if (g.memory() > most) most = g.memory(), plan.largest = static_cast<int>(i);
   }
   if (sh.pp > 1) {
@@ -334,7 +337,26 @@ Plan make_plan(const PlanInput& in, const Device& device) {
       plan.pp_exposed_s += static_cast<double>(m.vocab_size) / sh.tp / (in.zero ? sh.dp : 1) *
                            m.dim * param_bytes(in.precision) / link;
   }
-  plan.step_s = busy / (1 - plan.bubble) + plan.pp_exposed_s + dp_exposed;
+  // The pipeline's critical path: with one chunk per rank, every stage's time for one
+  // micro-batch once plus the slowest stage's for the others (1F1B; equal stages make it
+  // busy / (1 - bubble)); interleaved chunks, the bubble formula.
+  double critical = busy / (1 - plan.bubble);
+  if (sh.pp > 1 && virt == 1) {
+    std::vector<double> stage(sh.pp, 0.0);
+    for (const RankGroup& g : plan.groups)
+      stage[g.stage] = std::max(stage[g.stage], g.compute_s + g.tp_exposed_s);
+    double sum = 0;
+    for (double t : stage) sum += t;
+    critical = (sum + (in.micro_batches - 1) * busy) / in.micro_batches;
+  }
+  // More threads than cores (measured rates are each rank's share): a rank idle in the bubble
+  // lends its core, so the critical path runs up to `oversubscription` times faster, but the
+  // ranks' work together still takes the cores' time.
+  const double s = std::max(1.0, device.oversubscription);
+  const double core_s = s > 1 ? std::max(critical / s, work / sh.size()) : critical;
+  // There the data-parallel reduction's copies run on the same cores as the compute they would
+  // hide behind: all of it counts.
+  plan.step_s = core_s + plan.pp_exposed_s + (s > 1 ? dp_total : dp_exposed);
   plan.tokens_per_step = tokens * sh.dp;
   plan.model_flops = model_flops_per_token(m, in.seq_len) * plan.tokens_per_step;
   plan.mfu = plan.model_flops / (sh.size() * plan.step_s * peak);

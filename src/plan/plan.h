@@ -105,6 +105,10 @@ struct Device {
   std::vector<std::pair<double, double>> gemm_gflops;  // GEMM size -> GFLOP/s, increasing size
   double memory_gbps = 0;                              // streaming, per rank
   double latency_us = 0, tp_latency_us = 0;            // per message: between, within machines
+  // Ranks' threads per core of a host (1: a core each or fewer). Above 1 a rank that waits
+  // (a pipeline bubble) gives its core to the others, which then run that much faster.
+  double oversubscription = 1;
+  double page_fault_us = 0;  // a page of memory handed back and touched again
   bool measured() const { return !gemm_gflops.empty(); }
 };
 
@@ -126,6 +130,9 @@ double optimizer_seconds(const Device& d, Precision p, int moments, double owned
 // Seconds of latency of a ring collective over n ranks (2(n-1) steps for an all-reduce, n-1 for
 // a reduce-scatter or an all-gather), `latency_us` a step.
 double ring_latency_s(int n, bool all_reduce, double latency_us);
+// Seconds to take back `bytes` of memory handed back to the system (ZeRO-2's gradient buffer,
+// released after each step's reduce-scatter): a page fault per 4 KiB page.
+double refault_seconds(const Device& d, double bytes);
 
 // Ranks that plan alike: one pipeline stage, and within it the tensor-parallel ranks whose
 // shards have the same sizes (an uneven vocabulary split makes the first ranks one row larger).

@@ -33,7 +33,11 @@ Device Profile::device(Precision p) const {
   d.gemm_gflops = *curve;
   for (const auto& pt : *curve) d.tflops = std::max(d.tflops, pt.second / 1e3);  // MFU's peak
   d.memory_gb = memory_gb_per_rank;
+  if (cores_per_host > 0)
+    d.oversubscription =
+        std::max(1.0, static_cast<double>(ranks_per_host) * threads_per_rank / cores_per_host);
   d.memory_gbps = memory_gbps;
+  d.page_fault_us = page_fault_us;
   d.tp_link_gbps = within.gbps;
   d.tp_latency_us = within.latency_us;
   const LinkProfile& across = between ? *between : within;
@@ -54,9 +58,11 @@ nlohmann::json profile_to_json(const Profile& p) {
           {"ranks", p.ranks},
           {"ranks_per_host", p.ranks_per_host},
           {"threads_per_rank", p.threads_per_rank},
+          {"cores_per_host", p.cores_per_host},
           {"memory_gb_per_rank", p.memory_gb_per_rank},
           {"gemm", gemm},
           {"memory_gbps", p.memory_gbps},
+          {"page_fault_us", p.page_fault_us},
           {"links",
            {{"within", link_json(p.within)},
             {"between", p.between ? link_json(*p.between) : nlohmann::json()}}},
@@ -90,6 +96,8 @@ Profile read_profile(const std::string& path) {
     p.ranks = j.at("ranks").get<int>();
     p.ranks_per_host = j.at("ranks_per_host").get<int>();
     p.threads_per_rank = j.at("threads_per_rank").get<int>();
+    p.cores_per_host = j.value("cores_per_host", 0);
+    if (p.cores_per_host < 0) throw bad("cores_per_host is negative");
     if (p.hosts.empty() || p.ranks < 1 || p.ranks_per_host < 1 || p.threads_per_rank < 1)
       throw bad("hosts, ranks, ranks_per_host and threads_per_rank must be positive");
     p.memory_gb_per_rank = positive(j.at("memory_gb_per_rank"), "memory_gb_per_rank");
@@ -109,6 +117,9 @@ Profile read_profile(const std::string& path) {
     }
     if (p.gemm.empty()) throw bad("no GEMM rates");
     p.memory_gbps = positive(j.at("memory_gbps"), "memory_gbps");
+    p.page_fault_us = j.value("page_fault_us", 0.0);
+    if (!(p.page_fault_us >= 0) || !std::isfinite(p.page_fault_us))
+      throw bad("page_fault_us is not a non-negative number");
     p.within = link(j.at("links").at("within"), "links.within");
     if (!j.at("links").at("between").is_null())
       p.between = link(j.at("links").at("between"), "links.between");

@@ -37,10 +37,12 @@ struct LinkProfile {
 struct Profile {
   std::vector<std::string> hosts;
   int ranks = 1, ranks_per_host = 1, threads_per_rank = 1;
+  int cores_per_host = 0;  // 0: not recorded (no more threads than cores assumed)
   double memory_gb_per_rank = 0;
   // GEMM size -> GFLOP/s, increasing size, per precision name ("fp32", "bf16", "fp16").
   std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> gemm;
   double memory_gbps = 0;
+  double page_fault_us = 0;  // per 4 KiB page of fresh memory touched (0: not measured)
   LinkProfile within;
   std::optional<LinkProfile> between;
   double seconds = 0;  // how long measuring took

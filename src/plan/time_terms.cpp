@@ -73,6 +73,10 @@ double optimizer_seconds(const Device& d, Precision p, int moments, double owned
   return owned * per / (d.memory_gbps * 1e9);
 }
 
+double refault_seconds(const Device& d, double bytes) {
+  return bytes / 4096 * d.page_fault_us * 1e-6;
+}
+
 double ring_latency_s(int n, bool all_reduce, double latency_us) {
   if (n <= 1) return 0.0;
   return (all_reduce ? 2.0 : 1.0) * (n - 1) * latency_us * 1e-6;

@@ -3,6 +3,8 @@
 #include "train/calibrate.h"
 
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -123,6 +125,24 @@ double triad_gbps(comm::Group& world) {
   return 3.0 * n * sizeof(float) / s / 1e9;
 }
 
+// Microseconds a rank pays per 4 KiB page of memory it takes from the system and touches (every
+// rank at once): 64 MB mapped, touched and handed back.
+double page_fault_us(comm::Group& world) {
+  const size_t bytes = size_t{64} << 20, page = 4096;
+  const double s = shared_time(
+      world,
+      [&] {
+        void* p =
+            ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw Error("calibrate: cannot map 64 MB");
+        auto* c = static_cast<volatile char*>(p);
+        for (size_t i = 0; i < bytes; i += page) c[i] = 1;
+        ::munmap(p, bytes);
+      },
+      0.5);
+  return s / (bytes / page) * 1e6;
+}
+
 // One-way seconds per message of `bytes` between this rank and `peer` (every pair at once;
 // peer < 0: this rank sits out), from round trips.
 double one_way(comm::Group& world, int peer, int64_t bytes, int reps) {
@@ -208,12 +228,14 @@ Profile calibrate(comm::Group& world, const LlamaConfig* model, std::optional<Pr
   p.ranks = W;
   for (const auto& [h, n] : per_host) p.ranks_per_host = std::max(p.ranks_per_host, n);
   p.threads_per_rank = configure_threads(0);
+  p.cores_per_host = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   p.memory_gb_per_rank = machine_memory_bytes() / comm::local_ranks() / 1e9;
   const bool quick = only.has_value();
   for (Precision prec : {Precision::fp32, Precision::bf16, Precision::fp16})
     if (only ? prec == *only : prec != Precision::fp16)
       p.gemm.emplace_back(precision_name(prec), gemm_curve(prec, model, world, quick));
   p.memory_gbps = triad_gbps(world);
+  p.page_fault_us = page_fault_us(world);
   // Within a host: neighbours paired (0-1, 2-3, ...) where they share one.
   int within = (me ^ 1) < W && host[me ^ 1] == host[me] ? me ^ 1 : -1;
   if (auto l = measure_link(world, within)) {
@@ -263,8 +285,8 @@ int run_calibrate(comm::Group& world, const std::string& out, bool force,
   for (const auto& [name, c] : p.gemm)
     std::printf("  GEMM %s: %.1f GFLOP/s per rank at size %.0f, %.1f at %.0f\n", name.c_str(),
                 c.front().second, c.front().first, c.back().second, c.back().first);
-  std::printf("  memory: %.1f GB/s per rank; %.1f GB per rank\n", p.memory_gbps,
-              p.memory_gb_per_rank);
+  std::printf("  memory: %.1f GB/s per rank; %.1f GB per rank; %.2f us a page fault\n",
+              p.memory_gbps, p.memory_gb_per_rank, p.page_fault_us);
   std::printf("  within a host: %.1f us, %.2f Gbit/s per rank\n", p.within.latency_us,
               p.within.gbps);
   if (p.between)

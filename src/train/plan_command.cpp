@@ -194,9 +194,16 @@ void print_plan(const Plan& p, const RunConfig& cfg) {
     std::printf("  %5d  %-15s %10.3f %10.4f %14.4f %14.4f\n", g.stage, rank_ranges(g.ranks).c_str(),
                 g.flops / 1e12, g.compute_s, g.tp_exposed_s, g.dp_exposed_s);
   say(
-      format("  step %.4f s = the slowest stage's compute and exposed tp time stretched by the "
-             "bubble, + %.4f s pipeline fill/drain transfers, + the exposed dp time",
-             p.step_s, p.pp_exposed_s));
+      format("  step %.4f s = the pipeline's critical path (each stage's compute and exposed tp "
+             "time for one micro-batch, the slowest stage's for the others), + %.4f s pipeline "
+             "fill/drain transfers, + the exposed dp time%s",
+             p.step_s, p.pp_exposed_s,
+             p.device.oversubscription > 1
+                 ? format(" (%.1f threads a core: idle ranks lend theirs, the dp copies count "
+                          "whole)",
+                          p.device.oversubscription)
+                       .c_str()
+                 : ""));
   say(
       format("  %.0f tokens/s; MFU %.1f%% (6*N + 12*L*T*C model FLOPs per token, as bench and "
              "PaLM count them, over %d ranks x %.3g TFLOP/s); hardware FLOPs utilization %.1f%% "
