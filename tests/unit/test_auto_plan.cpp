@@ -77,6 +77,32 @@ TEST(TimeModel, RingLatencyCountsTheSteps) {
   EXPECT_EQ(ring_latency_s(1, true, 10), 0.0);
 }
 
+TEST(TimeModel, RefaultsCountPages) {
+  Device d;
+  d.page_fault_us = 2;
+  EXPECT_NEAR(refault_seconds(d, 4096.0 * 1000), 1000 * 2e-6, 1e-15);
+  EXPECT_EQ(refault_seconds(Device{}, 1e9), 0.0);
+}
+
+TEST(TimeModel, PipelineCriticalPathAndSharedCores) {
+  PlanInput in;
+  in.model = llama_preset("tiny");
+  in.shape.pp = 2;
+  in.batch = 2, in.seq_len = 16, in.micro_batches = 3;
+  Device d = curve_device();
+  const Plan p = make_plan(in, d);
+  ASSERT_EQ(p.groups.size(), 2u);
+  const double t0 = p.groups[0].compute_s + p.groups[0].tp_exposed_s;
+  const double t1 = p.groups[1].compute_s + p.groups[1].tp_exposed_s;
+  ASSERT_NE(t0, t1);  // the head makes the last stage heavier
+  // Every stage once for one micro-batch, the slowest for the other two.
+  const double critical = (t0 + t1 + 2 * std::max(t0, t1)) / 3;
+  EXPECT_NEAR(p.step_s, critical + p.pp_exposed_s, 1e-12);
+  d.oversubscription = 2;  // two threads a core: the critical path twice as fast, but no less
+  const Plan q = make_plan(in, d);  // than the two ranks' work over the cores
+  EXPECT_NEAR(q.step_s, std::max(critical / 2, (t0 + t1) / 2) + q.pp_exposed_s, 1e-12);
+}
+
 class Profiles : public test::ScratchDirTest {
  protected:
   std::string write(const std::string& text) {
