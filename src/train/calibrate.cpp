@@ -75,7 +75,8 @@ std::vector<std::array<int64_t, 3>> gemm_shapes(const LlamaConfig* m, bool quick
 std::vector<std::pair<double, double>> gemm_curve(Precision p, const LlamaConfig* m,
                                                   comm::Group& world, bool quick) {
   std::map<double, std::vector<double>> rates;
-  for (const auto& [M, N, K] : gemm_shapes(m, quick)) {
+  for (const auto& shape : gemm_shapes(m, quick)) {
+    const int64_t M = shape[0], N = shape[1], K = shape[2];  // captured below: not a binding
     Buffer a(M * K), b(N * K), c(M * N);
     for (int64_t i = 0; i < M * K; ++i) a.data()[i] = 0.001f * static_cast<float>(i % 97);
     for (int64_t i = 0; i < N * K; ++i) b.data()[i] = 0.001f * static_cast<float>(i % 89);
