@@ -93,6 +93,7 @@ echo "(c) a missing or altered piece is refused, named"
 big=("${base[@]}" --model.dim 256 --model.ffn_dim 512 --train.val_every 0 --train.steps 100000
      --train.ckpt_every 1 --train.out_dir killed --train.batch_size 2 "${per[@]}" --dp 2 --zero 1)
 before=
+shm_before=$(ls /dev/shm)
 for k in 1 2 3; do
   mpirun --oversubscribe -np 2 "$bin" "${big[@]}" --resume auto > "kill$k.log" 2>&1 &
   pid=$!
@@ -103,6 +104,10 @@ for k in 1 2 3; do
   kill -9 $ranks $pid 2> /dev/null || true
   wait $pid 2> /dev/null || true
   for r in $ranks; do while kill -0 "$r" 2> /dev/null; do sleep 0.05; done; done
+  # The killed job's shared-memory segments (MPI's, within this machine): nobody else removes them.
+  for f in $(ls /dev/shm); do
+    if [[ $f == vader_segment.* ]] && ! grep -qxF "$f" <<< "$shm_before"; then rm -f "/dev/shm/$f"; fi
+  done
   before=$(cat killed/latest)
   [ -f "killed/$before/trainer.json" ] || fail "kill $k: latest $before is not complete"
   "$bin" eval --ckpt "killed/$before" --data data/val.bin --batches 1 | grep -q perplexity ||
