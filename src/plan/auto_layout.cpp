@@ -25,9 +25,8 @@ Candidate rate(const Plan& p, const Device& device) {
   c.tokens_per_s = p.tokens_per_step / p.step_s;
   double busy = 0, compute = 0, tp = 0, dp = 0;
   for (const RankGroup& g : p.groups) {
-    const RankGroup& big = g;
-    c.memory = std::max(c.memory, big.memory() - big.state.grads +
-                                      std::max(big.state.grads, big.grads_in_backward));
+    c.memory = std::max(c.memory,
+                        g.memory() - g.state.grads + std::max(g.state.grads, g.grads_in_backward));
     if (g.compute_s + g.tp_exposed_s > busy)
       busy = g.compute_s + g.tp_exposed_s, compute = g.compute_s, tp = g.tp_exposed_s;
     dp = std::max(dp, g.dp_exposed_s);
